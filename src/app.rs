@@ -1,0 +1,132 @@
+//! Wires the sources, hubs and the HTTP server together, and owns shutdown.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::control::Control;
+use crate::events::{EventHub, Retention, Store, StoreReader};
+use crate::http::server::{self, Registry};
+use crate::metrics::Metrics;
+use crate::shutdown::{self, Shutdown};
+use crate::status::{StatusHub, StatusSampler};
+
+/// What every connection thread can reach: configuration, the hubs, and the Control handle.
+pub struct Ctx {
+    pub config: Config,
+    pub events: EventHub,
+    pub status: StatusHub,
+    pub control: Control,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: Shutdown,
+}
+
+/// How long shutdown waits for connection threads to finish after closing their sockets.
+const DRAIN_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// Runs the server until SIGTERM/SIGINT. An `Err` is a fatal error (exit status 1).
+pub fn run(config: Config) -> Result<(), String> {
+    // Before any thread exists, so that every thread inherits the mask.
+    shutdown::block_signals();
+    let shutdown = Shutdown::new();
+    shutdown::spawn_signal_listener(shutdown.clone())
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+
+    let metrics = Arc::new(Metrics::new());
+    let retention = Retention {
+        max_events: config.max_events,
+        max_snapshot_bytes: config.max_snapshot_bytes,
+    };
+    let data_dir = &config.data_dir;
+    let store = Store::open(data_dir, retention)
+        .map_err(|e| format!("cannot open the event store in {}: {e}", data_dir.display()))?;
+    let reader = Arc::new(StoreReader::new(data_dir));
+    let bounds = reader
+        .bounds()
+        .map_err(|e| format!("cannot read the event store: {e}"))?;
+    metrics
+        .last_event_id
+        .store(bounds.last_id, std::sync::atomic::Ordering::Relaxed);
+    log::info!(
+        "event store {} holds {} events (last id {})",
+        data_dir.display(),
+        bounds.stored,
+        bounds.last_id
+    );
+    let (events, writer) = EventHub::start(store, reader, Arc::clone(&metrics))
+        .map_err(|e| format!("cannot start the event writer: {e}"))?;
+    let control = Control::new(events.clone());
+
+    let camera_spec = config.camera.clone();
+    let camera_metrics = Arc::clone(&metrics);
+    let sampler = StatusSampler::new(
+        Arc::clone(&metrics),
+        Box::new(move || crate::camera::offline_status(&camera_spec, &camera_metrics)),
+        &config.doorbell,
+    );
+    let status = StatusHub::new(sampler);
+    status
+        .spawn_sampler(
+            Duration::from_secs_f64(config.status_interval_s),
+            shutdown.clone(),
+        )
+        .map_err(|e| format!("cannot start the status thread: {e}"))?;
+
+    let listener = TcpListener::bind(config.listen)
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the listening address: {e}"))?;
+    let accept_listener = listener
+        .try_clone()
+        .map_err(|e| format!("cannot use the listening socket: {e}"))?;
+
+    let ctx = Arc::new(Ctx {
+        config,
+        events: events.clone(),
+        status,
+        control,
+        metrics,
+        shutdown: shutdown.clone(),
+    });
+    let registry = Arc::new(Registry::default());
+    let accept = {
+        let ctx = Arc::clone(&ctx);
+        let registry = Arc::clone(&registry);
+        std::thread::Builder::new()
+            .name("accept".into())
+            .stack_size(128 * 1024)
+            .spawn(move || server::accept_loop(accept_listener, ctx, registry))
+            .map_err(|e| format!("cannot start the accept thread: {e}"))?
+    };
+    log::info!(
+        "listening on http://{local} (camera {}, doorbell {}, {})",
+        ctx.config.camera,
+        ctx.config.doorbell,
+        if ctx.config.tokens.is_empty() {
+            "no tokens: every client is admin".to_string()
+        } else {
+            format!("{} token(s)", ctx.config.tokens.roles().count())
+        }
+    );
+
+    // Sleep until a signal: the signal thread fires the broadcast.
+    let _ = shutdown.signal().recv();
+    let stopping = Instant::now();
+    server::unblock_accept(&listener);
+    registry.close_all();
+    while !registry.is_empty() && stopping.elapsed() < DRAIN_TIMEOUT {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if !registry.is_empty() {
+        log::warn!("{} connection(s) still closing at exit", registry.len());
+    }
+    events.stop();
+    if writer.join().is_err() {
+        return Err("the event writer panicked".into());
+    }
+    accept.join().ok();
+    log::info!("stopped cleanly in {} ms", stopping.elapsed().as_millis());
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! EventHub: every event goes id → store → fan-out, in that order, on one writer thread.
+//!
+//! Producers (REST, the doorbell, the WebSocket) call [`EventHub::publish`], which blocks until
+//! the event is committed and fanned out. The writer thread takes whatever requests are waiting
+//! and commits them in one transaction (group commit: a burst costs one fsync, not one per
+//! event), then offers each event, serialised once, to every subscriber.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::event::{EventDraft, PublishedEvent, SharedEvent};
+use super::store::{Store, StoreError, StoreReader};
+use crate::hub::{Broadcast, EvictHook, Subscription};
+use crate::metrics::Metrics;
+
+/// Most events committed in one transaction.
+const MAX_BATCH: usize = 256;
+/// Producers waiting for the writer at most; more block (backpressure), never grow memory.
+const REQUEST_QUEUE: usize = 1024;
+
+enum Request {
+    Append {
+        draft: EventDraft,
+        reply: Sender<Result<SharedEvent, StoreError>>,
+    },
+    Stop,
+}
+
+/// The producers' and subscribers' handle; cheap to clone.
+#[derive(Clone)]
+pub struct EventHub {
+    requests: Sender<Request>,
+    broadcast: Broadcast<SharedEvent>,
+    reader: Arc<StoreReader>,
+}
+
+impl EventHub {
+    /// Starts the writer thread, which owns `store`.
+    pub fn start(
+        store: Store,
+        reader: Arc<StoreReader>,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<(EventHub, JoinHandle<()>)> {
+        let (requests, rx) = crossbeam_channel::bounded(REQUEST_QUEUE);
+        let broadcast = Broadcast::new();
+        metrics
+            .events_stored
+            .store(store.stored(), Ordering::Relaxed);
+        let writer = {
+            let broadcast = broadcast.clone();
+            std::thread::Builder::new()
+                .name("event-writer".into())
+                .stack_size(256 * 1024)
+                .spawn(move || run_writer(store, rx, broadcast, metrics))?
+        };
+        Ok((
+            EventHub {
+                requests,
+                broadcast,
+                reader,
+            },
+            writer,
+        ))
+    }
+
+    /// Stores the event, fans it out, and returns it as sent. Once this returns `Ok`, the event
+    /// is on disk.
+    pub fn publish(&self, draft: EventDraft) -> Result<SharedEvent, StoreError> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        self.requests
+            .send(Request::Append { draft, reply })
+            .map_err(|_| StoreError::Unavailable("the server is shutting down".into()))?;
+        answer
+            .recv()
+            .map_err(|_| StoreError::Unavailable("the server is shutting down".into()))?
+    }
+
+    /// A live feed of events published from now on. `on_evict` runs if the subscriber falls
+    /// `capacity` events behind.
+    pub fn subscribe(
+        &self,
+        capacity: usize,
+        on_evict: Option<EvictHook>,
+    ) -> Subscription<SharedEvent> {
+        self.broadcast.subscribe(capacity, on_evict)
+    }
+
+    pub fn reader(&self) -> &StoreReader {
+        &self.reader
+    }
+
+    /// Asks the writer to finish what is queued, checkpoint and stop.
+    pub fn stop(&self) {
+        self.requests.send(Request::Stop).ok();
+    }
+}
+
+fn run_writer(
+    mut store: Store,
+    rx: Receiver<Request>,
+    broadcast: Broadcast<SharedEvent>,
+    metrics: Arc<Metrics>,
+) {
+    let mut drafts = Vec::with_capacity(MAX_BATCH);
+    let mut replies = Vec::with_capacity(MAX_BATCH);
+    let mut stopping = false;
+    while !stopping {
+        let Ok(first) = rx.recv() else { break };
+        let mut next = Some(first);
+        while let Some(request) = next.take() {
+            match request {
+                Request::Append { draft, reply } => {
+                    drafts.push(draft);
+                    replies.push(reply);
+                }
+                Request::Stop => stopping = true,
+            }
+            if drafts.len() < MAX_BATCH && !stopping {
+                next = rx.try_recv().ok();
+            }
+        }
+        if drafts.is_empty() {
+            continue;
+        }
+        match store.append(&drafts) {
+            Ok(events) => {
+                metrics.store_commits.fetch_add(1, Ordering::Relaxed);
+                metrics
+                    .events_published
+                    .fetch_add(events.len() as u64, Ordering::Relaxed);
+                metrics
+                    .events_stored
+                    .store(store.stored(), Ordering::Relaxed);
+                for (event, reply) in events.into_iter().zip(replies.drain(..)) {
+                    metrics.last_event_id.store(event.id, Ordering::Relaxed);
+                    log::debug!(
+                        "event {} {} from {}",
+                        event.id,
+                        event.event_type,
+                        event.source
+                    );
+                    let published = Arc::new(PublishedEvent::new(event));
+                    let evicted = broadcast.publish(&published);
+                    if evicted > 0 {
+                        metrics
+                            .clients_evicted
+                            .fetch_add(evicted as u64, Ordering::Relaxed);
+                        log::info!("disconnected {evicted} event client(s) that fell behind");
+                    }
+                    reply.send(Ok(published)).ok();
+                }
+            }
+            Err(err) => {
+                metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+                log::error!("could not store {} event(s): {err}", drafts.len());
+                for reply in replies.drain(..) {
+                    reply.send(Err(err.clone())).ok();
+                }
+            }
+        }
+        drafts.clear();
+    }
+    if let Err(err) = store.checkpoint() {
+        log::warn!("final checkpoint of the event store failed: {err}");
+    }
+    log::debug!("event writer stopped");
+}

@@ -1,0 +1,189 @@
+//! The REST endpoints of the contract.
+
+use std::io::Read;
+
+use serde_json::{Value, json};
+use tiny_http::Request;
+
+use super::query::Target;
+use super::reply::{self, Reply};
+use super::router::Outcome;
+use crate::app::Ctx;
+use crate::events::event::{MAX_BODY_BYTES, parse_posted_event, valid_event_type};
+use crate::events::{EventQuery, SharedEvent, StoreError};
+
+/// Default and largest page of `/api/events`.
+const DEFAULT_LIMIT: u64 = 50;
+const MAX_LIMIT: u64 = 500;
+
+/// The 5xx for a store failure: 507 when the disk is full, else 503.
+pub fn store_error(err: &StoreError) -> Reply {
+    match err {
+        StoreError::Full => reply::error(507, "insufficient_storage", &err.to_string()),
+        StoreError::Unavailable(_) => reply::error(503, "store_unavailable", &err.to_string())
+            .with_header(reply::header("Retry-After", "5")),
+    }
+}
+
+/// Reads a JSON body of at most [`MAX_BODY_BYTES`]; the error reply says what was wrong.
+fn read_body(request: &mut Request) -> Result<Vec<u8>, Outcome> {
+    let too_large = || Outcome::Reply {
+        reply: reply::error(
+            413,
+            "payload_too_large",
+            &format!("the body must be at most {MAX_BODY_BYTES} bytes"),
+        ),
+        close: true,
+    };
+    if request.body_length().is_some_and(|n| n > MAX_BODY_BYTES) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    let read = request
+        .as_reader()
+        .take(MAX_BODY_BYTES as u64 + 1)
+        .read_to_end(&mut body);
+    if read.is_err() {
+        return Err(Outcome::Reply {
+            reply: reply::error(400, "bad_request", "the request body could not be read"),
+            close: true,
+        });
+    }
+    if body.len() > MAX_BODY_BYTES {
+        return Err(too_large());
+    }
+    Ok(body)
+}
+
+fn event_reply(status: u16, event: &SharedEvent) -> Reply {
+    reply::json_text(status, event.json.clone())
+}
+
+pub fn status(ctx: &Ctx) -> Reply {
+    reply::json(200, &ctx.status.sample())
+}
+
+pub fn list_events(target: &Target, ctx: &Ctx) -> Reply {
+    let parsed = (|| -> Result<EventQuery, String> {
+        let limit = target
+            .get_u64("limit")?
+            .unwrap_or(DEFAULT_LIMIT)
+            .min(MAX_LIMIT);
+        let event_type = match target.get("type") {
+            None => None,
+            Some(t) if valid_event_type(t) => Some(t.to_string()),
+            Some(t) => return Err(format!("type={t:?} must match [a-z0-9_]{{1,64}}")),
+        };
+        Ok(EventQuery {
+            limit,
+            before: target.get_u64("before")?,
+            after: target.get_u64("after")?,
+            event_type,
+        })
+    })();
+    let query = match parsed {
+        Ok(query) => query,
+        Err(message) => return reply::error(400, "bad_request", &message),
+    };
+    match ctx.events.reader().query(&query) {
+        Ok(events) => {
+            let list: Vec<Value> = events.iter().map(|e| e.to_json()).collect();
+            reply::json(200, &json!({ "events": list }))
+        }
+        Err(err) => store_error(&err),
+    }
+}
+
+pub fn get_event(id: u64, ctx: &Ctx) -> Reply {
+    match ctx.events.reader().get(id) {
+        Ok(Some(event)) => reply::json(200, &event.to_json()),
+        Ok(None) => reply::error(404, "not_found", &format!("no event {id}")),
+        Err(err) => store_error(&err),
+    }
+}
+
+pub fn event_snapshot(id: u64, ctx: &Ctx) -> Reply {
+    match ctx.events.reader().snapshot(id) {
+        Ok(Some(jpeg)) => reply::bytes(200, "image/jpeg", jpeg)
+            .with_header(reply::header("Cache-Control", "private, max-age=86400")),
+        Ok(None) => reply::error(404, "not_found", &format!("event {id} has no snapshot")),
+        Err(err) => store_error(&err),
+    }
+}
+
+pub fn post_event(request: &mut Request, ctx: &Ctx) -> Outcome {
+    let body = match read_body(request) {
+        Ok(body) => body,
+        Err(outcome) => return outcome,
+    };
+    let draft = match parse_posted_event(&body) {
+        Ok(draft) => draft,
+        Err(invalid) => return reply::error(400, "bad_request", &invalid.0).into(),
+    };
+    match ctx.events.publish(draft) {
+        Ok(event) => event_reply(201, &event).into(),
+        Err(err) => store_error(&err).into(),
+    }
+}
+
+pub fn trigger_doorbell(ctx: &Ctx) -> Reply {
+    match ctx.control.trigger_doorbell("api", Default::default()) {
+        Ok(event) => event_reply(200, &event),
+        Err(err) => store_error(&err),
+    }
+}
+
+pub fn latest_snapshot() -> Reply {
+    reply::error(503, "no_frame", "the camera has no frame yet")
+        .with_header(reply::header("Retry-After", "5"))
+}
+
+pub fn metrics(ctx: &Ctx) -> Reply {
+    let rss = ctx.status.rss_bytes().map(|v| v as f64);
+    let mut extra = Vec::new();
+    if let Some(rss) = rss {
+        extra.push((
+            "porchlight_resident_memory_bytes",
+            "Resident memory of the server process.",
+            rss,
+        ));
+    }
+    let text = ctx.metrics.render(&extra);
+    reply::bytes(200, "text/plain; version=0.0.4", text.into_bytes())
+        .with_header(reply::header("Cache-Control", "no-store"))
+}
+
+/// `POST /api/login {"token": T}`: checks the token and sets it as an HttpOnly cookie, so the
+/// dashboard's `<img>` and `EventSource` requests carry it.
+pub fn login(request: &mut Request, ctx: &Ctx) -> Outcome {
+    let body = match read_body(request) {
+        Ok(body) => body,
+        Err(outcome) => return outcome,
+    };
+    let token = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(map)) => match map.get("token") {
+            Some(Value::String(t)) => t.clone(),
+            _ => {
+                return reply::error(400, "bad_request", "body must be {\"token\": \"...\"}")
+                    .into();
+            }
+        },
+        _ => return reply::error(400, "bad_request", "body must be {\"token\": \"...\"}").into(),
+    };
+    let tokens = &ctx.config.tokens;
+    if tokens.is_empty() {
+        return reply::json(200, &json!({"role": "admin"})).into();
+    }
+    match tokens.role_of(&token) {
+        Some(role) => {
+            let cookie = format!(
+                "{}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=31536000",
+                super::access::TOKEN_COOKIE
+            );
+            reply::json(200, &json!({"role": role.name()}))
+                .with_header(reply::header("Set-Cookie", &cookie))
+                .into()
+        }
+        None => reply::error(401, "unauthorized", "the token is not valid").into(),
+    }
+}

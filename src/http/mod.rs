@@ -1,0 +1,11 @@
+//! HTTP: the accept loop and connection threads, routing and access checks, and the handlers
+//! (REST, SSE, static files).
+
+pub mod access;
+pub mod api;
+pub mod query;
+pub mod reply;
+pub mod router;
+pub mod server;
+pub mod sse;
+pub mod static_files;

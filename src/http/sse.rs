@@ -1,0 +1,299 @@
+//! Server-Sent Events: `/stream/events` and `/stream/system-status`.
+//!
+//! tiny_http would send a streamed `Response` through an 8 KiB chunk encoder and a 1 KiB
+//! `BufWriter` with no flush between reads (see ../shared/spec/CRATE-NOTES.md), so an event
+//! would sit in a buffer. Instead we take the raw writer (`Request::into_writer`), write the
+//! status line and headers ourselves, send the body delimited by connection close, and flush
+//! after every batch of events: each event leaves as soon as it is published.
+//!
+//! Replay → live seam: the client subscribes to the hub *before* reading the store, and skips
+//! live events whose id it already sent. An event committed before the subscription is in the
+//! store read; one fanned out after it is in the queue; one in both is sent once. So a
+//! reconnecting client gets every event exactly once, in id order.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::select;
+use serde_json::json;
+use tiny_http::Request;
+
+use super::access::header;
+use super::query::{Target, valid_client_id};
+use super::reply;
+use super::router::respond;
+use super::server::Conn;
+use crate::app::Ctx;
+use crate::events::Event;
+use crate::events::event::valid_event_type;
+use crate::metrics::ClientKind;
+
+/// Events read from the store per replay query.
+const REPLAY_PAGE: u64 = 500;
+/// Events written between two flushes when a burst is queued.
+const MAX_BATCH: usize = 64;
+
+const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
+Cache-Control: no-cache\r\nConnection: close\r\nX-Accel-Buffering: no\r\n\
+X-Content-Type-Options: nosniff\r\n\r\nretry: 3000\n\n";
+
+/// What the client asked for in its URL and headers.
+struct EventStreamRequest {
+    client_id: String,
+    types: Option<Vec<String>>,
+    last_event_id: Option<u64>,
+}
+
+/// The client's own id if valid, one made up if absent, an error if malformed.
+pub fn client_id(target: &Target, conn: &Conn, kind: &str) -> Result<String, String> {
+    match target.get("client_id") {
+        None => Ok(format!("{kind}-{}", conn.id)),
+        Some(id) if valid_client_id(id) => Ok(id.to_string()),
+        Some(id) => Err(format!("client_id {id:?} must match [A-Za-z0-9_-]{{1,64}}")),
+    }
+}
+
+fn parse_request(
+    request: &Request,
+    target: &Target,
+    conn: &Conn,
+) -> Result<EventStreamRequest, String> {
+    let client_id = client_id(target, conn, "sse")?;
+    let types = match target.get("types") {
+        None => None,
+        Some(list) => {
+            let types: Vec<String> = list
+                .split(',')
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .collect();
+            if let Some(bad) = types.iter().find(|t| !valid_event_type(t)) {
+                return Err(format!("types: {bad:?} must match [a-z0-9_]{{1,64}}"));
+            }
+            Some(types)
+        }
+    };
+    // The header is what EventSource resends on reconnect, so it wins over the URL.
+    let last_event_id = match header(request, "Last-Event-ID").map(str::trim) {
+        Some(text) if !text.is_empty() => Some(
+            text.parse::<u64>()
+                .map_err(|_| format!("Last-Event-ID {text:?} is not an event id"))?,
+        ),
+        _ => target.get_u64("last_event_id")?,
+    };
+    Ok(EventStreamRequest {
+        client_id,
+        types,
+        last_event_id,
+    })
+}
+
+/// One open event stream.
+struct EventStream<'a> {
+    out: Box<dyn Write + Send>,
+    types: Option<Vec<String>>,
+    /// Largest id already handled (sent, or skipped by the filter).
+    last_sent: u64,
+    sent: u64,
+    ctx: &'a Ctx,
+}
+
+impl EventStream<'_> {
+    fn wants(&self, event_type: &str) -> bool {
+        self.types
+            .as_ref()
+            .is_none_or(|types| types.iter().any(|t| t == event_type))
+    }
+
+    /// Writes one event block if it is new and wanted. Does not flush.
+    fn offer(&mut self, id: u64, event_type: &str, block: &[u8]) -> std::io::Result<()> {
+        if id <= self.last_sent {
+            return Ok(());
+        }
+        self.last_sent = id;
+        if self.wants(event_type) {
+            self.out.write_all(block)?;
+            self.sent += 1;
+            self.ctx
+                .metrics
+                .sse_events_sent
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Sends a `gap` if events after `after` were deleted, then every stored event after it.
+    fn replay(&mut self, after: u64) -> Result<(), String> {
+        let reader = self.ctx.events.reader();
+        let bounds = reader.bounds().map_err(|e| e.to_string())?;
+        let first_available = bounds.first_id.unwrap_or(bounds.last_id + 1);
+        if after < bounds.last_id && after + 1 < first_available {
+            let gap = json!({"from": after, "to": first_available});
+            write!(self.out, "event: gap\ndata: {gap}\n\n").map_err(|e| e.to_string())?;
+        }
+        self.last_sent = self.last_sent.max(after);
+        loop {
+            let page: Vec<Event> = reader
+                .after(self.last_sent, REPLAY_PAGE)
+                .map_err(|e| e.to_string())?;
+            for event in &page {
+                let block = crate::events::PublishedEvent::new(event.clone()).sse;
+                self.offer(event.id, &event.event_type, &block)
+                    .map_err(|e| e.to_string())?;
+            }
+            self.out.flush().map_err(|e| e.to_string())?;
+            if (page.len() as u64) < REPLAY_PAGE {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// `GET /stream/events`. Returns false: the stream ends the connection.
+pub fn events(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool {
+    let asked = match parse_request(&request, target, conn) {
+        Ok(asked) => asked,
+        Err(message) => return respond(request, reply::error(400, "bad_request", &message), ctx),
+    };
+    let Some(_slot) = ctx
+        .metrics
+        .admit(ClientKind::Sse, ctx.config.max_sse_clients)
+    else {
+        let limit = ctx.config.max_sse_clients;
+        respond(request, reply::over_limit("SSE client", limit), ctx);
+        return false;
+    };
+    // Subscribe first: see the module doc for why this makes the seam exact.
+    let subscription = ctx
+        .events
+        .subscribe(ctx.config.client_queue_events, conn.closer());
+    let mut stream = EventStream {
+        out: request.into_writer(),
+        types: asked.types,
+        last_sent: 0,
+        sent: 0,
+        ctx,
+    };
+    let connected = json!({
+        "client_id": asked.client_id,
+        "server_time": crate::clock::round_ms(crate::clock::unix_now()),
+        "capabilities": ["replay", "types", "heartbeat", "gap"],
+    });
+    let opened = stream
+        .out
+        .write_all(HEAD)
+        .and_then(|()| write!(stream.out, "event: connected\ndata: {connected}\n\n"))
+        .and_then(|()| stream.out.flush());
+    if opened.is_err() {
+        return false;
+    }
+    log::info!(
+        "SSE client {} connected from {}{}",
+        asked.client_id,
+        conn.peer,
+        asked
+            .last_event_id
+            .map(|n| format!(", replaying after event {n}"))
+            .unwrap_or_default()
+    );
+    if let Some(Err(err)) = asked.last_event_id.map(|after| stream.replay(after)) {
+        log::info!(
+            "SSE client {} dropped during replay: {err}",
+            asked.client_id
+        );
+        return false;
+    }
+    let heartbeat = Duration::from_secs_f64(ctx.config.heartbeat_s);
+    let stop = ctx.shutdown.signal();
+    let mut next_heartbeat = Instant::now() + heartbeat;
+    let reason = loop {
+        let wait = next_heartbeat.saturating_duration_since(Instant::now());
+        select! {
+            recv(subscription.rx) -> first => {
+                let Ok(first) = first else {
+                    break "fell behind (queue full); it will replay on reconnect";
+                };
+                let mut batch = vec![first];
+                batch.extend(subscription.rx.try_iter().take(MAX_BATCH - 1));
+                let written = batch
+                    .iter()
+                    .try_for_each(|e| stream.offer(e.event.id, &e.event.event_type, &e.sse))
+                    .and_then(|()| stream.out.flush());
+                if written.is_err() {
+                    break "closed the connection";
+                }
+                next_heartbeat = Instant::now() + heartbeat;
+            }
+            recv(stop) -> _ => break "server shutting down",
+            default(wait) => {
+                let beat = json!({"timestamp": crate::clock::round_ms(crate::clock::unix_now())});
+                let written = write!(stream.out, "event: heartbeat\ndata: {beat}\n\n")
+                    .and_then(|()| stream.out.flush());
+                if written.is_err() {
+                    break "closed the connection";
+                }
+                next_heartbeat = Instant::now() + heartbeat;
+            }
+        }
+    };
+    log::info!(
+        "SSE client {} disconnected: {reason} ({} events sent)",
+        asked.client_id,
+        stream.sent
+    );
+    false
+}
+
+const STATUS_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
+Cache-Control: no-cache\r\nConnection: close\r\nX-Accel-Buffering: no\r\n\
+X-Content-Type-Options: nosniff\r\n\r\nretry: 3000\n\n";
+
+/// `GET /stream/system-status`: `status_connected`, then the status object now and every
+/// `status_interval_s`.
+pub fn status(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool {
+    let client_id = match client_id(target, conn, "status") {
+        Ok(id) => id,
+        Err(message) => return respond(request, reply::error(400, "bad_request", &message), ctx),
+    };
+    let Some(_slot) = ctx
+        .metrics
+        .admit(ClientKind::Sse, ctx.config.max_sse_clients)
+    else {
+        let limit = ctx.config.max_sse_clients;
+        respond(request, reply::over_limit("SSE client", limit), ctx);
+        return false;
+    };
+    let subscription = ctx.status.subscribe(conn.closer());
+    let mut out = request.into_writer();
+    let connected = json!({
+        "client_id": client_id,
+        "server_time": crate::clock::round_ms(crate::clock::unix_now()),
+        "interval_s": ctx.config.status_interval_s,
+    });
+    let now = ctx.status.sample();
+    let opened = out
+        .write_all(STATUS_HEAD)
+        .and_then(|()| write!(out, "event: status_connected\ndata: {connected}\n\n"))
+        .and_then(|()| write!(out, "event: system_status\ndata: {now}\n\n"))
+        .and_then(|()| out.flush());
+    if opened.is_err() {
+        return false;
+    }
+    log::info!("status client {client_id} connected from {}", conn.peer);
+    let stop = ctx.shutdown.signal();
+    let reason = loop {
+        select! {
+            recv(subscription.rx) -> status => {
+                let Ok(status) = status else { break "fell behind" };
+                let written = write!(out, "event: system_status\ndata: {status}\n\n")
+                    .and_then(|()| out.flush());
+                if written.is_err() {
+                    break "closed the connection";
+                }
+            }
+            recv(stop) -> _ => break "server shutting down",
+        }
+    };
+    log::info!("status client {client_id} disconnected: {reason}");
+    false
+}

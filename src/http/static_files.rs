@@ -1,0 +1,116 @@
+//! The dashboard's files: embedded in the binary, or read from `--www DIR` for development.
+//! No path outside the root is ever served: the URL path is decoded, `..` and hidden segments
+//! are refused before touching the disk, and a file read from `--www` must still resolve inside
+//! the root after symlinks.
+
+use std::path::{Path, PathBuf};
+
+use super::query::decode_component;
+use super::reply::{self, Reply};
+use crate::app::Ctx;
+
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/www_embedded.rs"));
+}
+
+/// Content-Security-Policy of the dashboard: scripts, styles and connections only from this
+/// server, no inline script, no framing.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
+connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
+
+/// The URL path as a relative file path, or `None` if it could name something outside the root.
+fn relative_path(url_path: &str) -> Option<String> {
+    let decoded = decode_component(url_path, false);
+    let trimmed = decoded.trim_start_matches('/');
+    let relative = if trimmed.is_empty() || decoded.ends_with('/') {
+        format!("{trimmed}index.html")
+    } else {
+        trimmed.to_string()
+    };
+    let safe = relative.split('/').all(|segment| {
+        !segment.is_empty() && !segment.starts_with('.') && !segment.contains(['\\', '\0'])
+    });
+    safe.then_some(relative)
+}
+
+fn content_type(path: &str) -> &'static str {
+    match path.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("html") => "text/html; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("js") => "text/javascript; charset=utf-8",
+        Some("json") => "application/json",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("ico") => "image/x-icon",
+        Some("webmanifest") => "application/manifest+json",
+        Some("wav") => "audio/wav",
+        Some("mp3") => "audio/mpeg",
+        Some("txt") => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
+fn read_from_dir(root: &Path, relative: &str) -> Option<Vec<u8>> {
+    let root = root.canonicalize().ok()?;
+    let path: PathBuf = root.join(relative).canonicalize().ok()?;
+    if !path.starts_with(&root) || !path.is_file() {
+        return None;
+    }
+    std::fs::read(path).ok()
+}
+
+pub fn serve(url_path: &str, ctx: &Ctx) -> Reply {
+    let not_found = || reply::error(404, "not_found", &format!("no such file: {url_path}"));
+    let Some(relative) = relative_path(url_path) else {
+        return not_found();
+    };
+    let body = match &ctx.config.www {
+        Some(root) => read_from_dir(root, &relative),
+        None => embedded::EMBEDDED
+            .iter()
+            .find(|(path, _)| path[1..] == relative)
+            .map(|(_, bytes)| bytes.to_vec()),
+    };
+    let Some(body) = body else {
+        return not_found();
+    };
+    let kind = content_type(&relative);
+    let mut response = reply::bytes(200, kind, body)
+        .with_header(reply::header("Cache-Control", "no-cache"))
+        .with_header(reply::header("Referrer-Policy", "no-referrer"));
+    if kind.starts_with("text/html") {
+        response = response
+            .with_header(reply::header("Content-Security-Policy", CSP))
+            .with_header(reply::header("X-Frame-Options", "DENY"));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traversal_is_refused_before_the_disk() {
+        assert_eq!(relative_path("/").as_deref(), Some("index.html"));
+        assert_eq!(relative_path("/app.js").as_deref(), Some("app.js"));
+        assert_eq!(relative_path("/img/").as_deref(), Some("img/index.html"));
+        for bad in [
+            "/../etc/passwd",
+            "/%2e%2e/etc/passwd",
+            "/a/../../x",
+            "/.git/config",
+            "/a//b",
+            "/a%5c..%5cb",
+            "/x%00.html",
+        ] {
+            assert_eq!(relative_path(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_dashboard_is_embedded() {
+        assert!(embedded::EMBEDDED.iter().any(|(p, _)| *p == "/index.html"));
+    }
+}
