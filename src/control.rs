@@ -1,14 +1,20 @@
-//! The `Control` handle: the few actions clients may ask of the sources (ring the doorbell;
-//! restart the camera and set the default quality arrive with the video work). Connection
-//! threads hold this handle and never reach into a source directly.
+//! The `Control` handle: the few actions clients may ask of the sources (ring the doorbell,
+//! set the default video quality; restarting the camera arrives with the capture thread).
+//! Connection threads hold this handle and never reach into a source directly.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use serde_json::{Map, Value};
 
 use crate::events::{EventDraft, EventHub, SharedEvent, StoreError};
+use crate::video::Quality;
 
 #[derive(Clone)]
 pub struct Control {
     events: EventHub,
+    /// The preset `/stream/video` uses when the URL names none.
+    default_quality: Arc<AtomicU8>,
 }
 
 /// Event type of a doorbell press.
@@ -16,7 +22,20 @@ pub const DOORBELL_PRESSED: &str = "doorbell_pressed";
 
 impl Control {
     pub fn new(events: EventHub) -> Control {
-        Control { events }
+        Control {
+            events,
+            default_quality: Arc::new(AtomicU8::new(Quality::Medium.index())),
+        }
+    }
+
+    pub fn default_quality(&self) -> Quality {
+        Quality::from_index(self.default_quality.load(Ordering::Relaxed))
+    }
+
+    pub fn set_default_quality(&self, quality: Quality) {
+        self.default_quality
+            .store(quality.index(), Ordering::Relaxed);
+        log::info!("default video quality set to {quality}");
     }
 
     /// A doorbell press from `source` (`"api"`, `"websocket"`, `"gpio"`), stored and fanned

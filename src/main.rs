@@ -1,26 +1,14 @@
 //! porchlight: a doorbell camera and security-event server for Raspberry Pi Zero-class boards.
 //!
-//! This file is the command line: flags → [`config::Config`] → [`app::run`], and the exit
-//! status (0 clean shutdown, 1 fatal error, 2 bad configuration).
-
-mod app;
-mod auth;
-mod camera;
-mod clock;
-mod config;
-mod control;
-mod doorbell;
-mod events;
-mod http;
-mod hub;
-mod metrics;
-mod shutdown;
-mod status;
+//! This file is the command line: flags → [`Config`] → [`app::run`], and the exit status
+//! (0 clean shutdown, 1 fatal error, 2 bad configuration). Everything else is in the library
+//! (`src/lib.rs`), so tests, benchmarks and fuzz targets reach the same code.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use config::{Config, ConfigError};
+use porchlight::app;
+use porchlight::config::{Config, ConfigError};
 
 const USAGE: &str = "\
 porchlight — doorbell camera and security-event server
