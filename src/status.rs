@@ -205,7 +205,10 @@ impl StatusHub {
             .spawn(move || {
                 let stop = shutdown.signal();
                 loop {
-                    if stop.recv_timeout(interval).is_ok() || shutdown.is_triggered() {
+                    // The shutdown channel never carries a message: it only disconnects.
+                    if let Err(crossbeam_channel::RecvTimeoutError::Disconnected) =
+                        stop.recv_timeout(interval)
+                    {
                         break;
                     }
                     if hub.broadcast.is_empty() {

@@ -74,6 +74,17 @@ impl Registry {
     }
 }
 
+/// Raises the accept backlog from std's 128 to `connections` (capped by the kernel's somaxconn),
+/// so that a burst of clients connecting at once (a dashboard reload on many phones, a
+/// benchmark) is queued instead of having SYNs dropped and retried a second later.
+pub fn widen_backlog(listener: &TcpListener, connections: usize) {
+    let backlog = connections.clamp(128, 4096) as libc::c_int;
+    // SAFETY: listen() on a socket that is already listening only updates its backlog.
+    unsafe {
+        libc::listen(listener.as_raw_fd(), backlog);
+    }
+}
+
 /// Wakes a thread blocked in `accept` on `listener` (Linux returns EINVAL from accept once the
 /// listening socket is shut down).
 pub fn unblock_accept(listener: &TcpListener) {

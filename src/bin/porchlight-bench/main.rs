@@ -1,0 +1,388 @@
+//! porchlight-bench: opens many streaming clients against a porchlight, triggers events at a set
+//! rate, and prints what the clients saw (latency, loss, order) and what the server spent (CPU,
+//! memory, threads, from /proc/PID). Loopback only; every phase is bounded in time.
+//!
+//! ```text
+//! porchlight-bench [--sse N] [--events E] [--rate PER_S] [--json] [--timeout S]
+//!                  [--server-arg ARG]... | --url HOST:PORT --pid PID [--token T]
+//! ```
+//! Without `--url` it starts `porchlight` from the same folder as itself on a free loopback port
+//! with a fresh data dir, and stops it at the end.
+
+mod http;
+mod procstat;
+mod sse;
+mod stats;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+struct Options {
+    sse: usize,
+    events: usize,
+    rate: f64,
+    json: bool,
+    timeout: Duration,
+    url: Option<SocketAddr>,
+    pid: Option<u32>,
+    token: Option<String>,
+    server_args: Vec<String>,
+}
+
+const USAGE: &str = "usage: porchlight-bench [--sse N] [--events E] [--rate PER_S] [--json] \
+[--timeout S] [--server-arg ARG]... | --url HOST:PORT --pid PID [--token T]";
+
+fn parse_options() -> Result<Options, String> {
+    let mut o = Options {
+        sse: 50,
+        events: 100,
+        rate: 50.0,
+        json: false,
+        timeout: Duration::from_secs(60),
+        url: None,
+        pid: None,
+        token: None,
+        server_args: Vec::new(),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
+        match arg.as_str() {
+            "--sse" => o.sse = value("--sse")?.parse().map_err(|_| "--sse: a number")?,
+            "--events" => {
+                o.events = value("--events")?
+                    .parse()
+                    .map_err(|_| "--events: a number")?
+            }
+            "--rate" => o.rate = value("--rate")?.parse().map_err(|_| "--rate: a number")?,
+            "--timeout" => {
+                o.timeout = Duration::from_secs(
+                    value("--timeout")?
+                        .parse()
+                        .map_err(|_| "--timeout: seconds")?,
+                )
+            }
+            "--json" => o.json = true,
+            "--url" => {
+                let text = value("--url")?;
+                let addr: SocketAddr = text
+                    .parse()
+                    .map_err(|_| format!("--url {text}: HOST:PORT"))?;
+                if !addr.ip().is_loopback() {
+                    return Err(
+                        "--url must be a loopback address: the benchmark never loads another host"
+                            .into(),
+                    );
+                }
+                o.url = Some(addr);
+            }
+            "--pid" => o.pid = Some(value("--pid")?.parse().map_err(|_| "--pid: a number")?),
+            "--token" => o.token = Some(value("--token")?),
+            "--server-arg" => o.server_args.push(value("--server-arg")?),
+            "--help" | "-h" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument {other}\n{USAGE}")),
+        }
+    }
+    if o.rate <= 0.0 {
+        return Err("--rate must be above 0".into());
+    }
+    Ok(o)
+}
+
+/// The server under test, when the benchmark started it.
+struct Spawned {
+    child: Child,
+    data_dir: std::path::PathBuf,
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        // SAFETY: kill with a pid we own.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        self.child.wait().ok();
+        std::fs::remove_dir_all(&self.data_dir).ok();
+    }
+}
+
+fn spawn_server(extra: &[String]) -> Result<(Spawned, SocketAddr), String> {
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    let binary = me.with_file_name("porchlight");
+    let data_dir = std::env::temp_dir().join(format!("porchlight-bench-{}", std::process::id()));
+    let mut child = Command::new(&binary)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data_dir)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+    let stderr = child.stderr.take().expect("piped");
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        // Read until the server logs its address, then keep draining so the pipe never fills.
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                tx.send(addr).ok();
+            } else if line.contains("[WARN]") || line.contains("[ERROR]") {
+                eprintln!("server: {line}");
+            }
+        }
+    });
+    let spawned = Spawned { child, data_dir };
+    let addr = rx
+        .recv_timeout(Duration::from_secs(20))
+        .map_err(|_| "the server did not report its address within 20 s".to_string())?;
+    let addr = addr.parse().map_err(|_| format!("bad address {addr}"))?;
+    Ok((spawned, addr))
+}
+
+fn main() {
+    let options = match parse_options() {
+        Ok(o) => o,
+        Err(message) => {
+            eprintln!("{message}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(message) = run(options) {
+        eprintln!("porchlight-bench: {message}");
+        std::process::exit(1);
+    }
+}
+
+fn run(o: Options) -> Result<(), String> {
+    let (spawned, addr, pid) = match o.url {
+        Some(addr) => (None, addr, o.pid),
+        None => {
+            let (spawned, addr) = spawn_server(&o.server_args)?;
+            let pid = spawned.child.id();
+            (Some(spawned), addr, Some(pid))
+        }
+    };
+    eprintln!(
+        "server at http://{addr} (pid {})",
+        pid.map_or("unknown".into(), |p| p.to_string())
+    );
+    let proc_now = || pid.and_then(procstat::sample).map(|s| (Instant::now(), s));
+
+    // Idle figures: let start-up settle, then measure one second of idling.
+    std::thread::sleep(Duration::from_millis(500));
+    let idle_start = proc_now();
+    std::thread::sleep(Duration::from_secs(1));
+    let idle_end = proc_now();
+
+    let token_query = o
+        .token
+        .as_ref()
+        .map(|t| format!("&token={t}"))
+        .unwrap_or_default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
+    let connect_started = Instant::now();
+    let mut clients = Vec::with_capacity(o.sse);
+    for i in 0..o.sse {
+        let ready = ready_tx.clone();
+        let stop = Arc::clone(&stop);
+        let token_query = token_query.clone();
+        let expected = o.events;
+        let handle = std::thread::Builder::new()
+            .stack_size(128 * 1024)
+            .spawn(move || sse::run(addr, i, &token_query, expected, ready, stop))
+            .map_err(|e| format!("cannot start client thread {i}: {e}"))?;
+        clients.push(handle);
+    }
+    let mut failed_to_connect = 0;
+    for n in 0..o.sse {
+        match ready_rx.recv_timeout(o.timeout) {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                failed_to_connect += 1;
+                if failed_to_connect <= 3 {
+                    eprintln!("client failed to connect: {err}");
+                }
+            }
+            Err(_) => return Err("clients did not connect in time".into()),
+        }
+        if (n + 1) % 100 == 0 || n + 1 == o.sse {
+            eprintln!("connected {}/{} SSE clients", n + 1, o.sse);
+        }
+    }
+    let connect_time = connect_started.elapsed();
+    let loaded_idle = proc_now();
+
+    // Trigger the events at the set rate, each carrying its send time.
+    let mut producer =
+        http::KeepAlive::connect(addr, o.token.clone()).map_err(|e| e.to_string())?;
+    let interval = Duration::from_secs_f64(1.0 / o.rate);
+    let load_start = proc_now();
+    let started = Instant::now();
+    let mut first_id = None;
+    for seq in 0..o.events {
+        let due = started + interval * seq as u32;
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let body =
+            json!({"event_type": "bench", "data": {"seq": seq, "sent_ns": sse::unix_nanos()}});
+        let (status, reply) = producer
+            .request("POST", "/api/events", body.to_string().as_bytes())
+            .map_err(|e| format!("posting event {seq}: {e}"))?;
+        if status != 201 {
+            return Err(format!(
+                "posting event {seq}: status {status}: {}",
+                String::from_utf8_lossy(&reply)
+            ));
+        }
+        if first_id.is_none() {
+            let value: serde_json::Value = serde_json::from_slice(&reply).unwrap_or_default();
+            first_id = value["id"].as_u64();
+        }
+        if (seq + 1) % 100 == 0 || seq + 1 == o.events {
+            eprintln!("triggered {}/{} events", seq + 1, o.events);
+        }
+    }
+    // Wait for the clients to finish (they stop when they have every event), bounded.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while clients.iter().any(|c| !c.is_finished()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let load_end = proc_now();
+    stop.store(true, Ordering::Relaxed);
+
+    // Reconnect: a new client asking for everything after the first bench event's predecessor.
+    let reconnect = first_id.map(|first| {
+        let t = Instant::now();
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        let header_query = format!("{token_query}&last_event_id={}", first - 1);
+        let report = sse::run(
+            addr,
+            o.sse,
+            &header_query,
+            o.events,
+            tx,
+            Arc::new(AtomicBool::new(false)),
+        );
+        (t.elapsed(), report.received)
+    });
+
+    let mut latencies = Vec::new();
+    let (mut received, mut duplicates, mut out_of_order, mut errors) = (0, 0, 0, 0);
+    let finished = clients.iter().filter(|c| c.is_finished()).count();
+    for handle in clients.into_iter().filter(|c| c.is_finished()) {
+        let report = handle.join().map_err(|_| "a client thread panicked")?;
+        received += report.received;
+        duplicates += report.duplicates;
+        out_of_order += report.out_of_order;
+        errors += report.error.is_some() as usize;
+        latencies.extend(report.latencies_ns);
+    }
+    let expected = o.sse * o.events;
+    let lost = expected.saturating_sub(received);
+    let latency = stats::summarise(&mut latencies);
+    let cpu = |a: Option<(Instant, procstat::ProcSample)>,
+               b: Option<(Instant, procstat::ProcSample)>| {
+        a.zip(b).map(|(a, b)| procstat::cpu_percent(a, b))
+    };
+    let idle = idle_end.map(|s| s.1);
+    let loaded = load_end.map(|s| s.1);
+    let report = json!({
+        "scenario": {"sse_clients": o.sse, "events": o.events, "rate_per_s": o.rate},
+        "event_latency_sse": latency,
+        "events_expected": expected,
+        "events_received": received,
+        "events_lost": lost,
+        "events_duplicated": duplicates,
+        "events_out_of_order": out_of_order,
+        "clients_unfinished": o.sse - finished,
+        "client_errors": errors,
+        "clients_failed_to_connect": failed_to_connect,
+        "connect_all_s": connect_time.as_secs_f64(),
+        "server": {
+            "cpu_percent_idle": cpu(idle_start, idle_end),
+            "cpu_percent_load": cpu(load_start, load_end),
+            "rss_idle_bytes": idle.map(|s| s.rss_bytes),
+            "rss_connected_bytes": loaded_idle.map(|s| s.1.rss_bytes),
+            "rss_load_bytes": loaded.map(|s| s.rss_bytes),
+            "rss_peak_bytes": loaded.map(|s| s.peak_rss_bytes),
+            "threads_idle": idle.map(|s| s.threads),
+            "threads_load": loaded.map(|s| s.threads),
+        },
+        "reconnect_replay": reconnect.map(|(t, n)| json!({"seconds": t.as_secs_f64(), "events_replayed": n})),
+    });
+    if o.json {
+        println!("{report:#}");
+    } else {
+        print_table(&report);
+    }
+    drop(spawned);
+    Ok(())
+}
+
+fn print_table(r: &serde_json::Value) {
+    let mb = |v: &serde_json::Value| {
+        v.as_f64()
+            .map_or("n/a".into(), |b| format!("{:.1} MB", b / 1e6))
+    };
+    let pct = |v: &serde_json::Value| v.as_f64().map_or("n/a".into(), |p| format!("{p:.1} %"));
+    let l = &r["event_latency_sse"];
+    let s = &r["server"];
+    println!(
+        "scenario            {} SSE clients, {} events at {}/s",
+        r["scenario"]["sse_clients"], r["scenario"]["events"], r["scenario"]["rate_per_s"]
+    );
+    println!(
+        "event latency SSE   p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} samples)",
+        l["p50_ms"].as_f64().unwrap_or(0.0),
+        l["p95_ms"].as_f64().unwrap_or(0.0),
+        l["p99_ms"].as_f64().unwrap_or(0.0),
+        l["max_ms"].as_f64().unwrap_or(0.0),
+        l["count"]
+    );
+    println!(
+        "events              expected {}  received {}  lost {}  duplicated {}  out of order {}",
+        r["events_expected"],
+        r["events_received"],
+        r["events_lost"],
+        r["events_duplicated"],
+        r["events_out_of_order"]
+    );
+    println!(
+        "clients             unfinished {}  errors {}  failed to connect {}  all connected in {:.2} s",
+        r["clients_unfinished"],
+        r["client_errors"],
+        r["clients_failed_to_connect"],
+        r["connect_all_s"].as_f64().unwrap_or(0.0)
+    );
+    println!(
+        "server CPU          idle {}  under load {} (of one core)",
+        pct(&s["cpu_percent_idle"]),
+        pct(&s["cpu_percent_load"])
+    );
+    println!(
+        "server RSS          idle {}  clients connected {}  under load {}  peak {}",
+        mb(&s["rss_idle_bytes"]),
+        mb(&s["rss_connected_bytes"]),
+        mb(&s["rss_load_bytes"]),
+        mb(&s["rss_peak_bytes"])
+    );
+    println!(
+        "server threads      idle {}  under load {}",
+        s["threads_idle"], s["threads_load"]
+    );
+    if let Some(rc) = r["reconnect_replay"].as_object() {
+        println!(
+            "reconnect + replay  {:.1} ms for {} events",
+            rc["seconds"].as_f64().unwrap_or(0.0) * 1e3,
+            rc["events_replayed"]
+        );
+    }
+}
