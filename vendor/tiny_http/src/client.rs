@@ -332,7 +332,11 @@ impl Iterator for ClientConnection {
 
             // checking HTTP version
             if *rq.http_version() > (1, 1) {
-                let writer = self.sink.next().unwrap();
+                // porchlight patch: answer through this request's own writer. Upstream took the
+                // *next* writer from the sink while `rq` still held this one; the sink hands
+                // writers out in order, so that write waited forever and leaked the thread.
+                // The framing of anything after an HTTP/2 line is unknown: close.
+                let writer = rq.into_writer();
                 let response = Response::from_string(
                     "This server only supports HTTP versions 1.0 and 1.1".to_owned(),
                 )
@@ -340,7 +344,7 @@ impl Iterator for ClientConnection {
                 response
                     .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
                     .ok();
-                continue;
+                return None;
             }
 
             // updating the status of the connection
