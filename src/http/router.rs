@@ -32,7 +32,10 @@ impl From<Reply> for Outcome {
 /// The routes of the contract.
 enum Route {
     Static,
+    /// A dashboard file asked for without a valid token: see [`static_files::serve_untrusted`].
+    StaticWithoutToken(Reply),
     Login,
+    WhoAmI,
     Status,
     EventsList,
     EventsPost,
@@ -85,6 +88,7 @@ fn resolve(method: &Method, path: &str) -> Result<Route, Reply> {
     let segments: Vec<&str> = path.split('/').skip(1).collect();
     match segments.as_slice() {
         ["api", "login"] => only_post(Route::Login),
+        ["api", "whoami"] => only_get(Route::WhoAmI),
         ["api", "status"] => only_get(Route::Status),
         ["api", "events"] if post => Ok(Route::EventsPost),
         ["api", "events"] => {
@@ -179,7 +183,14 @@ fn admit(request: &mut Request, target: &Target, ctx: &Ctx) -> Result<Route, Rep
     if let Route::Login = route {
         return Ok(route);
     }
-    let role = access::role_of(request, target, &ctx.config.tokens)?;
+    let role = match access::role_of(request, target, &ctx.config.tokens) {
+        Ok(role) => role,
+        // The dashboard must load to show its login form; its files hold no data.
+        Err(denied) if matches!(route, Route::Static) => {
+            return Ok(Route::StaticWithoutToken(denied));
+        }
+        Err(denied) => return Err(denied),
+    };
     access::require(role, route.required_role())?;
     if *request.method() == Method::Post
         && !access::origin_allowed(request, &ctx.config.allowed_origins)
@@ -196,7 +207,11 @@ fn admit(request: &mut Request, target: &Target, ctx: &Ctx) -> Result<Route, Rep
 fn answer(route: Route, request: &mut Request, target: &Target, ctx: &Ctx) -> Outcome {
     match route {
         Route::Static => static_files::serve(&target.path, ctx).into(),
+        Route::StaticWithoutToken(denied) => {
+            static_files::serve_untrusted(&target.path, request, denied, ctx).into()
+        }
         Route::Login => api::login(request, ctx),
+        Route::WhoAmI => api::whoami(request, target, ctx).into(),
         Route::Status => api::status(ctx).into(),
         Route::EventsList => api::list_events(target, ctx).into(),
         Route::EventsPost => api::post_event(request, ctx),
