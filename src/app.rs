@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::control::Control;
-use crate::events::{EventHub, Retention, Store, StoreReader};
+use crate::events::{EventHub, Retention, Store, StoreError, StoreReader};
 use crate::http::server::{self, Registry};
 use crate::metrics::Metrics;
 use crate::shutdown::{self, Shutdown};
@@ -39,12 +39,26 @@ pub fn run(config: Config) -> Result<(), String> {
         max_snapshot_bytes: config.max_snapshot_bytes,
     };
     let data_dir = &config.data_dir;
-    let store = Store::open(data_dir, retention)
-        .map_err(|e| format!("cannot open the event store in {}: {e}", data_dir.display()))?;
+    let store = match Store::open(data_dir, retention) {
+        Ok(store) => Ok(store),
+        // A read-only data dir is a degraded mode, not a reason to go dark: stored events and
+        // live video stay available; new events are refused with 503 until it is fixed.
+        Err(err @ StoreError::ReadOnly(_)) => {
+            log::error!("{err}: serving stored events, refusing new ones with 503");
+            Err(err)
+        }
+        Err(err) => {
+            return Err(format!(
+                "cannot open the event store in {}: {err}",
+                data_dir.display()
+            ));
+        }
+    };
     let reader = Arc::new(StoreReader::new(data_dir));
-    let bounds = reader
-        .bounds()
-        .map_err(|e| format!("cannot read the event store: {e}"))?;
+    let bounds = reader.bounds().unwrap_or_else(|err| {
+        log::warn!("cannot read the event store: {err}");
+        Default::default()
+    });
     metrics
         .last_event_id
         .store(bounds.last_id, std::sync::atomic::Ordering::Relaxed);

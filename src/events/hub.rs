@@ -38,17 +38,20 @@ pub struct EventHub {
 }
 
 impl EventHub {
-    /// Starts the writer thread, which owns `store`.
+    /// Starts the writer thread, which owns `store`. With `Err(store_error)` (a read-only data
+    /// dir) the hub still runs: subscribers and reads work, every publish gets that error.
     pub fn start(
-        store: Store,
+        store: Result<Store, StoreError>,
         reader: Arc<StoreReader>,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<(EventHub, JoinHandle<()>)> {
         let (requests, rx) = crossbeam_channel::bounded(REQUEST_QUEUE);
         let broadcast = Broadcast::new();
-        metrics
-            .events_stored
-            .store(store.stored(), Ordering::Relaxed);
+        if let Ok(store) = &store {
+            metrics
+                .events_stored
+                .store(store.stored(), Ordering::Relaxed);
+        }
         let writer = {
             let broadcast = broadcast.clone();
             std::thread::Builder::new()
@@ -99,7 +102,7 @@ impl EventHub {
 }
 
 fn run_writer(
-    mut store: Store,
+    mut store: Result<Store, StoreError>,
     rx: Receiver<Request>,
     broadcast: Broadcast<SharedEvent>,
     metrics: Arc<Metrics>,
@@ -125,15 +128,17 @@ fn run_writer(
         if drafts.is_empty() {
             continue;
         }
-        match store.append(&drafts) {
-            Ok(events) => {
+        let appended = match &mut store {
+            Ok(store) => store.append(&drafts).map(|events| (events, store.stored())),
+            Err(refusal) => Err(refusal.clone()),
+        };
+        match appended {
+            Ok((events, stored)) => {
                 metrics.store_commits.fetch_add(1, Ordering::Relaxed);
                 metrics
                     .events_published
                     .fetch_add(events.len() as u64, Ordering::Relaxed);
-                metrics
-                    .events_stored
-                    .store(store.stored(), Ordering::Relaxed);
+                metrics.events_stored.store(stored, Ordering::Relaxed);
                 for (event, reply) in events.into_iter().zip(replies.drain(..)) {
                     metrics.last_event_id.store(event.id, Ordering::Relaxed);
                     log::debug!(
@@ -163,7 +168,7 @@ fn run_writer(
         }
         drafts.clear();
     }
-    if let Err(err) = store.checkpoint() {
+    if let Ok(Err(err)) = store.as_ref().map(Store::checkpoint) {
         log::warn!("final checkpoint of the event store failed: {err}");
     }
     log::debug!("event writer stopped");

@@ -25,11 +25,13 @@ pub struct Retention {
     pub max_snapshot_bytes: u64,
 }
 
-/// Why the store could not do what was asked. Mapped to HTTP: `Full` → 507, `Unavailable` → 503.
+/// Why the store could not do what was asked. Mapped to HTTP: `Full` → 507, the others → 503.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StoreError {
     /// The disk holding the data dir is full.
     Full,
+    /// The data dir cannot be written (read-only file system or permissions); reads still work.
+    ReadOnly(String),
     /// The data dir cannot be written (read-only, permissions, I/O error) or the store is gone.
     Unavailable(String),
 }
@@ -38,6 +40,7 @@ impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreError::Full => f.write_str("the data dir's disk is full"),
+            StoreError::ReadOnly(why) => write!(f, "the data dir is read-only: {why}"),
             StoreError::Unavailable(why) => write!(f, "the event store is unavailable: {why}"),
         }
     }
@@ -47,6 +50,7 @@ impl From<rusqlite::Error> for StoreError {
     fn from(err: rusqlite::Error) -> Self {
         match err.sqlite_error_code() {
             Some(ErrorCode::DiskFull) => StoreError::Full,
+            Some(ErrorCode::ReadOnly) => StoreError::ReadOnly(err.to_string()),
             _ => StoreError::Unavailable(err.to_string()),
         }
     }
@@ -88,12 +92,25 @@ impl Store {
     /// Opens (creating if needed) the store in `dir`. SQLite recovers a torn last write here.
     pub fn open(dir: &Path, retention: Retention) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            let why = format!("cannot create {}: {e}", dir.display());
+            match e.kind() {
+                std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied => {
+                    StoreError::ReadOnly(why)
+                }
+                _ => StoreError::Unavailable(why),
+            }
         })?;
         let conn = open_connection(
             &dir.join(DB_FILE),
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
         )?;
+        if conn.is_readonly(rusqlite::DatabaseName::Main)? {
+            // SQLite falls back to read-only when the file cannot be written.
+            return Err(StoreError::ReadOnly(format!(
+                "{} cannot be written",
+                dir.join(DB_FILE).display()
+            )));
+        }
         let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::Unavailable(format!(

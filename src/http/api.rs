@@ -20,6 +20,7 @@ const MAX_LIMIT: u64 = 500;
 pub fn store_error(err: &StoreError) -> Reply {
     match err {
         StoreError::Full => reply::error(507, "insufficient_storage", &err.to_string()),
+        StoreError::ReadOnly(_) => reply::error(503, "store_read_only", &err.to_string()),
         StoreError::Unavailable(_) => reply::error(503, "store_unavailable", &err.to_string())
             .with_header(reply::header("Retry-After", "5")),
     }

@@ -113,6 +113,12 @@ impl Server {
 
     /// Like [`Server::start`], but returns the exit status and stderr if it does not come up.
     pub fn try_start(args: &[&str]) -> Result<Server, String> {
+        Server::try_start_wrapped(&[], args)
+    }
+
+    /// Like [`Server::try_start`], run through `wrapper` (a command that execs the rest of its
+    /// arguments, like `setpriv ...` or `prlimit ...`, so the pid stays the server's).
+    pub fn try_start_wrapped(wrapper: &[&str], args: &[&str]) -> Result<Server, String> {
         let mut full: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         if !args.contains(&"--listen") {
             full.push("--listen".into());
@@ -128,7 +134,15 @@ impl Server {
                 (Some(dir), path)
             }
         };
-        let mut child = Command::new(BIN)
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut command = Command::new(program);
+                command.args(rest).arg(BIN);
+                command
+            }
+            None => Command::new(BIN),
+        };
+        let mut child = command
             .args(&full)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
