@@ -104,9 +104,10 @@ export const PHONE = { width: 390, height: 844 };
  * A page in a context of its own (own cookies, own connection pool). `problems` collects
  * console errors, uncaught exceptions and dialogs (an alert() would mean injected script ran).
  */
-export async function openPage(browser, { viewport = DESKTOP, isMobile = false, permissions = [] } = {}) {
+export async function openPage(browser, { viewport = DESKTOP, isMobile = false, permissions = [], colorScheme = 'light' } = {}) {
   const context = await browser.newContext({
     viewport,
+    colorScheme,
     isMobile,
     hasTouch: isMobile,
     deviceScaleFactor: 1,

@@ -16,7 +16,7 @@ const CONTROLS = [
     done: (r) => (r && Number.isSafeInteger(r.id) ? `Rang: event #${r.id} (${label(String(r.event_type || 'doorbell_pressed'))})` : 'Rang.') },
   { button: 'btn-restart', why: 'why-restart', result: 'result-restart', command: 'restart_pipeline', role: 'admin',
     params: () => ({}),
-    done: () => 'Camera restarted.' },
+    done: (r) => `Camera restarting${r && r.camera && r.camera.state ? ` (now ${r.camera.state})` : ''}.` },
   { button: 'btn-quality', why: 'why-quality', result: 'result-quality', command: 'set_quality', role: 'control',
     params: () => ({ quality: $('default-quality').value }),
     done: (r, p) => `Default quality is now ${(r && r.quality) || p.quality}.` },
