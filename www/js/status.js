@@ -12,7 +12,7 @@ const CAMERA_STATES = {
 
 /** `onStatus(status)` sees every status object (camera state, last event id). */
 export function startStatus({ indicator, onStatus }) {
-  keepStreaming({
+  const stream = keepStreaming({
     url: () => `/stream/system-status?client_id=${clientId}-status`,
     indicator,
     part: 'status',
@@ -26,6 +26,8 @@ export function startStatus({ indicator, onStatus }) {
       });
     },
   });
+  // A browser keeps about six connections per server: a hidden tab gives this one back.
+  document.addEventListener('visibilitychange', () => (document.hidden ? stream.pause() : stream.resume()));
 }
 
 function set(id, text, level) {

@@ -35,5 +35,18 @@ export function keepStreaming({ url, setup, indicator, part }) {
   }
 
   open();
-  return { get source() { return source; } };
+  return {
+    /** Closes the stream (a hidden page does not need it); `resume()` opens it again. */
+    pause() {
+      clearTimeout(timer);
+      source.close();
+      indicator.set(part, 'live'); // not a fault: nothing to show while paused
+    },
+    resume() {
+      if (source.readyState !== EventSource.CLOSED) return;
+      clearTimeout(timer);
+      indicator.set(part, 'connecting');
+      open();
+    },
+  };
 }
