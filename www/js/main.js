@@ -77,6 +77,7 @@ function start(who) {
   $('login').hidden = true;
   $('boot-error').hidden = true;
   $('dashboard').hidden = false;
+  $('conns').hidden = false;
   $('role-badge').textContent = who.role;
   $('role-badge').title = `Signed in as ${who.role}`;
   $('switch-token').hidden = !who.login_required;
