@@ -84,7 +84,7 @@ function start(who) {
 
   const sse = new Indicator($('conn-sse'), ['events', 'status']);
   const ws = new Indicator($('conn-ws'), ['ws']);
-  let uptime = Infinity;
+  let uptime = null;
 
   startAlerts();
   startVideo();
@@ -93,7 +93,7 @@ function start(who) {
     onStatus(status) {
       // A smaller uptime means the server restarted: the old video connection is gone.
       if (typeof status.uptime_s === 'number') {
-        if (status.uptime_s < uptime) reconnectVideo();
+        if (uptime !== null && status.uptime_s < uptime) reconnectVideo();
         uptime = status.uptime_s;
       }
       if (status.camera && status.camera.state) setCameraState(status.camera.state);
