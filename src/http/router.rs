@@ -30,7 +30,8 @@ impl From<Reply> for Outcome {
 }
 
 /// The routes of the contract.
-enum Route {
+#[derive(Debug, PartialEq)]
+pub enum Route {
     Static,
     Login,
     Status,
@@ -57,7 +58,8 @@ impl Route {
     }
 }
 
-fn resolve(method: &Method, path: &str) -> Result<Route, Reply> {
+/// The route for a method and path, or the 4xx to answer (public for the fuzz targets).
+pub fn resolve(method: &Method, path: &str) -> Result<Route, Reply> {
     let get = matches!(method, Method::Get | Method::Head);
     let post = *method == Method::Post;
     let wrong_method = |allowed: &str| {
