@@ -178,8 +178,14 @@ impl Config {
                 // Quote a key that is empty or odd (`"" = 1` is valid TOML) so the one-line
                 // error still shows which key it was.
                 let plain = !key.is_empty()
-                    && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-                let shown = if plain { key.to_string() } else { format!("{key:?}") };
+                    && key
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                let shown = if plain {
+                    key.to_string()
+                } else {
+                    format!("{key:?}")
+                };
                 return Err(ConfigError::new(
                     shown,
                     format!("unknown key (known keys: {})", KEYS.join(", ")),
