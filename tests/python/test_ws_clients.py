@@ -4,7 +4,11 @@ a client that stops reading is closed without slowing anyone else."""
 
 import asyncio
 import contextlib
+import signal
 import time
+
+import pytest
+from websockets.exceptions import ConnectionClosed
 
 from conftest import (TIMEOUT, RawWebSocket, close_code, in_thread, next_live_event, opened,
                       request, run, subscribe, wait_until, ws_connect)
@@ -174,3 +178,23 @@ def test_a_client_that_stops_reading_is_closed_without_affecting_others(make_ser
     stalled.close()
     wait_until(lambda: s.metric(WS_GAUGE) == 0, what="both clients to be gone")
     s.wait_for_log(r"WebSocket client ws-1 disconnected: fell behind")
+
+
+def test_shutdown_closes_every_session_and_exits_cleanly(make_server):
+    s = make_server()
+
+    async def body():
+        clients = [await ws_connect(s, token=None) for _ in range(3)]
+        for ws in clients:
+            await opened(ws)
+        s.proc.send_signal(signal.SIGTERM)
+        for ws in clients:
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), TIMEOUT)
+            # The close frame says why, unless shutdown cut the socket before it left.
+            if closed.value.rcvd is not None:
+                assert closed.value.rcvd.code == 1001
+
+    run(body())
+    assert s.proc.wait(timeout=TIMEOUT) == 0
+    s.wait_for_log(r"stopped cleanly")

@@ -124,6 +124,14 @@ def test_nesting_up_to_32_levels_is_accepted(server):
     run(body())
 
 
+def test_deeply_nested_json_in_a_rest_body_is_a_400_not_a_crash(server):
+    # The same guard protects POST /api/events, which shares the connection threads' stack.
+    status, _, body = server.request("POST", "/api/events", "[" * 10000,
+                                     headers={"Content-Type": "application/json"})
+    assert status == 400 and body["error"] == "bad_request"
+    assert server.request("GET", "/api/status")[0] == 200
+
+
 def test_ping_message_gets_pong_with_the_time_and_protocol_pings_are_answered(server):
     async def body():
         async with ws_connect(server, ping_interval=None) as ws:
@@ -231,21 +239,28 @@ def test_last_event_id_replays_stored_events_on_subscribe_then_live(server):
 def test_replay_then_live_loses_nothing_and_repeats_nothing_while_events_flow(make_server):
     s = make_server()
     first = s.post_event()["id"]
-    total = 80
+    producers, per_producer = 8, 30
+    total = producers * per_producer
+    lock = threading.Lock()
     posted = []
     some_posted = threading.Event()
 
     def produce():
-        for _ in range(total):
-            posted.append(s.post_event()["id"])
-            if len(posted) == 10:
-                some_posted.set()
+        for _ in range(per_producer):
+            event_id = s.post_event()["id"]
+            with lock:
+                posted.append(event_id)
+                if len(posted) == total // 4:
+                    some_posted.set()
 
-    producer = threading.Thread(target=produce)
-    producer.start()
+    # Several producers at once: the writer commits them in batches, so events are being
+    # stored and fanned out while the client replays.
+    threads = [threading.Thread(target=produce) for _ in range(producers)]
+    for thread in threads:
+        thread.start()
 
     async def body():
-        # Connect while the producer is busy: part of what we want is stored before we
+        # Connect while the producers are busy: part of what we want is stored before we
         # subscribe, part arrives while we replay, part after.
         await in_thread(some_posted.wait, TIMEOUT)
         async with ws_connect(s, f"?last_event_id={first}", token=None) as ws:
@@ -257,8 +272,10 @@ def test_replay_then_live_loses_nothing_and_repeats_nothing_while_events_flow(ma
             return got
 
     got = run(body())
-    producer.join()
-    assert got == posted == list(range(first + 1, first + 1 + total))
+    for thread in threads:
+        thread.join()
+    assert got == list(range(first + 1, first + 1 + total))
+    assert sorted(posted) == got
 
 
 def test_a_gap_is_announced_when_retention_deleted_what_the_client_missed(make_server):

@@ -21,7 +21,7 @@ use crossbeam_channel::Receiver;
 use tiny_http::ReadWrite;
 
 /// Largest chunk one socket read passes on.
-const CHUNK_BYTES: usize = 8 * 1024;
+const CHUNK_BYTES: usize = 4 * 1024;
 /// Chunks waiting for the session at most. When the session is busy, the reader blocks and
 /// TCP flow control pushes back on the client; memory stays bounded.
 const CHUNKS_QUEUED: usize = 4;
