@@ -5,6 +5,7 @@ a client that stops reading is closed without slowing anyone else."""
 import asyncio
 import contextlib
 import signal
+import threading
 import time
 
 import pytest
@@ -94,7 +95,7 @@ def test_a_silent_client_receives_pushes_promptly(make_server):
 
 
 def test_an_unresponsive_client_is_dropped_and_a_responsive_one_stays(make_server):
-    s = make_server("heartbeat_s = 0.3\n")
+    s = make_server("heartbeat_s = 1\n")
     raw = RawWebSocket(s, token=None)
 
     def frames_until_closed():
@@ -198,3 +199,58 @@ def test_shutdown_closes_every_session_and_exits_cleanly(make_server):
     run(body())
     assert s.proc.wait(timeout=TIMEOUT) == 0
     s.wait_for_log(r"stopped cleanly")
+
+
+def test_a_client_whose_queue_fills_is_closed_and_replays_the_rest_on_reconnect(make_server):
+    # A queue of one event: a burst that the writer fans out faster than the session drains
+    # it evicts the client.
+    s = make_server("client_queue_events = 1\n")
+    posted = []
+    lock = threading.Lock()
+
+    def burst():
+        def produce():
+            for _ in range(10):
+                event_id = s.post_event()["id"]
+                with lock:
+                    posted.append(event_id)
+
+        threads = [threading.Thread(target=produce) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    def bursts_until_evicted():
+        for _ in range(20):
+            burst()
+            if s.metric("porchlight_clients_evicted_total") >= 1:
+                return
+        raise AssertionError("the client was never evicted")
+
+    async def body():
+        got = []
+        async with ws_connect(s, token=None, max_queue=None) as ws:
+            await opened(ws)
+            await subscribe(ws)
+            producing = in_thread(bursts_until_evicted)
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    got.append((await next_live_event(ws))["id"])
+            await producing
+            if closed.value.rcvd is not None:
+                # Closed by the session itself: it says where to resume.
+                assert closed.value.rcvd.code == 1013
+                assert f"last_event_id={got[-1] if got else 0}" in closed.value.rcvd.reason
+        everything = sorted(posted)
+        assert got == everything[:len(got)], "what arrived before the close has no gap"
+        # Reconnect where it stopped: the rest is replayed from the store.
+        resume = got[-1] if got else everything[0] - 1
+        async with ws_connect(s, f"?last_event_id={resume}", token=None) as ws:
+            await opened(ws)
+            await subscribe(ws)
+            while len(got) < len(everything):
+                got.append((await next_live_event(ws))["id"])
+        assert got == everything
+
+    run(body(), timeout=120)
