@@ -175,10 +175,21 @@ impl Config {
             "request_timeout_s" => self.request_timeout_s = seconds(key, value, 0.1, 3600.0)?,
             "write_timeout_s" => self.write_timeout_s = seconds(key, value, 0.1, 3600.0)?,
             _ => {
-                return Err(err(format!(
-                    "unknown key (known keys: {})",
-                    KEYS.join(", ")
-                )));
+                // Quote a key that is empty or odd (`"" = 1` is valid TOML) so the one-line
+                // error still shows which key it was.
+                let plain = !key.is_empty()
+                    && key
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                let shown = if plain {
+                    key.to_string()
+                } else {
+                    format!("{key:?}")
+                };
+                return Err(ConfigError::new(
+                    shown,
+                    format!("unknown key (known keys: {})", KEYS.join(", ")),
+                ));
             }
         }
         Ok(())
@@ -395,6 +406,11 @@ mod tests {
         assert_eq!(err.key, "heartbeat_s");
         let err = config.apply_toml("listen = \"nowhere\"").unwrap_err();
         assert_eq!(err.key, "listen");
+        // Found by fuzzing: an empty key must still be named.
+        let err = config.apply_toml("'' = 0").unwrap_err();
+        assert_eq!(err.key, "\"\"");
+        let err = config.apply_toml("'a b' = 0").unwrap_err();
+        assert_eq!(err.key, "\"a b\"");
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod doorbell;
 pub mod events;
 pub mod http;
 pub mod hub;
+pub mod json;
 pub mod metrics;
 pub mod shutdown;
 pub mod status;

@@ -40,6 +40,7 @@ pub struct Metrics {
     pub store_commits: AtomicU64,
     pub store_errors: AtomicU64,
     pub sse_events_sent: AtomicU64,
+    pub ws_events_sent: AtomicU64,
     pub clients_evicted: AtomicU64,
     pub clients_rejected: AtomicU64,
     pub frames_captured: AtomicU64,
@@ -135,7 +136,7 @@ impl Metrics {
             "TCP connections open.",
             &[("", self.connections_open.load(Ordering::Relaxed) as f64)],
         );
-        let counters: [(&str, &str, &AtomicU64); 15] = [
+        let counters: [(&str, &str, &AtomicU64); 16] = [
             (
                 "porchlight_http_requests_total",
                 "HTTP requests answered.",
@@ -180,6 +181,11 @@ impl Metrics {
                 "porchlight_sse_events_sent_total",
                 "Event blocks written to SSE clients.",
                 &self.sse_events_sent,
+            ),
+            (
+                "porchlight_ws_events_sent_total",
+                "live_event messages written to WebSocket clients.",
+                &self.ws_events_sent,
             ),
             (
                 "porchlight_clients_evicted_total",

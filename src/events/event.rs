@@ -82,7 +82,7 @@ pub struct InvalidEvent(pub String);
 /// Validates a `POST /api/events` body: `{"event_type": T, "data": {...}, "source": S}` with
 /// `data` and `source` optional. Anything else is refused with a message that says what to fix.
 pub fn parse_posted_event(body: &[u8]) -> Result<EventDraft, InvalidEvent> {
-    let value: Value = serde_json::from_slice(body)
+    let value = crate::json::parse_untrusted(body)
         .map_err(|e| InvalidEvent(format!("body is not valid JSON: {e}")))?;
     let Value::Object(mut object) = value else {
         return Err(InvalidEvent("body must be a JSON object".into()));
@@ -122,15 +122,19 @@ pub fn parse_posted_event(body: &[u8]) -> Result<EventDraft, InvalidEvent> {
     Ok(EventDraft::new(&event_type, &source, data))
 }
 
-/// An event as it leaves the server: serialised once, shared by every client (`Arc`).
-/// (The WebSocket's `live_event` text joins these bytes when the WebSocket lands.)
+/// An event as it leaves the server: serialised once, on the event writer thread, and shared by
+/// every client (`Arc`), so fan-out costs a pointer per client and sending costs one write.
 #[derive(Debug)]
 pub struct PublishedEvent {
     pub event: Event,
-    /// The event object as one line of JSON (REST answers, WebSocket `live_event`).
+    /// The event object as one line of JSON (REST answers).
     pub json: String,
     /// The whole SSE block: `id`, `event`, `data` lines and the blank line.
     pub sse: Vec<u8>,
+    /// The WebSocket message `{"type": "live_event", "event": {...}}` as one complete text
+    /// frame. Server frames are never masked, so these exact bytes are right for every
+    /// WebSocket client: a session writes them as they are instead of framing a copy per client.
+    pub ws_frame: Vec<u8>,
 }
 
 pub type SharedEvent = Arc<PublishedEvent>;
@@ -143,8 +147,26 @@ impl PublishedEvent {
             event.id, event.event_type, json
         )
         .into_bytes();
-        PublishedEvent { event, json, sse }
+        let ws_frame = websocket_text_frame(format!(r#"{{"type":"live_event","event":{json}}}"#));
+        PublishedEvent {
+            event,
+            json,
+            sse,
+            ws_frame,
+        }
     }
+}
+
+/// `text` as one final, unmasked WebSocket text frame (what a server sends).
+fn websocket_text_frame(text: String) -> Vec<u8> {
+    use tungstenite::protocol::frame::Frame;
+    use tungstenite::protocol::frame::coding::{Data, OpCode};
+    let frame = Frame::message(text.into_bytes(), OpCode::Data(Data::Text), true);
+    let mut bytes = Vec::with_capacity(frame.len());
+    frame
+        .format(&mut bytes)
+        .expect("writing a frame into a Vec cannot fail");
+    bytes
 }
 
 #[cfg(test)]
@@ -205,5 +227,47 @@ mod tests {
         let object: Value = serde_json::from_str(&published.json).unwrap();
         assert_eq!(object["id"], 7);
         assert!(object["snapshot_url"].is_null());
+    }
+
+    #[test]
+    fn ws_frame_is_one_unmasked_text_frame_of_the_live_event() {
+        let event = |data_len: usize| {
+            let mut data = Map::new();
+            data.insert("pad".into(), Value::String("x".repeat(data_len)));
+            PublishedEvent::new(Event {
+                id: 9,
+                event_type: "motion_detected".into(),
+                timestamp: 2.0,
+                source: "api".into(),
+                data,
+                has_snapshot: true,
+            })
+        };
+        // A 16-bit and a 64-bit payload length.
+        for published in [event(10), event(70_000)] {
+            let frame = &published.ws_frame;
+            assert_eq!(frame[0], 0x81, "FIN + text opcode");
+            assert_eq!(frame[1] & 0x80, 0, "a server frame is not masked");
+            let (declared, header_len) = match frame[1] & 0x7f {
+                126 => (u16::from_be_bytes([frame[2], frame[3]]) as usize, 4),
+                127 => (
+                    u64::from_be_bytes(frame[2..10].try_into().unwrap()) as usize,
+                    10,
+                ),
+                short => (short as usize, 2),
+            };
+            let payload = &frame[header_len..];
+            assert_eq!(declared, payload.len());
+            let message: Value = serde_json::from_slice(payload).unwrap();
+            assert_eq!(message["type"], "live_event");
+            assert_eq!(
+                message["event"],
+                serde_json::from_str::<Value>(&published.json).unwrap()
+            );
+            assert_eq!(
+                message["event"]["snapshot_url"],
+                "/api/events/9/snapshot.jpg"
+            );
+        }
     }
 }

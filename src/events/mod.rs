@@ -2,8 +2,10 @@
 
 pub mod event;
 pub mod hub;
+pub mod replay;
 pub mod store;
 
 pub use event::{Event, EventDraft, PublishedEvent, SharedEvent};
 pub use hub::EventHub;
+pub use replay::{Cursor, Replayed};
 pub use store::{EventQuery, Retention, Store, StoreError, StoreReader};

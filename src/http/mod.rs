@@ -1,5 +1,5 @@
 //! HTTP: the accept loop and connection threads, routing and access checks, and the handlers
-//! (REST, SSE, static files).
+//! (REST, SSE, WebSocket, static files).
 
 pub mod access;
 pub mod api;
@@ -9,3 +9,4 @@ pub mod router;
 pub mod server;
 pub mod sse;
 pub mod static_files;
+pub mod ws;

@@ -10,7 +10,7 @@ use super::access;
 use super::query::Target;
 use super::reply::{self, Reply};
 use super::server::Conn;
-use super::{api, sse, static_files};
+use super::{api, sse, static_files, ws};
 use crate::app::Ctx;
 use crate::auth::Role;
 
@@ -30,7 +30,8 @@ impl From<Reply> for Outcome {
 }
 
 /// The routes of the contract.
-enum Route {
+#[derive(Debug, PartialEq)]
+pub enum Route {
     Static,
     /// A dashboard file asked for without a valid token: see [`static_files::serve_untrusted`].
     StaticWithoutToken(Reply),
@@ -60,7 +61,8 @@ impl Route {
     }
 }
 
-fn resolve(method: &Method, path: &str) -> Result<Route, Reply> {
+/// The route for a method and path, or the 4xx to answer (public for the fuzz targets).
+pub fn resolve(method: &Method, path: &str) -> Result<Route, Reply> {
     let get = matches!(method, Method::Get | Method::Head);
     let post = *method == Method::Post;
     let wrong_method = |allowed: &str| {
@@ -135,6 +137,7 @@ pub fn handle(mut request: Request, conn: &Conn, ctx: &Ctx) -> bool {
         // Streams take the connection over and end it when they finish.
         Ok(Route::StreamEvents) => return sse::events(request, &target, conn, ctx),
         Ok(Route::StreamStatus) => return sse::status(request, &target, conn, ctx),
+        Ok(Route::WebSocket) => return ws::serve(request, &target, conn, ctx),
         Ok(route) => match answer(route, &mut request, &target, ctx) {
             Outcome::Reply { reply, close } => (reply, close),
         },
@@ -226,14 +229,8 @@ fn answer(route: Route, request: &mut Request, target: &Target, ctx: &Ctx) -> Ou
         )
         .with_header(reply::header("Retry-After", "30"))
         .into(),
-        Route::WebSocket => reply::error(
-            501,
-            "not_implemented",
-            "the WebSocket channel is not available in this build yet",
-        )
-        .into(),
         Route::Metrics => api::metrics(ctx).into(),
-        Route::StreamEvents | Route::StreamStatus => {
+        Route::StreamEvents | Route::StreamStatus | Route::WebSocket => {
             unreachable!("streams are handled in handle()")
         }
     }

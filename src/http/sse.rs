@@ -6,10 +6,9 @@
 //! status line and headers ourselves, send the body delimited by connection close, and flush
 //! after every batch of events: each event leaves as soon as it is published.
 //!
-//! Replay → live seam: the client subscribes to the hub *before* reading the store, and skips
-//! live events whose id it already sent. An event committed before the subscription is in the
-//! store read; one fanned out after it is in the queue; one in both is sent once. So a
-//! reconnecting client gets every event exactly once, in id order.
+//! Replay → live seam: the client subscribes to the hub *before* reading the store, and its
+//! [`Cursor`] lets each id through once (see `events::replay`), so a reconnecting client gets
+//! every event exactly once, in id order.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -24,12 +23,10 @@ use super::reply;
 use super::router::respond;
 use super::server::Conn;
 use crate::app::Ctx;
-use crate::events::Event;
 use crate::events::event::valid_event_type;
+use crate::events::{Cursor, Replayed};
 use crate::metrics::ClientKind;
 
-/// Events read from the store per replay query.
-const REPLAY_PAGE: u64 = 500;
 /// Events written between two flushes when a burst is queued.
 const MAX_BATCH: usize = 64;
 
@@ -92,8 +89,8 @@ fn parse_request(
 struct EventStream<'a> {
     out: Box<dyn Write + Send>,
     types: Option<Vec<String>>,
-    /// Largest id already handled (sent, or skipped by the filter).
-    last_sent: u64,
+    /// Which ids were already handled (sent, or skipped by the filter).
+    cursor: Cursor,
     sent: u64,
     ctx: &'a Ctx,
 }
@@ -107,10 +104,14 @@ impl EventStream<'_> {
 
     /// Writes one event block if it is new and wanted. Does not flush.
     fn offer(&mut self, id: u64, event_type: &str, block: &[u8]) -> std::io::Result<()> {
-        if id <= self.last_sent {
-            return Ok(());
+        if self.cursor.advance(id) {
+            self.write_if_wanted(event_type, block)
+        } else {
+            Ok(())
         }
-        self.last_sent = id;
+    }
+
+    fn write_if_wanted(&mut self, event_type: &str, block: &[u8]) -> std::io::Result<()> {
         if self.wants(event_type) {
             self.out.write_all(block)?;
             self.sent += 1;
@@ -124,28 +125,21 @@ impl EventStream<'_> {
 
     /// Sends a `gap` if events after `after` were deleted, then every stored event after it.
     fn replay(&mut self, after: u64) -> Result<(), String> {
-        let reader = self.ctx.events.reader();
-        let bounds = reader.bounds().map_err(|e| e.to_string())?;
-        let first_available = bounds.first_id.unwrap_or(bounds.last_id + 1);
-        if after < bounds.last_id && after + 1 < first_available {
-            let gap = json!({"from": after, "to": first_available});
-            write!(self.out, "event: gap\ndata: {gap}\n\n").map_err(|e| e.to_string())?;
-        }
-        self.last_sent = self.last_sent.max(after);
-        loop {
-            let page: Vec<Event> = reader
-                .after(self.last_sent, REPLAY_PAGE)
-                .map_err(|e| e.to_string())?;
-            for event in &page {
-                let block = crate::events::PublishedEvent::new(event.clone()).sse;
-                self.offer(event.id, &event.event_type, &block)
-                    .map_err(|e| e.to_string())?;
+        let mut cursor = std::mem::take(&mut self.cursor);
+        let result = cursor.replay(self.ctx.events.reader(), after, |item| {
+            match item {
+                Replayed::Gap { from, to } => {
+                    let gap = json!({"from": from, "to": to});
+                    write!(self.out, "event: gap\ndata: {gap}\n\n")
+                }
+                // The cursor has already let this id through.
+                Replayed::Event(event) => self.write_if_wanted(&event.event.event_type, &event.sse),
+                Replayed::PageEnd => self.out.flush(),
             }
-            self.out.flush().map_err(|e| e.to_string())?;
-            if (page.len() as u64) < REPLAY_PAGE {
-                return Ok(());
-            }
-        }
+            .map_err(|e| e.to_string())
+        });
+        self.cursor = cursor;
+        result
     }
 }
 
@@ -170,7 +164,7 @@ pub fn events(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
     let mut stream = EventStream {
         out: request.into_writer(),
         types: asked.types,
-        last_sent: 0,
+        cursor: Cursor::new(),
         sent: 0,
         ctx,
     };

@@ -21,7 +21,7 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
 connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
 
 /// The URL path as a relative file path, or `None` if it could name something outside the root.
-fn relative_path(url_path: &str) -> Option<String> {
+pub fn relative_path(url_path: &str) -> Option<String> {
     let decoded = decode_component(url_path, false);
     let trimmed = decoded.trim_start_matches('/');
     let relative = if trimmed.is_empty() || decoded.ends_with('/') {

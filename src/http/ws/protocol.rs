@@ -1,0 +1,445 @@
+//! The WebSocket messages of the contract (`../shared/spec/API.md`, "WebSocket"): what a client
+//! may send, parsed and validated here with no I/O (so the parser can be tested and fuzzed on
+//! its own), and the text of what the server answers. `live_event` is not here: it is framed
+//! once per event on the event writer thread (`PublishedEvent::ws_frame`).
+
+use serde_json::{Map, Value, json};
+
+use super::subscriptions::ALL;
+use crate::auth::Role;
+use crate::events::event::valid_event_type;
+use crate::video::Quality;
+
+/// What the `connected` message says the server can do.
+pub const CAPABILITIES: [&str; 6] = [
+    "subscribe",
+    "live_event",
+    "replay",
+    "system_command",
+    "request_video_stream",
+    "ping",
+];
+
+/// The `code` of an `error` message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadJson,
+    UnknownType,
+    UnknownCommand,
+    Forbidden,
+    BadParams,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::UnknownCommand => "unknown_command",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::BadParams => "bad_params",
+        }
+    }
+}
+
+/// A message that cannot be acted on: answered with an `error` message, and the connection
+/// stays open.
+#[derive(Debug, PartialEq)]
+pub struct Refusal {
+    pub code: ErrorCode,
+    pub message: String,
+    /// The message's `request_id`, echoed when it had one.
+    pub request_id: Option<Value>,
+}
+
+/// The `system_command`s there are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommandName {
+    TriggerDoorbell,
+    GetSystemStatus,
+    RestartPipeline,
+    SetQuality,
+}
+
+impl CommandName {
+    pub const ALL: [CommandName; 4] = [
+        CommandName::TriggerDoorbell,
+        CommandName::GetSystemStatus,
+        CommandName::RestartPipeline,
+        CommandName::SetQuality,
+    ];
+
+    pub fn parse(text: &str) -> Option<CommandName> {
+        CommandName::ALL.into_iter().find(|c| c.name() == text)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CommandName::TriggerDoorbell => "trigger_doorbell",
+            CommandName::GetSystemStatus => "get_system_status",
+            CommandName::RestartPipeline => "restart_pipeline",
+            CommandName::SetQuality => "set_quality",
+        }
+    }
+
+    /// The same roles as the matching HTTP routes: ringing and changing quality are `control`
+    /// (like `POST /api/trigger-doorbell`), restarting the camera interrupts everyone's video
+    /// and is `admin`.
+    pub fn required_role(self) -> Role {
+        match self {
+            CommandName::GetSystemStatus => Role::Viewer,
+            CommandName::TriggerDoorbell | CommandName::SetQuality => Role::Control,
+            CommandName::RestartPipeline => Role::Admin,
+        }
+    }
+}
+
+/// A valid client message.
+#[derive(Debug, PartialEq)]
+pub enum ClientMessage {
+    /// Event types, each a valid type or `"*"`, without repeats, at least one.
+    Subscribe(Vec<String>),
+    Unsubscribe(Vec<String>),
+    /// `params` is checked by the command itself, after the role (a forbidden command is
+    /// `forbidden` whatever its params).
+    SystemCommand {
+        command: CommandName,
+        params: Value,
+        request_id: Value,
+    },
+    /// `None`: the current default quality.
+    RequestVideoStream {
+        quality: Option<Quality>,
+    },
+    Ping,
+}
+
+/// Parses one text message.
+pub fn parse(text: &str) -> Result<ClientMessage, Refusal> {
+    let refuse = |code, message: String, request_id: Option<&Value>| Refusal {
+        code,
+        message,
+        request_id: request_id.cloned(),
+    };
+    let value = crate::json::parse_untrusted(text.as_bytes()).map_err(|e| {
+        refuse(
+            ErrorCode::BadJson,
+            format!("the message is not valid JSON: {e}"),
+            None,
+        )
+    })?;
+    let Value::Object(mut object) = value else {
+        return Err(refuse(
+            ErrorCode::BadJson,
+            "a message must be a JSON object with a \"type\"".into(),
+            None,
+        ));
+    };
+    let request_id = object.remove("request_id");
+    let bad_params = |message: String| refuse(ErrorCode::BadParams, message, request_id.as_ref());
+    let kind = match object.get("type") {
+        Some(Value::String(kind)) => kind.as_str(),
+        _ => {
+            return Err(refuse(
+                ErrorCode::UnknownType,
+                "a message needs a string \"type\": subscribe, unsubscribe, system_command, \
+                 request_video_stream or ping"
+                    .into(),
+                request_id.as_ref(),
+            ));
+        }
+    };
+    match kind {
+        "subscribe" => event_types(&object)
+            .map(ClientMessage::Subscribe)
+            .map_err(bad_params),
+        "unsubscribe" => event_types(&object)
+            .map(ClientMessage::Unsubscribe)
+            .map_err(bad_params),
+        "system_command" => {
+            let command = match object.get("command") {
+                Some(Value::String(name)) => CommandName::parse(name).ok_or_else(|| {
+                    refuse(
+                        ErrorCode::UnknownCommand,
+                        format!(
+                            "unknown command {name:?}; commands: {}",
+                            CommandName::ALL.map(CommandName::name).join(", ")
+                        ),
+                        request_id.as_ref(),
+                    )
+                })?,
+                _ => {
+                    return Err(bad_params(
+                        "system_command needs a string \"command\"".into(),
+                    ));
+                }
+            };
+            Ok(ClientMessage::SystemCommand {
+                command,
+                params: object.remove("params").unwrap_or(Value::Null),
+                request_id: request_id.unwrap_or(Value::Null),
+            })
+        }
+        "request_video_stream" => match object.get("quality") {
+            None | Some(Value::Null) => Ok(ClientMessage::RequestVideoStream { quality: None }),
+            Some(Value::String(name)) => match Quality::parse(name) {
+                Some(quality) => Ok(ClientMessage::RequestVideoStream {
+                    quality: Some(quality),
+                }),
+                None => Err(bad_params(quality_choices(name))),
+            },
+            Some(_) => Err(bad_params("quality must be a string".into())),
+        },
+        "ping" => Ok(ClientMessage::Ping),
+        other => Err(refuse(
+            ErrorCode::UnknownType,
+            format!(
+                "unknown message type {other:?}; types: subscribe, unsubscribe, system_command, \
+                 request_video_stream, ping"
+            ),
+            request_id.as_ref(),
+        )),
+    }
+}
+
+/// The error text for a quality name that is not a preset.
+pub fn quality_choices(name: &str) -> String {
+    format!(
+        "quality {name:?} is not one of {}",
+        Quality::ALL.map(Quality::name).join(", ")
+    )
+}
+
+/// `event_types`: a non-empty array of event types or `"*"`, repeats dropped.
+fn event_types(object: &Map<String, Value>) -> Result<Vec<String>, String> {
+    let Some(Value::Array(items)) = object.get("event_types") else {
+        return Err("event_types must be an array of event types, or [\"*\"] for all".into());
+    };
+    let mut types: Vec<String> = Vec::with_capacity(items.len());
+    for item in items {
+        match item {
+            Value::String(t) if t == ALL || valid_event_type(t) => {
+                if !types.contains(t) {
+                    types.push(t.clone());
+                }
+            }
+            _ => {
+                return Err(format!(
+                    "event type {item} must be \"*\" or match [a-z0-9_]{{1,64}}"
+                ));
+            }
+        }
+    }
+    if types.is_empty() {
+        return Err("event_types must name at least one type, or \"*\" for all".into());
+    }
+    Ok(types)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server → client
+// ---------------------------------------------------------------------------------------------
+
+pub fn connected(client_id: &str) -> String {
+    json!({"type": "connected", "client_id": client_id, "server_capabilities": CAPABILITIES})
+        .to_string()
+}
+
+/// `subscribed` or `unsubscribed`, echoing the types the client named.
+pub fn subscription_changed(kind: &str, types: &[String]) -> String {
+    json!({"type": kind, "event_types": types}).to_string()
+}
+
+/// `command_result`: `Ok(result)` is a success, `Err(error)` a command that failed while
+/// running.
+pub fn command_result(
+    command: CommandName,
+    request_id: &Value,
+    outcome: Result<Value, String>,
+) -> String {
+    let mut message = json!({
+        "type": "command_result",
+        "command": command.name(),
+        "request_id": request_id,
+    });
+    match outcome {
+        Ok(result) => {
+            message["success"] = Value::Bool(true);
+            message["result"] = result;
+        }
+        Err(error) => {
+            message["success"] = Value::Bool(false);
+            message["error"] = Value::String(error);
+        }
+    }
+    message.to_string()
+}
+
+pub fn error(refusal: &Refusal) -> String {
+    let mut message = json!({"type": "error", "code": refusal.code.as_str()});
+    if let Some(request_id) = &refusal.request_id {
+        message["request_id"] = request_id.clone();
+    }
+    message["message"] = Value::String(refusal.message.clone());
+    message.to_string()
+}
+
+/// Where this client's MJPEG stream is: `/stream/video/<client_id>?quality=Q`.
+pub fn video_stream_ready(client_id: &str, quality: Quality) -> String {
+    json!({
+        "type": "video_stream_ready",
+        "stream_url": format!("/stream/video/{client_id}?quality={quality}"),
+        "quality": quality.name(),
+    })
+    .to_string()
+}
+
+pub fn pong(timestamp: f64) -> String {
+    json!({"type": "pong", "timestamp": timestamp}).to_string()
+}
+
+/// Like SSE's `event: gap`: events after `from` were deleted by retention before this client
+/// saw them; `to` is the first one still stored.
+pub fn gap(from: u64, to: u64) -> String {
+    json!({"type": "gap", "from": from, "to": to}).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(text: &str) -> Refusal {
+        parse(text).unwrap_err()
+    }
+
+    #[test]
+    fn parses_every_message_of_the_contract() {
+        assert_eq!(
+            parse(r#"{"type":"subscribe","event_types":["doorbell_pressed","doorbell_pressed"]}"#),
+            Ok(ClientMessage::Subscribe(vec!["doorbell_pressed".into()]))
+        );
+        assert_eq!(
+            parse(r#"{"type":"unsubscribe","event_types":["*"]}"#),
+            Ok(ClientMessage::Unsubscribe(vec!["*".into()]))
+        );
+        assert_eq!(
+            parse(
+                r#"{"type":"system_command","command":"set_quality","params":{"quality":"low"},"request_id":"r1"}"#
+            ),
+            Ok(ClientMessage::SystemCommand {
+                command: CommandName::SetQuality,
+                params: json!({"quality": "low"}),
+                request_id: json!("r1"),
+            })
+        );
+        assert_eq!(
+            parse(r#"{"type":"system_command","command":"get_system_status"}"#),
+            Ok(ClientMessage::SystemCommand {
+                command: CommandName::GetSystemStatus,
+                params: Value::Null,
+                request_id: Value::Null,
+            })
+        );
+        assert_eq!(
+            parse(r#"{"type":"request_video_stream","quality":"high"}"#),
+            Ok(ClientMessage::RequestVideoStream {
+                quality: Some(Quality::High)
+            })
+        );
+        assert_eq!(
+            parse(r#"{"type":"request_video_stream"}"#),
+            Ok(ClientMessage::RequestVideoStream { quality: None })
+        );
+        assert_eq!(parse(r#"{"type":"ping"}"#), Ok(ClientMessage::Ping));
+    }
+
+    #[test]
+    fn every_bad_message_gets_its_code() {
+        for (text, code) in [
+            ("not json", ErrorCode::BadJson),
+            ("[1,2]", ErrorCode::BadJson),
+            ("\"ping\"", ErrorCode::BadJson),
+            (&"[".repeat(100_000), ErrorCode::BadJson),
+            ("{}", ErrorCode::UnknownType),
+            (r#"{"type":7}"#, ErrorCode::UnknownType),
+            (r#"{"type":"launch"}"#, ErrorCode::UnknownType),
+            (r#"{"type":"subscribe"}"#, ErrorCode::BadParams),
+            (
+                r#"{"type":"subscribe","event_types":[]}"#,
+                ErrorCode::BadParams,
+            ),
+            (
+                r#"{"type":"subscribe","event_types":"*"}"#,
+                ErrorCode::BadParams,
+            ),
+            (
+                r#"{"type":"subscribe","event_types":["Bad-Type"]}"#,
+                ErrorCode::BadParams,
+            ),
+            (
+                r#"{"type":"unsubscribe","event_types":[1]}"#,
+                ErrorCode::BadParams,
+            ),
+            (r#"{"type":"system_command"}"#, ErrorCode::BadParams),
+            (
+                r#"{"type":"system_command","command":"reboot"}"#,
+                ErrorCode::UnknownCommand,
+            ),
+            (
+                r#"{"type":"request_video_stream","quality":"ultra"}"#,
+                ErrorCode::BadParams,
+            ),
+            (
+                r#"{"type":"request_video_stream","quality":3}"#,
+                ErrorCode::BadParams,
+            ),
+        ] {
+            assert_eq!(refused(text).code, code, "{}", &text[..text.len().min(60)]);
+        }
+    }
+
+    #[test]
+    fn a_refusal_echoes_the_request_id_it_was_given() {
+        let refusal = refused(r#"{"type":"system_command","command":"reboot","request_id":42}"#);
+        assert_eq!(refusal.request_id, Some(json!(42)));
+        let message: Value = serde_json::from_str(&error(&refusal)).unwrap();
+        assert_eq!(message["type"], "error");
+        assert_eq!(message["code"], "unknown_command");
+        assert_eq!(message["request_id"], 42);
+        assert!(message["message"].as_str().unwrap().contains("reboot"));
+        let without: Value = serde_json::from_str(&error(&refused("nope"))).unwrap();
+        assert!(without.get("request_id").is_none());
+    }
+
+    #[test]
+    fn command_results_have_the_contract_shape() {
+        let ok: Value = serde_json::from_str(&command_result(
+            CommandName::SetQuality,
+            &json!("r"),
+            Ok(json!({"quality": "low"})),
+        ))
+        .unwrap();
+        assert_eq!(
+            ok,
+            json!({"type": "command_result", "command": "set_quality", "request_id": "r",
+                   "success": true, "result": {"quality": "low"}})
+        );
+        let failed: Value = serde_json::from_str(&command_result(
+            CommandName::RestartPipeline,
+            &Value::Null,
+            Err("no camera".into()),
+        ))
+        .unwrap();
+        assert_eq!(failed["success"], false);
+        assert_eq!(failed["error"], "no camera");
+        assert!(failed.get("result").is_none());
+    }
+
+    #[test]
+    fn video_stream_url_names_the_client_and_quality() {
+        let ready: Value =
+            serde_json::from_str(&video_stream_ready("phone-1", Quality::Low)).unwrap();
+        assert_eq!(ready["stream_url"], "/stream/video/phone-1?quality=low");
+        assert_eq!(ready["quality"], "low");
+    }
+}

@@ -1,0 +1,585 @@
+//! One WebSocket session, on its connection thread: waits on client bytes, hub events, shutdown
+//! and its ping timer at once (see `transport.rs` for why that needs the reader thread), answers
+//! each client message, pushes each subscribed event, and ends with a close frame that says why.
+
+use std::io::{ErrorKind, Write};
+use std::net::{Shutdown as SocketShutdown, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, select};
+use tungstenite::protocol::frame::CloseFrame;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{Role as WsRole, WebSocketConfig};
+use tungstenite::{Error as WsError, Message, WebSocket};
+
+use super::commands::{self, Outcome};
+use super::protocol::{self, ClientMessage, CommandName, ErrorCode, Refusal};
+use super::subscriptions::Subscriptions;
+use super::transport::Transport;
+use crate::app::Ctx;
+use crate::auth::Role;
+use crate::events::{Cursor, Replayed, SharedEvent};
+use crate::hub::{EvictHook, Subscription};
+
+/// Largest message a client may send (the contract's 64 KiB); larger closes with 1009.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Our own messages are small; tungstenite may hold at most this much unsent.
+const MAX_WRITE_BUFFER_BYTES: usize = 256 * 1024;
+/// Events written between two checks of the other inputs when a burst is queued.
+const MAX_BATCH: usize = 64;
+/// How long a closing connection may take to answer our close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// The write timeout while closing: a client that reads nothing must not hold shutdown up.
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Payload of our keep-alive pings.
+const PING_PAYLOAD: &[u8] = b"porchlight";
+
+/// How tungstenite is set up: the contract's message limit (checked on each frame header, so a
+/// client announcing a huge frame is refused before it is buffered), and every message written
+/// out at once (nothing waits in a buffer; raw `live_event` frames may follow directly).
+pub fn config() -> WebSocketConfig {
+    WebSocketConfig {
+        max_message_size: Some(MAX_MESSAGE_BYTES),
+        max_frame_size: Some(MAX_MESSAGE_BYTES),
+        write_buffer_size: 0,
+        max_write_buffer_size: MAX_WRITE_BUFFER_BYTES,
+        ..WebSocketConfig::default()
+    }
+}
+
+/// Lets the event hub evict this session the right way. The hub evicts from its own thread
+/// when the session's queue is full. If the session is waiting in `select!`, the disconnected
+/// queue wakes it and it sends a close frame (1013) itself; if it is busy — possibly blocked
+/// writing to a client that reads nothing — the socket is shut down so the write fails at once
+/// instead of after `write_timeout_s`.
+pub struct EvictionLatch {
+    evicted: AtomicBool,
+    busy: AtomicBool,
+    socket: TcpStream,
+}
+
+impl EvictionLatch {
+    pub fn new(socket: TcpStream) -> Arc<EvictionLatch> {
+        Arc::new(EvictionLatch {
+            evicted: AtomicBool::new(false),
+            busy: AtomicBool::new(false),
+            socket,
+        })
+    }
+
+    pub fn hook(self: &Arc<Self>) -> EvictHook {
+        let latch = Arc::clone(self);
+        Box::new(move || {
+            // SeqCst on both sides: either the hook sees `busy`, or the session sees `evicted`.
+            latch.evicted.store(true, Ordering::SeqCst);
+            if latch.busy.load(Ordering::SeqCst) {
+                latch.socket.shutdown(SocketShutdown::Both).ok();
+            }
+        })
+    }
+
+    fn was_evicted(&self) -> bool {
+        self.evicted.load(Ordering::SeqCst)
+    }
+
+    /// Marks the session busy (or idle) and says whether it has been evicted.
+    fn set_busy(&self, busy: bool) -> bool {
+        self.busy.store(busy, Ordering::SeqCst);
+        self.evicted.load(Ordering::SeqCst)
+    }
+}
+
+/// What the session learned from the handshake.
+pub struct Opened {
+    pub client_id: String,
+    pub role: Role,
+    /// `?last_event_id=N`: replay stored events after N when the client first subscribes.
+    pub last_event_id: Option<u64>,
+}
+
+/// What happens after a close frame has been sent.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Closing {
+    /// Wait (briefly) for the client's close frame, then close TCP: the clean handshake.
+    AwaitReply,
+    /// The stream can no longer be parsed (an oversized or malformed frame): half-close so the
+    /// client sees the close frame and then EOF, discard what it still sends, then close.
+    Drain,
+    /// Close TCP at once (the client does not answer, or the server is stopping).
+    Cut,
+}
+
+/// Why a session ends.
+enum End {
+    /// The client closed, or the connection broke: nothing more to send.
+    Gone(String),
+    /// Send a close frame with `code` and `reason`; `log` says why in the server log.
+    Close {
+        code: CloseCode,
+        reason: String,
+        log: String,
+        then: Closing,
+    },
+}
+
+impl End {
+    fn close(code: CloseCode, reason: &str, log: String, then: Closing) -> End {
+        End::Close {
+            code,
+            reason: reason.to_string(),
+            log,
+            then,
+        }
+    }
+
+    /// The hub cut the socket while we were writing to a client that had stopped reading.
+    fn evicted_while_writing() -> End {
+        End::Gone("fell behind (queue full) while not reading; it will replay on reconnect".into())
+    }
+
+    fn write_failed(err: &WsError, latch: &EvictionLatch) -> End {
+        if latch.was_evicted() {
+            return End::evicted_while_writing();
+        }
+        match err {
+            WsError::Io(e) if e.kind() == ErrorKind::TimedOut => {
+                End::Gone("stopped reading (no bytes accepted within write_timeout_s)".into())
+            }
+            _ => End::Gone(format!("went away ({err})")),
+        }
+    }
+}
+
+pub struct Session<'a> {
+    ws: WebSocket<Transport<'a>>,
+    socket: &'a TcpStream,
+    ctx: &'a Ctx,
+    opened: Opened,
+    subscriptions: Subscriptions,
+    cursor: Cursor,
+    pending_replay: Option<u64>,
+    latch: Arc<EvictionLatch>,
+    heartbeat: Duration,
+    heard_at: Instant,
+    ping_sent_at: Option<Instant>,
+    events_sent: u64,
+}
+
+impl<'a> Session<'a> {
+    pub fn new(
+        socket: &'a TcpStream,
+        ctx: &'a Ctx,
+        opened: Opened,
+        latch: Arc<EvictionLatch>,
+    ) -> Session<'a> {
+        Session {
+            ws: WebSocket::from_raw_socket(Transport::new(socket), WsRole::Server, Some(config())),
+            socket,
+            ctx,
+            pending_replay: opened.last_event_id,
+            opened,
+            subscriptions: Subscriptions::default(),
+            cursor: Cursor::new(),
+            latch,
+            heartbeat: Duration::from_secs_f64(ctx.config.heartbeat_s),
+            heard_at: Instant::now(),
+            ping_sent_at: None,
+            events_sent: 0,
+        }
+    }
+
+    /// Runs the session to its end. Returns why it ended and how many events it pushed. The
+    /// caller shuts the socket down afterwards (which also stops the reader thread).
+    pub fn run(
+        mut self,
+        incoming: &Receiver<Vec<u8>>,
+        subscription: Subscription<SharedEvent>,
+    ) -> (String, u64) {
+        let end = self.serve(incoming, &subscription.rx);
+        // Leave the hub before closing: a closing session reads no more events.
+        drop(subscription);
+        let reason = match end {
+            End::Gone(reason) => reason,
+            End::Close {
+                code,
+                reason,
+                log,
+                then,
+            } => {
+                self.close(code, &reason, then, incoming);
+                log
+            }
+        };
+        (reason, self.events_sent)
+    }
+
+    fn serve(&mut self, incoming: &Receiver<Vec<u8>>, events: &Receiver<SharedEvent>) -> End {
+        let stop = self.ctx.shutdown.signal();
+        self.latch.set_busy(true);
+        if let Err(end) = self.send(protocol::connected(&self.opened.client_id)) {
+            return end;
+        }
+        loop {
+            self.latch.set_busy(false);
+            let wait = self
+                .next_deadline()
+                .saturating_duration_since(Instant::now());
+            let step = select! {
+                recv(incoming) -> bytes => match bytes {
+                    Ok(bytes) => self.received(bytes),
+                    Err(_) => Err(End::Gone("closed the connection".into())),
+                },
+                recv(events) -> event => match event {
+                    Ok(first) => self.push(first, events),
+                    Err(_) => Err(self.fell_behind()),
+                },
+                recv(stop) -> _ => Err(End::close(
+                    CloseCode::Away,
+                    "server shutting down",
+                    "server shutting down".into(),
+                    Closing::Cut,
+                )),
+                default(wait) => self.keep_alive(),
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    fn fell_behind(&self) -> End {
+        let last = self.cursor.last_handled();
+        End::close(
+            CloseCode::Again,
+            &format!("fell behind; reconnect with last_event_id={last}"),
+            "fell behind (queue full); it will replay on reconnect".into(),
+            Closing::AwaitReply,
+        )
+    }
+
+    /// Marks the session busy; an eviction that already happened ends it.
+    fn begin_work(&self) -> Result<(), End> {
+        if self.latch.set_busy(true) {
+            Err(self.fell_behind())
+        } else {
+            Ok(())
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        self.ping_sent_at.unwrap_or(self.heard_at) + self.heartbeat
+    }
+
+    /// Pings a client silent for `heartbeat_s`; drops one that then stays silent as long.
+    fn keep_alive(&mut self) -> Result<(), End> {
+        self.begin_work()?;
+        let now = Instant::now();
+        match self.ping_sent_at {
+            Some(sent) if now >= sent + self.heartbeat => Err(End::close(
+                CloseCode::Error,
+                "keepalive ping timeout",
+                format!(
+                    "unresponsive (no answer to a ping within {:.1} s)",
+                    self.heartbeat.as_secs_f64()
+                ),
+                Closing::Cut,
+            )),
+            None if now >= self.heard_at + self.heartbeat => {
+                self.ws
+                    .send(Message::Ping(PING_PAYLOAD.to_vec()))
+                    .map_err(|e| End::write_failed(&e, &self.latch))?;
+                self.ping_sent_at = Some(now);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Bytes from the client: hand them to tungstenite and act on every complete message.
+    fn received(&mut self, bytes: Vec<u8>) -> Result<(), End> {
+        self.begin_work()?;
+        // Any frame, pong or not, shows the client is alive.
+        self.heard_at = Instant::now();
+        self.ping_sent_at = None;
+        self.ws.get_mut().feed(bytes);
+        loop {
+            match self.ws.read() {
+                Ok(Message::Text(text)) => self.handle_text(&text)?,
+                Ok(Message::Binary(_)) => {
+                    return Err(End::close(
+                        CloseCode::Unsupported,
+                        "binary messages are not accepted; send JSON text",
+                        "sent a binary message".into(),
+                        Closing::AwaitReply,
+                    ));
+                }
+                // Pings are answered by tungstenite (queued, sent by the next read or write),
+                // and a close frame's reply likewise; the next read then says ConnectionClosed.
+                Ok(Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_)) => {
+                }
+                Err(WsError::Io(e)) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
+                    return Err(End::Gone("closed the WebSocket".into()));
+                }
+                Err(WsError::Capacity(e)) => {
+                    return Err(End::close(
+                        CloseCode::Size,
+                        "messages are limited to 64 KiB",
+                        format!("sent too big a message ({e})"),
+                        Closing::Drain,
+                    ));
+                }
+                Err(WsError::Utf8) => {
+                    return Err(End::close(
+                        CloseCode::Invalid,
+                        "text messages must be UTF-8",
+                        "sent a text message that is not UTF-8".into(),
+                        Closing::AwaitReply,
+                    ));
+                }
+                Err(WsError::Protocol(e)) => {
+                    return Err(End::close(
+                        CloseCode::Protocol,
+                        "protocol error",
+                        format!("broke the WebSocket protocol ({e})"),
+                        Closing::Drain,
+                    ));
+                }
+                Err(e) => return Err(End::write_failed(&e, &self.latch)),
+            }
+        }
+    }
+
+    fn send(&mut self, text: String) -> Result<(), End> {
+        self.ws
+            .send(Message::Text(text))
+            .map_err(|e| End::write_failed(&e, &self.latch))
+    }
+
+    fn refuse(&mut self, refusal: &Refusal) -> Result<(), End> {
+        log::debug!(
+            "WebSocket client {}: {} ({})",
+            self.opened.client_id,
+            refusal.code.as_str(),
+            refusal.message
+        );
+        self.send(protocol::error(refusal))
+    }
+
+    fn handle_text(&mut self, text: &str) -> Result<(), End> {
+        let message = match protocol::parse(text) {
+            Ok(message) => message,
+            Err(refusal) => return self.refuse(&refusal),
+        };
+        match message {
+            ClientMessage::Subscribe(types) => {
+                if let Err(message) = self.subscriptions.subscribe(&types) {
+                    return self.refuse(&bad_params(message));
+                }
+                self.send(protocol::subscription_changed("subscribed", &types))?;
+                if let Some(after) = self.pending_replay.take() {
+                    self.replay(after)?;
+                }
+                Ok(())
+            }
+            ClientMessage::Unsubscribe(types) => {
+                if let Err(message) = self.subscriptions.unsubscribe(&types) {
+                    return self.refuse(&bad_params(message));
+                }
+                self.send(protocol::subscription_changed("unsubscribed", &types))
+            }
+            ClientMessage::SystemCommand {
+                command,
+                params,
+                request_id,
+            } => self.run_command(command, &params, request_id),
+            ClientMessage::RequestVideoStream { quality } => {
+                let quality = quality.unwrap_or_else(|| self.ctx.control.default_quality());
+                let ready = protocol::video_stream_ready(&self.opened.client_id, quality);
+                self.send(ready)
+            }
+            ClientMessage::Ping => {
+                let now = crate::clock::round_ms(crate::clock::unix_now());
+                self.send(protocol::pong(now))
+            }
+        }
+    }
+
+    fn run_command(
+        &mut self,
+        command: CommandName,
+        params: &serde_json::Value,
+        request_id: serde_json::Value,
+    ) -> Result<(), End> {
+        let outcome = commands::run(command, params, self.opened.role, self.ctx);
+        let answer = match outcome {
+            Outcome::Done(result) => Ok(result),
+            Outcome::Failed(error) => {
+                log::warn!(
+                    "WebSocket client {}: {} failed: {error}",
+                    self.opened.client_id,
+                    command.name()
+                );
+                Err(error)
+            }
+            Outcome::Refused(code, message) => {
+                return self.refuse(&Refusal {
+                    code,
+                    message,
+                    request_id: Some(request_id),
+                });
+            }
+        };
+        self.send(protocol::command_result(command, &request_id, answer))
+    }
+
+    /// Sends every stored event after `after` that the client subscribes to, before any live
+    /// one; live events already sent this way are skipped by the cursor.
+    fn replay(&mut self, after: u64) -> Result<(), End> {
+        let Session {
+            ws,
+            ctx,
+            cursor,
+            subscriptions,
+            events_sent,
+            latch,
+            ..
+        } = self;
+        cursor
+            .replay(ctx.events.reader(), after, |item| match item {
+                Replayed::Gap { from, to } => ws
+                    .send(Message::Text(protocol::gap(from, to)))
+                    .map_err(|e| e.to_string()),
+                Replayed::Event(event) if subscriptions.wants(&event.event.event_type) => {
+                    ws.get_mut()
+                        .write_all(&event.ws_frame)
+                        .map_err(|e| e.to_string())?;
+                    *events_sent += 1;
+                    ctx.metrics.ws_events_sent.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                }
+                Replayed::Event(_) | Replayed::PageEnd => Ok(()),
+            })
+            .map_err(|e| {
+                if latch.was_evicted() {
+                    End::evicted_while_writing()
+                } else {
+                    End::Gone(format!("dropped during replay ({e})"))
+                }
+            })
+    }
+
+    /// Live events: the first one and whatever else is queued, up to a batch.
+    fn push(&mut self, first: SharedEvent, events: &Receiver<SharedEvent>) -> Result<(), End> {
+        self.begin_work()?;
+        // A pong tungstenite still holds goes out before our raw frames.
+        self.ws
+            .flush()
+            .map_err(|e| End::write_failed(&e, &self.latch))?;
+        let batch = std::iter::once(first).chain(events.try_iter().take(MAX_BATCH - 1));
+        for event in batch {
+            // Until the first subscribe, a client that asked for a replay gets nothing live:
+            // everything fanned out is already stored, and the replay will read it from there.
+            if self.pending_replay.is_some() {
+                continue;
+            }
+            if !self.cursor.advance(event.event.id)
+                || !self.subscriptions.wants(&event.event.event_type)
+            {
+                continue;
+            }
+            self.ws
+                .get_mut()
+                .write_all(&event.ws_frame)
+                .map_err(|e| End::write_failed(&WsError::Io(e), &self.latch))?;
+            self.events_sent += 1;
+            self.ctx
+                .metrics
+                .ws_events_sent
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Sends our close frame, then finishes as `then` says. Best effort: the connection is
+    /// closed afterwards whatever happens here.
+    fn close(
+        &mut self,
+        code: CloseCode,
+        reason: &str,
+        then: Closing,
+        incoming: &Receiver<Vec<u8>>,
+    ) {
+        self.socket
+            .set_write_timeout(Some(CLOSE_WRITE_TIMEOUT))
+            .ok();
+        let frame = CloseFrame {
+            code,
+            reason: truncate_reason(reason).into(),
+        };
+        if self.ws.close(Some(frame)).is_err() {
+            return;
+        }
+        let deadline = Instant::now() + CLOSE_GRACE;
+        match then {
+            Closing::Cut => {}
+            Closing::AwaitReply => {
+                while let Ok(bytes) = incoming.recv_deadline(deadline) {
+                    self.ws.get_mut().feed(bytes);
+                    loop {
+                        match self.ws.read() {
+                            Ok(_) => {}
+                            Err(WsError::Io(e)) if e.kind() == ErrorKind::WouldBlock => break,
+                            // The client's close frame arrived (or the stream broke).
+                            Err(_) => return,
+                        }
+                    }
+                }
+            }
+            Closing::Drain => {
+                self.socket.shutdown(SocketShutdown::Write).ok();
+                while incoming.recv_deadline(deadline).is_ok() {}
+            }
+        }
+    }
+}
+
+fn bad_params(message: String) -> Refusal {
+    Refusal {
+        code: ErrorCode::BadParams,
+        message,
+        request_id: None,
+    }
+}
+
+/// A close frame's reason is at most 123 bytes (RFC 6455 §5.5).
+fn truncate_reason(reason: &str) -> &str {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_reasons_fit_a_control_frame() {
+        assert_eq!(truncate_reason("short"), "short");
+        let long = "é".repeat(100);
+        let cut = truncate_reason(&long);
+        assert!(cut.len() <= 123 && long.starts_with(cut));
+    }
+
+    #[test]
+    fn config_limits_messages_to_64_kib() {
+        let config = config();
+        assert_eq!(config.max_message_size, Some(65536));
+        assert_eq!(config.max_frame_size, Some(65536));
+        assert_eq!(config.write_buffer_size, 0);
+    }
+}
