@@ -34,7 +34,7 @@ impl From<Reply> for Outcome {
 pub enum Route {
     Static,
     /// A dashboard file asked for without a valid token: see [`static_files::serve_untrusted`].
-    StaticWithoutToken(Reply),
+    StaticWithoutToken,
     Login,
     WhoAmI,
     Status,
@@ -189,9 +189,7 @@ fn admit(request: &mut Request, target: &Target, ctx: &Ctx) -> Result<Route, Rep
     let role = match access::role_of(request, target, &ctx.config.tokens) {
         Ok(role) => role,
         // The dashboard must load to show its login form; its files hold no data.
-        Err(denied) if matches!(route, Route::Static) => {
-            return Ok(Route::StaticWithoutToken(denied));
-        }
+        Err(_) if route == Route::Static => return Ok(Route::StaticWithoutToken),
         Err(denied) => return Err(denied),
     };
     access::require(role, route.required_role())?;
@@ -210,9 +208,7 @@ fn admit(request: &mut Request, target: &Target, ctx: &Ctx) -> Result<Route, Rep
 fn answer(route: Route, request: &mut Request, target: &Target, ctx: &Ctx) -> Outcome {
     match route {
         Route::Static => static_files::serve(&target.path, ctx).into(),
-        Route::StaticWithoutToken(denied) => {
-            static_files::serve_untrusted(&target.path, request, denied, ctx).into()
-        }
+        Route::StaticWithoutToken => static_files::serve_untrusted(request, target, ctx).into(),
         Route::Login => api::login(request, ctx),
         Route::WhoAmI => api::whoami(request, target, ctx).into(),
         Route::Status => api::status(ctx).into(),

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use tiny_http::Request;
 
-use super::query::decode_component;
+use super::query::{Target, decode_component};
 use super::reply::{self, Reply};
 use crate::app::Ctx;
 
@@ -104,15 +104,20 @@ fn wants_html(request: &Request) -> bool {
         .is_some_and(|accept| accept.to_ascii_lowercase().contains("text/html"))
 }
 
-/// A dashboard file asked for without a valid token (`denied` is the 401 to answer otherwise).
+/// A dashboard file asked for without a valid token.
 ///
 /// The page has to load before it can show its token form, yet `GET /` needs the viewer role.
 /// The nearest behaviour that keeps every byte of data behind a token: the page's assets
 /// (scripts, styles, icons: the same for everyone, no data in them) are served to anyone; an
 /// HTML page still answers 401, and a browser's navigation gets the page itself as that 401's
 /// body, so it shows the login form; scripts and curl get the usual JSON error.
-pub fn serve_untrusted(url_path: &str, request: &Request, denied: Reply, ctx: &Ctx) -> Reply {
-    let Some(relative) = relative_path(url_path) else {
+pub fn serve_untrusted(request: &Request, target: &Target, ctx: &Ctx) -> Reply {
+    // The 401 any other route would answer (it says whether the token was missing or wrong).
+    let denied = match super::access::role_of(request, target, &ctx.config.tokens) {
+        Err(denied) => denied,
+        Ok(_) => return serve(&target.path, ctx),
+    };
+    let Some(relative) = relative_path(&target.path) else {
         return denied;
     };
     let is_page = content_type(&relative).starts_with("text/html");
