@@ -261,6 +261,14 @@ describe('dashboard', () => {
     await page.selectOption('#default-quality', 'medium');
     await page.locator('#btn-quality').click();
     await waitText(page, '#result-quality', /^Default quality is now medium/);
+
+    // Restarting the camera: the result says so, and the picture comes back by itself.
+    await waitPicture(page, '#live');
+    await page.locator('#btn-restart').click();
+    await waitText(page, '#result-restart', /^Camera restarting/);
+    await page.waitForFunction(() => document.querySelector('.video-frame').hasAttribute('data-playing')
+      && document.getElementById('live').naturalWidth > 0
+      && document.getElementById('video-overlay').hidden, null, { timeout: 15000 });
     await context.close();
     assert.deepEqual(problems, []);
   });

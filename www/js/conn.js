@@ -7,9 +7,11 @@ const LABELS = { connecting: 'connecting', live: 'live', reconnecting: 'reconnec
 const RANK = { live: 0, connecting: 1, reconnecting: 2, offline: 3 };
 
 export class Indicator {
-  /** `parts` names the channels shown together (e.g. the two SSE streams): the worst wins. */
-  constructor(element, parts) {
+  /** `parts` names the channels shown together (e.g. the two SSE streams): the worst wins.
+   *  `onChange(state)` hears every change of the state shown. */
+  constructor(element, parts, onChange = () => {}) {
     this.element = element;
+    this.onChange = onChange;
     this.label = element.querySelector('.conn-state');
     this.states = Object.fromEntries(parts.map((p) => [p, 'connecting']));
     this.since = Object.fromEntries(parts.map((p) => [p, Date.now()]));
@@ -40,8 +42,11 @@ export class Indicator {
 
   render() {
     const state = this.state;
-    this.element.dataset.state = state;
-    this.label.textContent = LABELS[state];
+    if (this.element.dataset.state !== state) {
+      this.element.dataset.state = state;
+      this.label.textContent = LABELS[state];
+      this.onChange(state);
+    }
     clearTimeout(this.timer);
     // Re-check later so "reconnecting" turns into "offline" without another signal.
     if (state !== 'live' && state !== 'offline') this.timer = setTimeout(() => this.render(), 1000);

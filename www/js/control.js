@@ -4,21 +4,18 @@
 // and say why.
 
 import { $, backoff, clientId, roleAtLeast } from './dom.js';
-import { label } from './events.js';
 
 const COMMAND_TIMEOUT_MS = 10000;
 const PING_EVERY_MS = 20000;
 const PONG_WITHIN_MS = 8000;
 
+// Each control is the button #btn-KEY with its reason #why-KEY and its answer #result-KEY.
 const CONTROLS = [
-  { button: 'btn-ring', why: 'why-ring', result: 'result-ring', command: 'trigger_doorbell', role: 'control',
-    params: () => ({}),
-    done: (r) => (r && Number.isSafeInteger(r.id) ? `Rang: event #${r.id} (${label(String(r.event_type || 'doorbell_pressed'))})` : 'Rang.') },
-  { button: 'btn-restart', why: 'why-restart', result: 'result-restart', command: 'restart_pipeline', role: 'admin',
-    params: () => ({}),
+  { key: 'ring', command: 'trigger_doorbell', role: 'control', params: () => ({}),
+    done: (r) => (r && Number.isSafeInteger(r.id) ? `Rang: event #${r.id}` : 'Rang.') },
+  { key: 'restart', command: 'restart_pipeline', role: 'admin', params: () => ({}),
     done: (r) => `Camera restarting${r && r.camera && r.camera.state ? ` (now ${r.camera.state})` : ''}.` },
-  { button: 'btn-quality', why: 'why-quality', result: 'result-quality', command: 'set_quality', role: 'control',
-    params: () => ({ quality: $('default-quality').value }),
+  { key: 'quality', command: 'set_quality', role: 'control', params: () => ({ quality: $('default-quality').value }),
     done: (r, p) => `Default quality is now ${(r && r.quality) || p.quality}.` },
 ];
 
@@ -36,7 +33,7 @@ const busy = new Set();
 export function startControl(options) {
   role = options.role;
   indicator = options.indicator;
-  for (const control of CONTROLS) $(control.button).addEventListener('click', () => run(control));
+  for (const control of CONTROLS) $(`btn-${control.key}`).addEventListener('click', () => run(control));
   render();
   connect();
 }
@@ -124,9 +121,9 @@ export function command(name, params) {
 }
 
 async function run(control) {
-  const result = $(control.result);
+  const result = $(`result-${control.key}`);
   const params = control.params();
-  busy.add(control.button);
+  busy.add(control.key);
   render();
   result.dataset.ok = '';
   result.textContent = 'Working…';
@@ -138,7 +135,7 @@ async function run(control) {
     result.dataset.ok = 'false';
     result.textContent = `Failed: ${err.message} (${new Date().toLocaleTimeString()})`;
   } finally {
-    busy.delete(control.button);
+    busy.delete(control.key);
     render();
   }
 }
@@ -151,10 +148,10 @@ function render() {
     } else if (!live) {
       why = 'Waiting for the control connection…';
     }
-    const button = $(control.button);
-    button.disabled = Boolean(why) || busy.has(control.button);
-    button.setAttribute('aria-busy', String(busy.has(control.button)));
-    $(control.why).textContent = why;
+    const button = $(`btn-${control.key}`);
+    button.disabled = Boolean(why) || busy.has(control.key);
+    button.setAttribute('aria-busy', String(busy.has(control.key)));
+    $(`why-${control.key}`).textContent = why;
   }
   $('default-quality').disabled = !roleAtLeast(role, 'control');
 }

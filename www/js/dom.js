@@ -66,11 +66,10 @@ export function announce(text) {
   requestAnimationFrame(() => { region.textContent = text; });
 }
 
-/** A local file name for a picture taken now. */
+/** A file name for a picture taken at `date` (local time, sortable). */
 export function pictureName(prefix, date = new Date()) {
-  const p = (n) => String(n).padStart(2, '0');
-  return `${prefix}-${date.getFullYear()}${p(date.getMonth() + 1)}${p(date.getDate())}-` +
-    `${p(date.getHours())}${p(date.getMinutes())}${p(date.getSeconds())}.jpg`;
+  const local = new Date(date.getTime() - date.getTimezoneOffset() * 60000);
+  return `${prefix}-${local.toISOString().slice(0, 19).replace(/[-:]/g, '').replace('T', '-')}.jpg`;
 }
 
 /** A server path we are willing to load a picture from (same origin, absolute path). */

@@ -5,7 +5,7 @@ import { authEvents, postJSON, whoami } from './api.js';
 import { Indicator } from './conn.js';
 import { startEvents, noteServerLastId } from './events.js';
 import { startStatus } from './status.js';
-import { startVideo, setCameraState, connect as reconnectVideo } from './video.js';
+import { startVideo, setCameraState, setServerReachable } from './video.js';
 import { startAlerts, onEvent as alertOnEvent } from './alert.js';
 import { startControl } from './control.js';
 
@@ -82,20 +82,17 @@ function start(who) {
   $('role-badge').title = `Signed in as ${who.role}`;
   $('switch-token').hidden = !who.login_required;
 
-  const sse = new Indicator($('conn-sse'), ['events', 'status']);
+  // While the server cannot be reached the picture on screen is old: say so, and reopen the
+  // video when it is back (after a restart the old MJPEG connection is gone).
+  const sse = new Indicator($('conn-sse'), ['events', 'status'],
+    (state) => setServerReachable(state === 'live' || state === 'connecting'));
   const ws = new Indicator($('conn-ws'), ['ws']);
-  let uptime = null;
 
   startAlerts();
   startVideo();
   startStatus({
     indicator: sse,
     onStatus(status) {
-      // A smaller uptime means the server restarted: the old video connection is gone.
-      if (typeof status.uptime_s === 'number') {
-        if (uptime !== null && status.uptime_s < uptime) reconnectVideo();
-        uptime = status.uptime_s;
-      }
       if (status.camera && status.camera.state) setCameraState(status.camera.state);
       if (status.events) noteServerLastId(status.events.last_id);
     },

@@ -11,6 +11,7 @@ const STORE_KEY = 'porchlight.quality';
 const img = $('live');
 let quality = QUALITIES.includes(localStorage.getItem(STORE_KEY)) ? localStorage.getItem(STORE_KEY) : 'medium';
 let cameraState = null;
+let reachable = true;
 let playing = false;
 let wanted = false;
 let attempt = 0;
@@ -97,6 +98,15 @@ function onError() {
 }
 
 const cameraTrouble = () => cameraState === 'offline' || cameraState === 'stalled';
+
+/** From the event stream's indicator: is the server there at all? */
+export function setServerReachable(ok) {
+  if (ok === reachable) return;
+  reachable = ok;
+  if (!wanted) return;
+  if (ok) connect();
+  else overlay('wait', 'Connection lost', 'Reconnecting… the picture may be old.');
+}
 
 /** From the status stream, or a camera_offline / camera_online event. */
 export function setCameraState(state) {
