@@ -90,6 +90,7 @@ pub fn run(config: Config) -> Result<(), String> {
     let listener = TcpListener::bind(config.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     server::widen_backlog(&listener, config.max_connections);
+    server::raise_open_file_limit(config.max_connections);
     let local = listener
         .local_addr()
         .map_err(|e| format!("cannot read the listening address: {e}"))?;
