@@ -113,7 +113,7 @@ pub fn raise_open_file_limit(connections: usize) {
         }
     }
     let needed = connections as u64 * FDS_PER_CONNECTION + 64;
-    if (limit.rlim_cur as u64) < needed {
+    if limit.rlim_cur < needed {
         log::warn!(
             "the open-file limit is {} but max_connections = {connections} may need {needed}; \
              raise LimitNOFILE or lower max_connections",
