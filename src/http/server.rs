@@ -113,7 +113,10 @@ pub fn raise_open_file_limit(connections: usize) {
         }
     }
     let needed = connections as u64 * FDS_PER_CONNECTION + 64;
-    if limit.rlim_cur < needed {
+    // rlim_t is u64 here but u32 on 32-bit ARM (the Pi Zero): the cast is needed there.
+    #[allow(clippy::unnecessary_cast)]
+    let soft = limit.rlim_cur as u64;
+    if soft < needed {
         log::warn!(
             "the open-file limit is {} but max_connections = {connections} may need {needed}; \
              raise LimitNOFILE or lower max_connections",
