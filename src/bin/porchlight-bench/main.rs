@@ -3,7 +3,7 @@
 //! memory, threads, from /proc/PID). Loopback only; every phase is bounded in time.
 //!
 //! ```text
-//! porchlight-bench [--sse N] [--events E] [--rate PER_S] [--json] [--timeout S]
+//! porchlight-bench [--sse N] [--ws M] [--commands C] [--events E] [--rate PER_S] [--json] [--timeout S]
 //!                  [--server-arg ARG]... | --url HOST:PORT --pid PID [--token T]
 //! ```
 //! Without `--url` it starts `porchlight` from the same folder as itself on a free loopback port
@@ -11,8 +11,10 @@
 
 mod http;
 mod procstat;
+mod record;
 mod sse;
 mod stats;
+mod ws;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -25,6 +27,8 @@ use serde_json::json;
 
 struct Options {
     sse: usize,
+    ws: usize,
+    commands: usize,
     events: usize,
     rate: f64,
     json: bool,
@@ -35,12 +39,14 @@ struct Options {
     server_args: Vec<String>,
 }
 
-const USAGE: &str = "usage: porchlight-bench [--sse N] [--events E] [--rate PER_S] [--json] \
+const USAGE: &str = "usage: porchlight-bench [--sse N] [--ws M] [--commands C] [--events E] [--rate PER_S] [--json] \
 [--timeout S] [--server-arg ARG]... | --url HOST:PORT --pid PID [--token T]";
 
 fn parse_options() -> Result<Options, String> {
     let mut o = Options {
         sse: 50,
+        ws: 0,
+        commands: 0,
         events: 100,
         rate: 50.0,
         json: false,
@@ -55,6 +61,12 @@ fn parse_options() -> Result<Options, String> {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
         match arg.as_str() {
             "--sse" => o.sse = value("--sse")?.parse().map_err(|_| "--sse: a number")?,
+            "--ws" => o.ws = value("--ws")?.parse().map_err(|_| "--ws: a number")?,
+            "--commands" => {
+                o.commands = value("--commands")?
+                    .parse()
+                    .map_err(|_| "--commands: a number")?
+            }
             "--events" => {
                 o.events = value("--events")?
                     .parse()
@@ -145,6 +157,13 @@ fn spawn_server(extra: &[String]) -> Result<(Spawned, SocketAddr), String> {
     Ok((spawned, addr))
 }
 
+/// Which kind of client a thread is.
+#[derive(Clone, Copy)]
+enum Kind {
+    Sse,
+    Ws,
+}
+
 fn main() {
     let options = match parse_options() {
         Ok(o) => o,
@@ -188,20 +207,26 @@ fn run(o: Options) -> Result<(), String> {
     let stop = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
     let connect_started = Instant::now();
-    let mut clients = Vec::with_capacity(o.sse);
-    for i in 0..o.sse {
-        let ready = ready_tx.clone();
-        let stop = Arc::clone(&stop);
-        let token_query = token_query.clone();
-        let expected = o.events;
-        let handle = std::thread::Builder::new()
-            .stack_size(128 * 1024)
-            .spawn(move || sse::run(addr, i, &token_query, expected, ready, stop))
-            .map_err(|e| format!("cannot start client thread {i}: {e}"))?;
-        clients.push(handle);
+    let total = o.sse + o.ws;
+    let mut clients = Vec::with_capacity(total);
+    for (kind, count) in [(Kind::Sse, o.sse), (Kind::Ws, o.ws)] {
+        for i in 0..count {
+            let ready = ready_tx.clone();
+            let stop = Arc::clone(&stop);
+            let token_query = token_query.clone();
+            let expected = o.events;
+            let handle = std::thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn(move || match kind {
+                    Kind::Sse => sse::run(addr, i, &token_query, expected, ready, stop),
+                    Kind::Ws => ws::receive(addr, i, &token_query, expected, ready, stop),
+                })
+                .map_err(|e| format!("cannot start client thread {i}: {e}"))?;
+            clients.push((kind, handle));
+        }
     }
     let mut failed_to_connect = 0;
-    for n in 0..o.sse {
+    for n in 0..total {
         match ready_rx.recv_timeout(o.timeout) {
             Ok(Ok(())) => {}
             Ok(Err(err)) => {
@@ -212,8 +237,8 @@ fn run(o: Options) -> Result<(), String> {
             }
             Err(_) => return Err("clients did not connect in time".into()),
         }
-        if (n + 1) % 100 == 0 || n + 1 == o.sse {
-            eprintln!("connected {}/{} SSE clients", n + 1, o.sse);
+        if (n + 1) % 100 == 0 || n + 1 == total {
+            eprintln!("connected {}/{total} clients", n + 1);
         }
     }
     let connect_time = connect_started.elapsed();
@@ -232,7 +257,7 @@ fn run(o: Options) -> Result<(), String> {
             std::thread::sleep(wait);
         }
         let body =
-            json!({"event_type": "bench", "data": {"seq": seq, "sent_ns": sse::unix_nanos()}});
+            json!({"event_type": "bench", "data": {"seq": seq, "sent_ns": record::unix_nanos()}});
         let (status, reply) = producer
             .request("POST", "/api/events", body.to_string().as_bytes())
             .map_err(|e| format!("posting event {seq}: {e}"))?;
@@ -252,21 +277,31 @@ fn run(o: Options) -> Result<(), String> {
     }
     // Wait for the clients to finish (they stop when they have every event), bounded.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while clients.iter().any(|c| !c.is_finished()) && Instant::now() < deadline {
+    while clients.iter().any(|(_, c)| !c.is_finished()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     let load_end = proc_now();
+
+    // get_system_status round-trips, with every client still connected.
+    let commands = match o.commands {
+        0 => None,
+        n => Some(stats::summarise(&mut ws::command_round_trips(
+            addr,
+            &token_query,
+            n,
+        )?)),
+    };
     stop.store(true, Ordering::Relaxed);
 
     // Reconnect: a new client asking for everything after the first bench event's predecessor.
     let reconnect = first_id.map(|first| {
         let t = Instant::now();
         let (tx, _rx) = crossbeam_channel::unbounded();
-        let header_query = format!("{token_query}&last_event_id={}", first - 1);
+        let query = format!("{token_query}&last_event_id={}", first - 1);
         let report = sse::run(
             addr,
-            o.sse,
-            &header_query,
+            total,
+            &query,
             o.events,
             tx,
             Arc::new(AtomicBool::new(false)),
@@ -274,20 +309,18 @@ fn run(o: Options) -> Result<(), String> {
         (t.elapsed(), report.received)
     });
 
-    let mut latencies = Vec::new();
-    let (mut received, mut duplicates, mut out_of_order, mut errors) = (0, 0, 0, 0);
-    let finished = clients.iter().filter(|c| c.is_finished()).count();
-    for handle in clients.into_iter().filter(|c| c.is_finished()) {
+    let mut sse_totals = record::KindTotals::default();
+    let mut ws_totals = record::KindTotals::default();
+    let finished = clients.iter().filter(|(_, c)| c.is_finished()).count();
+    for (kind, handle) in clients.into_iter().filter(|(_, c)| c.is_finished()) {
         let report = handle.join().map_err(|_| "a client thread panicked")?;
-        received += report.received;
-        duplicates += report.duplicates;
-        out_of_order += report.out_of_order;
-        errors += report.error.is_some() as usize;
-        latencies.extend(report.latencies_ns);
+        match kind {
+            Kind::Sse => sse_totals.add(report),
+            Kind::Ws => ws_totals.add(report),
+        }
     }
-    let expected = o.sse * o.events;
-    let lost = expected.saturating_sub(received);
-    let latency = stats::summarise(&mut latencies);
+    let expected = total * o.events;
+    let received = sse_totals.received + ws_totals.received;
     let cpu = |a: Option<(Instant, procstat::ProcSample)>,
                b: Option<(Instant, procstat::ProcSample)>| {
         a.zip(b).map(|(a, b)| procstat::cpu_percent(a, b))
@@ -295,15 +328,17 @@ fn run(o: Options) -> Result<(), String> {
     let idle = idle_end.map(|s| s.1);
     let loaded = load_end.map(|s| s.1);
     let report = json!({
-        "scenario": {"sse_clients": o.sse, "events": o.events, "rate_per_s": o.rate},
-        "event_latency_sse": latency,
+        "scenario": {"sse_clients": o.sse, "ws_clients": o.ws, "events": o.events, "rate_per_s": o.rate},
+        "event_latency_sse": stats::summarise(&mut sse_totals.latencies_ns),
+        "event_latency_ws": stats::summarise(&mut ws_totals.latencies_ns),
+        "command_round_trip": commands,
         "events_expected": expected,
         "events_received": received,
-        "events_lost": lost,
-        "events_duplicated": duplicates,
-        "events_out_of_order": out_of_order,
-        "clients_unfinished": o.sse - finished,
-        "client_errors": errors,
+        "events_lost": expected.saturating_sub(received),
+        "events_duplicated": sse_totals.duplicates + ws_totals.duplicates,
+        "events_out_of_order": sse_totals.out_of_order + ws_totals.out_of_order,
+        "clients_unfinished": total - finished,
+        "client_errors": sse_totals.errors + ws_totals.errors,
         "clients_failed_to_connect": failed_to_connect,
         "connect_all_s": connect_time.as_secs_f64(),
         "server": {
@@ -333,20 +368,29 @@ fn print_table(r: &serde_json::Value) {
             .map_or("n/a".into(), |b| format!("{:.1} MB", b / 1e6))
     };
     let pct = |v: &serde_json::Value| v.as_f64().map_or("n/a".into(), |p| format!("{p:.1} %"));
-    let l = &r["event_latency_sse"];
-    let s = &r["server"];
+    let num = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+    let sc = &r["scenario"];
     println!(
-        "scenario            {} SSE clients, {} events at {}/s",
-        r["scenario"]["sse_clients"], r["scenario"]["events"], r["scenario"]["rate_per_s"]
+        "scenario            {} SSE + {} WebSocket clients, {} events at {}/s",
+        sc["sse_clients"], sc["ws_clients"], sc["events"], sc["rate_per_s"]
     );
-    println!(
-        "event latency SSE   p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} samples)",
-        l["p50_ms"].as_f64().unwrap_or(0.0),
-        l["p95_ms"].as_f64().unwrap_or(0.0),
-        l["p99_ms"].as_f64().unwrap_or(0.0),
-        l["max_ms"].as_f64().unwrap_or(0.0),
-        l["count"]
-    );
+    for (name, key) in [
+        ("event latency SSE", "event_latency_sse"),
+        ("event latency WS", "event_latency_ws"),
+        ("command round-trip", "command_round_trip"),
+    ] {
+        let l = &r[key];
+        if l["count"].as_u64().unwrap_or(0) > 0 {
+            println!(
+                "{name:<20}p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} samples)",
+                num(&l["p50_ms"]),
+                num(&l["p95_ms"]),
+                num(&l["p99_ms"]),
+                num(&l["max_ms"]),
+                l["count"]
+            );
+        }
+    }
     println!(
         "events              expected {}  received {}  lost {}  duplicated {}  out of order {}",
         r["events_expected"],
@@ -360,8 +404,9 @@ fn print_table(r: &serde_json::Value) {
         r["clients_unfinished"],
         r["client_errors"],
         r["clients_failed_to_connect"],
-        r["connect_all_s"].as_f64().unwrap_or(0.0)
+        num(&r["connect_all_s"])
     );
+    let s = &r["server"];
     println!(
         "server CPU          idle {}  under load {} (of one core)",
         pct(&s["cpu_percent_idle"]),
@@ -381,7 +426,7 @@ fn print_table(r: &serde_json::Value) {
     if let Some(rc) = r["reconnect_replay"].as_object() {
         println!(
             "reconnect + replay  {:.1} ms for {} events",
-            rc["seconds"].as_f64().unwrap_or(0.0) * 1e3,
+            num(&rc["seconds"]) * 1e3,
             rc["events_replayed"]
         );
     }
