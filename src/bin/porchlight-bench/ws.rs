@@ -115,7 +115,7 @@ pub fn command_round_trips(
             r#"{{"type":"system_command","command":"get_system_status","params":{{}},"request_id":{n}}}"#
         );
         socket
-            .send(Message::Text(command.into()))
+            .send(Message::Text(command))
             .map_err(|e| e.to_string())?;
         loop {
             let answer = read_json(&mut socket, None)?;
