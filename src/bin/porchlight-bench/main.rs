@@ -12,6 +12,7 @@
 mod http;
 mod procstat;
 mod record;
+mod soak;
 mod sse;
 mod stats;
 mod ws;
@@ -20,7 +21,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -29,6 +30,9 @@ struct Options {
     sse: usize,
     ws: usize,
     commands: usize,
+    soak: Option<u64>,
+    churn: usize,
+    sample_every: u64,
     events: usize,
     rate: f64,
     json: bool,
@@ -39,7 +43,7 @@ struct Options {
     server_args: Vec<String>,
 }
 
-const USAGE: &str = "usage: porchlight-bench [--sse N] [--ws M] [--commands C] [--events E] [--rate PER_S] [--json] \
+const USAGE: &str = "usage: porchlight-bench [--sse N] [--ws M] [--commands C] [--soak S [--churn N] [--sample S]] [--events E] [--rate PER_S] [--json] \
 [--timeout S] [--server-arg ARG]... | --url HOST:PORT --pid PID [--token T]";
 
 fn parse_options() -> Result<Options, String> {
@@ -47,6 +51,9 @@ fn parse_options() -> Result<Options, String> {
         sse: 50,
         ws: 0,
         commands: 0,
+        soak: None,
+        churn: 20,
+        sample_every: 10,
         events: 100,
         rate: 50.0,
         json: false,
@@ -66,6 +73,13 @@ fn parse_options() -> Result<Options, String> {
                 o.commands = value("--commands")?
                     .parse()
                     .map_err(|_| "--commands: a number")?
+            }
+            "--soak" => o.soak = Some(value("--soak")?.parse().map_err(|_| "--soak: seconds")?),
+            "--churn" => o.churn = value("--churn")?.parse().map_err(|_| "--churn: a number")?,
+            "--sample" => {
+                o.sample_every = value("--sample")?
+                    .parse()
+                    .map_err(|_| "--sample: seconds")?
             }
             "--events" => {
                 o.events = value("--events")?
@@ -205,6 +219,12 @@ fn run(o: Options) -> Result<(), String> {
         .map(|t| format!("&token={t}"))
         .unwrap_or_default();
     let stop = Arc::new(AtomicBool::new(false));
+    // How many events each client waits for: all of them, or (soak) unknown until the end.
+    let expected = Arc::new(AtomicUsize::new(if o.soak.is_some() {
+        usize::MAX
+    } else {
+        o.events
+    }));
     let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
     let connect_started = Instant::now();
     let total = o.sse + o.ws;
@@ -214,7 +234,7 @@ fn run(o: Options) -> Result<(), String> {
             let ready = ready_tx.clone();
             let stop = Arc::clone(&stop);
             let token_query = token_query.clone();
-            let expected = o.events;
+            let expected = Arc::clone(&expected);
             let handle = std::thread::Builder::new()
                 .stack_size(256 * 1024)
                 .spawn(move || match kind {
@@ -243,6 +263,50 @@ fn run(o: Options) -> Result<(), String> {
     }
     let connect_time = connect_started.elapsed();
     let loaded_idle = proc_now();
+    if let Some(seconds) = o.soak {
+        let options = soak::SoakOptions {
+            seconds,
+            churners: o.churn,
+            sample_every: Duration::from_secs(o.sample_every.max(1)),
+            rate: o.rate,
+        };
+        let (mut report, posted) = soak::run(addr, pid, o.token.clone(), &options)?;
+        // One last event after the bar is set wakes every client that already has the rest.
+        expected.store(posted as usize + 1, Ordering::Relaxed);
+        let mut producer =
+            http::KeepAlive::connect(addr, o.token.clone()).map_err(|e| e.to_string())?;
+        let last = json!({"event_type": "bench", "data": {"seq": posted, "sent_ns": record::unix_nanos()}});
+        producer
+            .request("POST", "/api/events", last.to_string().as_bytes())
+            .map_err(|e| format!("posting the last event: {e}"))?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while clients.iter().any(|(_, c)| !c.is_finished()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        stop.store(true, Ordering::Relaxed);
+        let mut lost = 0;
+        let mut duplicated = 0;
+        let mut stayed = 0;
+        for (_, handle) in clients.into_iter().filter(|(_, c)| c.is_finished()) {
+            let client = handle.join().map_err(|_| "a client thread panicked")?;
+            lost += (posted as usize + 1).saturating_sub(client.received);
+            duplicated += client.duplicates;
+            stayed += 1;
+        }
+        report["clients_stayed"] = json!(total);
+        report["clients_finished"] = json!(stayed);
+        report["events_lost_by_stayers"] = json!(lost + (total - stayed) * (posted as usize + 1));
+        report["events_duplicated_for_stayers"] = json!(duplicated);
+        if o.json {
+            println!("{report:#}");
+        } else {
+            let mut short = report.clone();
+            short.as_object_mut().map(|m| m.remove("curve"));
+            println!("{short:#}");
+        }
+        drop(spawned);
+        return Ok(());
+    }
 
     // Trigger the events at the set rate, each carrying its send time.
     let mut producer =
@@ -302,7 +366,7 @@ fn run(o: Options) -> Result<(), String> {
             addr,
             total,
             &query,
-            o.events,
+            Arc::new(AtomicUsize::new(o.events)),
             tx,
             Arc::new(AtomicBool::new(false)),
         );

@@ -3,20 +3,21 @@
 use std::io::BufRead;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crossbeam_channel::Sender;
 
 use crate::http::open_stream;
 use crate::record::ClientReport;
 
-/// Connects, reports readiness on `ready`, then reads until `expected` bench events arrived or
+/// Connects, reports readiness on `ready`, then reads until `expected` bench events arrived (a
+/// soak raises the bar when it knows how many it posted) or
 /// `stop` is set (checked whenever a block arrives; heartbeats keep that regular).
 pub fn run(
     addr: SocketAddr,
     client: usize,
     token_query: &str,
-    expected: usize,
+    expected: Arc<AtomicUsize>,
     ready: Sender<Result<(), String>>,
     stop: Arc<AtomicBool>,
 ) -> ClientReport {
@@ -34,7 +35,7 @@ pub fn run(
     let mut connected = false;
     let mut event_name = String::new();
     let mut id = 0u64;
-    while report.received < expected && !stop.load(Ordering::Relaxed) {
+    while report.received < expected.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
         line.clear();
         match reader.read_line(&mut line) {
             Ok(0) => {

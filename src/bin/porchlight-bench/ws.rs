@@ -3,7 +3,7 @@
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
@@ -59,7 +59,7 @@ pub fn receive(
     addr: SocketAddr,
     client: usize,
     token_query: &str,
-    expected: usize,
+    expected: Arc<AtomicUsize>,
     ready: Sender<Result<(), String>>,
     stop: Arc<AtomicBool>,
 ) -> ClientReport {
@@ -84,7 +84,7 @@ pub fn receive(
         }
     };
     ready.send(Ok(())).ok();
-    while report.received < expected && !stop.load(Ordering::Relaxed) {
+    while report.received < expected.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
         match read_json(&mut socket, Some(&stop)) {
             Ok(message) if message["type"] == "live_event" => {
                 let event = &message["event"];
