@@ -14,6 +14,7 @@ pub mod events;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod sdnotify;
 pub mod shutdown;
 pub mod status;
 pub mod video;
