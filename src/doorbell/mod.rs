@@ -184,7 +184,17 @@ pub fn start(
         return Ok(None);
     };
     let gpio = sysfs::SysfsGpio::open(settings.sysfs_root)?;
-    let button = gpio.open_button(pin, shutdown.signal())?;
+    let mut button = gpio.open_button(pin, shutdown.signal())?;
+    let initial_high = lines::ButtonLine::is_high(&mut button)
+        .map_err(|e| format!("cannot read {}: {e}", button.line().describe()))?;
+    if initial_high.is_some_and(|high| high != active_low) {
+        log::warn!(
+            "the doorbell button on {} reads as pressed at start: it rings after it is released \
+             and pressed again (wrong polarity? try {} :active-low)",
+            button.line().describe(),
+            if active_low { "without" } else { "adding" }
+        );
+    }
     let chime = match settings.chime {
         Some(chime) => Some(gpio.open_chime(chime.pin, chime.active_low)?),
         None => None,
@@ -215,6 +225,7 @@ pub fn start(
         debounce: Duration::from_millis(u64::from(debounce_ms)),
         cooldown: settings.cooldown,
         chime_pulse: settings.chime_pulse,
+        initial_high,
     };
     let ring: poller::Ring = Box::new(move |data| {
         if let Err(err) = control.trigger_doorbell("gpio", data) {

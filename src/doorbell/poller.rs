@@ -27,6 +27,9 @@ pub struct PollerSettings {
     pub cooldown: Duration,
     /// How long the chime stays on for one ring.
     pub chime_pulse: Duration,
+    /// The level read before the server announced itself: the starting point, so a press
+    /// that comes right after startup is a press and not the starting level.
+    pub initial_high: Option<bool>,
 }
 
 /// What one ring does beyond the chime: store and fan out the event. Gets the event's `data`.
@@ -43,6 +46,9 @@ pub fn run(
     let name = &settings.name;
     let stop = shutdown.signal();
     let mut debouncer = Debouncer::new(settings.debounce, settings.cooldown);
+    if let Some(high) = settings.initial_high {
+        debouncer.reading(Instant::now(), high != settings.active_low);
+    }
     let mut chime_off_at: Option<Instant> = None;
     let mut failing = false;
     while !shutdown.is_triggered() {
@@ -183,6 +189,7 @@ mod tests {
                 debounce: Duration::from_millis(10),
                 cooldown: Duration::from_secs(5),
                 chime_pulse: Duration::from_millis(20),
+                initial_high: None,
             },
             Box::new(move |data| rings_in.lock().unwrap().push(data)),
             shutdown,
@@ -220,6 +227,7 @@ mod tests {
                 debounce: Duration::ZERO,
                 cooldown: Duration::ZERO,
                 chime_pulse: Duration::ZERO,
+                initial_high: None,
             },
             Box::new(|_| panic!("no ring from a broken pin")),
             shutdown,

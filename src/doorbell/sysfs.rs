@@ -444,10 +444,13 @@ fn read_trimmed(path: &Path) -> io::Result<String> {
     Ok(std::fs::read_to_string(path)?.trim().to_string())
 }
 
-/// One write of the whole value, the way sysfs wants it (`echo N > file`, no truncation games).
+/// One `write` of the whole value, as `echo VALUE > file` does: sysfs takes each write as one
+/// command (a trailing newline is fine, and separates commands on a fake tree's FIFO). The
+/// truncation is ignored by sysfs and keeps a fake tree's regular files tidy.
 fn write_file(path: &Path, value: &str) -> io::Result<()> {
-    let file = OpenOptions::new().write(true).open(path)?;
-    file.write_all_at(value.as_bytes(), 0)
+    use std::io::Write;
+    let mut file = OpenOptions::new().write(true).truncate(true).open(path)?;
+    file.write_all(format!("{value}\n").as_bytes())
 }
 
 /// Turns an I/O error on a sysfs file into what the user should do about it.
