@@ -87,6 +87,18 @@ pub fn run(config: Config) -> Result<(), String> {
             shutdown.clone(),
         )
         .map_err(|e| format!("cannot start the status thread: {e}"))?;
+
+    let listener = TcpListener::bind(config.listen)
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    server::widen_backlog(&listener, config.max_connections);
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the listening address: {e}"))?;
+    let accept_listener = listener
+        .try_clone()
+        .map_err(|e| format!("cannot use the listening socket: {e}"))?;
+    // After the bind, so a taken port fails before any pin is exported; before "listening", so a
+    // GPIO error is fatal at startup and READY=1 means the button is read.
     let doorbell = crate::doorbell::start(
         &config.doorbell,
         crate::doorbell::GpioSettings {
@@ -98,16 +110,6 @@ pub fn run(config: Config) -> Result<(), String> {
         control.clone(),
         shutdown.clone(),
     )?;
-
-    let listener = TcpListener::bind(config.listen)
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    server::widen_backlog(&listener, config.max_connections);
-    let local = listener
-        .local_addr()
-        .map_err(|e| format!("cannot read the listening address: {e}"))?;
-    let accept_listener = listener
-        .try_clone()
-        .map_err(|e| format!("cannot use the listening socket: {e}"))?;
 
     let ctx = Arc::new(Ctx {
         config,
