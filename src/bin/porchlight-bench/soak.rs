@@ -24,7 +24,7 @@ fn churn(
     let mut round = 0u64;
     while !stop.load(Ordering::Relaxed) {
         round += 1;
-        let path = if round % 3 == 0 {
+        let path = if round.is_multiple_of(3) {
             format!("/stream/system-status?client_id=churn-{n}{token_query}")
         } else {
             format!("/stream/events?client_id=churn-{n}&last_event_id=0{token_query}")
