@@ -3,13 +3,14 @@
 //! memory, threads, from /proc/PID). Loopback only; every phase is bounded in time.
 //!
 //! ```text
-//! porchlight-bench [--sse N] [--ws M] [--commands C] [--events E] [--rate PER_S] [--json] [--timeout S]
+//! porchlight-bench [--sse N] [--ws M] [--mjpeg K [--quality Q] [--duration S]] [--commands C] [--events E] [--rate PER_S] [--json] [--timeout S]
 //!                  [--server-arg ARG]... | --url HOST:PORT --pid PID [--token T]
 //! ```
 //! Without `--url` it starts `porchlight` from the same folder as itself on a free loopback port
 //! with a fresh data dir, and stops it at the end.
 
 mod http;
+mod mjpeg;
 mod procstat;
 mod record;
 mod soak;
@@ -29,6 +30,9 @@ use serde_json::json;
 struct Options {
     sse: usize,
     ws: usize,
+    mjpeg: usize,
+    quality: String,
+    duration: u64,
     commands: usize,
     soak: Option<u64>,
     churn: usize,
@@ -43,13 +47,16 @@ struct Options {
     server_args: Vec<String>,
 }
 
-const USAGE: &str = "usage: porchlight-bench [--sse N] [--ws M] [--commands C] [--soak S [--churn N] [--sample S]] [--events E] [--rate PER_S] [--json] \
+const USAGE: &str = "usage: porchlight-bench [--sse N] [--ws M] [--mjpeg K [--quality Q] [--duration S]] [--commands C] [--soak S [--churn N] [--sample S]] [--events E] [--rate PER_S] [--json] \
 [--timeout S] [--server-arg ARG]... | --url HOST:PORT --pid PID [--token T]";
 
 fn parse_options() -> Result<Options, String> {
     let mut o = Options {
         sse: 50,
         ws: 0,
+        mjpeg: 0,
+        quality: "medium".into(),
+        duration: 5,
         commands: 0,
         soak: None,
         churn: 20,
@@ -80,6 +87,13 @@ fn parse_options() -> Result<Options, String> {
                 o.sample_every = value("--sample")?
                     .parse()
                     .map_err(|_| "--sample: seconds")?
+            }
+            "--mjpeg" => o.mjpeg = value("--mjpeg")?.parse().map_err(|_| "--mjpeg: a number")?,
+            "--quality" => o.quality = value("--quality")?,
+            "--duration" => {
+                o.duration = value("--duration")?
+                    .parse()
+                    .map_err(|_| "--duration: seconds")?
             }
             "--events" => {
                 o.events = value("--events")?
@@ -245,8 +259,19 @@ fn run(o: Options) -> Result<(), String> {
             clients.push((kind, handle));
         }
     }
+    let video_stop = Arc::new(AtomicBool::new(false));
+    let mut viewers = Vec::with_capacity(o.mjpeg);
+    for i in 0..o.mjpeg {
+        let (ready, stop) = (ready_tx.clone(), Arc::clone(&video_stop));
+        let (quality, token_query) = (o.quality.clone(), token_query.clone());
+        let handle = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || mjpeg::watch(addr, i, &quality, &token_query, ready, stop))
+            .map_err(|e| format!("cannot start viewer thread {i}: {e}"))?;
+        viewers.push(handle);
+    }
     let mut failed_to_connect = 0;
-    for n in 0..total {
+    for n in 0..total + o.mjpeg {
         match ready_rx.recv_timeout(o.timeout) {
             Ok(Ok(())) => {}
             Ok(Err(err)) => {
@@ -257,8 +282,8 @@ fn run(o: Options) -> Result<(), String> {
             }
             Err(_) => return Err("clients did not connect in time".into()),
         }
-        if (n + 1) % 100 == 0 || n + 1 == total {
-            eprintln!("connected {}/{total} clients", n + 1);
+        if (n + 1) % 100 == 0 || n + 1 == total + o.mjpeg {
+            eprintln!("connected {}/{} clients", n + 1, total + o.mjpeg);
         }
     }
     let connect_time = connect_started.elapsed();
@@ -339,12 +364,22 @@ fn run(o: Options) -> Result<(), String> {
             eprintln!("triggered {}/{} events", seq + 1, o.events);
         }
     }
+    // Video viewers watch for at least --duration seconds of the load phase.
+    if let Some(wait) =
+        (started + Duration::from_secs(o.duration)).checked_duration_since(Instant::now())
+    {
+        if o.mjpeg > 0 {
+            std::thread::sleep(wait);
+        }
+    }
     // Wait for the clients to finish (they stop when they have every event), bounded.
     let deadline = Instant::now() + Duration::from_secs(10);
     while clients.iter().any(|(_, c)| !c.is_finished()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     let load_end = proc_now();
+    video_stop.store(true, Ordering::Relaxed);
+    let video = summarise_viewers(viewers, &o.quality)?;
 
     // get_system_status round-trips, with every client still connected.
     let commands = match o.commands {
@@ -396,6 +431,7 @@ fn run(o: Options) -> Result<(), String> {
         "event_latency_sse": stats::summarise(&mut sse_totals.latencies_ns),
         "event_latency_ws": stats::summarise(&mut ws_totals.latencies_ns),
         "command_round_trip": commands,
+        "mjpeg": video,
         "events_expected": expected,
         "events_received": received,
         "events_lost": expected.saturating_sub(received),
@@ -424,6 +460,43 @@ fn run(o: Options) -> Result<(), String> {
     }
     drop(spawned);
     Ok(())
+}
+
+/// Joins the viewers and summarises fps and capture → client latency.
+fn summarise_viewers(
+    viewers: Vec<std::thread::JoinHandle<mjpeg::ViewerReport>>,
+    quality: &str,
+) -> Result<serde_json::Value, String> {
+    if viewers.is_empty() {
+        return Ok(serde_json::Value::Null);
+    }
+    let count = viewers.len();
+    let (mut fps, mut latencies, mut frames, mut regressions, mut errors, mut bytes) =
+        (Vec::new(), Vec::new(), 0, 0, 0, 0);
+    for handle in viewers {
+        let report = handle.join().map_err(|_| "a viewer thread panicked")?;
+        fps.push(report.fps());
+        frames += report.frames;
+        bytes += report.bytes;
+        regressions += report.frame_ids_not_increasing;
+        errors += report.error.is_some() as usize;
+        latencies.extend(report.latencies_ns);
+    }
+    let (min, max) = fps
+        .iter()
+        .fold((f64::MAX, 0.0f64), |(lo, hi), f| (lo.min(*f), hi.max(*f)));
+    Ok(json!({
+        "viewers": count,
+        "quality": quality,
+        "fps_min": min,
+        "fps_avg": fps.iter().sum::<f64>() / count as f64,
+        "fps_max": max,
+        "frames": frames,
+        "bytes": bytes,
+        "frame_id_regressions": regressions,
+        "viewer_errors": errors,
+        "capture_to_client_latency": stats::summarise(&mut latencies),
+    }))
 }
 
 fn print_table(r: &serde_json::Value) {
@@ -470,6 +543,26 @@ fn print_table(r: &serde_json::Value) {
         r["clients_failed_to_connect"],
         num(&r["connect_all_s"])
     );
+    if let Some(v) = r["mjpeg"].as_object() {
+        let l = &v["capture_to_client_latency"];
+        println!(
+            "MJPEG               {} viewers of {}: fps min {:.1} avg {:.1} max {:.1}; {} frames; id regressions {}; errors {}",
+            v["viewers"],
+            v["quality"].as_str().unwrap_or("?"),
+            num(&v["fps_min"]),
+            num(&v["fps_avg"]),
+            num(&v["fps_max"]),
+            v["frames"],
+            v["frame_id_regressions"],
+            v["viewer_errors"]
+        );
+        println!(
+            "video latency       capture → client p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+            num(&l["p50_ms"]),
+            num(&l["p99_ms"]),
+            num(&l["max_ms"])
+        );
+    }
     let s = &r["server"];
     println!(
         "server CPU          idle {}  under load {} (of one core)",
