@@ -365,12 +365,11 @@ fn run(o: Options) -> Result<(), String> {
         }
     }
     // Video viewers watch for at least --duration seconds of the load phase.
-    if let Some(wait) =
-        (started + Duration::from_secs(o.duration)).checked_duration_since(Instant::now())
+    let watch_until = started + Duration::from_secs(o.duration);
+    if let Some(wait) = watch_until.checked_duration_since(Instant::now())
+        && o.mjpeg > 0
     {
-        if o.mjpeg > 0 {
-            std::thread::sleep(wait);
-        }
+        std::thread::sleep(wait);
     }
     // Wait for the clients to finish (they stop when they have every event), bounded.
     let deadline = Instant::now() + Duration::from_secs(10);
