@@ -9,6 +9,7 @@ use crate::control::Control;
 use crate::events::{EventHub, Retention, Store, StoreError, StoreReader};
 use crate::http::server::{self, Registry};
 use crate::metrics::Metrics;
+use crate::sdnotify::{Notifier, Watchdog};
 use crate::shutdown::{self, Shutdown};
 use crate::status::{StatusHub, StatusSampler};
 
@@ -80,7 +81,7 @@ pub fn run(config: Config) -> Result<(), String> {
         &config.doorbell,
     );
     let status = StatusHub::new(sampler);
-    status
+    let sampler = status
         .spawn_sampler(
             Duration::from_secs_f64(config.status_interval_s),
             shutdown.clone(),
@@ -90,12 +91,26 @@ pub fn run(config: Config) -> Result<(), String> {
     let listener = TcpListener::bind(config.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     server::widen_backlog(&listener, config.max_connections);
+    server::raise_open_file_limit(config.max_connections);
     let local = listener
         .local_addr()
         .map_err(|e| format!("cannot read the listening address: {e}"))?;
     let accept_listener = listener
         .try_clone()
         .map_err(|e| format!("cannot use the listening socket: {e}"))?;
+    // After the bind, so a taken port fails before any pin is exported; before "listening", so a
+    // GPIO error is fatal at startup and READY=1 means the button is read.
+    let doorbell = crate::doorbell::start(
+        &config.doorbell,
+        crate::doorbell::GpioSettings {
+            sysfs_root: &config.gpio_sysfs_root,
+            cooldown: Duration::from_millis(config.doorbell_cooldown_ms),
+            chime: config.chime.as_ref(),
+            chime_pulse: Duration::from_millis(config.chime_ms),
+        },
+        control.clone(),
+        shutdown.clone(),
+    )?;
 
     let ctx = Arc::new(Ctx {
         config,
@@ -126,9 +141,31 @@ pub fn run(config: Config) -> Result<(), String> {
         }
     );
 
-    // Sleep until a signal: the signal thread fires the broadcast.
-    let _ = shutdown.signal().recv();
+    // Until a signal (the signal thread fires the broadcast), wake every tick to tell systemd
+    // we are alive, but only while every thread the server cannot work without is.
+    let notifier = Notifier::from_env();
+    notifier.ready(&format!("listening on http://{local}"));
+    let mut watchdog = Watchdog::new(&notifier);
+    let stop = shutdown.signal();
+    while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(notifier.tick())
+    {
+        let mut vital = vec![
+            ("event writer", &writer),
+            ("accept loop", &accept),
+            ("status sampler", &sampler),
+        ];
+        vital.extend(doorbell.as_ref().map(|handle| ("doorbell", handle)));
+        let stopped = vital.iter().find(|(_, h)| h.is_finished()).map(|(n, _)| *n);
+        watchdog.tick(stopped);
+    }
+    notifier.stopping();
     let stopping = Instant::now();
+    // The doorbell first: a press being stored finishes before the writer stops.
+    if let Some(doorbell) = doorbell
+        && doorbell.join().is_err()
+    {
+        log::error!("the doorbell thread panicked");
+    }
     server::unblock_accept(&listener);
     registry.close_all();
     while !registry.is_empty() && stopping.elapsed() < DRAIN_TIMEOUT {
@@ -142,6 +179,7 @@ pub fn run(config: Config) -> Result<(), String> {
         return Err("the event writer panicked".into());
     }
     accept.join().ok();
+    sampler.join().ok();
     log::info!("stopped cleanly in {} ms", stopping.elapsed().as_millis());
     Ok(())
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use crate::auth::{Role, TokenTable};
 use crate::camera::CameraSpec;
-use crate::doorbell::DoorbellSpec;
+use crate::doorbell::{ChimeSpec, DoorbellSpec};
 
 /// The validated configuration the server runs with.
 #[derive(Clone, Debug)]
@@ -34,6 +34,13 @@ pub struct Config {
     pub client_queue_events: usize,
     pub request_timeout_s: f64,
     pub write_timeout_s: f64,
+    /// Where sysfs GPIO lives: `/sys/class/gpio`, or a fake tree in tests.
+    pub gpio_sysfs_root: PathBuf,
+    /// A press within this long of the last ring is not a new ring.
+    pub doorbell_cooldown_ms: u64,
+    /// The chime output pulsed on each ring of the GPIO doorbell.
+    pub chime: Option<ChimeSpec>,
+    pub chime_ms: u64,
 }
 
 impl Default for Config {
@@ -59,6 +66,10 @@ impl Default for Config {
             client_queue_events: 256,
             request_timeout_s: 10.0,
             write_timeout_s: 10.0,
+            gpio_sysfs_root: PathBuf::from(crate::doorbell::sysfs::KERNEL_ROOT),
+            doorbell_cooldown_ms: 1000,
+            chime: None,
+            chime_ms: 500,
         }
     }
 }
@@ -109,6 +120,10 @@ pub const KEYS: &[&str] = &[
     "client_queue_events",
     "request_timeout_s",
     "write_timeout_s",
+    "gpio_sysfs_root",
+    "doorbell_cooldown_ms",
+    "chime",
+    "chime_ms",
 ];
 
 impl Config {
@@ -174,6 +189,10 @@ impl Config {
             }
             "request_timeout_s" => self.request_timeout_s = seconds(key, value, 0.1, 3600.0)?,
             "write_timeout_s" => self.write_timeout_s = seconds(key, value, 0.1, 3600.0)?,
+            "gpio_sysfs_root" => self.gpio_sysfs_root = non_empty_path(key, as_str(key, value)?)?,
+            "doorbell_cooldown_ms" => self.doorbell_cooldown_ms = count(key, value, 0, 600_000)?,
+            "chime" => self.chime = ChimeSpec::parse(as_str(key, value)?).map_err(err)?,
+            "chime_ms" => self.chime_ms = count(key, value, 10, 60_000)?,
             _ => {
                 // Quote a key that is empty or odd (`"" = 1` is valid TOML) so the one-line
                 // error still shows which key it was.
@@ -195,8 +214,26 @@ impl Config {
         Ok(())
     }
 
-    /// Checks what no single key can: a LAN listener must have tokens.
+    /// Checks what no single key can: a LAN listener must have tokens; a chime needs a GPIO
+    /// doorbell on another pin.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(chime) = &self.chime {
+            match self.doorbell.pin() {
+                None => {
+                    return Err(ConfigError::new(
+                        "chime",
+                        "the chime rings on GPIO button presses: set doorbell = \"gpio:PIN\" too",
+                    ));
+                }
+                Some(pin) if pin == chime.pin => {
+                    return Err(ConfigError::new(
+                        "chime",
+                        format!("GPIO {pin} is already the doorbell button; use another pin"),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
         if !self.listen.ip().is_loopback() && self.tokens.is_empty() && !self.insecure_no_auth {
             return Err(ConfigError::new(
                 "listen",
@@ -256,6 +293,22 @@ impl Config {
             format!("client_queue_events = {}", self.client_queue_events),
             format!("request_timeout_s = {:?}", self.request_timeout_s),
             format!("write_timeout_s = {:?}", self.write_timeout_s),
+            format!(
+                "gpio_sysfs_root = {}",
+                quote(&self.gpio_sysfs_root.to_string_lossy())
+            ),
+            format!("doorbell_cooldown_ms = {}", self.doorbell_cooldown_ms),
+            format!(
+                "chime = {}",
+                quote(
+                    &self
+                        .chime
+                        .as_ref()
+                        .map(|c| c.to_string())
+                        .unwrap_or_default()
+                )
+            ),
+            format!("chime_ms = {}", self.chime_ms),
         ];
         let mut out = lines.join("\n");
         out.push('\n');
@@ -411,6 +464,21 @@ mod tests {
         assert_eq!(err.key, "\"\"");
         let err = config.apply_toml("'a b' = 0").unwrap_err();
         assert_eq!(err.key, "\"a b\"");
+    }
+
+    #[test]
+    fn chime_needs_a_gpio_doorbell_on_another_pin() {
+        let mut config = Config::default();
+        config.apply_toml("chime = \"gpio:27\"").unwrap();
+        assert_eq!(config.validate().unwrap_err().key, "chime");
+        config.apply_toml("doorbell = \"gpio:27\"").unwrap();
+        assert_eq!(config.validate().unwrap_err().key, "chime");
+        config.apply_toml("doorbell = \"gpio:17\"").unwrap();
+        assert!(config.validate().is_ok());
+        let printed = config.to_toml();
+        assert!(printed.contains("chime = \"gpio:27\"\n"), "{printed}");
+        config.apply_toml("chime = \"\"").unwrap();
+        assert_eq!(config.chime, None);
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod http;
 pub mod hub;
 pub mod json;
 pub mod metrics;
+pub mod sdnotify;
 pub mod shutdown;
 pub mod status;
 pub mod video;

@@ -18,6 +18,7 @@ USAGE:
                [--camera SPEC] [--doorbell SPEC] [--token ROLE:TOKEN]... [--insecure-no-auth]
                [--log-level error|warn|info|debug|trace]
     porchlight --check-config FILE    validate, print the effective config, exit 0 or 2
+    porchlight --list-cameras         list V4L2 cameras with their formats, sizes and rates
     porchlight --version | --help
 
 OPTIONS:
@@ -40,6 +41,7 @@ EXIT STATUS:
 enum Command {
     Run(Config),
     CheckConfig(Config),
+    ListCameras,
     Version,
     Help,
 }
@@ -79,6 +81,7 @@ fn parse_args(args: &[String]) -> Result<Command, ConfigError> {
         match flag {
             "--help" | "-h" => return Ok(Command::Help),
             "--version" | "-V" => return Ok(Command::Version),
+            "--list-cameras" => return Ok(Command::ListCameras),
             "--insecure-no-auth" => insecure = true,
             "--config" => config_file = Some((flag.to_string(), PathBuf::from(value()?))),
             "--check-config" => {
@@ -151,6 +154,10 @@ fn main() -> ExitCode {
         }
         Ok(Command::Help) => {
             print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Ok(Command::ListCameras) => {
+            print!("{}", porchlight::camera::discover::list_cameras());
             ExitCode::SUCCESS
         }
         Ok(Command::Version) => {

@@ -196,8 +196,13 @@ impl StatusHub {
         self.broadcast.subscribe(4, on_evict)
     }
 
-    /// Runs the sampler thread: one sample per `interval` while anyone listens.
-    pub fn spawn_sampler(&self, interval: Duration, shutdown: Shutdown) -> std::io::Result<()> {
+    /// Runs the sampler thread: one sample per `interval` while anyone listens. The handle
+    /// tells the main loop whether the thread is still alive (the systemd watchdog).
+    pub fn spawn_sampler(
+        &self,
+        interval: Duration,
+        shutdown: Shutdown,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
         let hub = self.clone();
         std::thread::Builder::new()
             .name("status".into())
@@ -217,8 +222,7 @@ impl StatusHub {
                     let status = Arc::new(hub.sampler.sample().to_string());
                     hub.broadcast.publish(&status);
                 }
-            })?;
-        Ok(())
+            })
     }
 }
 

@@ -340,3 +340,18 @@ fn a_client_reading_one_byte_a_second_is_dropped_without_hurting_others() {
     let last = trigger(port, None);
     assert_eq!(normal.expect_event().id_num(), id_of(&last));
 }
+
+/// A default soft limit of 1024 descriptors would run out at about 250 streaming clients: the
+/// server raises its soft limit to the hard one at start.
+#[test]
+fn the_open_file_limit_is_raised_to_the_hard_limit() {
+    let server = Server::try_start_wrapped(&["prlimit", "--nofile=256:4096"], &[])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.pid())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let numbers: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(numbers, ["4096", "4096"], "{line}");
+}

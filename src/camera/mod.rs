@@ -1,6 +1,7 @@
 //! The camera: what `--camera` names. Capture threads, frames and the state machine arrive with
 //! the video work (issue 4); until then the status reports the configured source as `offline`.
 
+pub mod discover;
 mod spec;
 
 pub use spec::CameraSpec;

@@ -85,6 +85,46 @@ pub fn widen_backlog(listener: &TcpListener, connections: usize) {
     }
 }
 
+/// File descriptors one connection can hold: the socket, the registry's and the handler's
+/// handles on it, and tiny_http's read/write halves.
+const FDS_PER_CONNECTION: u64 = 4;
+
+/// Raises the soft open-file limit to the hard one: the default soft limit (often 1024) would
+/// run out at about 250 streaming clients. Warns when even the hard limit cannot hold
+/// `connections`.
+pub fn raise_open_file_limit(connections: usize) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    let needed = connections as u64 * FDS_PER_CONNECTION + 64;
+    // rlim_t is u64 here but u32 on 32-bit ARM (the Pi Zero): the cast is needed there.
+    #[allow(clippy::unnecessary_cast)]
+    let soft = limit.rlim_cur as u64;
+    if soft < needed {
+        log::warn!(
+            "the open-file limit is {} but max_connections = {connections} may need {needed}; \
+             raise LimitNOFILE or lower max_connections",
+            limit.rlim_cur
+        );
+    }
+}
+
 /// Wakes a thread blocked in `accept` on `listener` (Linux returns EINVAL from accept once the
 /// listening socket is shut down).
 pub fn unblock_accept(listener: &TcpListener) {

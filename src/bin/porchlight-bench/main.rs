@@ -3,28 +3,40 @@
 //! memory, threads, from /proc/PID). Loopback only; every phase is bounded in time.
 //!
 //! ```text
-//! porchlight-bench [--sse N] [--events E] [--rate PER_S] [--json] [--timeout S]
+//! porchlight-bench [--sse N] [--ws M] [--mjpeg K [--quality Q] [--duration S]] [--commands C] [--events E] [--rate PER_S] [--json] [--timeout S]
 //!                  [--server-arg ARG]... | --url HOST:PORT --pid PID [--token T]
 //! ```
 //! Without `--url` it starts `porchlight` from the same folder as itself on a free loopback port
 //! with a fresh data dir, and stops it at the end.
 
 mod http;
+mod mjpeg;
 mod procstat;
+mod record;
+mod soak;
 mod sse;
 mod stats;
+mod ws;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 struct Options {
     sse: usize,
+    ws: usize,
+    mjpeg: usize,
+    quality: String,
+    duration: u64,
+    commands: usize,
+    soak: Option<u64>,
+    churn: usize,
+    sample_every: u64,
     events: usize,
     rate: f64,
     json: bool,
@@ -35,12 +47,20 @@ struct Options {
     server_args: Vec<String>,
 }
 
-const USAGE: &str = "usage: porchlight-bench [--sse N] [--events E] [--rate PER_S] [--json] \
+const USAGE: &str = "usage: porchlight-bench [--sse N] [--ws M] [--mjpeg K [--quality Q] [--duration S]] [--commands C] [--soak S [--churn N] [--sample S]] [--events E] [--rate PER_S] [--json] \
 [--timeout S] [--server-arg ARG]... | --url HOST:PORT --pid PID [--token T]";
 
 fn parse_options() -> Result<Options, String> {
     let mut o = Options {
         sse: 50,
+        ws: 0,
+        mjpeg: 0,
+        quality: "medium".into(),
+        duration: 5,
+        commands: 0,
+        soak: None,
+        churn: 20,
+        sample_every: 10,
         events: 100,
         rate: 50.0,
         json: false,
@@ -55,6 +75,26 @@ fn parse_options() -> Result<Options, String> {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
         match arg.as_str() {
             "--sse" => o.sse = value("--sse")?.parse().map_err(|_| "--sse: a number")?,
+            "--ws" => o.ws = value("--ws")?.parse().map_err(|_| "--ws: a number")?,
+            "--commands" => {
+                o.commands = value("--commands")?
+                    .parse()
+                    .map_err(|_| "--commands: a number")?
+            }
+            "--soak" => o.soak = Some(value("--soak")?.parse().map_err(|_| "--soak: seconds")?),
+            "--churn" => o.churn = value("--churn")?.parse().map_err(|_| "--churn: a number")?,
+            "--sample" => {
+                o.sample_every = value("--sample")?
+                    .parse()
+                    .map_err(|_| "--sample: seconds")?
+            }
+            "--mjpeg" => o.mjpeg = value("--mjpeg")?.parse().map_err(|_| "--mjpeg: a number")?,
+            "--quality" => o.quality = value("--quality")?,
+            "--duration" => {
+                o.duration = value("--duration")?
+                    .parse()
+                    .map_err(|_| "--duration: seconds")?
+            }
             "--events" => {
                 o.events = value("--events")?
                     .parse()
@@ -145,6 +185,13 @@ fn spawn_server(extra: &[String]) -> Result<(Spawned, SocketAddr), String> {
     Ok((spawned, addr))
 }
 
+/// Which kind of client a thread is.
+#[derive(Clone, Copy)]
+enum Kind {
+    Sse,
+    Ws,
+}
+
 fn main() {
     let options = match parse_options() {
         Ok(o) => o,
@@ -186,22 +233,45 @@ fn run(o: Options) -> Result<(), String> {
         .map(|t| format!("&token={t}"))
         .unwrap_or_default();
     let stop = Arc::new(AtomicBool::new(false));
+    // How many events each client waits for: all of them, or (soak) unknown until the end.
+    let expected = Arc::new(AtomicUsize::new(if o.soak.is_some() {
+        usize::MAX
+    } else {
+        o.events
+    }));
     let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
     let connect_started = Instant::now();
-    let mut clients = Vec::with_capacity(o.sse);
-    for i in 0..o.sse {
-        let ready = ready_tx.clone();
-        let stop = Arc::clone(&stop);
-        let token_query = token_query.clone();
-        let expected = o.events;
+    let total = o.sse + o.ws;
+    let mut clients = Vec::with_capacity(total);
+    for (kind, count) in [(Kind::Sse, o.sse), (Kind::Ws, o.ws)] {
+        for i in 0..count {
+            let ready = ready_tx.clone();
+            let stop = Arc::clone(&stop);
+            let token_query = token_query.clone();
+            let expected = Arc::clone(&expected);
+            let handle = std::thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn(move || match kind {
+                    Kind::Sse => sse::run(addr, i, &token_query, expected, ready, stop),
+                    Kind::Ws => ws::receive(addr, i, &token_query, expected, ready, stop),
+                })
+                .map_err(|e| format!("cannot start client thread {i}: {e}"))?;
+            clients.push((kind, handle));
+        }
+    }
+    let video_stop = Arc::new(AtomicBool::new(false));
+    let mut viewers = Vec::with_capacity(o.mjpeg);
+    for i in 0..o.mjpeg {
+        let (ready, stop) = (ready_tx.clone(), Arc::clone(&video_stop));
+        let (quality, token_query) = (o.quality.clone(), token_query.clone());
         let handle = std::thread::Builder::new()
-            .stack_size(128 * 1024)
-            .spawn(move || sse::run(addr, i, &token_query, expected, ready, stop))
-            .map_err(|e| format!("cannot start client thread {i}: {e}"))?;
-        clients.push(handle);
+            .stack_size(256 * 1024)
+            .spawn(move || mjpeg::watch(addr, i, &quality, &token_query, ready, stop))
+            .map_err(|e| format!("cannot start viewer thread {i}: {e}"))?;
+        viewers.push(handle);
     }
     let mut failed_to_connect = 0;
-    for n in 0..o.sse {
+    for n in 0..total + o.mjpeg {
         match ready_rx.recv_timeout(o.timeout) {
             Ok(Ok(())) => {}
             Ok(Err(err)) => {
@@ -212,12 +282,56 @@ fn run(o: Options) -> Result<(), String> {
             }
             Err(_) => return Err("clients did not connect in time".into()),
         }
-        if (n + 1) % 100 == 0 || n + 1 == o.sse {
-            eprintln!("connected {}/{} SSE clients", n + 1, o.sse);
+        if (n + 1) % 100 == 0 || n + 1 == total + o.mjpeg {
+            eprintln!("connected {}/{} clients", n + 1, total + o.mjpeg);
         }
     }
     let connect_time = connect_started.elapsed();
     let loaded_idle = proc_now();
+    if let Some(seconds) = o.soak {
+        let options = soak::SoakOptions {
+            seconds,
+            churners: o.churn,
+            sample_every: Duration::from_secs(o.sample_every.max(1)),
+            rate: o.rate,
+        };
+        let (mut report, posted) = soak::run(addr, pid, o.token.clone(), &options)?;
+        // One last event after the bar is set wakes every client that already has the rest.
+        expected.store(posted as usize + 1, Ordering::Relaxed);
+        let mut producer =
+            http::KeepAlive::connect(addr, o.token.clone()).map_err(|e| e.to_string())?;
+        let last = json!({"event_type": "bench", "data": {"seq": posted, "sent_ns": record::unix_nanos()}});
+        producer
+            .request("POST", "/api/events", last.to_string().as_bytes())
+            .map_err(|e| format!("posting the last event: {e}"))?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while clients.iter().any(|(_, c)| !c.is_finished()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        stop.store(true, Ordering::Relaxed);
+        let mut lost = 0;
+        let mut duplicated = 0;
+        let mut stayed = 0;
+        for (_, handle) in clients.into_iter().filter(|(_, c)| c.is_finished()) {
+            let client = handle.join().map_err(|_| "a client thread panicked")?;
+            lost += (posted as usize + 1).saturating_sub(client.received);
+            duplicated += client.duplicates;
+            stayed += 1;
+        }
+        report["clients_stayed"] = json!(total);
+        report["clients_finished"] = json!(stayed);
+        report["events_lost_by_stayers"] = json!(lost + (total - stayed) * (posted as usize + 1));
+        report["events_duplicated_for_stayers"] = json!(duplicated);
+        if o.json {
+            println!("{report:#}");
+        } else {
+            let mut short = report.clone();
+            short.as_object_mut().map(|m| m.remove("curve"));
+            println!("{short:#}");
+        }
+        drop(spawned);
+        return Ok(());
+    }
 
     // Trigger the events at the set rate, each carrying its send time.
     let mut producer =
@@ -232,7 +346,7 @@ fn run(o: Options) -> Result<(), String> {
             std::thread::sleep(wait);
         }
         let body =
-            json!({"event_type": "bench", "data": {"seq": seq, "sent_ns": sse::unix_nanos()}});
+            json!({"event_type": "bench", "data": {"seq": seq, "sent_ns": record::unix_nanos()}});
         let (status, reply) = producer
             .request("POST", "/api/events", body.to_string().as_bytes())
             .map_err(|e| format!("posting event {seq}: {e}"))?;
@@ -250,44 +364,61 @@ fn run(o: Options) -> Result<(), String> {
             eprintln!("triggered {}/{} events", seq + 1, o.events);
         }
     }
+    // Video viewers watch for at least --duration seconds of the load phase.
+    let watch_until = started + Duration::from_secs(o.duration);
+    if let Some(wait) = watch_until.checked_duration_since(Instant::now())
+        && o.mjpeg > 0
+    {
+        std::thread::sleep(wait);
+    }
     // Wait for the clients to finish (they stop when they have every event), bounded.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while clients.iter().any(|c| !c.is_finished()) && Instant::now() < deadline {
+    while clients.iter().any(|(_, c)| !c.is_finished()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     let load_end = proc_now();
+    video_stop.store(true, Ordering::Relaxed);
+    let video = summarise_viewers(viewers, &o.quality)?;
+
+    // get_system_status round-trips, with every client still connected.
+    let commands = match o.commands {
+        0 => None,
+        n => Some(stats::summarise(&mut ws::command_round_trips(
+            addr,
+            &token_query,
+            n,
+        )?)),
+    };
     stop.store(true, Ordering::Relaxed);
 
     // Reconnect: a new client asking for everything after the first bench event's predecessor.
     let reconnect = first_id.map(|first| {
         let t = Instant::now();
         let (tx, _rx) = crossbeam_channel::unbounded();
-        let header_query = format!("{token_query}&last_event_id={}", first - 1);
+        let query = format!("{token_query}&last_event_id={}", first - 1);
         let report = sse::run(
             addr,
-            o.sse,
-            &header_query,
-            o.events,
+            total,
+            &query,
+            Arc::new(AtomicUsize::new(o.events)),
             tx,
             Arc::new(AtomicBool::new(false)),
         );
         (t.elapsed(), report.received)
     });
 
-    let mut latencies = Vec::new();
-    let (mut received, mut duplicates, mut out_of_order, mut errors) = (0, 0, 0, 0);
-    let finished = clients.iter().filter(|c| c.is_finished()).count();
-    for handle in clients.into_iter().filter(|c| c.is_finished()) {
+    let mut sse_totals = record::KindTotals::default();
+    let mut ws_totals = record::KindTotals::default();
+    let finished = clients.iter().filter(|(_, c)| c.is_finished()).count();
+    for (kind, handle) in clients.into_iter().filter(|(_, c)| c.is_finished()) {
         let report = handle.join().map_err(|_| "a client thread panicked")?;
-        received += report.received;
-        duplicates += report.duplicates;
-        out_of_order += report.out_of_order;
-        errors += report.error.is_some() as usize;
-        latencies.extend(report.latencies_ns);
+        match kind {
+            Kind::Sse => sse_totals.add(report),
+            Kind::Ws => ws_totals.add(report),
+        }
     }
-    let expected = o.sse * o.events;
-    let lost = expected.saturating_sub(received);
-    let latency = stats::summarise(&mut latencies);
+    let expected = total * o.events;
+    let received = sse_totals.received + ws_totals.received;
     let cpu = |a: Option<(Instant, procstat::ProcSample)>,
                b: Option<(Instant, procstat::ProcSample)>| {
         a.zip(b).map(|(a, b)| procstat::cpu_percent(a, b))
@@ -295,15 +426,18 @@ fn run(o: Options) -> Result<(), String> {
     let idle = idle_end.map(|s| s.1);
     let loaded = load_end.map(|s| s.1);
     let report = json!({
-        "scenario": {"sse_clients": o.sse, "events": o.events, "rate_per_s": o.rate},
-        "event_latency_sse": latency,
+        "scenario": {"sse_clients": o.sse, "ws_clients": o.ws, "events": o.events, "rate_per_s": o.rate},
+        "event_latency_sse": stats::summarise(&mut sse_totals.latencies_ns),
+        "event_latency_ws": stats::summarise(&mut ws_totals.latencies_ns),
+        "command_round_trip": commands,
+        "mjpeg": video,
         "events_expected": expected,
         "events_received": received,
-        "events_lost": lost,
-        "events_duplicated": duplicates,
-        "events_out_of_order": out_of_order,
-        "clients_unfinished": o.sse - finished,
-        "client_errors": errors,
+        "events_lost": expected.saturating_sub(received),
+        "events_duplicated": sse_totals.duplicates + ws_totals.duplicates,
+        "events_out_of_order": sse_totals.out_of_order + ws_totals.out_of_order,
+        "clients_unfinished": total - finished,
+        "client_errors": sse_totals.errors + ws_totals.errors,
         "clients_failed_to_connect": failed_to_connect,
         "connect_all_s": connect_time.as_secs_f64(),
         "server": {
@@ -327,26 +461,72 @@ fn run(o: Options) -> Result<(), String> {
     Ok(())
 }
 
+/// Joins the viewers and summarises fps and capture → client latency.
+fn summarise_viewers(
+    viewers: Vec<std::thread::JoinHandle<mjpeg::ViewerReport>>,
+    quality: &str,
+) -> Result<serde_json::Value, String> {
+    if viewers.is_empty() {
+        return Ok(serde_json::Value::Null);
+    }
+    let count = viewers.len();
+    let (mut fps, mut latencies, mut frames, mut regressions, mut errors, mut bytes) =
+        (Vec::new(), Vec::new(), 0, 0, 0, 0);
+    for handle in viewers {
+        let report = handle.join().map_err(|_| "a viewer thread panicked")?;
+        fps.push(report.fps());
+        frames += report.frames;
+        bytes += report.bytes;
+        regressions += report.frame_ids_not_increasing;
+        errors += report.error.is_some() as usize;
+        latencies.extend(report.latencies_ns);
+    }
+    let (min, max) = fps
+        .iter()
+        .fold((f64::MAX, 0.0f64), |(lo, hi), f| (lo.min(*f), hi.max(*f)));
+    Ok(json!({
+        "viewers": count,
+        "quality": quality,
+        "fps_min": min,
+        "fps_avg": fps.iter().sum::<f64>() / count as f64,
+        "fps_max": max,
+        "frames": frames,
+        "bytes": bytes,
+        "frame_id_regressions": regressions,
+        "viewer_errors": errors,
+        "capture_to_client_latency": stats::summarise(&mut latencies),
+    }))
+}
+
 fn print_table(r: &serde_json::Value) {
     let mb = |v: &serde_json::Value| {
         v.as_f64()
             .map_or("n/a".into(), |b| format!("{:.1} MB", b / 1e6))
     };
     let pct = |v: &serde_json::Value| v.as_f64().map_or("n/a".into(), |p| format!("{p:.1} %"));
-    let l = &r["event_latency_sse"];
-    let s = &r["server"];
+    let num = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+    let sc = &r["scenario"];
     println!(
-        "scenario            {} SSE clients, {} events at {}/s",
-        r["scenario"]["sse_clients"], r["scenario"]["events"], r["scenario"]["rate_per_s"]
+        "scenario            {} SSE + {} WebSocket clients, {} events at {}/s",
+        sc["sse_clients"], sc["ws_clients"], sc["events"], sc["rate_per_s"]
     );
-    println!(
-        "event latency SSE   p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} samples)",
-        l["p50_ms"].as_f64().unwrap_or(0.0),
-        l["p95_ms"].as_f64().unwrap_or(0.0),
-        l["p99_ms"].as_f64().unwrap_or(0.0),
-        l["max_ms"].as_f64().unwrap_or(0.0),
-        l["count"]
-    );
+    for (name, key) in [
+        ("event latency SSE", "event_latency_sse"),
+        ("event latency WS", "event_latency_ws"),
+        ("command round-trip", "command_round_trip"),
+    ] {
+        let l = &r[key];
+        if l["count"].as_u64().unwrap_or(0) > 0 {
+            println!(
+                "{name:<20}p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} samples)",
+                num(&l["p50_ms"]),
+                num(&l["p95_ms"]),
+                num(&l["p99_ms"]),
+                num(&l["max_ms"]),
+                l["count"]
+            );
+        }
+    }
     println!(
         "events              expected {}  received {}  lost {}  duplicated {}  out of order {}",
         r["events_expected"],
@@ -360,8 +540,29 @@ fn print_table(r: &serde_json::Value) {
         r["clients_unfinished"],
         r["client_errors"],
         r["clients_failed_to_connect"],
-        r["connect_all_s"].as_f64().unwrap_or(0.0)
+        num(&r["connect_all_s"])
     );
+    if let Some(v) = r["mjpeg"].as_object() {
+        let l = &v["capture_to_client_latency"];
+        println!(
+            "MJPEG               {} viewers of {}: fps min {:.1} avg {:.1} max {:.1}; {} frames; id regressions {}; errors {}",
+            v["viewers"],
+            v["quality"].as_str().unwrap_or("?"),
+            num(&v["fps_min"]),
+            num(&v["fps_avg"]),
+            num(&v["fps_max"]),
+            v["frames"],
+            v["frame_id_regressions"],
+            v["viewer_errors"]
+        );
+        println!(
+            "video latency       capture → client p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+            num(&l["p50_ms"]),
+            num(&l["p99_ms"]),
+            num(&l["max_ms"])
+        );
+    }
+    let s = &r["server"];
     println!(
         "server CPU          idle {}  under load {} (of one core)",
         pct(&s["cpu_percent_idle"]),
@@ -381,7 +582,7 @@ fn print_table(r: &serde_json::Value) {
     if let Some(rc) = r["reconnect_replay"].as_object() {
         println!(
             "reconnect + replay  {:.1} ms for {} events",
-            rc["seconds"].as_f64().unwrap_or(0.0) * 1e3,
+            num(&rc["seconds"]) * 1e3,
             rc["events_replayed"]
         );
     }

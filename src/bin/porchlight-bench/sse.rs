@@ -1,40 +1,23 @@
-//! One benchmark SSE client: reads every event, records trigger → receive latency from the
-//! `sent_ns` the trigger put in the event's data, and checks order, loss and duplicates.
+//! One benchmark SSE client: reads every `bench` event and records it (see `record.rs`).
 
-use std::collections::HashSet;
 use std::io::BufRead;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crossbeam_channel::Sender;
 
 use crate::http::open_stream;
+use crate::record::ClientReport;
 
-/// What one client saw.
-#[derive(Default)]
-pub struct ClientReport {
-    pub latencies_ns: Vec<u64>,
-    pub received: usize,
-    pub duplicates: usize,
-    pub out_of_order: usize,
-    pub error: Option<String>,
-}
-
-pub fn unix_nanos() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
-
-/// Connects, reports readiness on `ready`, then reads until `expected` bench events arrived or
+/// Connects, reports readiness on `ready`, then reads until `expected` bench events arrived (a
+/// soak raises the bar when it knows how many it posted) or
 /// `stop` is set (checked whenever a block arrives; heartbeats keep that regular).
 pub fn run(
     addr: SocketAddr,
     client: usize,
     token_query: &str,
-    expected: usize,
+    expected: Arc<AtomicUsize>,
     ready: Sender<Result<(), String>>,
     stop: Arc<AtomicBool>,
 ) -> ClientReport {
@@ -50,11 +33,9 @@ pub fn run(
     };
     let mut line = String::new();
     let mut connected = false;
-    let mut seen = HashSet::new();
-    let mut last_id = 0u64;
     let mut event_name = String::new();
     let mut id = 0u64;
-    while report.received < expected && !stop.load(Ordering::Relaxed) {
+    while report.received < expected.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
         line.clear();
         match reader.read_line(&mut line) {
             Ok(0) => {
@@ -77,19 +58,8 @@ pub fn run(
                 connected = true;
                 ready.send(Ok(())).ok();
             } else if event_name == "bench" {
-                let now = unix_nanos();
                 let value: serde_json::Value = serde_json::from_str(data).unwrap_or_default();
-                let sent = value["data"]["sent_ns"].as_u64().unwrap_or(now);
-                if !seen.insert(id) {
-                    report.duplicates += 1;
-                    continue;
-                }
-                if id < last_id {
-                    report.out_of_order += 1;
-                }
-                last_id = last_id.max(id);
-                report.received += 1;
-                report.latencies_ns.push(now.saturating_sub(sent));
+                report.record(id, &value);
             }
         } else if line.is_empty() {
             event_name.clear();

@@ -1,0 +1,133 @@
+//! Benchmark WebSocket clients: event receivers (subscribed to `bench`, recorded like SSE
+//! clients) and a commander that times `get_system_status` round-trips.
+
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use serde_json::Value;
+use tungstenite::{Message, WebSocket};
+
+use crate::record::ClientReport;
+
+type Socket = WebSocket<TcpStream>;
+
+fn open(addr: SocketAddr, client_id: &str, token_query: &str) -> Result<Socket, String> {
+    let stream = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    stream.set_nodelay(true).ok();
+    // Short enough to notice `stop`, long enough not to spin.
+    stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .ok();
+    let url = format!("ws://{addr}/ws?client_id={client_id}{token_query}");
+    let (mut socket, _) = tungstenite::client(url.as_str(), stream).map_err(|e| e.to_string())?;
+    let hello = read_json(&mut socket, None)?;
+    if hello["type"] != "connected" {
+        return Err(format!("expected connected, got {hello}"));
+    }
+    Ok(socket)
+}
+
+/// The next text message as JSON; `Ok(Value::Null)` when the read timed out and `stop` is set.
+fn read_json(socket: &mut Socket, stop: Option<&AtomicBool>) -> Result<Value, String> {
+    loop {
+        match socket.read() {
+            Ok(Message::Text(text)) => {
+                return serde_json::from_str(&text).map_err(|e| e.to_string());
+            }
+            Ok(Message::Close(frame)) => return Err(format!("closed by the server: {frame:?}")),
+            Ok(_) => continue,
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+                    return Ok(Value::Null);
+                }
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// One receiving client: subscribe to `bench`, report ready, record until `expected` events.
+pub fn receive(
+    addr: SocketAddr,
+    client: usize,
+    token_query: &str,
+    expected: Arc<AtomicUsize>,
+    ready: Sender<Result<(), String>>,
+    stop: Arc<AtomicBool>,
+) -> ClientReport {
+    let mut report = ClientReport::default();
+    let subscribed = open(addr, &format!("bench-ws-{client}"), token_query).and_then(|mut s| {
+        s.send(Message::Text(
+            r#"{"type":"subscribe","event_types":["bench"]}"#.into(),
+        ))
+        .map_err(|e| e.to_string())?;
+        let answer = read_json(&mut s, None)?;
+        if answer["type"] != "subscribed" {
+            return Err(format!("expected subscribed, got {answer}"));
+        }
+        Ok(s)
+    });
+    let mut socket = match subscribed {
+        Ok(socket) => socket,
+        Err(err) => {
+            ready.send(Err(err.clone())).ok();
+            report.error = Some(err);
+            return report;
+        }
+    };
+    ready.send(Ok(())).ok();
+    while report.received < expected.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
+        match read_json(&mut socket, Some(&stop)) {
+            Ok(message) if message["type"] == "live_event" => {
+                let event = &message["event"];
+                report.record(event["id"].as_u64().unwrap_or(0), event);
+            }
+            Ok(_) => {}
+            Err(err) => {
+                report.error = Some(err);
+                break;
+            }
+        }
+    }
+    socket.close(None).ok();
+    report
+}
+
+/// Times `count` `get_system_status` commands on one connection (nanoseconds each).
+pub fn command_round_trips(
+    addr: SocketAddr,
+    token_query: &str,
+    count: usize,
+) -> Result<Vec<u64>, String> {
+    let mut socket = open(addr, "bench-commander", token_query)?;
+    let mut samples = Vec::with_capacity(count);
+    for n in 0..count {
+        let started = Instant::now();
+        let command = format!(
+            r#"{{"type":"system_command","command":"get_system_status","params":{{}},"request_id":{n}}}"#
+        );
+        socket
+            .send(Message::Text(command))
+            .map_err(|e| e.to_string())?;
+        loop {
+            let answer = read_json(&mut socket, None)?;
+            if answer["type"] == "command_result" && answer["request_id"] == n {
+                if answer["success"] != true {
+                    return Err(format!("get_system_status failed: {answer}"));
+                }
+                break;
+            }
+        }
+        samples.push(started.elapsed().as_nanos() as u64);
+    }
+    socket.close(None).ok();
+    Ok(samples)
+}
