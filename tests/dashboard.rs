@@ -105,6 +105,7 @@ fn without_a_token_a_browser_gets_the_login_page_and_nothing_else() {
     assert!(csp.contains("script-src 'self'"), "CSP {csp:?}");
     assert!(page.header("www-authenticate").is_some());
     assert_eq!(page.header("x-frame-options"), Some("DENY"));
+    assert_eq!(page.header("vary"), Some("Accept"));
 
     // A script asking for the same page gets the contract's JSON 401.
     get(port, "/", None).assert_error(401);

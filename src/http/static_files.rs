@@ -125,10 +125,13 @@ pub fn serve_untrusted(request: &Request, target: &Target, ctx: &Ctx) -> Reply {
         return denied;
     }
     match load(&relative, ctx) {
-        Some(body) if is_page => file_reply(401, &relative, body).with_header(reply::header(
-            "WWW-Authenticate",
-            "Bearer realm=\"porchlight\"",
-        )),
+        Some(body) if is_page => file_reply(401, &relative, body)
+            .with_header(reply::header(
+                "WWW-Authenticate",
+                "Bearer realm=\"porchlight\"",
+            ))
+            // The same URL answers JSON to scripts: a cache must keep the two apart.
+            .with_header(reply::header("Vary", "Accept")),
         Some(body) => file_reply(200, &relative, body),
         None => denied,
     }
