@@ -77,3 +77,23 @@ it('shows "reconnecting" when the server dies, then recovers and lists what it m
     await server.stop();
   }
 });
+
+it('says "offline" while the device has no network, and catches up when it is back', async () => {
+  const server = await startServer();
+  try {
+    const { page, context } = await openPage(browser);
+    await page.goto(`${server.url}/`);
+    await waitText(page, '#conn-sse .conn-state', /^live$/);
+    await context.setOffline(true); // Wi-Fi gone
+    await waitText(page, '#conn-sse .conn-state', /^offline$/);
+    await waitText(page, '#conn-ws .conn-state', /^offline$/);
+    const meanwhile = await postEvent(server, 'motion_detected', { zone: 'while offline' });
+    await context.setOffline(false);
+    await eventRow(page, meanwhile.id).waitFor({ timeout: 15000 });
+    await waitText(page, '#conn-sse .conn-state', /^live$/, 15000);
+    await waitText(page, '#conn-ws .conn-state', /^live$/, 15000);
+    await context.close();
+  } finally {
+    await server.stop();
+  }
+});
