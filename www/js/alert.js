@@ -2,7 +2,7 @@
 // sound file to ship), and a system notification when the person has allowed them and is
 // looking at something else.
 
-import { $, fmtWhen, isLocalPath, announce } from './dom.js';
+import { $, fmtWhen, isLocalPath } from './dom.js';
 import { openViewer } from './viewer.js';
 
 const FRESH_S = 120; // a press older than this (a replay after a long outage) is listed, not rung
@@ -54,7 +54,6 @@ export function onEvent(event) {
   document.title = `🔔 Doorbell · ${TITLE}`;
   clearTimeout(hideTimer);
   hideTimer = setTimeout(dismiss, 5 * 60 * 1000);
-  announce(`Doorbell! Someone rang at ${when}.`);
   chime();
   notify(event, when, picture);
 }

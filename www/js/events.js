@@ -33,8 +33,9 @@ let moreAvailable = false;
 
 export const label = (type) => type.replace(/_/g, ' ');
 
+// (A timestamp outside what Date can show would make rendering throw.)
 const valid = (e) => e && typeof e === 'object' && Number.isSafeInteger(e.id) &&
-  typeof e.event_type === 'string' && typeof e.timestamp === 'number';
+  typeof e.event_type === 'string' && Number.isFinite(e.timestamp) && Math.abs(e.timestamp) < 1e11;
 
 /** Loads the first page, then follows the live stream. `onEvent` sees every live event. */
 export async function startEvents({ indicator, onEvent }) {
