@@ -1,0 +1,394 @@
+//! The shared per-preset encoders: camera frames in, one stream per preset out.
+//!
+//! Each of `low`, `medium` and `high` has an encoder thread and a latest-wins hub. The thread
+//! sleeps while the preset has no viewer (no decode, no encode, no wake-ups); with viewers it
+//! takes the newest camera frame, thins it to the preset's maximum rate, and publishes one
+//! frame for all of them:
+//!
+//! - if the preset's size equals the frame's (it never upscales), the camera's own `Arc<Frame>`
+//!   is passed on: no decode, no encode, no copy;
+//! - otherwise the frame is decoded (once, shared by every preset that needs it, see
+//!   [`DecodeCache`]), box-downscaled and encoded at the preset's quality.
+//!
+//! `source` has no encoder: its viewers read the camera hub itself.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use super::jpeg::{self, Image};
+use super::rate::Decimator;
+use super::resize;
+use super::{Frame, Quality};
+use crate::latest::{Latest, Next};
+use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
+
+/// Presets with an encoder, in `Quality::index()` order after `source`.
+const ENCODED: [Quality; 3] = [Quality::Low, Quality::Medium, Quality::High];
+
+/// How often idle and waiting loops look at the shutdown flag.
+const CHECK_EVERY: Duration = Duration::from_millis(500);
+
+struct Preset {
+    quality: Quality,
+    out: Latest<Frame>,
+    viewers: Mutex<usize>,
+    watched: Condvar,
+}
+
+/// Decoded camera frames, so that a frame is decoded at most once however many presets (and
+/// snapshots) need it. Holds the two newest: encoders running a frame apart still share.
+#[derive(Default)]
+struct DecodeCache {
+    entries: Mutex<Vec<(u64, Arc<Image>)>>,
+}
+
+struct Shared {
+    camera: Latest<Frame>,
+    presets: [Preset; 3],
+    decoded: DecodeCache,
+    metrics: Arc<Metrics>,
+}
+
+/// The video pipeline's handle; cheap to clone.
+#[derive(Clone)]
+pub struct Video {
+    shared: Arc<Shared>,
+}
+
+/// A viewer's registration with a preset: while it lives, the preset is encoded. Dropping it
+/// unregisters (and lets the encoder sleep when it was the last).
+pub struct Watch {
+    video: Video,
+    quality: Quality,
+}
+
+impl Watch {
+    /// The hub this viewer reads.
+    pub fn frames(&self) -> &Latest<Frame> {
+        self.video.hub(self.quality)
+    }
+
+    pub fn quality(&self) -> Quality {
+        self.quality
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if let Some(preset) = self.video.preset(self.quality) {
+            let mut viewers = preset.viewers.lock().unwrap_or_else(|e| e.into_inner());
+            *viewers -= 1;
+            if *viewers == 0 {
+                // A viewer arriving later must not get a frame from before it came.
+                preset.out.clear();
+            }
+        }
+    }
+}
+
+impl Video {
+    /// Starts the encoder threads (which sleep until a preset is watched).
+    pub fn start(
+        camera: Latest<Frame>,
+        metrics: Arc<Metrics>,
+        shutdown: Shutdown,
+    ) -> std::io::Result<Video> {
+        let preset = |quality| Preset {
+            quality,
+            out: Latest::new(),
+            viewers: Mutex::new(0),
+            watched: Condvar::new(),
+        };
+        let video = Video {
+            shared: Arc::new(Shared {
+                camera,
+                presets: ENCODED.map(preset),
+                decoded: DecodeCache::default(),
+                metrics,
+            }),
+        };
+        for (i, quality) in ENCODED.iter().enumerate() {
+            let video = video.clone();
+            let shutdown = shutdown.clone();
+            std::thread::Builder::new()
+                .name(format!("encode-{}", quality.name()))
+                .stack_size(256 * 1024)
+                .spawn(move || video.run_encoder(i, &shutdown))?;
+        }
+        Ok(video)
+    }
+
+    fn preset(&self, quality: Quality) -> Option<&Preset> {
+        self.shared.presets.iter().find(|p| p.quality == quality)
+    }
+
+    fn hub(&self, quality: Quality) -> &Latest<Frame> {
+        self.preset(quality)
+            .map_or(&self.shared.camera, |preset| &preset.out)
+    }
+
+    /// Registers a viewer of `quality`; its encoder runs while any viewer is registered.
+    pub fn watch(&self, quality: Quality) -> Watch {
+        if let Some(preset) = self.preset(quality) {
+            *preset.viewers.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+            preset.watched.notify_all();
+        }
+        Watch {
+            video: self.clone(),
+            quality,
+        }
+    }
+
+    /// Viewers registered for `quality` (`source` viewers are not counted here).
+    pub fn viewers(&self, quality: Quality) -> usize {
+        self.preset(quality)
+            .map_or(0, |p| *p.viewers.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// `frame` (a camera frame) as `quality` shows it: the preset's own frame of that moment if
+    /// its encoder already made it, else made now (for a snapshot).
+    pub fn frame_as(&self, quality: Quality, frame: &Arc<Frame>) -> Result<Arc<Frame>, String> {
+        let Some(preset) = self.preset(quality) else {
+            return Ok(Arc::clone(frame));
+        };
+        if let Some((_, made)) = preset.out.current()
+            && made.number == frame.number
+        {
+            return Ok(made);
+        }
+        self.convert(quality, frame)
+    }
+
+    fn run_encoder(&self, index: usize, shutdown: &Shutdown) {
+        let preset = &self.shared.presets[index];
+        let mut decimator = Decimator::new(preset.quality.max_fps().map(f64::from));
+        let mut last_seq = 0;
+        loop {
+            // Sleep while nobody watches: no decode, no encode, no wake-up per frame.
+            {
+                let mut viewers = preset.viewers.lock().unwrap_or_else(|e| e.into_inner());
+                while *viewers == 0 {
+                    if shutdown.is_triggered() {
+                        return;
+                    }
+                    viewers = preset
+                        .watched
+                        .wait_timeout(viewers, CHECK_EVERY)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            }
+            let frame = match self.shared.camera.wait_newer(last_seq, CHECK_EVERY) {
+                Next::Item(seq, frame) => {
+                    last_seq = seq;
+                    frame
+                }
+                Next::Timeout => {
+                    if shutdown.is_triggered() {
+                        return;
+                    }
+                    continue;
+                }
+                Next::Closed => {
+                    preset.out.close();
+                    return;
+                }
+            };
+            if !decimator.accept(frame.captured_at) {
+                continue;
+            }
+            if *preset.viewers.lock().unwrap_or_else(|e| e.into_inner()) == 0 {
+                continue;
+            }
+            match self.convert(preset.quality, &frame) {
+                Ok(made) => {
+                    preset.out.publish(made);
+                    // The last viewer may have left while this frame was made: leave no stale
+                    // frame for the next one.
+                    if *preset.viewers.lock().unwrap_or_else(|e| e.into_inner()) == 0 {
+                        preset.out.clear();
+                    }
+                }
+                Err(err) => log::debug!(
+                    "{} preset: frame {} skipped: {err}",
+                    preset.quality,
+                    frame.number
+                ),
+            }
+        }
+    }
+
+    /// Makes `quality`'s version of a camera frame: the frame itself when the size matches,
+    /// else decode (shared), downscale, encode.
+    fn convert(&self, quality: Quality, frame: &Arc<Frame>) -> Result<Arc<Frame>, String> {
+        let metrics = &self.shared.metrics.video;
+        let Some(max) = quality.max_size() else {
+            return Ok(Arc::clone(frame));
+        };
+        let target = resize::fit((frame.width, frame.height), max);
+        if target == (frame.width, frame.height) {
+            metrics.add_pass_through(quality);
+            return Ok(Arc::clone(frame));
+        }
+        let image = self.decoded(frame)?;
+        let started = Instant::now();
+        let jpeg = if (image.width, image.height) == target {
+            // The header lied about the size (a frame the decoder read differently): encode
+            // what was decoded.
+            jpeg::encode(&image, quality.jpeg_quality())?
+        } else if image.width < target.0 || image.height < target.1 {
+            return Err(format!(
+                "decoded {}x{} but the header said {}x{}",
+                image.width, image.height, frame.width, frame.height
+            ));
+        } else {
+            let small = resize::downscale(&image, target.0, target.1);
+            jpeg::encode(&small, quality.jpeg_quality())?
+        };
+        metrics.add_encode(quality, started.elapsed());
+        Ok(Arc::new(frame.derived(target, jpeg)))
+    }
+
+    /// The decoded picture of `frame`, decoding it only if no preset did yet.
+    fn decoded(&self, frame: &Frame) -> Result<Arc<Image>, String> {
+        // Held across the decode on purpose: a second preset asking for the same frame waits
+        // for this decode instead of doing its own.
+        let mut entries = self
+            .shared
+            .decoded
+            .entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some((_, image)) = entries.iter().find(|(n, _)| *n == frame.number) {
+            return Ok(Arc::clone(image));
+        }
+        let started = Instant::now();
+        let image = Arc::new(jpeg::decode(&frame.jpeg)?);
+        self.shared.metrics.video.add_decode(started.elapsed());
+        if entries.len() >= 2 {
+            entries.remove(0);
+        }
+        entries.push((frame.number, Arc::clone(&image)));
+        Ok(image)
+    }
+
+    /// Encodes so far for `quality` (for tests and status).
+    pub fn encoded(&self, quality: Quality) -> u64 {
+        self.shared.metrics.video.encoded[usize::from(quality.index())].load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::video::jpeg::Layout;
+
+    fn camera_frame(number: u64, size: (u32, u32)) -> Arc<Frame> {
+        let image = Image::filled(
+            size.0,
+            size.1,
+            Layout::Ycbcr,
+            [(number * 7 % 200) as u8 + 20, 128, 128],
+        );
+        // Capture times 200 ms apart, so no preset's rate limit thins these frames.
+        Arc::new(Frame::new(
+            number,
+            crate::clock::unix_now(),
+            Instant::now() + Duration::from_millis(number * 200),
+            size,
+            jpeg::encode(&image, 80).unwrap(),
+            true,
+        ))
+    }
+
+    fn next(hub: &Latest<Frame>, after: u64) -> (u64, Arc<Frame>) {
+        match hub.wait_newer(after, Duration::from_secs(10)) {
+            Next::Item(seq, frame) => (seq, frame),
+            other => panic!("no frame: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn encodes_once_per_frame_for_all_viewers_and_never_unwatched() {
+        let camera = Latest::new();
+        let metrics = Arc::new(Metrics::new());
+        let shutdown = Shutdown::new();
+        let video = Video::start(camera.clone(), Arc::clone(&metrics), shutdown.clone()).unwrap();
+        // Nobody watches: frames come and nothing is encoded.
+        camera.publish(camera_frame(1, (640, 480)));
+        camera.publish(camera_frame(2, (640, 480)));
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(video.encoded(Quality::Low), 0);
+        assert_eq!(metrics.video.decoded.load(Ordering::Relaxed), 0);
+
+        let watchers: Vec<Watch> = (0..5).map(|_| video.watch(Quality::Low)).collect();
+        // The newest camera frame is made at once for the new viewers.
+        let (seq, frame) = next(watchers[0].frames(), 0);
+        assert_eq!((frame.number, frame.width, frame.height), (2, 320, 240));
+        assert_eq!(jpeg::probe_size(&frame.jpeg), Some((320, 240)));
+        assert_eq!(video.encoded(Quality::Low), 1);
+        // Every viewer shares the same Arc.
+        for watch in &watchers {
+            assert!(Arc::ptr_eq(&next(watch.frames(), 0).1, &frame));
+        }
+        // Medium at the source's size is the camera's own frame, passed through.
+        let medium = video.watch(Quality::Medium);
+        let (_, passed) = next(medium.frames(), 0);
+        assert_eq!(passed.number, 2);
+        assert!(Arc::ptr_eq(&passed, &camera.current().unwrap().1));
+        assert_eq!(video.encoded(Quality::Medium), 0);
+        // A new camera frame: one more encode, however many viewers.
+        camera.publish(camera_frame(3, (640, 480)));
+        for watch in &watchers {
+            assert_eq!(next(watch.frames(), seq).1.number, 3);
+        }
+        assert_eq!(video.encoded(Quality::Low), 2);
+        drop(medium);
+        drop(watchers);
+        shutdown.trigger();
+    }
+
+    #[test]
+    fn a_frame_is_decoded_once_for_every_preset() {
+        let camera = Latest::new();
+        let metrics = Arc::new(Metrics::new());
+        let shutdown = Shutdown::new();
+        let video = Video::start(camera.clone(), Arc::clone(&metrics), shutdown.clone()).unwrap();
+        let low = video.watch(Quality::Low);
+        let high = video.watch(Quality::High);
+        camera.publish(camera_frame(1, (1920, 1080)));
+        let (_, l) = next(low.frames(), 0);
+        let (_, h) = next(high.frames(), 0);
+        assert_eq!((l.width, l.height), (320, 180));
+        assert_eq!((h.width, h.height), (1280, 720));
+        assert_eq!(metrics.video.decoded.load(Ordering::Relaxed), 1);
+        // A snapshot at low of the same frame reuses the encoder's frame.
+        let snap = video
+            .frame_as(Quality::Low, &camera.current().unwrap().1)
+            .unwrap();
+        assert!(Arc::ptr_eq(&snap, &l));
+        assert_eq!(video.encoded(Quality::Low), 1);
+        drop((low, high));
+        shutdown.trigger();
+    }
+
+    #[test]
+    fn a_late_viewer_never_gets_a_stale_frame() {
+        let camera = Latest::new();
+        let metrics = Arc::new(Metrics::new());
+        let shutdown = Shutdown::new();
+        let video = Video::start(camera.clone(), metrics, shutdown.clone()).unwrap();
+        let first = video.watch(Quality::Low);
+        camera.publish(camera_frame(1, (640, 480)));
+        assert_eq!(next(first.frames(), 0).1.number, 1);
+        drop(first);
+        assert!(video.hub(Quality::Low).current().is_none());
+        camera.publish(camera_frame(2, (640, 480)));
+        let late = video.watch(Quality::Low);
+        assert_eq!(next(late.frames(), 0).1.number, 2);
+        drop(late);
+        shutdown.trigger();
+    }
+}
