@@ -44,6 +44,13 @@ struct DecodeCache {
     entries: Mutex<Vec<(u64, Arc<Image>)>>,
 }
 
+impl DecodeCache {
+    fn clear(&self) {
+        let old = std::mem::take(&mut *self.entries.lock().unwrap_or_else(|e| e.into_inner()));
+        drop(old);
+    }
+}
+
 struct Shared {
     camera: Latest<Frame>,
     presets: [Preset; 3],
@@ -77,12 +84,20 @@ impl Watch {
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        if let Some(preset) = self.video.preset(self.quality) {
+        let Some(preset) = self.video.preset(self.quality) else {
+            return;
+        };
+        let last = {
             let mut viewers = preset.viewers.lock().unwrap_or_else(|e| e.into_inner());
             *viewers -= 1;
-            if *viewers == 0 {
-                // A viewer arriving later must not get a frame from before it came.
-                preset.out.clear();
+            *viewers == 0
+        };
+        if last {
+            // A viewer arriving later must not get a frame from before it came.
+            preset.out.clear();
+            // Decoded pictures are megabytes: keep none while no preset encodes.
+            if ENCODED.iter().all(|q| self.video.viewers(*q) == 0) {
+                self.video.shared.decoded.clear();
             }
         }
     }
