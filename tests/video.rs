@@ -292,12 +292,12 @@ fn a_viewer_that_stops_reading_slows_nobody_and_resumes_on_the_newest_frame() {
                 let part = stream.expect_part();
                 newest.store(part.frame_id, Ordering::SeqCst);
             }
-            rate(&parts)
+            parts
         })
     };
     let mut stalled = Mjpeg::connect(port, "/stream/video?quality=medium");
     let before = stalled.expect_part();
-    // Stop reading for 5 s while the steady viewer measures its rate.
+    // Stop reading for 5 s while the steady viewer measures.
     window_tx.send(()).unwrap();
     let pause = Instant::now();
     while pause.elapsed() < Duration::from_secs(5) {
@@ -321,14 +321,21 @@ fn a_viewer_that_stops_reading_slows_nobody_and_resumes_on_the_newest_frame() {
         );
     }
     window_tx.send(()).unwrap();
-    let steady_rate = steady.join().unwrap();
-    assert_rate(
-        steady_rate,
-        15.0,
-        "the steady viewer while the other stalled",
+    let parts = steady.join().unwrap();
+    // The steady viewer got the frames the camera made while the other one stalled: medium
+    // passes every camera frame on, so its fps is within 10% of the camera's exactly when it
+    // got 90% of the frame ids of its window. (Compared with the camera's own output, not
+    // with 15, so that a camera slowed by a busy machine does not pass for a slowed viewer.)
+    let span = parts.last().unwrap().frame_id - parts[0].frame_id + 1;
+    let coverage = parts.len() as f64 / span as f64;
+    assert!(
+        coverage >= 0.9,
+        "the steady viewer got {} of the {span} frames made ({:.1} fps) while the other stalled",
+        parts.len(),
+        rate(&parts)
     );
-    // It skipped the frames it could not take instead of queueing them: 5 s at 15 fps is 75
-    // frames, and it caught up having received far fewer.
+    // The stalled one skipped the frames it could not take instead of queueing them: 5 s at
+    // 15 fps is 75 frames, and it caught up having received far fewer.
     let gaps = ids.windows(2).filter(|w| w[1] > w[0] + 1).count();
     assert!(gaps >= 1, "no frame was skipped: {ids:?}");
     assert!(ids.len() < 60, "{} frames to catch up: {ids:?}", ids.len());
