@@ -627,7 +627,7 @@ mod tests {
             max_events: 1000,
             max_snapshot_bytes: 1 << 20,
         };
-        let store = Store::open(&dir, retention).unwrap();
+        let store = Store::open(&dir, retention);
         let reader = Arc::new(StoreReader::new(&dir));
         let (events, _writer) = EventHub::start(store, reader, Arc::clone(&metrics)).unwrap();
         let subscription = events.subscribe(64, None);
