@@ -84,12 +84,11 @@ pub fn run(config: Config) -> Result<(), String> {
         shutdown.clone(),
     )
     .map_err(|e| format!("cannot start the camera thread: {e}"))?;
-    let video = Video::start(
+    let video = Video::new(
         camera.frames().clone(),
         Arc::clone(&metrics),
         shutdown.clone(),
-    )
-    .map_err(|e| format!("cannot start the video encoders: {e}"))?;
+    );
     let control = Control::new(events.clone()).with_camera(camera.clone());
 
     let status_camera = camera.clone();

@@ -127,6 +127,16 @@ pub fn stream(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
         return false;
     };
     let head_only = *request.method() == Method::Head;
+    let watch = match ctx.video.watch(asked.quality) {
+        Ok(watch) => watch,
+        Err(message) => {
+            log::warn!("video client {} refused: {message}", asked.client_id);
+            let reply = reply::error(503, "unavailable", &message)
+                .with_header(reply::header("Retry-After", "5"));
+            respond(request, reply, ctx);
+            return false;
+        }
+    };
     // Taking the writer takes the connection over from tiny_http; frames go straight to the
     // socket (vectored), so the writer itself is only held until the stream ends.
     let _writer = request.into_writer();
@@ -140,7 +150,6 @@ pub fn stream(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
         return false;
     }
     set_send_buffer(conn);
-    let watch = ctx.video.watch(asked.quality);
     log::info!(
         "video client {} connected from {} (quality {}{})",
         asked.client_id,

@@ -1,9 +1,10 @@
 //! The shared per-preset encoders: camera frames in, one stream per preset out.
 //!
-//! Each of `low`, `medium` and `high` has an encoder thread and a latest-wins hub. The thread
-//! sleeps while the preset has no viewer (no decode, no encode, no wake-ups); with viewers it
-//! takes the newest camera frame, thins it to the preset's maximum rate, and publishes one
-//! frame for all of them:
+//! Each of `low`, `medium` and `high` has a latest-wins hub and, while it has viewers, an
+//! encoder thread. The thread is started by the preset's first viewer and ends after the preset
+//! has had none for [`IDLE_EXIT`], so an unwatched preset costs no decode, no encode and no
+//! thread. With viewers it takes the newest camera frame, thins it to the preset's maximum rate,
+//! and publishes one frame for all of them:
 //!
 //! - if the preset's size equals the frame's (it never upscales), the camera's own `Arc<Frame>`
 //!   is passed on: no decode, no encode, no copy;
@@ -29,12 +30,34 @@ const ENCODED: [Quality; 3] = [Quality::Low, Quality::Medium, Quality::High];
 
 /// How often idle and waiting loops look at the shutdown flag.
 const CHECK_EVERY: Duration = Duration::from_millis(500);
+/// An encoder thread whose preset has had no viewer this long ends (the next viewer starts a
+/// new one): viewers that come and go do not pay a thread start each, and an unwatched server
+/// runs no encoder threads at all.
+pub const IDLE_EXIT: Duration = Duration::from_secs(10);
+
+/// Viewer count and whether the encoder thread runs, under one lock so that a viewer arriving
+/// as the thread decides to end either keeps it or starts a new one.
+#[derive(Default)]
+struct PresetState {
+    viewers: usize,
+    running: bool,
+}
 
 struct Preset {
     quality: Quality,
     out: Latest<Frame>,
-    viewers: Mutex<usize>,
+    state: Mutex<PresetState>,
     watched: Condvar,
+}
+
+impl Preset {
+    fn state(&self) -> std::sync::MutexGuard<'_, PresetState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn viewers(&self) -> usize {
+        self.state().viewers
+    }
 }
 
 /// Decoded camera frames, so that a frame is decoded at most once however many presets (and
@@ -56,6 +79,8 @@ struct Shared {
     presets: [Preset; 3],
     decoded: DecodeCache,
     metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+    idle_exit: Duration,
 }
 
 /// The video pipeline's handle; cheap to clone.
@@ -88,9 +113,9 @@ impl Drop for Watch {
             return;
         };
         let last = {
-            let mut viewers = preset.viewers.lock().unwrap_or_else(|e| e.into_inner());
-            *viewers -= 1;
-            *viewers == 0
+            let mut state = preset.state();
+            state.viewers -= 1;
+            state.viewers == 0
         };
         if last {
             // A viewer arriving later must not get a frame from before it came.
@@ -104,35 +129,24 @@ impl Drop for Watch {
 }
 
 impl Video {
-    /// Starts the encoder threads (which sleep until a preset is watched).
-    pub fn start(
-        camera: Latest<Frame>,
-        metrics: Arc<Metrics>,
-        shutdown: Shutdown,
-    ) -> std::io::Result<Video> {
+    /// The pipeline over the camera's frame hub. No thread runs until a preset is watched.
+    pub fn new(camera: Latest<Frame>, metrics: Arc<Metrics>, shutdown: Shutdown) -> Video {
         let preset = |quality| Preset {
             quality,
             out: Latest::new(),
-            viewers: Mutex::new(0),
+            state: Mutex::new(PresetState::default()),
             watched: Condvar::new(),
         };
-        let video = Video {
+        Video {
             shared: Arc::new(Shared {
                 camera,
                 presets: ENCODED.map(preset),
                 decoded: DecodeCache::default(),
                 metrics,
+                shutdown,
+                idle_exit: IDLE_EXIT,
             }),
-        };
-        for (i, quality) in ENCODED.iter().enumerate() {
-            let video = video.clone();
-            let shutdown = shutdown.clone();
-            std::thread::Builder::new()
-                .name(format!("encode-{}", quality.name()))
-                .stack_size(256 * 1024)
-                .spawn(move || video.run_encoder(i, &shutdown))?;
         }
-        Ok(video)
     }
 
     fn preset(&self, quality: Quality) -> Option<&Preset> {
@@ -144,22 +158,47 @@ impl Video {
             .map_or(&self.shared.camera, |preset| &preset.out)
     }
 
-    /// Registers a viewer of `quality`; its encoder runs while any viewer is registered.
-    pub fn watch(&self, quality: Quality) -> Watch {
-        if let Some(preset) = self.preset(quality) {
-            *preset.viewers.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+    /// Registers a viewer of `quality`; its encoder runs while any viewer is registered. `Err`
+    /// if the encoder thread cannot be started (the viewer should be refused).
+    pub fn watch(&self, quality: Quality) -> Result<Watch, String> {
+        if let Some((index, preset)) = self
+            .shared
+            .presets
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.quality == quality)
+        {
+            let mut state = preset.state();
+            if !state.running {
+                let video = self.clone();
+                std::thread::Builder::new()
+                    .name(format!("encode-{}", quality.name()))
+                    .stack_size(256 * 1024)
+                    .spawn(move || video.run_encoder(index))
+                    .map_err(|e| format!("cannot start the {quality} encoder: {e}"))?;
+                state.running = true;
+            }
+            state.viewers += 1;
             preset.watched.notify_all();
         }
-        Watch {
+        Ok(Watch {
             video: self.clone(),
             quality,
-        }
+        })
     }
 
     /// Viewers registered for `quality` (`source` viewers are not counted here).
     pub fn viewers(&self, quality: Quality) -> usize {
-        self.preset(quality)
-            .map_or(0, |p| *p.viewers.lock().unwrap_or_else(|e| e.into_inner()))
+        self.preset(quality).map_or(0, Preset::viewers)
+    }
+
+    /// Encoder threads running now.
+    pub fn encoders_running(&self) -> usize {
+        self.shared
+            .presets
+            .iter()
+            .filter(|p| p.state().running)
+            .count()
     }
 
     /// `frame` (a camera frame) as `quality` shows it: the preset's own frame of that moment if
@@ -176,37 +215,47 @@ impl Video {
         self.convert(quality, frame)
     }
 
-    fn run_encoder(&self, index: usize, shutdown: &Shutdown) {
+    fn run_encoder(&self, index: usize) {
         let preset = &self.shared.presets[index];
+        let shutdown = &self.shared.shutdown;
         let mut decimator = Decimator::new(preset.quality.max_fps().map(f64::from));
         let mut last_seq = 0;
+        log::debug!("{} encoder started", preset.quality);
         loop {
-            // Sleep while nobody watches: no decode, no encode, no wake-up per frame.
+            // While nobody watches: no decode, no encode; after IDLE_EXIT, no thread.
             {
-                let mut viewers = preset.viewers.lock().unwrap_or_else(|e| e.into_inner());
-                while *viewers == 0 {
-                    if shutdown.is_triggered() {
+                let mut state = preset.state();
+                let idle_since = Instant::now();
+                while state.viewers == 0 {
+                    if shutdown.is_triggered() || idle_since.elapsed() >= self.shared.idle_exit {
+                        state.running = false;
+                        log::debug!("{} encoder stopped (no viewer)", preset.quality);
                         return;
                     }
-                    viewers = preset
+                    state = preset
                         .watched
-                        .wait_timeout(viewers, CHECK_EVERY)
+                        .wait_timeout(state, CHECK_EVERY)
                         .unwrap_or_else(|e| e.into_inner())
                         .0;
                 }
             }
             let frame = match self.shared.camera.wait_newer(last_seq, CHECK_EVERY) {
+                // The last viewer left while this thread waited: leave the frame unconsumed, so
+                // that a viewer arriving next gets it at once instead of waiting for the next.
+                Next::Item(..) if preset.viewers() == 0 => continue,
                 Next::Item(seq, frame) => {
                     last_seq = seq;
                     frame
                 }
                 Next::Timeout => {
                     if shutdown.is_triggered() {
+                        preset.state().running = false;
                         return;
                     }
                     continue;
                 }
                 Next::Closed => {
+                    preset.state().running = false;
                     preset.out.close();
                     return;
                 }
@@ -214,15 +263,12 @@ impl Video {
             if !decimator.accept(frame.captured_at) {
                 continue;
             }
-            if *preset.viewers.lock().unwrap_or_else(|e| e.into_inner()) == 0 {
-                continue;
-            }
             match self.convert(preset.quality, &frame) {
                 Ok(made) => {
                     preset.out.publish(made);
                     // The last viewer may have left while this frame was made: leave no stale
                     // frame for the next one.
-                    if *preset.viewers.lock().unwrap_or_else(|e| e.into_inner()) == 0 {
+                    if preset.viewers() == 0 {
                         preset.out.clear();
                     }
                 }
@@ -330,15 +376,16 @@ mod tests {
         let camera = Latest::new();
         let metrics = Arc::new(Metrics::new());
         let shutdown = Shutdown::new();
-        let video = Video::start(camera.clone(), Arc::clone(&metrics), shutdown.clone()).unwrap();
+        let video = Video::new(camera.clone(), Arc::clone(&metrics), shutdown.clone());
         // Nobody watches: frames come and nothing is encoded.
         camera.publish(camera_frame(1, (640, 480)));
         camera.publish(camera_frame(2, (640, 480)));
         std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(video.encoders_running(), 0);
         assert_eq!(video.encoded(Quality::Low), 0);
         assert_eq!(metrics.video.decoded.load(Ordering::Relaxed), 0);
 
-        let watchers: Vec<Watch> = (0..5).map(|_| video.watch(Quality::Low)).collect();
+        let watchers: Vec<Watch> = (0..5).map(|_| video.watch(Quality::Low).unwrap()).collect();
         // The newest camera frame is made at once for the new viewers.
         let (seq, frame) = next(watchers[0].frames(), 0);
         assert_eq!((frame.number, frame.width, frame.height), (2, 320, 240));
@@ -349,7 +396,7 @@ mod tests {
             assert!(Arc::ptr_eq(&next(watch.frames(), 0).1, &frame));
         }
         // Medium at the source's size is the camera's own frame, passed through.
-        let medium = video.watch(Quality::Medium);
+        let medium = video.watch(Quality::Medium).unwrap();
         let (_, passed) = next(medium.frames(), 0);
         assert_eq!(passed.number, 2);
         assert!(Arc::ptr_eq(&passed, &camera.current().unwrap().1));
@@ -370,9 +417,9 @@ mod tests {
         let camera = Latest::new();
         let metrics = Arc::new(Metrics::new());
         let shutdown = Shutdown::new();
-        let video = Video::start(camera.clone(), Arc::clone(&metrics), shutdown.clone()).unwrap();
-        let low = video.watch(Quality::Low);
-        let high = video.watch(Quality::High);
+        let video = Video::new(camera.clone(), Arc::clone(&metrics), shutdown.clone());
+        let low = video.watch(Quality::Low).unwrap();
+        let high = video.watch(Quality::High).unwrap();
         camera.publish(camera_frame(1, (1920, 1080)));
         let (_, l) = next(low.frames(), 0);
         let (_, h) = next(high.frames(), 0);
@@ -390,18 +437,46 @@ mod tests {
     }
 
     #[test]
+    fn encoder_threads_run_only_while_a_preset_is_watched() {
+        let camera = Latest::new();
+        let mut video = Video::new(camera.clone(), Arc::new(Metrics::new()), Shutdown::new());
+        Arc::get_mut(&mut video.shared).unwrap().idle_exit = Duration::from_millis(100);
+        assert_eq!(video.encoders_running(), 0);
+        // `source` viewers read the camera hub: no encoder.
+        let source = video.watch(Quality::Source).unwrap();
+        assert_eq!(video.encoders_running(), 0);
+        let low = video.watch(Quality::Low).unwrap();
+        let low2 = video.watch(Quality::Low).unwrap();
+        assert_eq!(video.encoders_running(), 1);
+        camera.publish(camera_frame(1, (640, 480)));
+        assert_eq!(next(low.frames(), 0).1.number, 1);
+        drop((low, low2, source));
+        // Polling: a thread's end has no signal to wait on, and the deadline is generous.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while video.encoders_running() > 0 {
+            assert!(Instant::now() < deadline, "the idle encoder never ended");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // The next viewer starts a new one, which makes the newest camera frame at once.
+        camera.publish(camera_frame(2, (640, 480)));
+        let again = video.watch(Quality::Low).unwrap();
+        assert_eq!(video.encoders_running(), 1);
+        assert_eq!(next(again.frames(), 0).1.number, 2);
+    }
+
+    #[test]
     fn a_late_viewer_never_gets_a_stale_frame() {
         let camera = Latest::new();
         let metrics = Arc::new(Metrics::new());
         let shutdown = Shutdown::new();
-        let video = Video::start(camera.clone(), metrics, shutdown.clone()).unwrap();
-        let first = video.watch(Quality::Low);
+        let video = Video::new(camera.clone(), metrics, shutdown.clone());
+        let first = video.watch(Quality::Low).unwrap();
         camera.publish(camera_frame(1, (640, 480)));
         assert_eq!(next(first.frames(), 0).1.number, 1);
         drop(first);
         assert!(video.hub(Quality::Low).current().is_none());
         camera.publish(camera_frame(2, (640, 480)));
-        let late = video.watch(Quality::Low);
+        let late = video.watch(Quality::Low).unwrap();
         assert_eq!(next(late.frames(), 0).1.number, 2);
         drop(late);
         shutdown.trigger();
