@@ -26,7 +26,7 @@ OPTIONS:
     --listen ADDR:PORT     where to listen [default: 127.0.0.1:8080]
     --data-dir DIR         event store and snapshots [default: ./porchlight-data]
     --www DIR              serve the dashboard from DIR instead of the embedded copy
-    --camera SPEC          synthetic:WxH@FPS | v4l2:/dev/videoN[:WxH@FPS] | file:PATH
+    --camera SPEC          synthetic:WxH@FPS | v4l2:/dev/videoN[:WxH@FPS] | file:PATH[@FPS]
                            [default: synthetic:640x480@15]
     --doorbell SPEC        sim | gpio:PIN[:active-low][:debounce=MS] [default: sim]
     --token ROLE:TOKEN     grant ROLE (viewer, control, admin) to TOKEN; repeatable
