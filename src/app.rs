@@ -4,6 +4,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::camera::Camera;
 use crate::config::Config;
 use crate::control::Control;
 use crate::events::{EventHub, Retention, Store, StoreError, StoreReader};
@@ -12,6 +13,7 @@ use crate::metrics::Metrics;
 use crate::sdnotify::{Notifier, Watchdog};
 use crate::shutdown::{self, Shutdown};
 use crate::status::{StatusHub, StatusSampler};
+use crate::video::Video;
 
 /// What every connection thread can reach: configuration, the hubs, and the Control handle.
 pub struct Ctx {
@@ -21,6 +23,10 @@ pub struct Ctx {
     pub control: Control,
     pub metrics: Arc<Metrics>,
     pub shutdown: Shutdown,
+    /// The capture thread's handle: live frames, state, snapshots.
+    pub camera: Camera,
+    /// The shared per-preset encoders.
+    pub video: Video,
 }
 
 /// How long shutdown waits for connection threads to finish after closing their sockets.
@@ -71,13 +77,24 @@ pub fn run(config: Config) -> Result<(), String> {
     );
     let (events, writer) = EventHub::start(store, reader, Arc::clone(&metrics))
         .map_err(|e| format!("cannot start the event writer: {e}"))?;
-    let control = Control::new(events.clone());
+    let (camera, capture) = Camera::start(
+        config.camera.clone(),
+        events.clone(),
+        Arc::clone(&metrics),
+        shutdown.clone(),
+    )
+    .map_err(|e| format!("cannot start the camera thread: {e}"))?;
+    let video = Video::new(
+        camera.frames().clone(),
+        Arc::clone(&metrics),
+        shutdown.clone(),
+    );
+    let control = Control::new(events.clone()).with_camera(camera.clone());
 
-    let camera_spec = config.camera.clone();
-    let camera_metrics = Arc::clone(&metrics);
+    let status_camera = camera.clone();
     let sampler = StatusSampler::new(
         Arc::clone(&metrics),
-        Box::new(move || crate::camera::offline_status(&camera_spec, &camera_metrics)),
+        Box::new(move || status_camera.status_json()),
         &config.doorbell,
     );
     let status = StatusHub::new(sampler);
@@ -119,6 +136,8 @@ pub fn run(config: Config) -> Result<(), String> {
         control,
         metrics,
         shutdown: shutdown.clone(),
+        camera,
+        video,
     });
     let registry = Arc::new(Registry::default());
     let accept = {
@@ -173,6 +192,10 @@ pub fn run(config: Config) -> Result<(), String> {
     }
     if !registry.is_empty() {
         log::warn!("{} connection(s) still closing at exit", registry.len());
+    }
+    // The camera publishes events (camera_offline/online): stop it before the event writer.
+    if capture.join().is_err() {
+        log::error!("the camera thread panicked");
     }
     events.stop();
     if writer.join().is_err() {

@@ -1,12 +1,13 @@
 //! The `Control` handle: the few actions clients may ask of the sources (ring the doorbell,
-//! set the default video quality, restart the camera).
-//! Connection threads hold this handle and never reach into a source directly.
+//! set the default video quality, restart the camera). Connection threads hold this handle and
+//! never reach into a source directly.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use serde_json::{Map, Value};
 
+use crate::camera::Camera;
 use crate::events::{EventDraft, EventHub, SharedEvent, StoreError};
 use crate::video::Quality;
 
@@ -15,17 +16,28 @@ pub struct Control {
     events: EventHub,
     /// The preset `/stream/video` uses when the URL names none.
     default_quality: Arc<AtomicU8>,
+    /// The camera, for restarts and for the picture of the moment an event happens.
+    camera: Option<Camera>,
 }
 
 /// Event type of a doorbell press.
 pub const DOORBELL_PRESSED: &str = "doorbell_pressed";
+/// Event type of motion reported by a producer (posted through the API).
+pub const MOTION_DETECTED: &str = "motion_detected";
 
 impl Control {
     pub fn new(events: EventHub) -> Control {
         Control {
             events,
             default_quality: Arc::new(AtomicU8::new(Quality::Medium.index())),
+            camera: None,
         }
+    }
+
+    /// The same handle, acting on `camera`.
+    pub fn with_camera(mut self, camera: Camera) -> Control {
+        self.camera = Some(camera);
+        self
     }
 
     pub fn default_quality(&self) -> Quality {
@@ -38,25 +50,43 @@ impl Control {
         log::info!("default video quality set to {quality}");
     }
 
-    /// Reopens the camera (its state goes through `starting`). `Err` says why it could not.
-    ///
-    /// SEAM: the live-video work (issue 4) replaces this body with the real restart of the
-    /// capture thread. Until then no camera pipeline runs in this build, so a restart is a
-    /// valid request that fails, and callers report that error as it is.
+    /// Closes and reopens the camera. Returns once the capture thread took the request and the
+    /// camera state is `starting` (it then goes on to `streaming` or `offline` by itself).
     pub fn restart_camera(&self) -> Result<(), String> {
-        Err("no camera pipeline is running in this build".to_string())
+        match &self.camera {
+            Some(camera) => camera.restart(),
+            None => Err("this server runs no camera".to_string()),
+        }
+    }
+
+    /// Attaches the camera's current frame to an event that should show the moment it
+    /// happened (a doorbell press, motion posted without a picture) and has no picture yet.
+    /// The frame's bytes are shared, not copied. Nothing is attached while the camera shows
+    /// no live video.
+    pub fn with_moment(&self, mut draft: EventDraft) -> EventDraft {
+        let wants_picture = matches!(
+            draft.event_type.as_str(),
+            DOORBELL_PRESSED | MOTION_DETECTED
+        );
+        if wants_picture && draft.snapshot.is_none() {
+            draft.snapshot = self
+                .camera
+                .as_ref()
+                .and_then(Camera::live_frame)
+                .map(|frame| Arc::clone(&frame.jpeg));
+        }
+        draft
     }
 
     /// A doorbell press from `source` (`"api"`, `"websocket"`, `"gpio"`), stored and fanned
-    /// out like a real button press.
+    /// out like a real button press, with the camera's frame of that moment.
     pub fn trigger_doorbell(
         &self,
         source: &str,
         data: Map<String, Value>,
     ) -> Result<SharedEvent, StoreError> {
-        let event = self
-            .events
-            .publish(EventDraft::new(DOORBELL_PRESSED, source, data))?;
+        let draft = self.with_moment(EventDraft::new(DOORBELL_PRESSED, source, data));
+        let event = self.events.publish(draft)?;
         log::info!(
             "doorbell pressed (event {}, source {source})",
             event.event.id

@@ -14,6 +14,7 @@ pub mod events;
 pub mod http;
 pub mod hub;
 pub mod json;
+pub mod latest;
 pub mod metrics;
 pub mod sdnotify;
 pub mod shutdown;

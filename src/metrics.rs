@@ -3,7 +3,9 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use crate::video::Quality;
 
 /// Kinds of long-lived client, each with its own connection limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,11 +46,54 @@ pub struct Metrics {
     pub clients_evicted: AtomicU64,
     pub clients_rejected: AtomicU64,
     pub frames_captured: AtomicU64,
+    /// Video frames written to clients.
     pub frames_sent: AtomicU64,
+    /// Camera frames lost before publishing (the source was late, or sent a corrupt frame).
     pub frames_dropped: AtomicU64,
+    pub video: VideoMetrics,
     clients: [AtomicUsize; 3],
     started: Option<Instant>,
 }
+
+/// Per-preset video work, indexed by `Quality::index()`. Times are summed so a benchmark can
+/// divide them by the counts: the encode time per frame is measured where it happens.
+#[derive(Default)]
+pub struct VideoMetrics {
+    /// JPEG encodes made for a preset (once per frame for all its viewers).
+    pub encoded: [AtomicU64; 4],
+    pub encode_nanos: [AtomicU64; 4],
+    /// Frames a preset passed on untouched (its size equals the source's).
+    pub passed_through: [AtomicU64; 4],
+    /// Camera frames decoded (at most once per frame, however many presets need it).
+    pub decoded: AtomicU64,
+    pub decode_nanos: AtomicU64,
+    /// Frames a video client never got because a newer one replaced them while it was still
+    /// writing (a slow client skips to the newest).
+    pub client_skipped_slow: AtomicU64,
+    /// Frames not sent because they were identical to the one the client had.
+    pub client_skipped_unchanged: AtomicU64,
+}
+
+impl VideoMetrics {
+    pub fn add_encode(&self, quality: Quality, took: Duration) {
+        let i = usize::from(quality.index());
+        self.encoded[i].fetch_add(1, Ordering::Relaxed);
+        self.encode_nanos[i].fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    pub fn add_pass_through(&self, quality: Quality) {
+        self.passed_through[usize::from(quality.index())].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn add_decode(&self, took: Duration) {
+        self.decoded.fetch_add(1, Ordering::Relaxed);
+        self.decode_nanos
+            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Labelled samples of one series: `({label="value"}, value)`.
+type Samples = Vec<(String, f64)>;
 
 /// Holds one client slot of a kind; the slot is freed when dropped.
 pub struct ClientSlot<'a> {
@@ -136,7 +181,7 @@ impl Metrics {
             "TCP connections open.",
             &[("", self.connections_open.load(Ordering::Relaxed) as f64)],
         );
-        let counters: [(&str, &str, &AtomicU64); 16] = [
+        let counters: [(&str, &str, &AtomicU64); 15] = [
             (
                 "porchlight_http_requests_total",
                 "HTTP requests answered.",
@@ -203,13 +248,8 @@ impl Metrics {
                 &self.frames_captured,
             ),
             (
-                "porchlight_frames_sent_total",
-                "Video frames written to clients.",
-                &self.frames_sent,
-            ),
-            (
                 "porchlight_frames_dropped_total",
-                "Camera frames dropped.",
+                "Camera frames lost before publishing (source late or frame corrupt).",
                 &self.frames_dropped,
             ),
             (
@@ -225,6 +265,65 @@ impl Metrics {
                 "gauge"
             };
             metric(name, kind, help, &[("", load(value))]);
+        }
+        let video = &self.video;
+        let per_kind = |value: &AtomicU64| vec![("{kind=\"video\"}".to_string(), load(value))];
+        let per_preset = |values: &[AtomicU64; 4], scale: f64| -> Samples {
+            Quality::ALL
+                .iter()
+                .map(|q| {
+                    (
+                        format!("{{quality=\"{}\"}}", q.name()),
+                        load(&values[usize::from(q.index())]) * scale,
+                    )
+                })
+                .collect()
+        };
+        let labelled: [(&str, &str, Samples); 8] = [
+            (
+                "porchlight_frames_sent_total",
+                "Video frames written to clients, by client kind.",
+                per_kind(&self.frames_sent),
+            ),
+            (
+                "porchlight_client_frames_skipped_total",
+                "Frames a slow client never got because a newer one replaced them.",
+                per_kind(&video.client_skipped_slow),
+            ),
+            (
+                "porchlight_client_frames_unchanged_total",
+                "Frames not sent to a client because they equalled the one it had.",
+                per_kind(&video.client_skipped_unchanged),
+            ),
+            (
+                "porchlight_frames_encoded_total",
+                "JPEG encodes made for a preset (once per frame for all its viewers).",
+                per_preset(&video.encoded, 1.0),
+            ),
+            (
+                "porchlight_encode_seconds_total",
+                "Time spent resizing and encoding for a preset (decoding is counted apart).",
+                per_preset(&video.encode_nanos, 1e-9),
+            ),
+            (
+                "porchlight_frames_passed_through_total",
+                "Frames a preset passed on untouched (same size as the source).",
+                per_preset(&video.passed_through, 1.0),
+            ),
+            (
+                "porchlight_frames_decoded_total",
+                "Camera frames decoded (at most once each, shared by all presets).",
+                vec![(String::new(), load(&video.decoded))],
+            ),
+            (
+                "porchlight_decode_seconds_total",
+                "Time spent decoding camera frames.",
+                vec![(String::new(), load(&video.decode_nanos) * 1e-9)],
+            ),
+        ];
+        for (name, help, samples) in &labelled {
+            let refs: Vec<(&str, f64)> = samples.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+            metric(name, "counter", help, &refs);
         }
         metric(
             "porchlight_events_stored",

@@ -1,34 +1,16 @@
-//! The camera: what `--camera` names. Capture threads, frames and the state machine arrive with
-//! the video work (issue 4); until then the status reports the configured source as `offline`.
+//! The camera: what `--camera` names, the sources behind one [`Source`] trait (synthetic, file,
+//! V4L2), the capture thread with its state machine ([`Camera`] is its handle), and `discover`
+//! (`--list-cameras`).
 
+mod capture;
 pub mod discover;
+mod file;
+mod placeholder;
+mod source;
 mod spec;
+mod synthetic;
+mod v4l2;
 
-pub use spec::CameraSpec;
-
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-
-use serde_json::{Value, json};
-
-use crate::metrics::Metrics;
-
-/// The `camera` part of the status while no capture thread runs: the configured source,
-/// `offline`, and the real (zero) frame counters. Sizes and rates are `null`: nothing measured.
-pub fn offline_status(spec: &CameraSpec, metrics: &Arc<Metrics>) -> Value {
-    let fps_target = match spec {
-        CameraSpec::Synthetic { fps, .. } => Some(*fps),
-        CameraSpec::V4l2 { mode, .. } => mode.map(|(_, _, fps)| fps),
-        CameraSpec::File { .. } => None,
-    };
-    json!({
-        "state": "offline",
-        "source": spec.to_string(),
-        "width": null,
-        "height": null,
-        "fps_target": fps_target,
-        "fps_measured": null,
-        "frames_captured": metrics.frames_captured.load(Ordering::Relaxed),
-        "frames_dropped": metrics.frames_dropped.load(Ordering::Relaxed),
-    })
-}
+pub use capture::{CAMERA_OFFLINE, CAMERA_ONLINE, Camera, CameraState, Opener, Timing};
+pub use source::{Captured, Mode, Source, open};
+pub use spec::{CameraSpec, DEFAULT_FILE_FPS};

@@ -3,6 +3,9 @@
 use std::fmt;
 use std::path::PathBuf;
 
+/// Replay rate of a `file:` source when the spec names none.
+pub const DEFAULT_FILE_FPS: u32 = 15;
+
 /// What `--camera` names.
 #[derive(Clone, Debug, PartialEq)]
 pub enum CameraSpec {
@@ -13,13 +16,14 @@ pub enum CameraSpec {
         device: PathBuf,
         mode: Option<(u32, u32, u32)>,
     },
-    /// Replays a directory of .jpg files or one .mjpeg file, `file:PATH`, at `fps` (default 15).
-    File { path: PathBuf },
+    /// Replays a directory of .jpg files or one .mjpeg file, `file:PATH[@FPS]`, at `fps`
+    /// (default 15).
+    File { path: PathBuf, fps: u32 },
 }
 
 impl CameraSpec {
     pub fn parse(text: &str) -> Result<CameraSpec, String> {
-        let usage = "expected synthetic:WxH@FPS, v4l2:/dev/videoN[:WxH@FPS] or file:PATH";
+        let usage = "expected synthetic:WxH@FPS, v4l2:/dev/videoN[:WxH@FPS] or file:PATH[@FPS]";
         let (kind, rest) = text
             .split_once(':')
             .ok_or_else(|| format!("{text:?}: {usage}"))?;
@@ -41,9 +45,29 @@ impl CameraSpec {
                     mode,
                 })
             }
-            "file" if !rest.is_empty() => Ok(CameraSpec::File {
-                path: PathBuf::from(rest),
-            }),
+            "file" if !rest.is_empty() => {
+                // `@FPS` only when what follows the last `@` is a number, so a path that merely
+                // contains an `@` still works.
+                let (path, fps) = match rest.rsplit_once('@') {
+                    Some((path, fps))
+                        if !path.is_empty()
+                            && !fps.is_empty()
+                            && fps.bytes().all(|b| b.is_ascii_digit()) =>
+                    {
+                        let fps: u32 = fps
+                            .parse()
+                            .ok()
+                            .filter(|f| (1..=60).contains(f))
+                            .ok_or_else(|| format!("{fps} fps: the rate must be 1 to 60"))?;
+                        (path, fps)
+                    }
+                    _ => (rest, DEFAULT_FILE_FPS),
+                };
+                Ok(CameraSpec::File {
+                    path: PathBuf::from(path),
+                    fps,
+                })
+            }
             _ => Err(format!("{text:?}: {usage}")),
         }
     }
@@ -81,7 +105,13 @@ impl fmt::Display for CameraSpec {
                 }
                 Ok(())
             }
-            CameraSpec::File { path } => write!(f, "file:{}", path.display()),
+            CameraSpec::File { path, fps } => {
+                write!(f, "file:{}", path.display())?;
+                if *fps != DEFAULT_FILE_FPS {
+                    write!(f, "@{fps}")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -97,9 +127,29 @@ mod tests {
             "v4l2:/dev/video0",
             "v4l2:/dev/video2:1280x720@30",
             "file:/tmp/frames",
+            "file:/tmp/clip.mjpeg@5",
+            "file:/tmp/a@b/frames",
         ] {
             assert_eq!(CameraSpec::parse(text).unwrap().to_string(), text);
         }
+    }
+
+    #[test]
+    fn file_rate_is_optional() {
+        assert_eq!(
+            CameraSpec::parse("file:/x/clip.mjpeg@5").unwrap(),
+            CameraSpec::File {
+                path: PathBuf::from("/x/clip.mjpeg"),
+                fps: 5
+            }
+        );
+        assert_eq!(
+            CameraSpec::parse("file:/x/me@home").unwrap(),
+            CameraSpec::File {
+                path: PathBuf::from("/x/me@home"),
+                fps: DEFAULT_FILE_FPS
+            }
+        );
     }
 
     #[test]
@@ -112,6 +162,8 @@ mod tests {
             "synthetic:640x480@0",
             "v4l2:video0",
             "file:",
+            "file:/tmp/frames@0",
+            "file:/tmp/frames@61",
             "usb:/dev/video0",
         ] {
             assert!(CameraSpec::parse(text).is_err(), "{text} accepted");

@@ -82,9 +82,15 @@ pub struct Store {
     snapshot_bytes: u64,
 }
 
+/// Page cache per connection, in KiB. SQLite's default (2 MiB each) across the writer and the
+/// pooled readers would grow RSS with the database on a 512 MB board; the queries here are
+/// by primary key or a short index range, so a small cache costs little.
+const CACHE_KIB: i64 = 512;
+
 fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
     Ok(conn)
 }
 

@@ -11,6 +11,7 @@ use super::router::Outcome;
 use crate::app::Ctx;
 use crate::events::event::{MAX_BODY_BYTES, parse_posted_event, valid_event_type};
 use crate::events::{EventQuery, SharedEvent, StoreError};
+use crate::video::Quality;
 
 /// Default and largest page of `/api/events`.
 const DEFAULT_LIMIT: u64 = 50;
@@ -121,7 +122,8 @@ pub fn post_event(request: &mut Request, ctx: &Ctx) -> Outcome {
         Ok(draft) => draft,
         Err(invalid) => return reply::error(400, "bad_request", &invalid.0).into(),
     };
-    match ctx.events.publish(draft) {
+    // Motion posted without a picture gets the camera's frame of this moment.
+    match ctx.events.publish(ctx.control.with_moment(draft)) {
         Ok(event) => event_reply(201, &event).into(),
         Err(err) => store_error(&err).into(),
     }
@@ -134,9 +136,46 @@ pub fn trigger_doorbell(ctx: &Ctx) -> Reply {
     }
 }
 
-pub fn latest_snapshot() -> Reply {
-    reply::error(503, "no_frame", "the camera has no frame yet")
-        .with_header(reply::header("Retry-After", "5"))
+/// `GET /api/snapshot.jpg?quality=Q`: the newest live frame, as `Q` shows it (`source`, the
+/// camera's own JPEG, when no quality is named). 503 while the camera shows no live video.
+pub fn latest_snapshot(target: &Target, ctx: &Ctx) -> Reply {
+    let quality = match target.get("quality") {
+        None => Quality::Source,
+        Some(text) => match Quality::parse(text) {
+            Some(q) => q,
+            None => {
+                return reply::error(
+                    400,
+                    "bad_request",
+                    &format!("quality={text:?} is not one of source, low, medium, high"),
+                );
+            }
+        },
+    };
+    let unavailable = |message: &str| {
+        reply::error(503, "no_frame", message).with_header(reply::header("Retry-After", "5"))
+    };
+    let Some(frame) = ctx.camera.live_frame() else {
+        let status = ctx.camera.status_json();
+        let why = status["error"]
+            .as_str()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default();
+        return unavailable(&format!(
+            "the camera has no live frame (state {}){why}",
+            status["state"].as_str().unwrap_or("unknown")
+        ));
+    };
+    match ctx.video.frame_as(quality, &frame) {
+        Ok(frame) => reply::bytes(200, "image/jpeg", frame.jpeg.to_vec())
+            .with_header(reply::header("Cache-Control", "no-store"))
+            .with_header(reply::header(
+                "X-Timestamp",
+                &format!("{:.6}", frame.captured_unix),
+            ))
+            .with_header(reply::header("X-Frame-Id", &frame.number.to_string())),
+        Err(err) => unavailable(&format!("cannot make a {quality} snapshot: {err}")),
+    }
 }
 
 pub fn metrics(ctx: &Ctx) -> Reply {

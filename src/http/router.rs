@@ -10,7 +10,7 @@ use super::access;
 use super::query::Target;
 use super::reply::{self, Reply};
 use super::server::Conn;
-use super::{api, sse, static_files, ws};
+use super::{api, mjpeg, sse, static_files, ws};
 use crate::app::Ctx;
 use crate::auth::Role;
 
@@ -137,6 +137,7 @@ pub fn handle(mut request: Request, conn: &Conn, ctx: &Ctx) -> bool {
         // Streams take the connection over and end it when they finish.
         Ok(Route::StreamEvents) => return sse::events(request, &target, conn, ctx),
         Ok(Route::StreamStatus) => return sse::status(request, &target, conn, ctx),
+        Ok(Route::StreamVideo) => return mjpeg::stream(request, &target, conn, ctx),
         Ok(Route::WebSocket) => return ws::serve(request, &target, conn, ctx),
         Ok(route) => match answer(route, &mut request, &target, ctx) {
             Outcome::Reply { reply, close } => (reply, close),
@@ -217,16 +218,9 @@ fn answer(route: Route, request: &mut Request, target: &Target, ctx: &Ctx) -> Ou
         Route::Event(id) => api::get_event(id, ctx).into(),
         Route::EventSnapshot(id) => api::event_snapshot(id, ctx).into(),
         Route::TriggerDoorbell => api::trigger_doorbell(ctx).into(),
-        Route::Snapshot => api::latest_snapshot().into(),
-        Route::StreamVideo => reply::error(
-            503,
-            "no_video",
-            "live video is not available in this build yet",
-        )
-        .with_header(reply::header("Retry-After", "30"))
-        .into(),
+        Route::Snapshot => api::latest_snapshot(target, ctx).into(),
         Route::Metrics => api::metrics(ctx).into(),
-        Route::StreamEvents | Route::StreamStatus | Route::WebSocket => {
+        Route::StreamEvents | Route::StreamStatus | Route::StreamVideo | Route::WebSocket => {
             unreachable!("streams are handled in handle()")
         }
     }

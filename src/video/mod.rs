@@ -1,5 +1,13 @@
-//! Video: quality presets (and, with the video work, the shared per-preset encoders).
+//! Video: frames, quality presets, JPEG decode/resize/encode, and the shared per-preset encoders.
 
+pub mod frame;
+pub mod jpeg;
+pub mod pipeline;
 mod quality;
+pub mod rate;
+pub mod resize;
+pub mod text;
 
+pub use frame::Frame;
+pub use pipeline::{Video, Watch};
 pub use quality::Quality;

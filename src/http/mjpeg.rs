@@ -1,0 +1,220 @@
+//! `GET /stream/video[/{client_id}]?quality=Q&fps=N`: MJPEG as `multipart/x-mixed-replace`.
+//!
+//! One thread per viewer, reading its preset's latest-wins hub: when the socket is ready for
+//! the next part, the viewer takes the newest frame, so a slow viewer skips frames instead of
+//! queueing them and never delays the encoder, the camera or another viewer. Each part is one
+//! `writev` of the part head, the shared JPEG bytes and the trailing CRLF (no copy of the frame
+//! per client), written straight to the socket like the SSE streams do (tiny_http would buffer
+//! it; see ../shared/spec/CRATE-NOTES.md). A viewer that accepts no bytes for `write_timeout_s`
+//! is dropped by the socket's write timeout.
+//!
+//! The send buffer is kept small (see [`SEND_BUFFER`]), so a viewer that stops reading holds
+//! at most a frame or two in flight and, when it reads again, is on the newest frame at once.
+
+use std::io::{self, IoSlice, Write};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use tiny_http::{Method, Request};
+
+use super::query::{Target, valid_client_id};
+use super::reply;
+use super::router::respond;
+use super::server::Conn;
+use crate::app::Ctx;
+use crate::latest::Next;
+use crate::metrics::ClientKind;
+use crate::video::Quality;
+use crate::video::rate::Decimator;
+
+/// Requested socket send buffer (the kernel doubles it for bookkeeping). Large enough for a
+/// `medium` frame to leave in one write on a LAN; small enough that a stalled viewer does not
+/// sit on seconds of stale video.
+const SEND_BUFFER: libc::c_int = 64 * 1024;
+/// A picture that does not change is not sent again, except this often, so that the viewer
+/// sees the stream is alive and a dead connection is noticed by a failing write.
+const RESEND_UNCHANGED: Duration = Duration::from_secs(1);
+/// How long the loop waits for a frame before checking shutdown and resending.
+const WAIT: Duration = Duration::from_millis(500);
+/// Highest `fps=` accepted.
+const MAX_FPS: f64 = 60.0;
+
+const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\n\
+Content-Type: multipart/x-mixed-replace; boundary=frame\r\n\
+Cache-Control: no-store, no-cache, must-revalidate, max-age=0\r\n\
+Pragma: no-cache\r\nConnection: close\r\nX-Accel-Buffering: no\r\n\
+X-Content-Type-Options: nosniff\r\n\r\n";
+
+/// What the viewer asked for.
+struct VideoRequest {
+    client_id: String,
+    quality: Quality,
+    fps: Option<f64>,
+}
+
+fn parse_request(target: &Target, conn: &Conn, ctx: &Ctx) -> Result<VideoRequest, String> {
+    let from_path = target
+        .path
+        .strip_prefix("/stream/video/")
+        .filter(|id| !id.is_empty());
+    let client_id = match from_path.or_else(|| target.get("client_id")) {
+        None => format!("video-{}", conn.id),
+        Some(id) if valid_client_id(id) => id.to_string(),
+        Some(id) => return Err(format!("client_id {id:?} must match [A-Za-z0-9_-]{{1,64}}")),
+    };
+    let quality = match target.get("quality") {
+        None => ctx.control.default_quality(),
+        Some(text) => Quality::parse(text)
+            .ok_or_else(|| format!("quality={text:?} is not one of source, low, medium, high"))?,
+    };
+    let fps = match target.get("fps") {
+        None => None,
+        Some(text) => {
+            let fps = text
+                .parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite() && *f > 0.0 && *f <= MAX_FPS)
+                .ok_or_else(|| {
+                    format!("fps={text:?} must be a number above 0 and at most {MAX_FPS}")
+                })?;
+            Some(fps)
+        }
+    };
+    Ok(VideoRequest {
+        client_id,
+        quality,
+        fps,
+    })
+}
+
+/// Writes every byte of `parts` with as few system calls as the socket allows.
+fn write_all_vectored(out: &mut impl Write, parts: &[&[u8]]) -> io::Result<()> {
+    let mut slices: Vec<IoSlice> = parts.iter().map(|p| IoSlice::new(p)).collect();
+    let mut left = &mut slices[..];
+    while !left.is_empty() {
+        match out.write_vectored(left) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut left, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn set_send_buffer(conn: &Conn) {
+    // SAFETY: setsockopt on a socket we own, with a pointer to a live c_int of the right size.
+    unsafe {
+        libc::setsockopt(
+            conn.socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&SEND_BUFFER as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+/// `GET /stream/video`. Returns false: the stream ends the connection.
+pub fn stream(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool {
+    let asked = match parse_request(target, conn, ctx) {
+        Ok(asked) => asked,
+        Err(message) => return respond(request, reply::error(400, "bad_request", &message), ctx),
+    };
+    let limit = ctx.config.max_video_clients;
+    let Some(_slot) = ctx.metrics.admit(ClientKind::Video, limit) else {
+        respond(request, reply::over_limit("video client", limit), ctx);
+        return false;
+    };
+    let head_only = *request.method() == Method::Head;
+    let watch = match ctx.video.watch(asked.quality) {
+        Ok(watch) => watch,
+        Err(message) => {
+            log::warn!("video client {} refused: {message}", asked.client_id);
+            let reply = reply::error(503, "unavailable", &message)
+                .with_header(reply::header("Retry-After", "5"));
+            respond(request, reply, ctx);
+            return false;
+        }
+    };
+    // Taking the writer takes the connection over from tiny_http; frames go straight to the
+    // socket (vectored), so the writer itself is only held until the stream ends.
+    let _writer = request.into_writer();
+    let mut socket = &conn.socket;
+    if socket
+        .write_all(HEAD)
+        .and_then(|()| socket.flush())
+        .is_err()
+        || head_only
+    {
+        return false;
+    }
+    set_send_buffer(conn);
+    log::info!(
+        "video client {} connected from {} (quality {}{})",
+        asked.client_id,
+        conn.peer,
+        asked.quality,
+        asked.fps.map(|f| format!(", fps {f}")).unwrap_or_default()
+    );
+    let video_metrics = &ctx.metrics.video;
+    let mut decimator = Decimator::new(asked.fps);
+    let mut last_seq = 0;
+    let mut last_sent: Option<(u64, Instant)> = None;
+    let mut sent: u64 = 0;
+    let mut skipped: u64 = 0;
+    let reason = loop {
+        let (seq, frame) = match watch.frames().wait_newer(last_seq, WAIT) {
+            Next::Item(seq, frame) => (seq, frame),
+            Next::Timeout if ctx.shutdown.is_triggered() => break "server shutting down",
+            Next::Timeout => continue,
+            Next::Closed => break "server shutting down",
+        };
+        if last_seq != 0 && seq > last_seq + 1 {
+            let missed = seq - last_seq - 1;
+            skipped += missed;
+            video_metrics
+                .client_skipped_slow
+                .fetch_add(missed, std::sync::atomic::Ordering::Relaxed);
+        }
+        last_seq = seq;
+        if !decimator.accept(frame.captured_at) {
+            continue;
+        }
+        if let Some((digest, at)) = last_sent
+            && digest == frame.digest
+            && at.elapsed() < RESEND_UNCHANGED
+        {
+            video_metrics
+                .client_skipped_unchanged
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            continue;
+        }
+        let head = format!(
+            "--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\
+             X-Timestamp: {:.6}\r\nX-Frame-Id: {}\r\n\r\n",
+            frame.jpeg.len(),
+            frame.captured_unix,
+            frame.number
+        );
+        let written = write_all_vectored(&mut socket, &[head.as_bytes(), &frame.jpeg, b"\r\n"]);
+        if let Err(err) = written {
+            break match err.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                    "accepted no bytes within write_timeout_s"
+                }
+                _ => "closed the connection",
+            };
+        }
+        sent += 1;
+        ctx.metrics
+            .frames_sent
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        last_sent = Some((frame.digest, Instant::now()));
+    };
+    log::info!(
+        "video client {} disconnected: {reason} ({sent} frames sent, {skipped} skipped while it was busy)",
+        asked.client_id
+    );
+    false
+}

@@ -1,0 +1,184 @@
+//! Camera sources through the real binary: file sources made with ffmpeg (a directory of JPEGs
+//! and one .mjpeg file), replayed untouched at their rate; a V4L2 device that does not exist
+//! (clear error, `offline`, `camera_offline`, a server that keeps serving, streams that stay
+//! open on the "NO LIVE VIDEO" placeholder).
+
+mod common;
+mod video_client;
+
+use std::time::Duration;
+
+use common::*;
+use video_client::*;
+
+/// Checks that consecutive parts are consecutive frames of `footage` (looping), byte for byte,
+/// skipping exactly as many frames as the ids skip.
+fn assert_replays(parts: &[Part], footage: &[Vec<u8>]) {
+    let index_of = |jpeg: &Vec<u8>| {
+        footage
+            .iter()
+            .position(|f| f == jpeg)
+            .expect("a frame that is not one of the files, byte for byte")
+    };
+    let n = footage.len() as u64;
+    for pair in parts.windows(2) {
+        let (a, b) = (
+            index_of(&pair[0].jpeg) as u64,
+            index_of(&pair[1].jpeg) as u64,
+        );
+        let step = pair[1].frame_id - pair[0].frame_id;
+        assert_eq!(
+            (a + step) % n,
+            b,
+            "frame {} then {}",
+            pair[0].frame_id,
+            pair[1].frame_id
+        );
+    }
+}
+
+fn camera_status(port: u16) -> serde_json::Value {
+    let status = get(port, "/api/status", None).json();
+    assert_status_object(&status);
+    status["camera"].clone()
+}
+
+#[test]
+fn a_directory_of_jpegs_is_replayed_untouched_in_a_loop() {
+    let dir = TempDir::new("frames");
+    make_footage(&dir.join("%03d.jpg").to_string_lossy(), 12, (320, 240), 10);
+    let mut names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    let footage: Vec<Vec<u8>> = names.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    assert_eq!(footage.len(), 12);
+
+    let spec = format!("file:{}@10", dir.path_str());
+    let server = Server::start(&["--camera", &spec]);
+    let mut stream = Mjpeg::connect(server.port(), "/stream/video?quality=source");
+    stream.expect_part();
+    // 30 parts: the 12 files more than twice round.
+    let parts = stream.parts_spanning(Duration::from_secs(3));
+    assert!(parts.len() >= 25, "{} parts", parts.len());
+    assert_replays(&parts, &footage);
+    assert_rate(rate(&parts), 10.0, "file source at @10");
+    let camera = camera_status(server.port());
+    assert_eq!(camera["state"], "streaming");
+    assert_eq!(camera["source"], spec.as_str());
+    assert_eq!(
+        (camera["width"].as_u64(), camera["height"].as_u64()),
+        (Some(320), Some(240))
+    );
+    assert_eq!(camera["fps_target"], 10);
+    let measured = camera["fps_measured"].as_f64().unwrap();
+    assert!((measured - 10.0).abs() <= 1.0, "fps_measured {measured}");
+}
+
+#[test]
+fn an_mjpeg_file_is_replayed_frame_by_frame() {
+    let dir = TempDir::new("clip");
+    let clip = dir.join("clip.mjpeg");
+    make_footage(&clip.to_string_lossy(), 9, (320, 240), 15);
+    // The clip is JPEGs back to back: cut it at each start-of-image marker.
+    let bytes = std::fs::read(&clip).unwrap();
+    let starts: Vec<usize> = bytes
+        .windows(3)
+        .enumerate()
+        .filter(|(_, w)| *w == [0xFF, 0xD8, 0xFF])
+        .map(|(i, _)| i)
+        .collect();
+    let footage: Vec<Vec<u8>> = starts
+        .iter()
+        .zip(starts.iter().skip(1).chain(std::iter::once(&bytes.len())))
+        .map(|(&a, &b)| bytes[a..b].to_vec())
+        .collect();
+    assert_eq!(footage.len(), 9);
+
+    let spec = format!("file:{}", clip.display());
+    let server = Server::start(&["--camera", &spec]);
+    let mut stream = Mjpeg::connect(server.port(), "/stream/video?quality=source");
+    stream.expect_part();
+    let parts = stream.parts_spanning(Duration::from_secs(2));
+    assert_replays(&parts, &footage);
+    // Without @FPS a file plays at 15 fps.
+    assert_rate(rate(&parts), 15.0, "file source at the default rate");
+    // A preset whose size equals the footage's passes the frames through as they are.
+    let mut low = Mjpeg::connect(server.port(), "/stream/video?quality=low");
+    let part = low.expect_part();
+    assert!(
+        footage.contains(&part.jpeg),
+        "low re-encoded a frame it could pass through"
+    );
+}
+
+#[test]
+fn a_missing_v4l2_device_is_offline_with_an_event_and_the_server_keeps_serving() {
+    let server = Server::start(&["--camera", "v4l2:/dev/video-porchlight-test"]);
+    let port = server.port();
+
+    // The camera_offline event is stored and replayable (it may have been stored just
+    // before the listening line: replay from 0).
+    let mut events = Sse::connect(port, "/stream/events?last_event_id=0");
+    let offline = events.expect_event();
+    assert_eq!(offline.name(), "camera_offline");
+    let event = offline.json();
+    assert_eq!(event["source"], "camera");
+    assert_eq!(event["data"]["source"], "v4l2:/dev/video-porchlight-test");
+    assert!(
+        event["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no such device")
+    );
+    // One clear line in the log naming the device and what to check.
+    wait_log(
+        &server,
+        &["/dev/video-porchlight-test", "no such device"],
+        IO_TIMEOUT,
+    );
+
+    let camera = camera_status(port);
+    assert_eq!(camera["state"], "offline", "{camera}");
+    assert!(
+        camera["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no such device")),
+        "{camera}"
+    );
+    assert_eq!(camera["fps_measured"], 0.0);
+    assert_eq!(camera["frames_captured"], 0);
+
+    // No live frame: 503 JSON for a snapshot, no picture on a doorbell event.
+    let snapshot = get(port, "/api/snapshot.jpg", None);
+    snapshot.assert_error(503);
+    assert!(
+        snapshot.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("offline")
+    );
+    let rung = trigger(port, None);
+    assert!(rung["snapshot_url"].is_null(), "{rung}");
+
+    // A viewer stays connected and sees the placeholder, about once a second.
+    let mut stream = Mjpeg::connect(port, "/stream/video?quality=low");
+    let first = stream.expect_part();
+    let second = stream.expect_part();
+    let third = stream.expect_part();
+    assert!(first.frame_id < second.frame_id && second.frame_id < third.frame_id);
+    assert_jpeg(&first.jpeg, (320, 240));
+    let gap = third.timestamp - first.timestamp;
+    assert!(
+        (1.5..3.0).contains(&gap),
+        "placeholders {gap:.2} s apart over two"
+    );
+
+    // Retries do not repeat the event for the same outage.
+    let more = events.next_event(Duration::from_millis(1500));
+    assert!(
+        more.as_ref().map_or(true, |b| b.name() != "camera_offline"),
+        "camera_offline announced twice: {more:?}"
+    );
+}
