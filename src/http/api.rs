@@ -227,3 +227,17 @@ pub fn login(request: &mut Request, ctx: &Ctx) -> Outcome {
         None => reply::error(401, "unauthorized", "the token is not valid").into(),
     }
 }
+
+/// `GET /api/whoami`: the caller's role, so the dashboard can disable what it may not use
+/// without first logging in (with no tokens configured everyone is admin). `login_required`
+/// says whether tokens are configured at all, so the page knows whether to offer a token form.
+pub fn whoami(request: &Request, target: &Target, ctx: &Ctx) -> Reply {
+    let tokens = &ctx.config.tokens;
+    match super::access::role_of(request, target, tokens) {
+        Ok(role) => reply::json(
+            200,
+            &json!({"role": role.name(), "login_required": !tokens.is_empty()}),
+        ),
+        Err(denied) => denied,
+    }
+}

@@ -33,7 +33,10 @@ impl From<Reply> for Outcome {
 #[derive(Debug, PartialEq)]
 pub enum Route {
     Static,
+    /// A dashboard file asked for without a valid token: see [`static_files::serve_untrusted`].
+    StaticWithoutToken,
     Login,
+    WhoAmI,
     Status,
     EventsList,
     EventsPost,
@@ -87,6 +90,7 @@ pub fn resolve(method: &Method, path: &str) -> Result<Route, Reply> {
     let segments: Vec<&str> = path.split('/').skip(1).collect();
     match segments.as_slice() {
         ["api", "login"] => only_post(Route::Login),
+        ["api", "whoami"] => only_get(Route::WhoAmI),
         ["api", "status"] => only_get(Route::Status),
         ["api", "events"] if post => Ok(Route::EventsPost),
         ["api", "events"] => {
@@ -183,7 +187,12 @@ fn admit(request: &mut Request, target: &Target, ctx: &Ctx) -> Result<Route, Rep
     if let Route::Login = route {
         return Ok(route);
     }
-    let role = access::role_of(request, target, &ctx.config.tokens)?;
+    let role = match access::role_of(request, target, &ctx.config.tokens) {
+        Ok(role) => role,
+        // The dashboard must load to show its login form; its files hold no data.
+        Err(_) if route == Route::Static => return Ok(Route::StaticWithoutToken),
+        Err(denied) => return Err(denied),
+    };
     access::require(role, route.required_role())?;
     if *request.method() == Method::Post
         && !access::origin_allowed(request, &ctx.config.allowed_origins)
@@ -200,7 +209,9 @@ fn admit(request: &mut Request, target: &Target, ctx: &Ctx) -> Result<Route, Rep
 fn answer(route: Route, request: &mut Request, target: &Target, ctx: &Ctx) -> Outcome {
     match route {
         Route::Static => static_files::serve(&target.path, ctx).into(),
+        Route::StaticWithoutToken => static_files::serve_untrusted(request, target, ctx).into(),
         Route::Login => api::login(request, ctx),
+        Route::WhoAmI => api::whoami(request, target, ctx).into(),
         Route::Status => api::status(ctx).into(),
         Route::EventsList => api::list_events(target, ctx).into(),
         Route::EventsPost => api::post_event(request, ctx),

@@ -5,7 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::query::decode_component;
+use tiny_http::Request;
+
+use super::query::{Target, decode_component};
 use super::reply::{self, Reply};
 use crate::app::Ctx;
 
@@ -60,23 +62,20 @@ fn read_from_dir(root: &Path, relative: &str) -> Option<Vec<u8>> {
     std::fs::read(path).ok()
 }
 
-pub fn serve(url_path: &str, ctx: &Ctx) -> Reply {
-    let not_found = || reply::error(404, "not_found", &format!("no such file: {url_path}"));
-    let Some(relative) = relative_path(url_path) else {
-        return not_found();
-    };
-    let body = match &ctx.config.www {
-        Some(root) => read_from_dir(root, &relative),
+/// The file's bytes, from `--www` or from the copy embedded in the binary.
+fn load(relative: &str, ctx: &Ctx) -> Option<Vec<u8>> {
+    match &ctx.config.www {
+        Some(root) => read_from_dir(root, relative),
         None => embedded::EMBEDDED
             .iter()
-            .find(|(path, _)| path[1..] == relative)
+            .find(|(path, _)| path[1..] == *relative)
             .map(|(_, bytes)| bytes.to_vec()),
-    };
-    let Some(body) = body else {
-        return not_found();
-    };
-    let kind = content_type(&relative);
-    let mut response = reply::bytes(200, kind, body)
+    }
+}
+
+fn file_reply(status: u16, relative: &str, body: Vec<u8>) -> Reply {
+    let kind = content_type(relative);
+    let mut response = reply::bytes(status, kind, body)
         .with_header(reply::header("Cache-Control", "no-cache"))
         .with_header(reply::header("Referrer-Policy", "no-referrer"));
     if kind.starts_with("text/html") {
@@ -85,6 +84,57 @@ pub fn serve(url_path: &str, ctx: &Ctx) -> Reply {
             .with_header(reply::header("X-Frame-Options", "DENY"));
     }
     response
+}
+
+pub fn serve(url_path: &str, ctx: &Ctx) -> Reply {
+    let not_found = || reply::error(404, "not_found", &format!("no such file: {url_path}"));
+    let Some(relative) = relative_path(url_path) else {
+        return not_found();
+    };
+    match load(&relative, ctx) {
+        Some(body) => file_reply(200, &relative, body),
+        None => not_found(),
+    }
+}
+
+/// Whether the client says it wants an HTML page (a browser's navigation does; scripts, curl
+/// and EventSource do not).
+fn wants_html(request: &Request) -> bool {
+    super::access::header(request, "Accept")
+        .is_some_and(|accept| accept.to_ascii_lowercase().contains("text/html"))
+}
+
+/// A dashboard file asked for without a valid token.
+///
+/// The page has to load before it can show its token form, yet `GET /` needs the viewer role.
+/// The nearest behaviour that keeps every byte of data behind a token: the page's assets
+/// (scripts, styles, icons: the same for everyone, no data in them) are served to anyone; an
+/// HTML page still answers 401, and a browser's navigation gets the page itself as that 401's
+/// body, so it shows the login form; scripts and curl get the usual JSON error.
+pub fn serve_untrusted(request: &Request, target: &Target, ctx: &Ctx) -> Reply {
+    // The 401 any other route would answer (it says whether the token was missing or wrong).
+    let denied = match super::access::role_of(request, target, &ctx.config.tokens) {
+        Err(denied) => denied,
+        Ok(_) => return serve(&target.path, ctx),
+    };
+    let Some(relative) = relative_path(&target.path) else {
+        return denied;
+    };
+    let is_page = content_type(&relative).starts_with("text/html");
+    if is_page && !wants_html(request) {
+        return denied;
+    }
+    match load(&relative, ctx) {
+        Some(body) if is_page => file_reply(401, &relative, body)
+            .with_header(reply::header(
+                "WWW-Authenticate",
+                "Bearer realm=\"porchlight\"",
+            ))
+            // The same URL answers JSON to scripts: a cache must keep the two apart.
+            .with_header(reply::header("Vary", "Accept")),
+        Some(body) => file_reply(200, &relative, body),
+        None => denied,
+    }
 }
 
 #[cfg(test)]

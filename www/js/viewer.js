@@ -1,0 +1,40 @@
+// The picture viewer: a modal <dialog> (keyboard: Esc closes, focus stays inside) showing an
+// event's snapshot or a live snapshot large, with a link to save it.
+
+import { $ } from './dom.js';
+
+const dialog = $('viewer');
+const image = $('viewer-img');
+let blobUrl = null;
+
+export function openViewer(src, caption, filename) {
+  releaseBlob();
+  if (src.startsWith('blob:')) blobUrl = src;
+  image.src = src;
+  image.alt = caption;
+  $('viewer-caption').textContent = caption;
+  const save = $('viewer-save');
+  save.href = src;
+  save.download = filename;
+  if (!dialog.open) dialog.showModal();
+  $('viewer-close').focus();
+}
+
+function releaseBlob() {
+  if (blobUrl) URL.revokeObjectURL(blobUrl);
+  blobUrl = null;
+}
+
+$('viewer-close').addEventListener('click', () => dialog.close());
+// A click on the backdrop (outside the dialog's box) closes it too.
+dialog.addEventListener('click', (e) => {
+  if (e.target === dialog) {
+    const box = dialog.getBoundingClientRect();
+    const inside = e.clientX >= box.left && e.clientX <= box.right && e.clientY >= box.top && e.clientY <= box.bottom;
+    if (!inside) dialog.close();
+  }
+});
+dialog.addEventListener('close', () => {
+  image.removeAttribute('src');
+  releaseBlob();
+});
