@@ -182,3 +182,45 @@ fn a_missing_v4l2_device_is_offline_with_an_event_and_the_server_keeps_serving()
         "camera_offline announced twice: {more:?}"
     );
 }
+
+/// A camera that fails mid-stream (its footage vanishes, like a USB camera pulled out): the
+/// server says so with `camera_offline`, viewers stay connected on the placeholder, the rest
+/// keeps working; when the footage is back the camera comes online again by itself.
+#[test]
+fn a_camera_failing_mid_stream_goes_offline_and_recovers() {
+    let dir = TempDir::new("vanishing");
+    let footage = dir.join("footage");
+    std::fs::create_dir_all(&footage).unwrap();
+    make_footage(
+        &footage.join("%03d.jpg").to_string_lossy(),
+        6,
+        (320, 240),
+        10,
+    );
+    let spec = format!("file:{}@10", footage.display());
+    let server = Server::start(&["--camera", &spec]);
+    let port = server.port();
+    let mut events = Sse::connect(port, "/stream/events?types=camera_offline,camera_online");
+    let mut viewer = Mjpeg::connect(port, "/stream/video?quality=source");
+    let live = viewer.expect_part();
+    assert_jpeg(&live.jpeg, (320, 240));
+
+    // Pull the plug.
+    let hidden = dir.join("hidden");
+    std::fs::rename(&footage, &hidden).unwrap();
+    let offline = events.expect_event();
+    assert_eq!(offline.name(), "camera_offline");
+    assert_eq!(camera_status(port)["state"], "offline");
+    // The viewer is still connected and gets the placeholder; the rest of the server works.
+    let placeholder = viewer.expect_part();
+    assert!(placeholder.frame_id > live.frame_id);
+    get(port, "/api/snapshot.jpg", None).assert_error(503);
+    assert_eq!(trigger(port, None)["event_type"], "doorbell_pressed");
+
+    // Plug it back in: the capture thread's retry finds it.
+    std::fs::rename(&hidden, &footage).unwrap();
+    let online = events.expect_event();
+    assert_eq!(online.name(), "camera_online");
+    assert_eq!(camera_status(port)["state"], "streaming");
+    assert_eq!(get(port, "/api/snapshot.jpg", None).status, 200);
+}

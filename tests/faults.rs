@@ -317,11 +317,15 @@ fn a_client_reading_one_byte_a_second_is_dropped_without_hurting_others() {
         // The normal client keeps receiving every event as it is posted.
         assert_eq!(normal.expect_event().id_num(), id_of(&event.json()));
     }
-    assert_eq!(
-        metric(&metrics(port, None), "porchlight_clients{kind=\"sse\"}"),
-        Some(1.0),
-        "the slow client still holds its slot"
+    // The evicted client's thread frees its slot once its blocked write fails.
+    let gauge = wait_metric(
+        port,
+        None,
+        "porchlight_clients{kind=\"sse\"}",
+        Duration::from_secs(10),
+        |v| v == 1.0,
     );
+    assert_eq!(gauge, Some(1.0), "the slow client still holds its slot");
     // The server hung up: what the kernel had buffered drains, then EOF.
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut slow = slow_reader.join().unwrap();

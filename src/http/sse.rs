@@ -153,9 +153,7 @@ pub fn events(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
         .metrics
         .admit(ClientKind::Sse, ctx.config.max_sse_clients)
     else {
-        let limit = ctx.config.max_sse_clients;
-        respond(request, reply::over_limit("SSE client", limit), ctx);
-        return false;
+        return refuse_over_limit(request, ctx);
     };
     // Subscribe first: see the module doc for why this makes the seam exact.
     let subscription = ctx
@@ -238,9 +236,15 @@ pub fn events(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
     false
 }
 
-const STATUS_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
-Cache-Control: no-cache\r\nConnection: close\r\nX-Accel-Buffering: no\r\n\
-X-Content-Type-Options: nosniff\r\n\r\nretry: 3000\n\n";
+/// Answers 503 with `Retry-After` over `max_sse_clients`; the connection then ends.
+fn refuse_over_limit(request: Request, ctx: &Ctx) -> bool {
+    respond(
+        request,
+        reply::over_limit("SSE client", ctx.config.max_sse_clients),
+        ctx,
+    );
+    false
+}
 
 /// `GET /stream/system-status`: `status_connected`, then the status object now and every
 /// `status_interval_s`.
@@ -253,9 +257,7 @@ pub fn status(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
         .metrics
         .admit(ClientKind::Sse, ctx.config.max_sse_clients)
     else {
-        let limit = ctx.config.max_sse_clients;
-        respond(request, reply::over_limit("SSE client", limit), ctx);
-        return false;
+        return refuse_over_limit(request, ctx);
     };
     let subscription = ctx.status.subscribe(conn.closer());
     let mut out = request.into_writer();
@@ -266,7 +268,7 @@ pub fn status(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
     });
     let now = ctx.status.sample();
     let opened = out
-        .write_all(STATUS_HEAD)
+        .write_all(HEAD)
         .and_then(|()| write!(out, "event: status_connected\ndata: {connected}\n\n"))
         .and_then(|()| write!(out, "event: system_status\ndata: {now}\n\n"))
         .and_then(|()| out.flush());

@@ -4,9 +4,9 @@
 //! factors (640x480 → 320x240, 1280x720 → 640x360); for those, averaging each source box is the
 //! textbook-correct filter (no aliasing, no ringing), and it reads every source pixel exactly
 //! once with integer adds. Bilinear sampling would be as cheap but aliases badly when shrinking
-//! by 2 or more; Lanczos would look marginally better at four to eight times the cost. On a Pi
-//! Zero (no SIMD we use, no hardware divide) the box costs about as much as copying the
-//! picture; the divisions are reciprocal multiplies.
+//! by 2 or more; Lanczos would look marginally better at several times the cost. The box needs
+//! only integer adds, and its divisions are reciprocal multiplies (a Pi Zero's ARMv6 has no
+//! hardware divide).
 
 use super::jpeg::Image;
 

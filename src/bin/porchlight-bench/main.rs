@@ -14,13 +14,12 @@ mod mjpeg;
 mod procstat;
 mod record;
 mod soak;
+mod spawn;
 mod sse;
 mod stats;
 mod ws;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -135,56 +134,6 @@ fn parse_options() -> Result<Options, String> {
     Ok(o)
 }
 
-/// The server under test, when the benchmark started it.
-struct Spawned {
-    child: Child,
-    data_dir: std::path::PathBuf,
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        // SAFETY: kill with a pid we own.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        self.child.wait().ok();
-        std::fs::remove_dir_all(&self.data_dir).ok();
-    }
-}
-
-fn spawn_server(extra: &[String]) -> Result<(Spawned, SocketAddr), String> {
-    let me = std::env::current_exe().map_err(|e| e.to_string())?;
-    let binary = me.with_file_name("porchlight");
-    let data_dir = std::env::temp_dir().join(format!("porchlight-bench-{}", std::process::id()));
-    let mut child = Command::new(&binary)
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data_dir)
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-    let stderr = child.stderr.take().expect("piped");
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    std::thread::spawn(move || {
-        // Read until the server logs its address, then keep draining so the pipe never fills.
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                let addr = rest.split_whitespace().next().unwrap_or("").to_string();
-                tx.send(addr).ok();
-            } else if line.contains("[WARN]") || line.contains("[ERROR]") {
-                eprintln!("server: {line}");
-            }
-        }
-    });
-    let spawned = Spawned { child, data_dir };
-    let addr = rx
-        .recv_timeout(Duration::from_secs(20))
-        .map_err(|_| "the server did not report its address within 20 s".to_string())?;
-    let addr = addr.parse().map_err(|_| format!("bad address {addr}"))?;
-    Ok((spawned, addr))
-}
-
 /// Which kind of client a thread is.
 #[derive(Clone, Copy)]
 enum Kind {
@@ -210,7 +159,7 @@ fn run(o: Options) -> Result<(), String> {
     let (spawned, addr, pid) = match o.url {
         Some(addr) => (None, addr, o.pid),
         None => {
-            let (spawned, addr) = spawn_server(&o.server_args)?;
+            let (spawned, addr) = spawn::spawn_server(&o.server_args, "bench")?;
             let pid = spawned.child.id();
             (Some(spawned), addr, Some(pid))
         }

@@ -13,12 +13,13 @@
 
 #[path = "../porchlight-bench/procstat.rs"]
 mod procstat;
+#[path = "../porchlight-bench/spawn.rs"]
+mod spawn;
 #[path = "../porchlight-bench/stats.rs"]
 mod stats;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -82,61 +83,6 @@ fn parse_options() -> Result<Options, String> {
         return Err("--viewers: at most 200 (the server's default limit is 32)".into());
     }
     Ok(o)
-}
-
-/// The server under test.
-struct Spawned {
-    child: Child,
-    data_dir: std::path::PathBuf,
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        // SAFETY: kill with a pid we own.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        self.child.wait().ok();
-        std::fs::remove_dir_all(&self.data_dir).ok();
-    }
-}
-
-fn spawn_server(o: &Options) -> Result<(Spawned, SocketAddr), String> {
-    let me = std::env::current_exe().map_err(|e| e.to_string())?;
-    let binary = me.with_file_name("porchlight");
-    let data_dir = std::env::temp_dir().join(format!("porchlight-vbench-{}", std::process::id()));
-    let mut child = Command::new(&binary)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--camera",
-            &o.camera,
-            "--data-dir",
-        ])
-        .arg(&data_dir)
-        .args(&o.server_args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-    let stderr = child.stderr.take().expect("piped");
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                tx.send(rest.split_whitespace().next().unwrap_or("").to_string())
-                    .ok();
-            } else if line.contains("[WARN]") || line.contains("[ERROR]") {
-                eprintln!("server: {line}");
-            }
-        }
-    });
-    let spawned = Spawned { child, data_dir };
-    let addr = rx
-        .recv_timeout(Duration::from_secs(20))
-        .map_err(|_| "the server did not report its address within 20 s".to_string())?;
-    let addr = addr.parse().map_err(|_| format!("bad address {addr}"))?;
-    Ok((spawned, addr))
 }
 
 fn unix_now() -> f64 {
@@ -355,7 +301,9 @@ fn main() {
 }
 
 fn run(o: &Options) -> Result<(), String> {
-    let (spawned, addr) = spawn_server(o)?;
+    let mut args = vec!["--camera".to_string(), o.camera.clone()];
+    args.extend(o.server_args.iter().cloned());
+    let (spawned, addr) = spawn::spawn_server(&args, "vbench")?;
     let pid = spawned.child.id();
     eprintln!(
         "server at http://{addr} (pid {pid}), camera {}, {:.0} s per scenario",
