@@ -127,6 +127,7 @@ describe('dashboard', () => {
     await page.locator('#viewer').waitFor({ state: 'visible' });
     await waitPicture(page, '#viewer-img');
     assert.match(await page.locator('#viewer-caption').textContent(), new RegExp(`event #${rang.json.id}`));
+    await screenshot(page, 'desktop-picture-viewer');
     await page.keyboard.press('Escape');
     await page.locator('#viewer').waitFor({ state: 'hidden' });
     await context.close();
