@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tiny_http::{Method, Request};
 
-use super::query::{Target, valid_client_id};
+use super::query::{Target, client_id};
 use super::reply;
 use super::router::respond;
 use super::server::Conn;
@@ -57,11 +57,11 @@ fn parse_request(target: &Target, conn: &Conn, ctx: &Ctx) -> Result<VideoRequest
         .path
         .strip_prefix("/stream/video/")
         .filter(|id| !id.is_empty());
-    let client_id = match from_path.or_else(|| target.get("client_id")) {
-        None => format!("video-{}", conn.id),
-        Some(id) if valid_client_id(id) => id.to_string(),
-        Some(id) => return Err(format!("client_id {id:?} must match [A-Za-z0-9_-]{{1,64}}")),
-    };
+    let client_id = client_id(
+        from_path.or_else(|| target.get("client_id")),
+        "video",
+        conn.id,
+    )?;
     let quality = match target.get("quality") {
         None => ctx.control.default_quality(),
         Some(text) => Quality::parse(text)
@@ -190,14 +190,7 @@ pub fn stream(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             continue;
         }
-        let head = format!(
-            "--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\
-             X-Timestamp: {:.6}\r\nX-Frame-Id: {}\r\n\r\n",
-            frame.jpeg.len(),
-            frame.captured_unix,
-            frame.number
-        );
-        let written = write_all_vectored(&mut socket, &[head.as_bytes(), &frame.jpeg, b"\r\n"]);
+        let written = write_all_vectored(&mut socket, &[&frame.part_head, &frame.jpeg, b"\r\n"]);
         if let Err(err) = written {
             break match err.kind() {
                 io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {

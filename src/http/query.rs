@@ -72,6 +72,16 @@ pub fn decode_component(text: &str, plus_is_space: bool) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A streaming client's id: its own `given` id if valid, `{kind}-{connection}` if it sent none,
+/// an error naming the rule if malformed. Shared by SSE, MJPEG and the WebSocket.
+pub fn client_id(given: Option<&str>, kind: &str, connection: u64) -> Result<String, String> {
+    match given {
+        None => Ok(format!("{kind}-{connection}")),
+        Some(id) if valid_client_id(id) => Ok(id.to_string()),
+        Some(id) => Err(format!("client_id {id:?} must match [A-Za-z0-9_-]{{1,64}}")),
+    }
+}
+
 /// `[A-Za-z0-9_-]{1,64}`: a client's own id, as the contract allows.
 pub fn valid_client_id(text: &str) -> bool {
     (1..=64).contains(&text.len())

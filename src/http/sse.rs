@@ -18,7 +18,7 @@ use serde_json::json;
 use tiny_http::Request;
 
 use super::access::header;
-use super::query::{Target, valid_client_id};
+use super::query::{Target, client_id};
 use super::reply;
 use super::router::respond;
 use super::server::Conn;
@@ -41,21 +41,12 @@ struct EventStreamRequest {
     last_event_id: Option<u64>,
 }
 
-/// The client's own id if valid, one made up if absent, an error if malformed.
-pub fn client_id(target: &Target, conn: &Conn, kind: &str) -> Result<String, String> {
-    match target.get("client_id") {
-        None => Ok(format!("{kind}-{}", conn.id)),
-        Some(id) if valid_client_id(id) => Ok(id.to_string()),
-        Some(id) => Err(format!("client_id {id:?} must match [A-Za-z0-9_-]{{1,64}}")),
-    }
-}
-
 fn parse_request(
     request: &Request,
     target: &Target,
     conn: &Conn,
 ) -> Result<EventStreamRequest, String> {
-    let client_id = client_id(target, conn, "sse")?;
+    let client_id = client_id(target.get("client_id"), "sse", conn.id)?;
     let types = match target.get("types") {
         None => None,
         Some(list) => {
@@ -249,7 +240,7 @@ fn refuse_over_limit(request: Request, ctx: &Ctx) -> bool {
 /// `GET /stream/system-status`: `status_connected`, then the status object now and every
 /// `status_interval_s`.
 pub fn status(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool {
-    let client_id = match client_id(target, conn, "status") {
+    let client_id = match client_id(target.get("client_id"), "status", conn.id) {
         Ok(id) => id,
         Err(message) => return respond(request, reply::error(400, "bad_request", &message), ctx),
     };

@@ -129,7 +129,8 @@ fn check(
         key: header(request, "Sec-WebSocket-Key"),
     })?;
     let bad_request = |message: String| reply::error(400, "bad_request", &message);
-    let client_id = super::sse::client_id(target, conn, "ws").map_err(bad_request)?;
+    let client_id =
+        super::query::client_id(target.get("client_id"), "ws", conn.id).map_err(bad_request)?;
     let last_event_id = target.get_u64("last_event_id").map_err(bad_request)?;
     // The router has already checked the token; this reads the role it grants.
     let role = access::role_of(request, target, &ctx.config.tokens)?;
