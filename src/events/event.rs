@@ -142,12 +142,8 @@ pub type SharedEvent = Arc<PublishedEvent>;
 impl PublishedEvent {
     pub fn new(event: Event) -> PublishedEvent {
         let json = event.to_json().to_string();
-        let sse = format!(
-            "id: {}\nevent: {}\ndata: {}\n\n",
-            event.id, event.event_type, json
-        )
-        .into_bytes();
-        let ws_frame = websocket_text_frame(format!(r#"{{"type":"live_event","event":{json}}}"#));
+        let sse = sse_block(&event, &json);
+        let ws_frame = live_event_frame(&json);
         PublishedEvent {
             event,
             json,
@@ -155,6 +151,22 @@ impl PublishedEvent {
             ws_frame,
         }
     }
+}
+
+/// The SSE block of `event` whose one-line JSON is `json`. Also used on its own by a replay,
+/// which needs only the form its client speaks.
+pub fn sse_block(event: &Event, json: &str) -> Vec<u8> {
+    format!(
+        "id: {}\nevent: {}\ndata: {json}\n\n",
+        event.id, event.event_type
+    )
+    .into_bytes()
+}
+
+/// The WebSocket `live_event` message for the event whose one-line JSON is `json`, as one
+/// complete text frame.
+pub fn live_event_frame(json: &str) -> Vec<u8> {
+    websocket_text_frame(format!(r#"{{"type":"live_event","event":{json}}}"#))
 }
 
 /// `text` as one final, unmasked WebSocket text frame (what a server sends).

@@ -7,7 +7,7 @@
 //! queue; one in both is let through once. So a client that reconnects with the last id it saw
 //! gets every later event exactly once, in order, whichever way each one reached it.
 
-use super::event::PublishedEvent;
+use super::event::Event;
 use super::store::StoreReader;
 
 /// Events read from the store per query while replaying.
@@ -19,8 +19,9 @@ pub enum Replayed<'a> {
     /// Retention deleted events after `from` before the client saw them: the first one still
     /// stored is `to`. Comes first, at most once.
     Gap { from: u64, to: u64 },
-    /// A stored event newer than anything the stream handled.
-    Event(&'a PublishedEvent),
+    /// A stored event newer than anything the stream handled. Not serialised yet: the stream
+    /// builds only the form its client speaks, and only if its filter wants the event.
+    Event(&'a Event),
     /// A page of events was handed over: a good moment to flush.
     PageEnd,
 }
@@ -71,9 +72,9 @@ impl Cursor {
             let page = reader
                 .after(self.last_handled, REPLAY_PAGE)
                 .map_err(|e| e.to_string())?;
-            for event in page.iter().cloned() {
+            for event in &page {
                 if self.advance(event.id) {
-                    deliver(Replayed::Event(&PublishedEvent::new(event)))?;
+                    deliver(Replayed::Event(event))?;
                 }
             }
             deliver(Replayed::PageEnd)?;
@@ -115,7 +116,7 @@ mod tests {
             .replay(reader, after, |item| {
                 seen.push(match item {
                     Replayed::Gap { from, to } => format!("gap {from}..{to}"),
-                    Replayed::Event(e) => e.event.id.to_string(),
+                    Replayed::Event(e) => e.id.to_string(),
                     Replayed::PageEnd => "page".into(),
                 });
                 Ok(())

@@ -124,7 +124,12 @@ impl EventStream<'_> {
                     write!(self.out, "event: gap\ndata: {gap}\n\n")
                 }
                 // The cursor has already let this id through.
-                Replayed::Event(event) => self.write_if_wanted(&event.event.event_type, &event.sse),
+                Replayed::Event(event) if self.wants(&event.event_type) => {
+                    let block =
+                        crate::events::event::sse_block(event, &event.to_json().to_string());
+                    self.write_if_wanted(&event.event_type, &block)
+                }
+                Replayed::Event(_) => Ok(()),
                 Replayed::PageEnd => self.out.flush(),
             }
             .map_err(|e| e.to_string())

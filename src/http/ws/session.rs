@@ -20,6 +20,7 @@ use super::subscriptions::Subscriptions;
 use super::transport::Transport;
 use crate::app::Ctx;
 use crate::auth::Role;
+use crate::events::event::live_event_frame;
 use crate::events::{Cursor, Replayed, SharedEvent};
 use crate::hub::{EvictHook, Subscription};
 
@@ -452,10 +453,9 @@ impl<'a> Session<'a> {
                 Replayed::Gap { from, to } => ws
                     .send(Message::Text(protocol::gap(from, to)))
                     .map_err(|e| e.to_string()),
-                Replayed::Event(event) if subscriptions.wants(&event.event.event_type) => {
-                    ws.get_mut()
-                        .write_all(&event.ws_frame)
-                        .map_err(|e| e.to_string())?;
+                Replayed::Event(event) if subscriptions.wants(&event.event_type) => {
+                    let frame = live_event_frame(&event.to_json().to_string());
+                    ws.get_mut().write_all(&frame).map_err(|e| e.to_string())?;
                     *events_sent += 1;
                     ctx.metrics.ws_events_sent.fetch_add(1, Ordering::Relaxed);
                     Ok(())
