@@ -340,13 +340,19 @@ impl Finished {
 }
 
 pub fn run_to_exit(args: &[&str], timeout: Duration) -> Finished {
-    let mut child = Command::new(BIN)
+    run_program(BIN, args, timeout)
+}
+
+/// Runs any program (the binary, ffmpeg, systemd-analyze…) to completion with a deadline; one
+/// still running at the deadline is killed and the test fails with its stderr.
+pub fn run_program(program: &str, args: &[&str], timeout: Duration) -> Finished {
+    let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot spawn {BIN}: {e}"));
+        .unwrap_or_else(|e| panic!("cannot run {program} (./run-tests installs it): {e}"));
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
     let out_thread = thread::spawn(move || {
@@ -369,7 +375,7 @@ pub fn run_to_exit(args: &[&str], timeout: Duration) -> Finished {
             let _ = child.wait();
             let stderr = err_thread.join().unwrap();
             panic!(
-                "porchlight {args:?} still running after {timeout:?}; stderr:\n{}",
+                "{program} {args:?} still running after {timeout:?}; stderr:\n{}",
                 String::from_utf8_lossy(&stderr)
             );
         }

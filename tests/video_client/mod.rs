@@ -6,7 +6,6 @@
 
 use std::io::{self, BufRead, BufReader, Read};
 use std::net::{Shutdown, TcpStream};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{self, IO_TIMEOUT, Response};
@@ -266,45 +265,8 @@ pub fn assert_jpeg(jpeg: &[u8], size: (u32, u32)) {
 /// Runs a command to completion within `timeout`; panics (with its stderr) if it does not
 /// finish. Returns (success, stdout, stderr).
 pub fn run_tool(program: &str, args: &[&str], timeout: Duration) -> (bool, String, String) {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {program} (run ./run-tests to install it): {e}"));
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out_thread = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err_thread = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{program} {args:?} still running after {timeout:?}; stderr:\n{}",
-                err_thread.join().unwrap()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    (
-        status.success(),
-        out_thread.join().unwrap(),
-        err_thread.join().unwrap(),
-    )
+    let finished = common::run_program(program, args, timeout);
+    (finished.status.success(), finished.stdout, finished.stderr)
 }
 
 /// Makes test footage with ffmpeg's test source: `frames` frames of `size` at `fps`, written
