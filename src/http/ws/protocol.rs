@@ -411,6 +411,19 @@ mod tests {
         assert!(without.get("request_id").is_none());
     }
 
+    /// Found by fuzzing (ws_message): a huge numeric request_id came back one ulp off, because
+    /// serde_json's default float parser is not correctly rounded. With `float_roundtrip` the
+    /// echo parses back to exactly the number the client sent.
+    #[test]
+    fn a_huge_numeric_request_id_is_echoed_exactly() {
+        let id = "4".repeat(91) + "3";
+        let refusal = refused(&format!(r#"{{"request_id":{id}}}"#));
+        let sent: Value = serde_json::from_str(&id).unwrap();
+        assert_eq!(refusal.request_id.as_ref(), Some(&sent));
+        let message: Value = serde_json::from_str(&error(&refusal)).unwrap();
+        assert_eq!(message["request_id"], sent);
+    }
+
     #[test]
     fn command_results_have_the_contract_shape() {
         let ok: Value = serde_json::from_str(&command_result(
