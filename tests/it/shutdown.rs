@@ -1,15 +1,13 @@
 //! SIGTERM/SIGINT: exit 0 within 2 s even with 200 streaming clients; streams end cleanly;
 //! data intact after a restart.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 #[test]

@@ -3,11 +3,9 @@
 //! (all present, small, no inline script or style for the CSP to trip on, no HTML sinks).
 //! The page's behaviour in a real browser is tested in tests/browser/ (run by ./run-tests).
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 fn with_tokens(extra: &[&str]) -> Server {

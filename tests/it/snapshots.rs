@@ -1,16 +1,13 @@
 //! Snapshots: `/api/snapshot.jpg` from the latest frame, and the picture of the moment stored
 //! with doorbell and motion events (the right frame, surviving a restart, under retention).
 
-mod common;
-mod video_client;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use common::*;
-use video_client::*;
+use crate::common::*;
+use crate::video_client::*;
 
 const CAMERA_640: &[&str] = &["--camera", "synthetic:640x480@15"];
 

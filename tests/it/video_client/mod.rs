@@ -2,8 +2,6 @@
 //! the server's own code: what a browser or Home Assistant sees on the wire, parsed to the
 //! letter of the contract.
 
-#![allow(dead_code)]
-
 use std::io::{self, BufRead, BufReader, Read};
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
@@ -20,8 +18,6 @@ pub struct Part {
     /// `X-Timestamp`: capture time, Unix seconds.
     pub timestamp: f64,
     pub jpeg: Vec<u8>,
-    /// When the part's last byte arrived.
-    pub arrived: Instant,
     pub arrived_unix: f64,
 }
 
@@ -39,7 +35,7 @@ impl Mjpeg {
         common::write_request(&mut stream, "GET", path, &[], b"")
             .unwrap_or_else(|e| panic!("GET {path}: {e}"));
         let mut reader = BufReader::new(stream.try_clone().unwrap());
-        let (status, reason, headers) =
+        let (status, _reason, headers) =
             common::read_head(&mut reader).unwrap_or_else(|e| panic!("GET {path}: {e}"));
         if status != 200 {
             let length: usize = headers
@@ -51,7 +47,6 @@ impl Mjpeg {
             reader.read_exact(&mut body).unwrap();
             return Err(Response {
                 status,
-                reason,
                 headers,
                 body,
             });
@@ -149,7 +144,6 @@ impl Mjpeg {
             frame_id,
             timestamp,
             jpeg,
-            arrived: Instant::now(),
             arrived_unix: common::now_unix(),
         })
     }

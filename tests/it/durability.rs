@@ -1,13 +1,11 @@
 //! Acknowledged events survive `kill -9`; ids are never reused across restarts.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 /// Checks that every acknowledged event is stored unchanged and returns the stored map.

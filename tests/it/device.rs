@@ -2,15 +2,13 @@
 //! on a test NOTIFY_SOCKET), the unit file (`systemd-analyze verify` and `security`),
 //! `--list-cameras`, cross.toml and the deploy script's checks.
 
-mod common;
-
 use std::fs;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 

@@ -3,16 +3,13 @@
 //! requests. Every test starts the real binary with the synthetic camera and talks to it over
 //! loopback sockets.
 
-mod common;
-mod video_client;
-
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
-use video_client::*;
+use crate::common::*;
+use crate::video_client::*;
 
 const CAMERA_640: &[&str] = &["--camera", "synthetic:640x480@15"];
 

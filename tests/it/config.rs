@@ -1,13 +1,11 @@
 //! Command line and config file: exit 2 with one line naming the key, flags over the file,
 //! `--check-config`, `--version`, `--help`, and the LAN-without-token refusal.
 
-mod common;
-
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);

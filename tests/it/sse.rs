@@ -1,14 +1,12 @@
 //! `/stream/events` and `/stream/system-status` against API.md "Server-Sent Events".
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 fn valid_client_id(s: &str) -> bool {

@@ -1,13 +1,11 @@
 //! Fan-out to many SSE clients, and a slow client that must not hold anyone back.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 const SSE_GAUGE: &str = "porchlight_clients{kind=\"sse\"}";

@@ -3,13 +3,10 @@
 //! (clear error, `offline`, `camera_offline`, a server that keeps serving, streams that stay
 //! open on the "NO LIVE VIDEO" placeholder).
 
-mod common;
-mod video_client;
-
 use std::time::Duration;
 
-use common::*;
-use video_client::*;
+use crate::common::*;
+use crate::video_client::*;
 
 /// Checks that consecutive parts are consecutive frames of `footage` (looping), byte for byte,
 /// skipping exactly as many frames as the ids skip.

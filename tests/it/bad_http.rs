@@ -1,14 +1,12 @@
 //! Malformed, oversized and stalled requests: the bad connection gets a 4xx or is closed, and
 //! the server keeps answering everyone else promptly while it is open.
 
-mod common;
-
 use std::io::{self, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const CONFIG: &str = "request_timeout_s = 1\n";
 

@@ -8,8 +8,6 @@
 //! place. Regular files cannot raise edge interrupts, so the
 //! server reads the button every 10 ms here; everything else is the code a Raspberry Pi runs.
 
-mod common;
-
 use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::FileExt;
@@ -19,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// Chip layout of a Raspberry Pi on a 6.6 kernel: the SoC's GPIOs from 512, then the

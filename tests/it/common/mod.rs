@@ -6,8 +6,6 @@
 //! its stderr, and every socket read has a timeout so a hung server fails a test instead of
 //! hanging it.
 
-#![allow(dead_code)]
-
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -92,11 +90,9 @@ pub struct Server {
     child: Child,
     port: u16,
     log: Arc<Mutex<String>>,
-    args: Vec<String>,
-    data_dir: PathBuf,
     exit: Option<ExitStatus>,
-    // Last, so the process is gone before its directories are removed.
-    own_dir: Option<TempDir>,
+    // Last, so the process is gone before its directories are removed (held, never read).
+    _own_dir: Option<TempDir>,
     config_dir: Option<TempDir>,
 }
 
@@ -124,15 +120,13 @@ impl Server {
             full.push("--listen".into());
             full.push("127.0.0.1:0".into());
         }
-        let (own_dir, data_dir) = match args.iter().position(|a| *a == "--data-dir") {
-            Some(i) => (None, PathBuf::from(args[i + 1])),
-            None => {
-                let dir = TempDir::new("data");
-                full.push("--data-dir".into());
-                full.push(dir.path_str());
-                let path = dir.path().to_path_buf();
-                (Some(dir), path)
-            }
+        let own_dir = if args.contains(&"--data-dir") {
+            None
+        } else {
+            let dir = TempDir::new("data");
+            full.push("--data-dir".into());
+            full.push(dir.path_str());
+            Some(dir)
         };
         let mut command = match wrapper.split_first() {
             Some((program, rest)) => {
@@ -185,10 +179,8 @@ impl Server {
                 child,
                 port,
                 log,
-                args: full,
-                data_dir,
                 exit: None,
-                own_dir,
+                _own_dir: own_dir,
                 config_dir: None,
             }),
             Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -228,14 +220,6 @@ impl Server {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
-    }
-
-    pub fn data_dir(&self) -> &Path {
-        &self.data_dir
-    }
-
-    pub fn args(&self) -> &[String] {
-        &self.args
     }
 
     /// Everything the server wrote to stderr so far.
@@ -410,7 +394,6 @@ pub fn rss_bytes(pid: u32) -> u64 {
 #[derive(Clone, Debug)]
 pub struct Response {
     pub status: u16,
-    pub reason: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
@@ -615,7 +598,7 @@ fn read_chunked(r: &mut impl BufRead) -> io::Result<Vec<u8>> {
 
 /// Reads one complete response (head and body) from `r`.
 pub fn read_response(r: &mut impl BufRead, method: &str) -> io::Result<Response> {
-    let (status, reason, headers) = read_head(r)?;
+    let (status, _reason, headers) = read_head(r)?;
     let body = if method == "HEAD" || status == 204 || status == 304 || (100..200).contains(&status)
     {
         Vec::new()
@@ -638,7 +621,6 @@ pub fn read_response(r: &mut impl BufRead, method: &str) -> io::Result<Response>
     };
     Ok(Response {
         status,
-        reason,
         headers,
         body,
     })
@@ -1122,7 +1104,7 @@ impl Sse {
         write_request(&mut stream, "GET", path, &all, b"")
             .unwrap_or_else(|e| panic!("GET {path}: cannot send: {e}"));
         let mut inner = BufReader::new(stream.try_clone().unwrap());
-        let (status, reason, resp_headers) =
+        let (status, _reason, resp_headers) =
             read_head(&mut inner).unwrap_or_else(|e| panic!("GET {path}: no response head: {e}"));
         if status != 200 {
             let body = if let Some(len) = header_of(&resp_headers, "content-length") {
@@ -1140,7 +1122,6 @@ impl Sse {
             };
             return Err(Response {
                 status,
-                reason,
                 headers: resp_headers,
                 body,
             });
@@ -1324,10 +1305,6 @@ impl Sse {
 
     pub fn header(&self, name: &str) -> Option<&str> {
         header_of(&self.headers, name)
-    }
-
-    pub fn stream(&self) -> &TcpStream {
-        &self.stream
     }
 
     /// Closes both directions now.

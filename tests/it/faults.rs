@@ -4,8 +4,6 @@
 //! The disk tests mount a small tmpfs and the thread test drops to an unprivileged user with a
 //! process limit, so they need root (as in CI); elsewhere they say so and return.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -13,7 +11,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 fn is_root() -> bool {

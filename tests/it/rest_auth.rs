@@ -1,12 +1,10 @@
 //! REST routes, roles and tokens, input validation, /api/status and /metrics.
 
-mod common;
-
 use std::collections::HashMap;
 use std::io::{BufReader, Write};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 fn token_args() -> Vec<String> {
@@ -128,7 +126,6 @@ fn call(port: u16, route: &Route, cred: &Cred) -> Response {
             Ok(sse) => {
                 let resp = Response {
                     status: sse.status,
-                    reason: String::new(),
                     headers: sse.headers.clone(),
                     body: Vec::new(),
                 };
