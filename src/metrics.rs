@@ -51,6 +51,7 @@ pub struct Metrics {
     /// Camera frames lost before publishing (the source was late, or sent a corrupt frame).
     pub frames_dropped: AtomicU64,
     pub video: VideoMetrics,
+    pub clips: ClipMetrics,
     clients: [AtomicUsize; 3],
     started: Option<Instant>,
 }
@@ -90,6 +91,24 @@ impl VideoMetrics {
         self.decode_nanos
             .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
     }
+}
+
+/// Event clips: what the clip writer did, and what the store holds.
+#[derive(Default)]
+pub struct ClipMetrics {
+    /// Recordings started (one may serve several events).
+    pub started: AtomicU64,
+    /// 1 while a recording is being written.
+    pub recording: AtomicU64,
+    pub frames_written: AtomicU64,
+    pub bytes_written: AtomicU64,
+    /// Frames a recording missed because the writer fell further behind than the pre-roll
+    /// ring holds (a very slow disk).
+    pub frames_lost: AtomicU64,
+    /// Recordings cut short or not started because the disk refused (full, or failing).
+    pub write_errors: AtomicU64,
+    /// Bytes held by finished clip files (what `max_clip_bytes` limits).
+    pub bytes_stored: AtomicU64,
 }
 
 /// Labelled samples of one series: `({label="value"}, value)`.
@@ -331,6 +350,54 @@ impl Metrics {
             "Events held by the store after retention.",
             &[("", load(&self.events_stored))],
         );
+        let clips = &self.clips;
+        let clip_series: [(&str, &str, &str, &AtomicU64); 7] = [
+            (
+                "porchlight_clips_started_total",
+                "counter",
+                "Clip recordings started (one may serve several events).",
+                &clips.started,
+            ),
+            (
+                "porchlight_clip_recording",
+                "gauge",
+                "1 while a clip is being recorded.",
+                &clips.recording,
+            ),
+            (
+                "porchlight_clip_frames_written_total",
+                "counter",
+                "Frames written to clip files.",
+                &clips.frames_written,
+            ),
+            (
+                "porchlight_clip_bytes_written_total",
+                "counter",
+                "Bytes written to clip files.",
+                &clips.bytes_written,
+            ),
+            (
+                "porchlight_clip_frames_lost_total",
+                "counter",
+                "Frames a clip missed because its writer fell behind the pre-roll ring.",
+                &clips.frames_lost,
+            ),
+            (
+                "porchlight_clip_write_errors_total",
+                "counter",
+                "Clips cut short or not started because the disk refused.",
+                &clips.write_errors,
+            ),
+            (
+                "porchlight_clip_bytes_stored",
+                "gauge",
+                "Bytes held by finished clip files (limited by max_clip_bytes).",
+                &clips.bytes_stored,
+            ),
+        ];
+        for (name, kind, help, value) in clip_series {
+            metric(name, kind, help, &[("", load(value))]);
+        }
         for (name, help, value) in extra_gauges {
             metric(name, "gauge", help, &[("", *value)]);
         }

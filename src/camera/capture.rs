@@ -24,6 +24,7 @@ use serde_json::{Map, Value, json};
 use super::CameraSpec;
 use super::placeholder;
 use super::source::{self, Captured, Mode, Source};
+use crate::clips::FrameRing;
 use crate::events::{EventDraft, EventHub};
 use crate::latest::Latest;
 use crate::metrics::Metrics;
@@ -103,6 +104,8 @@ enum Command {
 struct Shared {
     spec: CameraSpec,
     frames: Latest<Frame>,
+    /// The clips' pre-roll, if clips are recorded: every live frame's `Arc` goes in too.
+    history: Option<Arc<FrameRing>>,
     status: Mutex<Status>,
     metrics: Arc<Metrics>,
     commands: Sender<Command>,
@@ -117,8 +120,10 @@ pub struct Camera {
 impl Camera {
     /// Starts the capture thread for `spec`. The source is opened on that thread, so a missing
     /// device makes the camera `offline` (with a `camera_offline` event), never a failed start.
+    /// `history`: the clips' pre-roll ring, which gets every live frame (`None`: no clips).
     pub fn start(
         spec: CameraSpec,
+        history: Option<Arc<FrameRing>>,
         events: EventHub,
         metrics: Arc<Metrics>,
         shutdown: Shutdown,
@@ -127,6 +132,7 @@ impl Camera {
             spec,
             Box::new(source::open),
             Timing::default(),
+            history,
             events,
             metrics,
             shutdown,
@@ -138,6 +144,7 @@ impl Camera {
         spec: CameraSpec,
         opener: Opener,
         timing: Timing,
+        history: Option<Arc<FrameRing>>,
         events: EventHub,
         metrics: Arc<Metrics>,
         shutdown: Shutdown,
@@ -146,6 +153,7 @@ impl Camera {
         let shared = Arc::new(Shared {
             spec,
             frames: Latest::new(),
+            history,
             status: Mutex::new(Status {
                 state: CameraState::Starting,
                 mode: None,
@@ -419,7 +427,11 @@ impl Capture {
             status.error = None;
             std::mem::replace(&mut status.state, CameraState::Streaming)
         };
-        self.shared.frames.publish(Arc::new(frame));
+        let frame = Arc::new(frame);
+        if let Some(history) = &self.shared.history {
+            history.push(Arc::clone(&frame));
+        }
+        self.shared.frames.publish(frame);
         self.last_placeholder = None;
         if was != CameraState::Streaming {
             self.came_online((captured.width, captured.height));
@@ -466,6 +478,10 @@ impl Capture {
             data.insert("source".into(), Value::String(spec));
             data.insert("reason".into(), Value::String(reason.to_string()));
             self.publish_event(CAMERA_OFFLINE, data);
+        }
+        // Frames from before the outage are nobody's pre-roll; let their memory go.
+        if let Some(history) = &self.shared.history {
+            history.clear();
         }
         self.last_placeholder = None;
         self.placeholder_if_due("CAMERA OFFLINE");
@@ -626,6 +642,7 @@ mod tests {
         let retention = Retention {
             max_events: 1000,
             max_snapshot_bytes: 1 << 20,
+            max_clip_bytes: 1 << 20,
         };
         let store = Store::open(&dir, retention);
         let reader = Arc::new(StoreReader::new(&dir));
@@ -651,6 +668,7 @@ mod tests {
             spec,
             opener,
             timing,
+            None,
             events.clone(),
             metrics,
             shutdown.clone(),

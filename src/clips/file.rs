@@ -35,8 +35,25 @@ use std::time::Duration;
 use super::ebml::{self, Header, Malformed, id};
 use crate::video::Frame;
 
+/// The folder of clip files inside the data dir.
+pub const DIR: &str = "clips";
 /// File name extension of a clip.
 pub const EXTENSION: &str = "mkv";
+
+/// The file of recording `id` (named after the event that started it) in `dir`. Made from a
+/// number only, so no request can name a path outside the folder.
+pub fn path(dir: &Path, id: u64) -> std::path::PathBuf {
+    dir.join(format!("{id}.{EXTENSION}"))
+}
+
+/// The recording id a clip file's name says, if it is one of ours (`<id>.mkv`).
+pub fn id_from_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(EXTENSION)?.strip_suffix('.')?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().filter(|id| *id > 0)
+}
 /// The MIME type a downloaded clip is sent with.
 pub const MIME: &str = "video/x-matroska";
 
@@ -670,6 +687,16 @@ mod tests {
                 Read::Frame(f) => frames.push(f),
                 end => return (frames, end),
             }
+        }
+    }
+
+    #[test]
+    fn file_names_are_made_from_numbers_and_read_back() {
+        let dir = Path::new("/data/clips");
+        assert_eq!(path(dir, 42), Path::new("/data/clips/42.mkv"));
+        assert_eq!(id_from_name("42.mkv"), Some(42));
+        for other in ["42.mkv.tmp", ".mkv", "0.mkv", "-1.mkv", "4a.mkv", "42.jpg", "+4.mkv"] {
+            assert_eq!(id_from_name(other), None, "{other}");
         }
     }
 

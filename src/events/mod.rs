@@ -1,10 +1,12 @@
 //! Events: the object, the durable store, and the hub that stores then fans them out.
 
+pub mod clip_rows;
 pub mod event;
 pub mod hub;
 pub mod replay;
 pub mod store;
 
+pub use clip_rows::{ClipLocation, ClipPlan, ClipUpdate};
 pub use event::{Event, EventDraft, PublishedEvent, SharedEvent};
 pub use hub::EventHub;
 pub use replay::{Cursor, Replayed};

@@ -14,6 +14,7 @@ use std::sync::Mutex;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 use serde_json::{Map, Value};
 
+use super::clip_rows::{self, ClipLocation, ClipRows, ClipUpdate};
 use super::event::{Event, EventDraft};
 
 pub const DB_FILE: &str = "events.sqlite3";
@@ -23,6 +24,8 @@ pub const DB_FILE: &str = "events.sqlite3";
 pub struct Retention {
     pub max_events: u64,
     pub max_snapshot_bytes: u64,
+    /// Bytes of clip files kept; the oldest recordings go first.
+    pub max_clip_bytes: u64,
 }
 
 /// Why the store could not do what was asked. Mapped to HTTP: `Full` → 507, the others → 503.
@@ -80,6 +83,8 @@ pub struct Store {
     /// Rows in `events`, kept in memory so retention needs no COUNT(*) per commit.
     stored: u64,
     snapshot_bytes: u64,
+    /// Which events have clips, in which files, and the clip folder (`<data dir>/clips`).
+    clips: ClipRows,
 }
 
 /// Page cache per connection, in KiB. SQLite's default (2 MiB each) across the writer and the
@@ -125,23 +130,86 @@ impl Store {
         }
         conn.execute_batch("PRAGMA synchronous=FULL;")?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(clip_rows::SCHEMA)?;
         let (stored, snapshot_bytes) = conn.query_row(
             "SELECT (SELECT COUNT(*) FROM events), (SELECT COALESCE(SUM(bytes), 0) FROM snapshots)",
             [],
             |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64)),
         )?;
-        Ok(Store {
+        let clips = ClipRows::new(
+            dir.join(crate::clips::file::DIR),
+            retention.max_clip_bytes,
+        );
+        let mut store = Store {
             conn,
             retention,
             stored,
             snapshot_bytes,
-        })
+            clips,
+        };
+        store.recover_clips()?;
+        Ok(store)
+    }
+
+    /// Brings the clip rows and files back in line after a crash (see `clip_rows::recover`).
+    fn recover_clips(&mut self) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        let recovered = self
+            .clips
+            .recover(&tx)
+            .and_then(|r| tx.commit().map(|()| r).map_err(StoreError::from));
+        self.clips.committed(recovered.is_ok());
+        let recovered = recovered?;
+        if recovered != Default::default() {
+            log::info!(
+                "clips: {} recording(s) cut off by a stop were repaired, {} unusable one(s) and \
+                 {} stray file(s) removed, {} event(s) lost their clip to max_clip_bytes",
+                recovered.repaired,
+                recovered.removed,
+                recovered.orphans,
+                recovered.unclipped
+            );
+        }
+        Ok(())
+    }
+
+    /// Applies the clip writer's reports and the clip byte budget in one transaction, then
+    /// deletes the files it dropped. Returns how many events lost their clip.
+    pub fn update_clips(&mut self, updates: &[ClipUpdate]) -> Result<u64, StoreError> {
+        let tx = self.conn.transaction()?;
+        let before = self.clips.bytes;
+        let outcome = self
+            .clips
+            .update(&tx, updates)
+            .and_then(|unclipped| tx.commit().map(|()| unclipped).map_err(StoreError::from));
+        if outcome.is_err() {
+            self.clips.bytes = before;
+        }
+        self.clips.committed(outcome.is_ok());
+        outcome
+    }
+
+    /// Bytes the clip files hold (finished recordings).
+    pub fn clip_bytes(&self) -> u64 {
+        self.clips.bytes
     }
 
     /// Stores `drafts` in one transaction (one fsync) and applies retention in the same
     /// transaction. Returns the events with their ids, in order. Nothing is stored on error.
     pub fn append(&mut self, drafts: &[EventDraft]) -> Result<Vec<Event>, StoreError> {
+        let clip_bytes = self.clips.bytes;
+        let result = self.append_in_transaction(drafts);
+        // Only a commit makes the clip files whose rows it deleted deletable.
+        self.clips.committed(result.is_ok());
+        if result.is_err() {
+            self.clips.bytes = clip_bytes;
+        }
+        result
+    }
+
+    fn append_in_transaction(&mut self, drafts: &[EventDraft]) -> Result<Vec<Event>, StoreError> {
         let tx = self.conn.transaction()?;
+        let mut batch_new = None;
         let mut events = Vec::with_capacity(drafts.len());
         let mut added_bytes = 0u64;
         {
@@ -166,6 +234,10 @@ impl Store {
                     insert_snapshot.execute(params![id as i64, &jpeg[..], jpeg.len() as i64])?;
                     added_bytes += jpeg.len() as u64;
                 }
+                let clip_file = match draft.clip {
+                    Some(plan) => self.clips.insert(&tx, id, plan, &mut batch_new)?,
+                    None => None,
+                };
                 events.push(Event {
                     id,
                     event_type: draft.event_type.clone(),
@@ -173,19 +245,26 @@ impl Store {
                     source: draft.source.clone(),
                     data: draft.data.clone(),
                     has_snapshot: draft.snapshot.is_some(),
+                    clip_file,
                 });
             }
         }
         let stored = self.stored + drafts.len() as u64;
         let snapshot_bytes = self.snapshot_bytes + added_bytes;
-        let (stored, snapshot_bytes, unsnapshotted) =
+        let (stored, snapshot_bytes, unsnapshotted, deleted_up_to) =
             apply_retention(&tx, self.retention, stored, snapshot_bytes)?;
+        if let Some(cutoff) = deleted_up_to {
+            self.clips.events_deleted_up_to(&tx, cutoff)?;
+        }
         tx.commit()?;
         self.stored = stored;
         self.snapshot_bytes = snapshot_bytes;
         for event in &mut events {
             if unsnapshotted.contains(&event.id) {
                 event.has_snapshot = false;
+            }
+            if deleted_up_to.is_some_and(|cutoff| event.id as i64 <= cutoff) {
+                event.clip_file = None;
             }
         }
         Ok(events)
@@ -204,14 +283,16 @@ impl Store {
 }
 
 /// Deletes the oldest events past `max_events` and the oldest snapshots past
-/// `max_snapshot_bytes`. Returns the new totals and the ids whose snapshot was removed.
+/// `max_snapshot_bytes`. Returns the new totals, the ids whose snapshot was removed, and the
+/// id up to which events were deleted (their clips go with them).
 fn apply_retention(
     tx: &rusqlite::Transaction<'_>,
     retention: Retention,
     mut stored: u64,
     mut snapshot_bytes: u64,
-) -> Result<(u64, u64, Vec<u64>), StoreError> {
+) -> Result<(u64, u64, Vec<u64>, Option<i64>), StoreError> {
     let mut unsnapshotted = Vec::new();
+    let mut deleted_up_to = None;
     if stored > retention.max_events {
         let excess = stored - retention.max_events;
         let cutoff: i64 = tx.query_row(
@@ -231,6 +312,7 @@ fn apply_retention(
         let deleted = tx.execute("DELETE FROM events WHERE id <= ?1", params![cutoff])?;
         stored -= deleted as u64;
         snapshot_bytes -= freed as u64;
+        deleted_up_to = Some(cutoff);
     }
     while snapshot_bytes > retention.max_snapshot_bytes {
         let oldest: Option<(i64, i64)> = tx
@@ -255,7 +337,7 @@ fn apply_retention(
         snapshot_bytes -= bytes as u64;
         unsnapshotted.push(event_id as u64);
     }
-    Ok((stored, snapshot_bytes, unsnapshotted))
+    Ok((stored, snapshot_bytes, unsnapshotted, deleted_up_to))
 }
 
 /// A query over stored events (the `/api/events` parameters).
@@ -299,10 +381,12 @@ fn row_to_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
         source: row.get(3)?,
         data,
         has_snapshot: row.get(5)?,
+        clip_file: row.get::<_, Option<i64>>(6)?.map(|v| v as u64),
     })
 }
 
-const COLUMNS: &str = "id, event_type, timestamp, source, data, has_snapshot";
+const COLUMNS: &str = "id, event_type, timestamp, source, data, has_snapshot,
+    (SELECT file_id FROM clips WHERE clips.event_id = events.id)";
 
 impl StoreReader {
     pub fn new(dir: &Path) -> StoreReader {
@@ -371,6 +455,11 @@ impl StoreReader {
         })
     }
 
+    /// Where event `id`'s clip is, if it has one.
+    pub fn clip(&self, id: u64) -> Result<Option<ClipLocation>, StoreError> {
+        self.with(|conn| clip_rows::locate(conn, id))
+    }
+
     pub fn snapshot(&self, id: u64) -> Result<Option<Vec<u8>>, StoreError> {
         self.with(|conn| {
             conn.prepare_cached("SELECT jpeg FROM snapshots WHERE event_id = ?1")?
@@ -420,6 +509,7 @@ mod tests {
     const LOTS: Retention = Retention {
         max_events: 1000,
         max_snapshot_bytes: 1 << 30,
+        max_clip_bytes: 1 << 30,
     };
 
     #[test]
@@ -428,6 +518,7 @@ mod tests {
         let few = Retention {
             max_events: 2,
             max_snapshot_bytes: 1 << 20,
+            max_clip_bytes: 1 << 20,
         };
         let mut store = Store::open(&dir, few).unwrap();
         let first = store.append(&[draft("a"), draft("b"), draft("c")]).unwrap();
@@ -503,6 +594,7 @@ mod tests {
         let retention = Retention {
             max_events: 100,
             max_snapshot_bytes: 250,
+            max_clip_bytes: 1 << 20,
         };
         let mut store = Store::open(&dir, retention).unwrap();
         let with_picture = |n: usize| {
