@@ -110,7 +110,6 @@ pub fn run(config: Config) -> Result<(), String> {
             ring,
             camera.clone(),
             events.clone(),
-            Arc::clone(&metrics),
             shutdown.clone(),
         )
         .map(|(recorder, handle)| (Some(recorder), Some(handle)))
@@ -124,11 +123,7 @@ pub fn run(config: Config) -> Result<(), String> {
             (None, None)
         }
     };
-    let video = Video::new(
-        camera.frames().clone(),
-        Arc::clone(&metrics),
-        shutdown.clone(),
-    );
+    let video = Video::new(camera.frames().clone(), shutdown.clone());
     let control = Control::new(events.clone()).with_camera(camera.clone());
 
     let status_camera = camera.clone();

@@ -46,11 +46,11 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, select};
 use serde_json::{Map, Value};
 
 use super::file::{self, ClipWriter};
+use super::metrics::ClipMetrics;
 use super::ring::FrameRing;
 use crate::camera::{Camera, CameraState};
 use crate::events::hub::ClipSink;
 use crate::events::{ClipPlan, ClipUpdate, Event, EventDraft, EventHub};
-use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::video::Frame;
 
@@ -165,7 +165,7 @@ struct Shared {
     camera: Camera,
     state: Mutex<State>,
     growing: Growing,
-    metrics: Arc<Metrics>,
+    metrics: ClipMetrics,
 }
 
 impl Shared {
@@ -210,7 +210,6 @@ impl Recorder {
         ring: Arc<FrameRing>,
         camera: Camera,
         events: EventHub,
-        metrics: Arc<Metrics>,
         shutdown: Shutdown,
     ) -> io::Result<(Recorder, JoinHandle<()>)> {
         std::fs::create_dir_all(&settings.dir)?;
@@ -220,7 +219,7 @@ impl Recorder {
             camera,
             state: Mutex::new(State::default()),
             growing: Growing::default(),
-            metrics,
+            metrics: ClipMetrics::default(),
         });
         let (jobs, job_rx) = crossbeam_channel::bounded(JOB_QUEUE);
         let writer = Writer {
@@ -263,6 +262,10 @@ impl Recorder {
 
     pub fn ring(&self) -> &FrameRing {
         &self.shared.ring
+    }
+
+    pub fn metrics(&self) -> &ClipMetrics {
+        &self.shared.metrics
     }
 
     /// Whether recording `file_id` is being written now.
@@ -480,7 +483,6 @@ impl Writer {
             if lost > 0 {
                 self.shared
                     .metrics
-                    .clips
                     .frames_lost
                     .fetch_add(lost, Ordering::Relaxed);
                 if let Some(recording) = self.recording.as_mut() {
@@ -543,12 +545,10 @@ impl Writer {
         log::info!("clip {file_id}: recording ({event_type})");
         self.shared
             .metrics
-            .clips
             .started
             .fetch_add(1, Ordering::Relaxed);
         self.shared
             .metrics
-            .clips
             .recording
             .store(1, Ordering::Relaxed);
         self.recording = Some(recording);
@@ -589,7 +589,7 @@ impl Writer {
         };
         let added = writer.append(frame)?;
         let len = writer.len();
-        let metrics = &self.shared.metrics.clips;
+        let metrics = &self.shared.metrics;
         metrics.frames_written.fetch_add(1, Ordering::Relaxed);
         metrics.bytes_written.fetch_add(added, Ordering::Relaxed);
         if recording.last_sync.elapsed() >= SYNC_EVERY {
@@ -650,7 +650,6 @@ impl Writer {
         }
         self.shared
             .metrics
-            .clips
             .recording
             .store(0, Ordering::Relaxed);
         let reason = match &why {
@@ -712,7 +711,6 @@ impl Writer {
     fn disk_refused(&self, err: &io::Error) {
         self.shared
             .metrics
-            .clips
             .write_errors
             .fetch_add(1, Ordering::Relaxed);
         let first = {

@@ -165,8 +165,7 @@ fn tell_clip_sink(
         Err(err) => log::error!("could not remove the clips the recorder refused: {err}"),
     }
     metrics
-        .clips
-        .bytes_stored
+        .clip_bytes_stored
         .store(store.clip_bytes(), Ordering::Relaxed);
 }
 
@@ -189,8 +188,7 @@ fn update_clips(store: &mut Result<Store, StoreError>, updates: &[ClipUpdate], m
         }
     }
     metrics
-        .clips
-        .bytes_stored
+        .clip_bytes_stored
         .store(store.clip_bytes(), Ordering::Relaxed);
 }
 
