@@ -62,6 +62,9 @@ pub struct ClipLocation {
     pub file_id: u64,
     /// Still being written (or was, when the server stopped without finishing it).
     pub recording: bool,
+    /// The event's own time: its clip starts `clip_pre_s` before it, which is later than the
+    /// file's start when the event joined a recording under way.
+    pub event_timestamp: f64,
 }
 
 /// The clip side of the store's state, owned by [`super::Store`].
@@ -318,13 +321,16 @@ pub struct Recovered {
 /// The read side: where an event's clip is.
 pub fn locate(conn: &rusqlite::Connection, event_id: u64) -> rusqlite::Result<Option<ClipLocation>> {
     conn.prepare_cached(
-        "SELECT clip_files.id, clip_files.recording FROM clips
-         JOIN clip_files ON clip_files.id = clips.file_id WHERE clips.event_id = ?1",
+        "SELECT clip_files.id, clip_files.recording, events.timestamp FROM clips
+         JOIN clip_files ON clip_files.id = clips.file_id
+         JOIN events ON events.id = clips.event_id
+         WHERE clips.event_id = ?1",
     )?
     .query_row(params![to_i64(event_id)], |row| {
         Ok(ClipLocation {
             file_id: to_u64(row.get(0)?),
             recording: row.get(1)?,
+            event_timestamp: row.get(2)?,
         })
     })
     .optional()

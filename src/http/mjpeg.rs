@@ -88,7 +88,7 @@ fn parse_request(target: &Target, conn: &Conn, ctx: &Ctx) -> Result<VideoRequest
 }
 
 /// Writes every byte of `parts` with as few system calls as the socket allows.
-fn write_all_vectored(out: &mut impl Write, parts: &[&[u8]]) -> io::Result<()> {
+pub(super) fn write_all_vectored(out: &mut impl Write, parts: &[&[u8]]) -> io::Result<()> {
     let mut slices: Vec<IoSlice> = parts.iter().map(|p| IoSlice::new(p)).collect();
     let mut left = &mut slices[..];
     while !left.is_empty() {

@@ -1,8 +1,9 @@
 //! HTTP: the accept loop and connection threads, routing and access checks, and the handlers
-//! (REST, SSE, MJPEG, WebSocket, static files).
+//! (REST, SSE, MJPEG, event clips, WebSocket, static files).
 
 pub mod access;
 pub mod api;
+pub mod clip;
 pub mod mjpeg;
 pub mod query;
 pub mod reply;
