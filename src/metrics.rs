@@ -49,6 +49,8 @@ pub struct Metrics {
     /// Bytes held by finished clip files (what `max_clip_bytes` limits), set by the event
     /// writer as the store changes them.
     pub clip_bytes_stored: AtomicU64,
+    /// Clip recordings finished and committed to the store.
+    pub clips_recorded: AtomicU64,
     clients: [AtomicUsize; 3],
     started: Option<Instant>,
 }
@@ -158,6 +160,11 @@ pub const SERIES: &[Series<Metrics>] = &[
         "porchlight_clip_bytes_stored",
         "Bytes held by finished clip files (limited by max_clip_bytes).",
         |m, out| out.atomic(&m.clip_bytes_stored),
+    ),
+    Series::counter(
+        "porchlight_clips_recorded_total",
+        "Clip recordings finished and committed to the store.",
+        |m, out| out.atomic(&m.clips_recorded),
     ),
 ];
 

@@ -72,6 +72,8 @@ const MAX_HEADER_ELEMENT: u64 = 64 * 1024;
 
 /// Appends frames to a new clip file.
 pub struct ClipWriter {
+    /// The folder, until its entry for the new file has been synced.
+    dir: Option<std::path::PathBuf>,
     file: File,
     /// Bytes written, all of them whole elements: the file's valid length.
     len: u64,
@@ -84,8 +86,9 @@ pub struct ClipWriter {
 
 impl ClipWriter {
     /// Creates the file at `path` for a clip whose first frame is `first` (not written yet:
-    /// [`ClipWriter::append`] it like the others), with the header written and synced, and
-    /// the directory entry synced too, so the file survives a power cut from here on.
+    /// [`ClipWriter::append`] it like the others) and writes its header. Nothing is synced
+    /// yet, so the first frames follow at once (a `kill -9` loses nothing written; a power cut
+    /// loses what the first [`ClipWriter::sync`] had not made durable).
     pub fn create(path: &Path, first: &Frame, title: &str) -> io::Result<ClipWriter> {
         let mut file = OpenOptions::new()
             .write(true)
@@ -94,11 +97,8 @@ impl ClipWriter {
             .open(path)?;
         let (header, duration_at) = file_header(first, title);
         file.write_all(&header)?;
-        file.sync_data()?;
-        if let Some(dir) = path.parent() {
-            File::open(dir)?.sync_all()?;
-        }
         Ok(ClipWriter {
+            dir: path.parent().map(Path::to_path_buf),
             file,
             len: header.len() as u64,
             duration_at: duration_at as u64,
@@ -132,9 +132,14 @@ impl ClipWriter {
         Ok(total)
     }
 
-    /// Makes what was written so far durable (`fdatasync`).
+    /// Makes what was written so far durable (`fdatasync`; the first time, the folder's
+    /// entry for the file too).
     pub fn sync(&mut self) -> io::Result<()> {
-        self.file.sync_data()
+        self.file.sync_data()?;
+        if let Some(dir) = self.dir.take() {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     }
 
     /// The file's length, all of it whole frames.
@@ -752,7 +757,15 @@ mod tests {
         let dir = Path::new("/data/clips");
         assert_eq!(path(dir, 42), Path::new("/data/clips/42.mkv"));
         assert_eq!(id_from_name("42.mkv"), Some(42));
-        for other in ["42.mkv.tmp", ".mkv", "0.mkv", "-1.mkv", "4a.mkv", "42.jpg", "+4.mkv"] {
+        for other in [
+            "42.mkv.tmp",
+            ".mkv",
+            "0.mkv",
+            "-1.mkv",
+            "4a.mkv",
+            "42.jpg",
+            "+4.mkv",
+        ] {
             assert_eq!(id_from_name(other), None, "{other}");
         }
     }
@@ -809,7 +822,9 @@ mod tests {
         let d = dir("skip");
         let path = d.0.join("8.mkv");
         let base = Instant::now();
-        let frames: Vec<Frame> = (0..30).map(|i| frame(base, i + 1, i * 100, 0, 300)).collect();
+        let frames: Vec<Frame> = (0..30)
+            .map(|i| frame(base, i + 1, i * 100, 0, 300))
+            .collect();
         let mut writer = ClipWriter::create(&path, &frames[0], "skip").unwrap();
         for f in &frames {
             writer.append(f).unwrap();

@@ -325,12 +325,15 @@ impl Planner {
 impl ClipSink for Planner {
     fn plan(&mut self, draft: &EventDraft) -> Option<ClipPlan> {
         let settings = &self.shared.settings;
-        if !settings.event_types.iter().any(|t| *t == draft.event_type) {
+        if !settings.event_types.contains(&draft.event_type) {
             return None;
         }
         let at = instant_of(draft.timestamp, self.shared.ring.keep());
         let mut state = self.shared.state();
-        if state.paused_until.is_some_and(|until| Instant::now() < until) {
+        if state
+            .paused_until
+            .is_some_and(|until| Instant::now() < until)
+        {
             return None;
         }
         if !self.camera_is_live() {
@@ -491,12 +494,15 @@ impl Writer {
             }
             for frame in frames {
                 self.cursor = frame.number;
+                // A frame captured after the recording's end is not part of it.
+                if let Some(why) = self.why_end(frame.captured_at) {
+                    self.end(why);
+                }
                 if let Err(err) = self.write(&frame) {
                     self.end(Ended::Disk(err));
-                    break;
                 }
             }
-            if let Some(why) = self.why_end() {
+            if let Some(why) = self.why_end(Instant::now()) {
                 self.end(why);
             }
             while let Ok(job) = self.jobs.try_recv() {
@@ -543,14 +549,8 @@ impl Writer {
             lost: 0,
         };
         log::info!("clip {file_id}: recording ({event_type})");
-        self.shared
-            .metrics
-            .started
-            .fetch_add(1, Ordering::Relaxed);
-        self.shared
-            .metrics
-            .recording
-            .store(1, Ordering::Relaxed);
+        self.shared.metrics.started.fetch_add(1, Ordering::Relaxed);
+        self.shared.metrics.recording.store(1, Ordering::Relaxed);
         self.recording = Some(recording);
         if let Err(err) = check_free_space(&self.shared.settings.dir) {
             self.end(Ended::Disk(err));
@@ -602,9 +602,9 @@ impl Writer {
         Ok(())
     }
 
-    /// Whether the recording should end now, and why. Decided under the session lock, and
-    /// marked there, so that no event joins a recording once it is decided to end.
-    fn why_end(&self) -> Option<Ended> {
+    /// Whether the recording should end at `now`, and why. Decided under the session lock,
+    /// and marked there, so that no event joins a recording once it is decided to end.
+    fn why_end(&self, now: Instant) -> Option<Ended> {
         let recording = self.recording.as_ref()?;
         let offline = self.shared.camera.state() == CameraState::Offline;
         let full = recording
@@ -624,7 +624,7 @@ impl Writer {
             Ended::CameraOffline
         } else if full {
             Ended::Budget
-        } else if end.is_some_and(|end| Instant::now() >= end) {
+        } else if end.is_some_and(|end| now >= end) {
             Ended::Done
         } else {
             return None;
@@ -648,10 +648,7 @@ impl Writer {
                 session.ended = true;
             }
         }
-        self.shared
-            .metrics
-            .recording
-            .store(0, Ordering::Relaxed);
+        self.shared.metrics.recording.store(0, Ordering::Relaxed);
         let reason = match &why {
             Ended::Done => "done".to_string(),
             Ended::Superseded => "a new recording took over".to_string(),
@@ -738,7 +735,14 @@ impl Writer {
         let mut data = Map::new();
         data.insert(
             "reason".into(),
-            Value::String(if full { "disk_full" } else { "clip_write_failed" }.into()),
+            Value::String(
+                if full {
+                    "disk_full"
+                } else {
+                    "clip_write_failed"
+                }
+                .into(),
+            ),
         );
         data.insert("message".into(), Value::String(message));
         let alert = EventDraft::new(SYSTEM_ALERT, "clips", data);
@@ -781,6 +785,8 @@ fn free_bytes(dir: &Path) -> io::Result<u64> {
     if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
         return Err(io::Error::last_os_error());
     }
+    // The fields are 32-bit on the Pi Zero's ARMv6 (and 64-bit here).
+    #[allow(clippy::useless_conversion)]
     Ok(u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
 }
 
@@ -818,7 +824,10 @@ mod tests {
         let now = Instant::now();
         let at = instant_of(crate::clock::unix_now() - 1.0, keep);
         let ago = now.saturating_duration_since(at);
-        assert!(ago >= Duration::from_millis(950) && ago <= Duration::from_millis(1100), "{ago:?}");
+        assert!(
+            ago >= Duration::from_millis(950) && ago <= Duration::from_millis(1100),
+            "{ago:?}"
+        );
         // A timestamp from the future (a clock step) is now; one from long ago is the ring's
         // reach.
         assert!(instant_of(crate::clock::unix_now() + 100.0, keep) >= now);
@@ -829,7 +838,10 @@ mod tests {
     #[test]
     fn a_full_disk_is_recognised() {
         assert!(is_disk_full(&io::Error::from_raw_os_error(libc::ENOSPC)));
-        assert!(is_disk_full(&io::Error::new(io::ErrorKind::StorageFull, "x")));
+        assert!(is_disk_full(&io::Error::new(
+            io::ErrorKind::StorageFull,
+            "x"
+        )));
         assert!(!is_disk_full(&io::Error::from_raw_os_error(libc::EIO)));
         assert!(free_bytes(&std::env::temp_dir()).unwrap() > 0);
     }

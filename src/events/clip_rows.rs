@@ -110,8 +110,10 @@ impl ClipRows {
     ) -> Result<Option<u64>, StoreError> {
         let file_id = match plan {
             ClipPlan::New => {
-                tx.prepare_cached("INSERT INTO clip_files (id, bytes, recording) VALUES (?1, 0, 1)")?
-                    .execute(params![to_i64(event_id)])?;
+                tx.prepare_cached(
+                    "INSERT INTO clip_files (id, bytes, recording) VALUES (?1, 0, 1)",
+                )?
+                .execute(params![to_i64(event_id)])?;
                 *batch_new = Some(event_id);
                 event_id
             }
@@ -179,14 +181,14 @@ impl ClipRows {
         Ok(unclipped as u64)
     }
 
-    /// Applies the clip writer's reports, then the byte budget. Returns how many events lost
-    /// their clip.
+    /// Applies the clip writer's reports, then the byte budget.
     pub fn update(
         &mut self,
         tx: &Transaction<'_>,
         updates: &[ClipUpdate],
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Updated, StoreError> {
         let mut unclipped = 0;
+        let mut finished = 0;
         for update in updates {
             match *update {
                 ClipUpdate::Finished { file_id, bytes } => {
@@ -198,6 +200,7 @@ impl ClipRows {
                         .execute(params![to_i64(file_id), to_i64(bytes)])?;
                     if changed > 0 {
                         self.bytes += bytes;
+                        finished += 1;
                     }
                 }
                 ClipUpdate::Failed { file_id } => unclipped += self.remove_file(tx, file_id)?,
@@ -205,7 +208,10 @@ impl ClipRows {
         }
         self.drop_unreferenced(tx)?;
         unclipped += self.apply_budget(tx)?;
-        Ok(unclipped)
+        Ok(Updated {
+            finished,
+            unclipped,
+        })
     }
 
     /// Deletes the oldest finished recordings while the files hold more than `max_bytes`.
@@ -305,6 +311,15 @@ impl ClipRows {
     }
 }
 
+/// What applying the clip writer's reports did.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Updated {
+    /// Recordings now finished and kept.
+    pub finished: u64,
+    /// Events that lost their clip (a failed recording, the byte budget).
+    pub unclipped: u64,
+}
+
 /// What recovery at start did, for its log line.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Recovered {
@@ -319,7 +334,10 @@ pub struct Recovered {
 }
 
 /// The read side: where an event's clip is.
-pub fn locate(conn: &rusqlite::Connection, event_id: u64) -> rusqlite::Result<Option<ClipLocation>> {
+pub fn locate(
+    conn: &rusqlite::Connection,
+    event_id: u64,
+) -> rusqlite::Result<Option<ClipLocation>> {
     conn.prepare_cached(
         "SELECT clip_files.id, clip_files.recording, events.timestamp FROM clips
          JOIN clip_files ON clip_files.id = clips.file_id

@@ -175,10 +175,14 @@ fn update_clips(store: &mut Result<Store, StoreError>, updates: &[ClipUpdate], m
         return;
     };
     match store.update_clips(updates) {
-        Ok(unclipped) => {
-            if unclipped > 0 {
+        Ok(updated) => {
+            metrics
+                .clips_recorded
+                .fetch_add(updated.finished, Ordering::Relaxed);
+            if updated.unclipped > 0 {
                 log::info!(
-                    "{unclipped} event(s) lost their clip (max_clip_bytes, or a recording that failed)"
+                    "{} event(s) lost their clip (max_clip_bytes, or a recording that failed)",
+                    updated.unclipped
                 );
             }
         }

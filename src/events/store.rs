@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 use serde_json::{Map, Value};
 
-use super::clip_rows::{self, ClipLocation, ClipRows, ClipUpdate};
+use super::clip_rows::{self, ClipLocation, ClipRows, ClipUpdate, Updated};
 use super::event::{Event, EventDraft};
 
 pub const DB_FILE: &str = "events.sqlite3";
@@ -137,10 +137,7 @@ impl Store {
             [],
             |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64)),
         )?;
-        let clips = ClipRows::new(
-            dir.join(crate::clips::file::DIR),
-            retention.max_clip_bytes,
-        );
+        let clips = ClipRows::new(dir.join(crate::clips::file::DIR), retention.max_clip_bytes);
         let mut store = Store {
             conn,
             retention,
@@ -175,8 +172,8 @@ impl Store {
     }
 
     /// Applies the clip writer's reports and the clip byte budget in one transaction, then
-    /// deletes the files it dropped. Returns how many events lost their clip.
-    pub fn update_clips(&mut self, updates: &[ClipUpdate]) -> Result<u64, StoreError> {
+    /// deletes the files it dropped.
+    pub fn update_clips(&mut self, updates: &[ClipUpdate]) -> Result<Updated, StoreError> {
         let tx = self.conn.transaction()?;
         let before = self.clips.bytes;
         let outcome = self

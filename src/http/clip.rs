@@ -112,7 +112,11 @@ fn unavailable(err: &io::Error, id: u64) -> tiny_http::Response<io::Cursor<Vec<u
         // Deleted by retention between the look-up and the open.
         return reply::error(404, "not_found", &format!("event {id} has no clip"));
     }
-    reply::error(503, "clip_unavailable", &format!("the clip cannot be read: {err}"))
+    reply::error(
+        503,
+        "clip_unavailable",
+        &format!("the clip cannot be read: {err}"),
+    )
 }
 
 /// `?download=1`: the file's whole part, as an attachment.
@@ -126,7 +130,11 @@ fn send_file(request: Request, id: u64, clip: &Clip, ctx: &Ctx) -> bool {
         Err(err) => return respond(request, unavailable(&err, id), ctx),
     };
     let Ok(length) = usize::try_from(len) else {
-        return respond(request, reply::error(500, "internal", "clip too large"), ctx);
+        return respond(
+            request,
+            reply::error(500, "internal", "clip too large"),
+            ctx,
+        );
     };
     let name = format!("porchlight-event-{id}.{}", file::EXTENSION);
     let response = Response::new(
@@ -143,7 +151,9 @@ fn send_file(request: Request, id: u64, clip: &Clip, ctx: &Ctx) -> bool {
         file.take(len),
         Some(length),
         None,
-    );
+    )
+    // A download says its length (a progress bar, a resumable save), never chunked.
+    .with_chunked_threshold(usize::MAX);
     log::info!("clip of event {id} downloaded ({len} bytes)");
     request.respond(response).is_ok()
 }
@@ -219,8 +229,13 @@ fn replay(request: Request, id: u64, clip: &Clip, conn: &Conn, ctx: &Ctx) -> boo
                 frame.jpeg,
                 true,
             );
-            let written = write_part(&mut socket, &part)
-                .and_then(|()| if last { socket.write_all(CLOSE) } else { Ok(()) });
+            let written = write_part(&mut socket, &part).and_then(|()| {
+                if last {
+                    socket.write_all(CLOSE)
+                } else {
+                    Ok(())
+                }
+            });
             if written.is_err() {
                 break Err("closed the connection");
             }

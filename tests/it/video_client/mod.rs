@@ -105,14 +105,30 @@ impl Mjpeg {
     /// `--frame\r\nContent-Type: image/jpeg\r\nContent-Length: N\r\nX-Timestamp: T\r\n
     /// X-Frame-Id: n\r\n\r\n<N bytes>\r\n`.
     pub fn next_part(&mut self, timeout: Duration) -> io::Result<Part> {
+        self.next_part_or_end(timeout)?
+            .ok_or_else(|| invalid("the stream ended (closing delimiter)".into()))
+    }
+
+    /// Like [`Mjpeg::next_part`], for a stream that ends (a clip): `None` after the closing
+    /// delimiter `--frame--`, which must be the last thing before the connection closes.
+    pub fn next_part_or_end(&mut self, timeout: Duration) -> io::Result<Option<Part>> {
         self.stream.set_read_timeout(Some(timeout))?;
-        self.expect_line("--frame").and_then(|rest| {
-            if rest.is_empty() {
-                Ok(())
-            } else {
-                Err(invalid(rest))
+        let delimiter = self.line()?;
+        match delimiter.as_str() {
+            "--frame" => {}
+            "--frame--" => {
+                let mut rest = Vec::new();
+                self.reader.read_to_end(&mut rest)?;
+                if !rest.is_empty() {
+                    return Err(invalid(format!(
+                        "{} bytes after the closing delimiter",
+                        rest.len()
+                    )));
+                }
+                return Ok(None);
             }
-        })?;
+            other => return Err(invalid(format!("expected a delimiter, got {other:?}"))),
+        }
         let content_type = self.expect_line("Content-Type: ")?;
         if content_type != "image/jpeg" {
             return Err(invalid(format!("part Content-Type {content_type:?}")));
@@ -140,12 +156,12 @@ impl Mjpeg {
         if &crlf != b"\r\n" {
             return Err(invalid(format!("part not followed by CRLF: {crlf:?}")));
         }
-        Ok(Part {
+        Ok(Some(Part {
             frame_id,
             timestamp,
             jpeg,
             arrived_unix: common::now_unix(),
-        })
+        }))
     }
 
     /// The next part; panics with the reason if it does not come or is malformed.
