@@ -49,6 +49,10 @@ use super::file::{self, ClipWriter};
 use super::metrics::ClipMetrics;
 use super::ring::FrameRing;
 use crate::camera::{Camera, CameraState};
+
+/// The camera's state, as the recorder asks it (the capture thread's [`Camera`], or a stand-in
+/// in tests).
+pub type CameraStateFn = Box<dyn Fn() -> CameraState + Send + Sync>;
 use crate::events::hub::ClipSink;
 use crate::events::{ClipPlan, ClipUpdate, Event, EventDraft, EventHub};
 use crate::shutdown::Shutdown;
@@ -67,7 +71,8 @@ pub const SYSTEM_ALERT: &str = "system_alert";
 /// How long after the event that started it a recording may run (unless `clip_post_s` is
 /// longer): the cap on extension by later events and motion.
 pub const MAX_AFTER_EVENT: Duration = Duration::from_secs(120);
-/// Free space the recorder leaves on the data dir's disk, for the event store.
+/// Free space the recorder leaves on the data dir's disk, for the event store (or a tenth of
+/// the disk, on one smaller than 160 MiB).
 pub const MIN_FREE_BYTES: u64 = 16 * 1024 * 1024;
 /// After the disk refused, how long no new clip is started.
 pub const DISK_PAUSE: Duration = Duration::from_secs(60);
@@ -162,7 +167,7 @@ struct Growing {
 struct Shared {
     settings: ClipSettings,
     ring: Arc<FrameRing>,
-    camera: Camera,
+    camera_state: CameraStateFn,
     state: Mutex<State>,
     growing: Growing,
     metrics: ClipMetrics,
@@ -216,7 +221,7 @@ impl Recorder {
         let shared = Arc::new(Shared {
             settings,
             ring,
-            camera,
+            camera_state: Box::new(move || camera.state()),
             state: Mutex::new(State::default()),
             growing: Growing::default(),
             metrics: ClipMetrics::default(),
@@ -313,7 +318,7 @@ struct Planner {
 
 impl Planner {
     fn camera_is_live(&self) -> bool {
-        self.shared.camera.state() == CameraState::Streaming
+        (self.shared.camera_state)() == CameraState::Streaming
             && self
                 .shared
                 .ring
@@ -606,7 +611,7 @@ impl Writer {
     /// and marked there, so that no event joins a recording once it is decided to end.
     fn why_end(&self, now: Instant) -> Option<Ended> {
         let recording = self.recording.as_ref()?;
-        let offline = self.shared.camera.state() == CameraState::Offline;
+        let offline = (self.shared.camera_state)() == CameraState::Offline;
         let full = recording
             .writer
             .as_ref()
@@ -759,24 +764,26 @@ fn is_disk_full(err: &io::Error) -> bool {
     ) || err.raw_os_error() == Some(libc::ENOSPC)
 }
 
-/// `Err` (as a full disk) if the clip folder's disk has less than [`MIN_FREE_BYTES`] free for
-/// unprivileged writers.
+/// `Err` (as a full disk) if the clip folder's disk has less free for unprivileged writers
+/// than the reserve kept for the event store: [`MIN_FREE_BYTES`], or a tenth of a small disk.
 fn check_free_space(dir: &Path) -> io::Result<()> {
-    let free = free_bytes(dir)?;
-    if free < MIN_FREE_BYTES {
+    let (free, total) = disk_space(dir)?;
+    let reserve = MIN_FREE_BYTES.min(total / 10);
+    if free < reserve {
         return Err(io::Error::new(
             io::ErrorKind::StorageFull,
             format!(
-                "{} MiB free, below the {} MiB kept for the event store",
-                free / (1024 * 1024),
-                MIN_FREE_BYTES / (1024 * 1024)
+                "{:.1} MiB free, below the {:.1} MiB kept for the event store",
+                free as f64 / 1048576.0,
+                reserve as f64 / 1048576.0
             ),
         ));
     }
     Ok(())
 }
 
-fn free_bytes(dir: &Path) -> io::Result<u64> {
+/// Bytes free for unprivileged writers, and the size, of the disk holding `dir`.
+fn disk_space(dir: &Path) -> io::Result<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in the clip folder"))?;
@@ -787,7 +794,12 @@ fn free_bytes(dir: &Path) -> io::Result<u64> {
     }
     // The fields are 32-bit on the Pi Zero's ARMv6 (and 64-bit here).
     #[allow(clippy::useless_conversion)]
-    Ok(u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
+    let (free, total, block) = (
+        u64::from(stat.f_bavail),
+        u64::from(stat.f_blocks),
+        u64::from(stat.f_frsize),
+    );
+    Ok((free.saturating_mul(block), total.saturating_mul(block)))
 }
 
 #[cfg(test)]
@@ -818,6 +830,161 @@ mod tests {
         assert_eq!(state.session_end(post), None);
     }
 
+    /// A planner over a ring holding one fresh frame, with the camera in `state`.
+    fn make_planner(state: CameraState) -> (Planner, Receiver<Job>) {
+        let ring = Arc::new(FrameRing::new(Duration::from_secs(4), 1 << 20));
+        ring.push(Arc::new(Frame::new(
+            1,
+            crate::clock::unix_now(),
+            Instant::now(),
+            (32, 16),
+            vec![0xFF, 0xD8, 0xFF, 0xD9],
+            true,
+        )));
+        let shared = Arc::new(Shared {
+            settings: ClipSettings {
+                pre: Duration::from_secs(3),
+                post: Duration::from_secs(7),
+                event_types: vec!["doorbell_pressed".into(), MOTION_DETECTED.into()],
+                max_bytes: 1 << 30,
+                dir: std::env::temp_dir(),
+            },
+            ring,
+            camera_state: Box::new(move || state),
+            state: Mutex::new(State::default()),
+            growing: Growing::default(),
+            metrics: ClipMetrics::default(),
+        });
+        let (jobs, rx) = crossbeam_channel::bounded(4);
+        (
+            Planner {
+                shared,
+                jobs,
+                batch_new: false,
+            },
+            rx,
+        )
+    }
+
+    fn draft(event_type: &str, ago_s: f64) -> EventDraft {
+        let mut draft = EventDraft::new(event_type, "api", Map::new());
+        draft.timestamp = crate::clock::unix_now() - ago_s;
+        draft
+    }
+
+    /// `draft` as the store would give it back, with id `id` and clip file `file`.
+    fn stored(draft: &EventDraft, id: u64, file: Option<u64>) -> Event {
+        Event {
+            id,
+            event_type: draft.event_type.clone(),
+            timestamp: draft.timestamp,
+            source: draft.source.clone(),
+            data: draft.data.clone(),
+            has_snapshot: false,
+            clip_file: file,
+        }
+    }
+
+    #[test]
+    fn the_planner_starts_a_recording_then_lets_later_events_join_it() {
+        let (mut planner, jobs) = make_planner(CameraState::Streaming);
+        let first = draft("doorbell_pressed", 0.0);
+        let second = draft("doorbell_pressed", 0.0);
+        // One batch: a new recording, and a second event joining it before it has an id.
+        assert_eq!(planner.plan(&first), Some(ClipPlan::New));
+        assert_eq!(planner.plan(&second), Some(ClipPlan::JoinBatch));
+        assert_eq!(planner.plan(&draft("package_delivered", 0.0)), None);
+        assert!(planner.stored(&stored(&first, 5, Some(5))));
+        assert!(planner.stored(&stored(&second, 6, Some(5))));
+        assert!(matches!(jobs.try_recv(), Ok(Job::Start { file_id: 5, .. })));
+        assert!(jobs.try_recv().is_err(), "a join starts nothing");
+        // A later batch joins it by its id, and pushes its end out.
+        let before = planner
+            .shared
+            .state()
+            .session_end(Duration::from_secs(7))
+            .unwrap();
+        assert_eq!(
+            planner.plan(&draft("motion_detected", 0.0)),
+            Some(ClipPlan::Join(5))
+        );
+        let after = planner
+            .shared
+            .state()
+            .session_end(Duration::from_secs(7))
+            .unwrap();
+        assert!(after >= before);
+        assert!(
+            planner.shared.files().contains_key(&5),
+            "readers see it growing"
+        );
+        // Once the writer ended it, the next event starts another.
+        planner.shared.state().session.as_mut().unwrap().ended = true;
+        assert_eq!(
+            planner.plan(&draft("doorbell_pressed", 0.0)),
+            Some(ClipPlan::New)
+        );
+    }
+
+    #[test]
+    fn an_event_past_the_recordings_cap_gets_a_new_one() {
+        let (mut planner, _jobs) = make_planner(CameraState::Streaming);
+        let first = draft("doorbell_pressed", 0.0);
+        assert_eq!(planner.plan(&first), Some(ClipPlan::New));
+        planner.stored(&stored(&first, 1, Some(1)));
+        // Pretend the recording started long ago: its cap is now.
+        planner.shared.state().session.as_mut().unwrap().cap = Instant::now();
+        assert_eq!(
+            planner.plan(&draft("doorbell_pressed", 0.0)),
+            Some(ClipPlan::New)
+        );
+    }
+
+    #[test]
+    fn no_clip_while_the_camera_is_not_live_or_the_disk_refused() {
+        let (mut planner, _jobs) = make_planner(CameraState::Stalled);
+        assert_eq!(planner.plan(&draft("doorbell_pressed", 0.0)), None);
+        let (mut planner, _jobs) = make_planner(CameraState::Streaming);
+        planner.shared.state().paused_until = Some(Instant::now() + Duration::from_secs(60));
+        assert_eq!(planner.plan(&draft("doorbell_pressed", 0.0)), None);
+        planner.shared.state().paused_until = Some(Instant::now());
+        assert_eq!(
+            planner.plan(&draft("doorbell_pressed", 0.0)),
+            Some(ClipPlan::New)
+        );
+        // The batch was not stored: the planned recording is forgotten.
+        planner.not_stored();
+        assert!(planner.shared.state().session.is_none());
+        assert_eq!(
+            planner.plan(&draft("doorbell_pressed", 0.0)),
+            Some(ClipPlan::New)
+        );
+    }
+
+    #[test]
+    fn the_detectors_motion_holds_a_recording_open_until_it_ends() {
+        let (mut planner, _jobs) = make_planner(CameraState::Streaming);
+        let post = Duration::from_secs(7);
+        let mut motion = draft(MOTION_DETECTED, 0.0);
+        motion.source = DETECTOR_SOURCE.into();
+        assert_eq!(planner.plan(&motion), Some(ClipPlan::New));
+        planner.stored(&stored(&motion, 3, Some(3)));
+        let cap = planner.shared.state().session.as_ref().unwrap().cap;
+        assert_eq!(planner.shared.state().session_end(post), Some(cap));
+        // The end of that motion (2 s long) ends the recording post after it.
+        let mut ended = stored(&draft(MOTION_ENDED, 0.0), 4, None);
+        ended.data.insert("motion_event_id".into(), 3.into());
+        ended.data.insert("duration_s".into(), 2.0.into());
+        planner.stored(&ended);
+        let end = planner.shared.state().session_end(post).unwrap();
+        assert!(end < cap);
+        // Motion posted by another producer is a moment: it does not hold anything open.
+        let posted = draft(MOTION_DETECTED, 0.0);
+        planner.plan(&posted);
+        planner.stored(&stored(&posted, 5, Some(3)));
+        assert!(matches!(planner.shared.state().motion, Motion::Ended(_)));
+    }
+
     #[test]
     fn an_event_is_placed_on_the_monotonic_clock_within_the_ring() {
         let keep = Duration::from_secs(4);
@@ -843,6 +1010,7 @@ mod tests {
             "x"
         )));
         assert!(!is_disk_full(&io::Error::from_raw_os_error(libc::EIO)));
-        assert!(free_bytes(&std::env::temp_dir()).unwrap() > 0);
+        let (free, total) = disk_space(&std::env::temp_dir()).unwrap();
+        assert!(free > 0 && total >= free);
     }
 }

@@ -333,6 +333,27 @@ pub struct Recovered {
     pub unclipped: u64,
 }
 
+/// A store made before clips existed, opened read-only (so nobody could add the tables): the
+/// reader connection gets empty stand-ins of its own (TEMP tables, which a read-only
+/// connection may create), so its queries work and say "no clip". Returns whether it did (such
+/// a connection is not kept for reuse: the real tables may appear later).
+pub fn readable_without_clips(conn: &rusqlite::Connection) -> rusqlite::Result<bool> {
+    let present: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'clips')",
+        [],
+        |row| row.get(0),
+    )?;
+    if !present {
+        conn.execute_batch(
+            "CREATE TEMP TABLE IF NOT EXISTS clip_files (
+                 id INTEGER PRIMARY KEY, bytes INTEGER NOT NULL, recording INTEGER NOT NULL);
+             CREATE TEMP TABLE IF NOT EXISTS clips (
+                 event_id INTEGER PRIMARY KEY, file_id INTEGER NOT NULL);",
+        )?;
+    }
+    Ok(!present)
+}
+
 /// The read side: where an event's clip is.
 pub fn locate(
     conn: &rusqlite::Connection,
@@ -352,4 +373,246 @@ pub fn locate(
         })
     })
     .optional()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::store::{Retention, Store, StoreReader};
+    use crate::events::{EventDraft, EventQuery};
+    use crate::video::Frame;
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    struct Dir(PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    fn dir(tag: &str) -> Dir {
+        let path = std::env::temp_dir().join(format!(
+            "porchlight-cliprows-{tag}-{}-{}",
+            std::process::id(),
+            crate::clock::unix_now()
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        Dir(path)
+    }
+
+    fn retention(max_events: u64, max_clip_bytes: u64) -> Retention {
+        Retention {
+            max_events,
+            max_snapshot_bytes: 1 << 30,
+            max_clip_bytes,
+        }
+    }
+
+    fn draft(plan: Option<ClipPlan>) -> EventDraft {
+        let mut draft = EventDraft::new("doorbell_pressed", "test", Default::default());
+        draft.clip = plan;
+        draft
+    }
+
+    /// Writes a real clip file of `frames` frames for recording `id`; returns its length.
+    fn write_clip(data: &Path, id: u64, frames: u64) -> u64 {
+        let base = Instant::now();
+        let path = file::path(&data.join(file::DIR), id);
+        let mut writer = None;
+        for n in 0..frames {
+            let mut jpeg = vec![0xFF, 0xD8];
+            jpeg.resize(200, n as u8);
+            jpeg.extend_from_slice(&[0xFF, 0xD9]);
+            let frame = Frame::new(
+                n + 1,
+                1.0e9 + n as f64 / 10.0,
+                base + Duration::from_millis(n * 100),
+                (32, 16),
+                jpeg,
+                true,
+            );
+            let w =
+                writer.get_or_insert_with(|| file::ClipWriter::create(&path, &frame, "t").unwrap());
+            w.append(&frame).unwrap();
+        }
+        writer.map_or(0, |w| w.len())
+    }
+
+    fn clip_of(reader: &StoreReader, id: u64) -> Option<u64> {
+        reader.get(id).unwrap().unwrap().clip_file
+    }
+
+    #[test]
+    fn plans_place_events_in_recordings() {
+        let d = dir("plans");
+        let mut store = Store::open(&d.0, retention(100, 1 << 30)).unwrap();
+        // A new recording, one joining it in the same batch, one with no clip.
+        let stored = store
+            .append(&[
+                draft(Some(ClipPlan::New)),
+                draft(Some(ClipPlan::JoinBatch)),
+                draft(None),
+            ])
+            .unwrap();
+        let files: Vec<_> = stored.iter().map(|e| e.clip_file).collect();
+        assert_eq!(files, [Some(1), Some(1), None]);
+        // A later batch joins it by id while it records.
+        let joined = store.append(&[draft(Some(ClipPlan::Join(1)))]).unwrap();
+        assert_eq!(joined[0].clip_file, Some(1));
+        // Finished, it takes no one else.
+        store
+            .update_clips(&[ClipUpdate::Finished {
+                file_id: 1,
+                bytes: 10,
+            }])
+            .unwrap();
+        let late = store.append(&[draft(Some(ClipPlan::Join(1)))]).unwrap();
+        assert_eq!(late[0].clip_file, None);
+        assert_eq!(store.clip_bytes(), 10);
+        let reader = StoreReader::new(&d.0);
+        assert_eq!(clip_of(&reader, 4), Some(1));
+        let location = reader.clip(2).unwrap().unwrap();
+        assert_eq!((location.file_id, location.recording), (1, false));
+        assert!(reader.clip(3).unwrap().is_none());
+    }
+
+    #[test]
+    fn the_budget_deletes_the_oldest_finished_recordings_row_first_then_file() {
+        let d = dir("budget");
+        // Three recordings of 10 frames, all the same size; the budget holds two.
+        let scratch = dir("budget-size");
+        std::fs::create_dir_all(scratch.0.join(file::DIR)).unwrap();
+        let one = write_clip(&scratch.0, 1, 10);
+        let mut store = Store::open(&d.0, retention(100, 2 * one)).unwrap();
+        let reader = StoreReader::new(&d.0);
+        let mut lens = Vec::new();
+        for _ in 0..3 {
+            let event = store
+                .append(&[draft(Some(ClipPlan::New))])
+                .unwrap()
+                .remove(0);
+            lens.push(write_clip(&d.0, event.id, 10));
+        }
+        assert!(lens.iter().all(|l| *l == one));
+        // The one still recording is never deleted, whatever the budget.
+        let updated = store
+            .update_clips(&[
+                ClipUpdate::Finished {
+                    file_id: 1,
+                    bytes: lens[0],
+                },
+                ClipUpdate::Finished {
+                    file_id: 2,
+                    bytes: lens[1],
+                },
+            ])
+            .unwrap();
+        assert_eq!((updated.finished, updated.unclipped), (2, 0));
+        let updated = store
+            .update_clips(&[ClipUpdate::Finished {
+                file_id: 3,
+                bytes: lens[2],
+            }])
+            .unwrap();
+        assert_eq!((updated.finished, updated.unclipped), (1, 1));
+        assert_eq!(clip_of(&reader, 1), None);
+        assert_eq!(clip_of(&reader, 2), Some(2));
+        assert_eq!(clip_of(&reader, 3), Some(3));
+        assert!(!file::path(&d.0.join(file::DIR), 1).exists());
+        assert!(file::path(&d.0.join(file::DIR), 2).exists());
+        assert_eq!(store.clip_bytes(), lens[1] + lens[2]);
+        // A failed recording takes its events' clips and its file with it.
+        let event = store
+            .append(&[draft(Some(ClipPlan::New))])
+            .unwrap()
+            .remove(0);
+        let updated = store
+            .update_clips(&[ClipUpdate::Failed { file_id: event.id }])
+            .unwrap();
+        assert_eq!(updated.unclipped, 1);
+        assert_eq!(clip_of(&reader, event.id), None);
+    }
+
+    #[test]
+    fn deleted_events_take_their_clips_and_unreferenced_recordings_with_them() {
+        let d = dir("events");
+        let mut store = Store::open(&d.0, retention(2, 1 << 30)).unwrap();
+        store.append(&[draft(Some(ClipPlan::New))]).unwrap();
+        let len = write_clip(&d.0, 1, 5);
+        store
+            .update_clips(&[ClipUpdate::Finished {
+                file_id: 1,
+                bytes: len,
+            }])
+            .unwrap();
+        // Two more events push event 1 out; its recording has no event left.
+        store.append(&[draft(None), draft(None)]).unwrap();
+        assert!(!file::path(&d.0.join(file::DIR), 1).exists());
+        assert_eq!(store.clip_bytes(), 0);
+        let reader = StoreReader::new(&d.0);
+        assert_eq!(
+            reader
+                .query(&EventQuery {
+                    limit: 10,
+                    ..Default::default()
+                })
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn recovery_repairs_cut_off_recordings_and_removes_strays() {
+        let d = dir("recover");
+        let clips = d.0.join(file::DIR);
+        {
+            let mut store = Store::open(&d.0, retention(100, 1 << 30)).unwrap();
+            // 1: finished. 2: recording, cut off with a torn frame. 3: recording, no frame.
+            // 4: finished, but its file is gone.
+            for _ in 0..4 {
+                store.append(&[draft(Some(ClipPlan::New))]).unwrap();
+            }
+            let one = write_clip(&d.0, 1, 4);
+            let four = write_clip(&d.0, 4, 4);
+            store
+                .update_clips(&[
+                    ClipUpdate::Finished {
+                        file_id: 1,
+                        bytes: one,
+                    },
+                    ClipUpdate::Finished {
+                        file_id: 4,
+                        bytes: four,
+                    },
+                ])
+                .unwrap();
+        }
+        let whole = write_clip(&d.0, 2, 6);
+        let mut bytes = std::fs::read(file::path(&clips, 2)).unwrap();
+        let torn = bytes[bytes.len() - 150..bytes.len() - 50].to_vec();
+        bytes.extend_from_slice(&torn);
+        std::fs::write(file::path(&clips, 2), &bytes).unwrap();
+        std::fs::remove_file(file::path(&clips, 4)).unwrap();
+        std::fs::write(file::path(&clips, 99), b"a stray file from a crash").unwrap();
+        std::fs::write(clips.join("notes.txt"), b"not ours").unwrap();
+
+        let store = Store::open(&d.0, retention(100, 1 << 30)).unwrap();
+        let reader = StoreReader::new(&d.0);
+        let two = reader.clip(2).unwrap().unwrap();
+        assert!(!two.recording);
+        assert_eq!(
+            std::fs::metadata(file::path(&clips, 2)).unwrap().len(),
+            whole
+        );
+        assert_eq!(clip_of(&reader, 1), Some(1));
+        assert_eq!(clip_of(&reader, 3), None);
+        assert_eq!(clip_of(&reader, 4), None);
+        assert!(!file::path(&clips, 99).exists());
+        assert!(
+            clips.join("notes.txt").exists(),
+            "files not named like clips are left alone"
+        );
+        assert!(store.clip_bytes() >= whole);
+    }
 }

@@ -396,16 +396,20 @@ impl StoreReader {
 
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
         let pooled = self.idle.lock().expect("reader pool").pop();
-        let conn = match pooled {
-            Some(conn) => conn,
-            None => open_connection(
-                &self.path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )?,
+        let (conn, stand_ins) = match pooled {
+            Some(conn) => (conn, false),
+            None => {
+                let conn = open_connection(
+                    &self.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                let stand_ins = clip_rows::readable_without_clips(&conn)?;
+                (conn, stand_ins)
+            }
         };
         let result = f(&conn);
         let mut idle = self.idle.lock().expect("reader pool");
-        if idle.len() < MAX_IDLE_READERS {
+        if idle.len() < MAX_IDLE_READERS && !stand_ins {
             idle.push(conn);
         }
         Ok(result?)
@@ -583,6 +587,43 @@ mod tests {
         assert_eq!(replay, vec![8, 9, 10]);
         assert!(reader.get(11).unwrap().is_none());
         assert_eq!(reader.get(3).unwrap().unwrap().event_type, "even");
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn a_store_from_before_clips_is_readable_read_only() {
+        let dir = temp_dir("preclips");
+        let conn = Connection::open(dir.join(DB_FILE)).unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        conn.execute(
+            "INSERT INTO events (event_type, timestamp, source, data) VALUES ('a', 1.0, 't', '{}')",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        let reader = StoreReader::new(&dir);
+        let event = reader.get(1).unwrap().unwrap();
+        assert_eq!((event.event_type.as_str(), event.clip_file), ("a", None));
+        assert!(reader.clip(1).unwrap().is_none());
+        assert_eq!(
+            reader
+                .query(&EventQuery {
+                    limit: 5,
+                    ..Default::default()
+                })
+                .unwrap()
+                .len(),
+            1
+        );
+        // Opened for writing, the store adds the clip tables and keeps the event; readers then
+        // see the real tables.
+        let mut store = Store::open(&dir, LOTS).unwrap();
+        assert_eq!(store.stored(), 1);
+        let mut with_clip = draft("b");
+        with_clip.clip = Some(super::super::ClipPlan::New);
+        let stored = store.append(&[with_clip]).unwrap();
+        assert_eq!(stored[0].clip_file, Some(2));
+        assert_eq!(reader.get(2).unwrap().unwrap().clip_file, Some(2));
         std::fs::remove_dir_all(dir).ok();
     }
 

@@ -578,7 +578,7 @@ fn a_full_disk_stops_recording_with_an_alert_and_the_server_goes_on() {
     let disk = dir.join("disk");
     std::fs::create_dir_all(&disk).unwrap();
     let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=17m,mode=0777", "tmpfs"])
+        .args(["-t", "tmpfs", "-o", "size=3m,mode=0777", "tmpfs"])
         .arg(&disk)
         .status()
         .unwrap();
@@ -594,8 +594,8 @@ fn a_full_disk_stops_recording_with_an_alert_and_the_server_goes_on() {
     }
     let _unmount = Unmount(disk.clone());
     let data = disk.join("data");
-    // 17 MiB, of which the recorder leaves 16 MiB to the event store: a long clip soon
-    // reaches that.
+    // 3 MiB, of which the recorder leaves a tenth to the event store: a long clip at 720p
+    // soon fills the rest.
     let server = Server::with_config(
         "clip_pre_s = 1.0\nclip_post_s = 60.0\n",
         &[
