@@ -51,6 +51,9 @@ pub struct Metrics {
     /// Camera frames lost before publishing (the source was late, or sent a corrupt frame).
     pub frames_dropped: AtomicU64,
     pub video: VideoMetrics,
+    /// Frames the motion detector examined, and the time it spent on them (decoding apart).
+    pub motion_frames: AtomicU64,
+    pub motion_nanos: AtomicU64,
     clients: [AtomicUsize; 3],
     started: Option<Instant>,
 }
@@ -279,7 +282,7 @@ impl Metrics {
                 })
                 .collect()
         };
-        let labelled: [(&str, &str, Samples); 8] = [
+        let labelled: [(&str, &str, Samples); 10] = [
             (
                 "porchlight_frames_sent_total",
                 "Video frames written to clients, by client kind.",
@@ -319,6 +322,16 @@ impl Metrics {
                 "porchlight_decode_seconds_total",
                 "Time spent decoding camera frames.",
                 vec![(String::new(), load(&video.decode_nanos) * 1e-9)],
+            ),
+            (
+                "porchlight_motion_frames_total",
+                "Camera frames the motion detector examined.",
+                vec![(String::new(), load(&self.motion_frames))],
+            ),
+            (
+                "porchlight_motion_seconds_total",
+                "Time the motion detector spent on them (decoding is counted apart).",
+                vec![(String::new(), load(&self.motion_nanos) * 1e-9)],
             ),
         ];
         for (name, help, samples) in &labelled {
