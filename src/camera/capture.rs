@@ -5,7 +5,7 @@
 //!  starting ────────▶ (waiting) ─────────▶ streaming ───────────────────────────▶ stalled
 //!     ▲  │ open fails                          ▲  frame again                        │
 //!     │  ▼                                     └──────────────────────────────────────┤
-//!     │ offline ◀── source error, or stalled past offline_after ◀─────────────────────┘
+//!     │ offline ◀── source error, or stalled for stall_grace more ◀───────────────────┘
 //!     └── after a backoff (1 s, 2 s, 4 s … 30 s), or at once on restart
 //! ```
 //!

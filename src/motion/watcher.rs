@@ -9,7 +9,6 @@
 //! `motion_ended` (a home-automation "motion" sensor never stays on forever).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -18,7 +17,6 @@ use serde_json::{Map, Value, json};
 use super::{Decision, Detector, LumaGrid, MOTION_DETECTED, MOTION_ENDED, Settings};
 use crate::events::{EventDraft, EventHub};
 use crate::latest::{Latest, Next};
-use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::video::rate::Decimator;
 use crate::video::{Frame, Video};
@@ -33,7 +31,6 @@ pub struct Wiring {
     pub camera: Latest<Frame>,
     pub video: Video,
     pub events: EventHub,
-    pub metrics: Arc<Metrics>,
     pub shutdown: Shutdown,
 }
 
@@ -118,11 +115,7 @@ impl Watcher {
         };
         drop(image);
         let (_, decision) = self.detector.observe(frame.captured_at, &grid);
-        let metrics = &self.wiring.metrics;
-        metrics.motion_frames.fetch_add(1, Ordering::Relaxed);
-        metrics
-            .motion_nanos
-            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.wiring.video.metrics().add_motion(started.elapsed());
         if let Some(decision) = decision {
             self.announce(decision, frame);
         }
