@@ -16,7 +16,7 @@ use std::time::Duration;
 
 pub use detector::{Decision, Detector};
 pub use grid::LumaGrid;
-pub use watcher::start;
+pub use watcher::{Wiring, start, start_configured};
 
 /// Event type of motion the camera saw (and of motion a producer posts).
 pub const MOTION_DETECTED: &str = "motion_detected";

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value, json};
 
 use super::{Decision, Detector, LumaGrid, MOTION_DETECTED, MOTION_ENDED, Settings};
+use crate::camera::CameraSpec;
+use crate::config::Config;
 use crate::events::{EventDraft, EventHub};
 use crate::latest::{Latest, Next};
 use crate::shutdown::Shutdown;
@@ -23,6 +25,8 @@ use crate::video::{Frame, Video};
 
 /// How long one wait for a frame lasts before the shutdown flag is checked.
 const CHECK_EVERY: Duration = Duration::from_millis(500);
+/// How many later frames a due frame may pass its turn to, looking for one an encoder decoded.
+const MAX_DEFERRED: u8 = 2;
 /// The `source` events name the camera as.
 const SOURCE: &str = "camera";
 
@@ -32,6 +36,33 @@ pub struct Wiring {
     pub video: Video,
     pub events: EventHub,
     pub shutdown: Shutdown,
+}
+
+/// Starts the motion thread if the configuration asks for it: `motion = "on"` and a camera
+/// that films a scene. The synthetic test picture is never watched: its bars and box move all
+/// the time by design, so it would be one motion that never ends.
+pub fn start_configured(
+    config: &Config,
+    wiring: Wiring,
+) -> std::io::Result<Option<JoinHandle<()>>> {
+    if !config.motion {
+        log::info!("motion detection off");
+        return Ok(None);
+    }
+    if let CameraSpec::Synthetic { .. } = config.camera {
+        log::info!(
+            "motion detection not run on the synthetic test picture (it moves by design); \
+             it watches v4l2: and file: cameras"
+        );
+        return Ok(None);
+    }
+    let settings = Settings {
+        sensitivity: config.motion_sensitivity,
+        zones: config.motion_zones.clone(),
+        min_duration: Duration::from_secs_f64(config.motion_min_s),
+        cooldown: Duration::from_secs_f64(config.motion_cooldown_s),
+    };
+    start(settings, config.motion_fps, wiring).map(Some)
 }
 
 /// Starts the motion thread, examining `fps` frames a second with `settings`.
@@ -70,6 +101,10 @@ struct Watcher {
 impl Watcher {
     fn run(mut self) {
         let mut last_seq = 0;
+        // A frame that is due while an encoder is decoding frames for viewers: examined at the
+        // next frame's arrival, from the encoder's decode if it took this one (encoders thin
+        // frames to their own rate, so it may not have), else the next frame gets the chance.
+        let mut waiting: Option<(Arc<Frame>, u8)> = None;
         let why = loop {
             let frame = match self.wiring.camera.wait_newer(last_seq, CHECK_EVERY) {
                 Next::Item(seq, frame) => {
@@ -85,12 +120,25 @@ impl Watcher {
             }
             if !frame.live {
                 // No picture of the scene: forget it; what moved has ended as far as we know.
+                waiting = None;
                 if let Some(decision) = self.detector.reset() {
                     self.announce(decision, &frame);
                 }
                 continue;
             }
+            if let Some((due, deferred)) = waiting.take() {
+                if self.wiring.video.is_decoded(due.number) || deferred >= MAX_DEFERRED {
+                    self.examine(&due);
+                } else {
+                    waiting = Some((frame, deferred + 1));
+                    continue;
+                }
+            }
             if !self.decimator.accept(frame.captured_at) {
+                continue;
+            }
+            if self.wiring.video.decoding_near(frame.number, 3) {
+                waiting = Some((frame, 0));
                 continue;
             }
             self.examine(&frame);

@@ -319,6 +319,32 @@ impl Video {
         self.decode_shared(frame, keep)
     }
 
+    /// Whether an encoder is decoding camera frames now: the cache holds one of the `within`
+    /// frames up to `number`. A reader beside the encoders then does best to take the frames
+    /// they decode rather than others.
+    pub fn decoding_near(&self, number: u64, within: u64) -> bool {
+        let entries = self
+            .shared
+            .decoded
+            .entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        entries
+            .iter()
+            .any(|(n, _)| *n <= number && number - *n < within)
+    }
+
+    /// Whether camera frame `number` is decoded and cached.
+    pub fn is_decoded(&self, number: u64) -> bool {
+        let entries = self
+            .shared
+            .decoded
+            .entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        entries.iter().any(|(n, _)| *n == number)
+    }
+
     /// The decoded picture of `frame`, decoding it only if no preset did yet.
     fn decoded(&self, frame: &Frame) -> Result<Arc<Image>, String> {
         self.decode_shared(frame, true)
