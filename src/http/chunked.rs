@@ -115,7 +115,7 @@ mod tests {
         });
         assert_eq!(
             wire,
-            b"10\r\nid: 1\ndata: {}\n\n\r\n11\r\nevent: heartbeat\n\n\r\n"
+            b"10\r\nid: 1\ndata: {}\n\n\r\n12\r\nevent: heartbeat\n\n\r\n"
         );
     }
 
