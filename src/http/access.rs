@@ -67,24 +67,18 @@ fn from_browser(request: &Request) -> bool {
 }
 
 /// A 401 with its challenges. ffmpeg, VLC and mpv send the `user:token@` of their URL only
-/// when challenged with `Basic`, so other clients get that challenge (and `Bearer`). A browser
-/// answers a `Basic` challenge with its own password dialog, over the dashboard's sign-in form
-/// and for every `<img>` or `EventSource` refused: browsers get only `Bearer`, which no browser
-/// prompts for.
+/// when challenged with `Basic`, so other clients get that challenge first (ffmpeg and VLC read
+/// only the scheme at the start of the header), then `Bearer`, in one header. A browser answers
+/// a `Basic` challenge with its own password dialog, over the dashboard's sign-in form and for
+/// every `<img>` or `EventSource` refused: browsers get only `Bearer`, which none prompts for.
 pub fn unauthorized(request: &Request, message: &str) -> Reply {
-    let reply = reply::error(401, "unauthorized", message);
-    let reply = if from_browser(request) {
-        reply
+    let challenge = if from_browser(request) {
+        "Bearer realm=\"porchlight\""
     } else {
-        reply.with_header(reply::header(
-            "WWW-Authenticate",
-            "Basic realm=\"porchlight\", charset=\"UTF-8\"",
-        ))
+        "Basic realm=\"porchlight\", charset=\"UTF-8\", Bearer realm=\"porchlight\""
     };
-    reply.with_header(reply::header(
-        "WWW-Authenticate",
-        "Bearer realm=\"porchlight\"",
-    ))
+    reply::error(401, "unauthorized", message)
+        .with_header(reply::header("WWW-Authenticate", challenge))
 }
 
 /// The request's role, or the 401 to answer. With no tokens configured everyone is admin

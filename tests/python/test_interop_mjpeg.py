@@ -204,19 +204,39 @@ def test_vlc_writes_decoded_frames_as_another_user(camera_server, capsys):
                    f"in {took:.2f} s")
 
 
-def test_readme_recording_recipe_keeps_real_time(camera_server, capsys, tmp_path):
-    """README "Recording": the wall-clock recipe records 15 fps video at 15 fps (the plain
-    `-f mjpeg -i` one stamps 25 fps and plays 1.7x fast here, 2.5x at 10 fps)."""
-    target = tmp_path / "door.mp4"
+# Each recording: ffmpeg input arguments, output arguments, output file name.
+RECORDINGS = {
+    # README "Live video": re-encoded to H.264, frames kept at their real times.
+    "README mp4": (["-use_wallclock_as_timestamps", "1", "-f", "mjpeg"],
+                   ["-fps_mode", "passthrough", "-c:v", "libx264", "-preset", "veryfast"],
+                   "door.mp4"),
+    # README "Live video": the JPEGs as they are.
+    "README mkv copy": (["-use_wallclock_as_timestamps", "1", "-f", "mjpeg"], ["-c", "copy"],
+                        "door.mkv"),
+    # Frigate without go2rtc: its MJPEG input arguments and its H.264 segment recording.
+    "Frigate ffmpeg args": (
+        ["-avoid_negative_ts", "make_zero", "-fflags", "nobuffer", "-flags", "low_delay",
+         "-strict", "experimental", "-fflags", "+genpts+discardcorrupt",
+         "-use_wallclock_as_timestamps", "1"],
+        ["-f", "segment", "-segment_time", "10", "-segment_format", "mp4",
+         "-reset_timestamps", "1", "-c:v", "libx264", "-an"],
+        "frigate-%03d.mp4"),
+}
+
+
+@pytest.mark.parametrize("name", list(RECORDINGS))
+def test_recordings_keep_real_time(camera_server, capsys, tmp_path, name):
+    """A 15 fps stream recorded for 3 s is 3 s of video at the stream's rate (ffmpeg's plain
+    `-f mjpeg -i` stamps 25 fps instead: 1.7x fast at 15 fps, 2.5x at 10 fps)."""
+    input_args, output_args, file_name = RECORDINGS[name]
     seconds = 3
     done = subprocess.run(
-        ["ffmpeg", "-nostdin", "-loglevel", "error",
-         "-use_wallclock_as_timestamps", "1", "-f", "mjpeg",
+        ["ffmpeg", "-nostdin", "-loglevel", "error", *input_args,
          "-i", authed_url(camera_server, "/stream/video", user="rec"),
-         "-fps_mode", "passthrough", "-c:v", "libx264", "-preset", "veryfast",
-         "-t", str(seconds), str(target)],
+         "-t", str(seconds), *output_args, str(tmp_path / file_name)],
         capture_output=True, text=True, timeout=90)
     assert done.returncode == 0, done.stderr
+    [target] = list(tmp_path.iterdir())
     probe = subprocess.run(
         ["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0",
          "-show_entries", "stream=nb_read_frames:format=duration", "-of", "json", str(target)],
@@ -225,7 +245,12 @@ def test_readme_recording_recipe_keeps_real_time(camera_server, capsys, tmp_path
     duration = float(info["format"]["duration"])
     frames = int(info["streams"][0]["nb_read_frames"])
     rate = frames / duration
-    report(capsys, f"recording recipe: {frames} frames over {duration:.2f} s = {rate:.1f} fps "
+    report(capsys, f"recording ({name}): {frames} frames over {duration:.2f} s = {rate:.1f} fps "
                    "(camera 15 fps)")
     assert abs(duration - seconds) < 0.6, duration
-    assert 10 <= rate <= 20, f"{rate:.1f} fps: the recording does not keep real time"
+    assert frames >= 8, frames
+    if "Frigate" not in name:
+        # Stamped 25 fps, a 15 fps stream fills 3 s of video with 75 frames. Fewer than 15 a
+        # second is a loaded machine (the viewer then gets the newest frame and skips others).
+        # Frigate's own H.264 output is constant-rate: it repeats frames up to 25 fps itself.
+        assert rate <= 20, f"{rate:.1f} fps: the recording does not keep real time"
