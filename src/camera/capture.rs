@@ -5,7 +5,7 @@
 //!  starting ────────▶ (waiting) ─────────▶ streaming ───────────────────────────▶ stalled
 //!     ▲  │ open fails                          ▲  frame again                        │
 //!     │  ▼                                     └──────────────────────────────────────┤
-//!     │ offline ◀── source error, or stalled past offline_after ◀─────────────────────┘
+//!     │ offline ◀── source error, or stalled for stall_grace more ◀───────────────────┘
 //!     └── after a backoff (1 s, 2 s, 4 s … 30 s), or at once on restart
 //! ```
 //!
@@ -23,7 +23,7 @@ use serde_json::{Map, Value, json};
 
 use super::CameraSpec;
 use super::placeholder;
-use super::source::{self, Captured, Mode, Source};
+use super::source::{Captured, Mode, Source};
 use crate::events::{EventDraft, EventHub};
 use crate::latest::Latest;
 use crate::metrics::Metrics;
@@ -61,7 +61,7 @@ impl Default for Timing {
     }
 }
 
-/// Opens a source for a spec (the real [`source::open`], or a fake in tests).
+/// Opens a source for a spec (the real [`super::open`], or a fake in tests).
 pub type Opener = Box<dyn Fn(&CameraSpec) -> Result<Box<dyn Source>, String> + Send>;
 /// How long `restart` waits for the capture thread to acknowledge.
 const RESTART_ACK: Duration = Duration::from_secs(5);
@@ -125,7 +125,7 @@ impl Camera {
     ) -> std::io::Result<(Camera, JoinHandle<()>)> {
         Camera::start_with(
             spec,
-            Box::new(source::open),
+            Box::new(super::open),
             Timing::default(),
             events,
             metrics,
@@ -516,7 +516,7 @@ impl Capture {
         self.last_placeholder = Some(Instant::now());
         let (width, height) = self.placeholder_size();
         let unix = crate::clock::unix_now();
-        let clock = format!("{} UTC", &super::synthetic::clock_text(unix)[..8]);
+        let clock = format!("{} UTC", &crate::clock::clock_text(unix)[..8]);
         match placeholder::render(width, height, &clock, detail) {
             Ok(jpeg) => {
                 let number = self.next_number;
