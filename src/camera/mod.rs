@@ -5,13 +5,15 @@
 mod capture;
 pub mod discover;
 mod file;
+mod health;
 mod placeholder;
 mod source;
 mod spec;
 mod synthetic;
 mod v4l2;
 
-pub use capture::{CAMERA_OFFLINE, CAMERA_ONLINE, Camera, CameraState, Opener, Timing};
+pub use capture::{CAMERA_OFFLINE, CAMERA_ONLINE, Camera, CameraState, Opener};
+pub use health::Timing;
 pub use source::{Captured, Mode, Source};
 pub use spec::{CameraSpec, DEFAULT_FILE_FPS};
 
