@@ -270,8 +270,7 @@ function thumbnail(event, when) {
     type: 'button',
     class: 'thumb',
     'aria-label': `Enlarge the picture of event #${event.id}`,
-    onclick: () => openViewer(event.snapshot_url, caption, `porchlight-event-${event.id}.jpg`,
-      event.event_type === 'motion_detected' ? event.data?.box : null),
+    onclick: () => openViewer(event.snapshot_url, caption, `porchlight-event-${event.id}.jpg`),
   }, img);
   img.addEventListener('error', () => button.replaceWith(el('div', { class: 'no-thumb', text: 'Picture not available' })));
   return button;

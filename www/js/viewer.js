@@ -7,10 +7,8 @@ const dialog = $('viewer');
 const image = $('viewer-img');
 let blobUrl = null;
 
-/** `region`: a motion event's box, `[x, y, w, h]` fractions of the picture, drawn over it. */
-export function openViewer(src, caption, filename, region = null) {
+export function openViewer(src, caption, filename) {
   releaseBlob();
-  showRegion(region);
   if (src.startsWith('blob:')) blobUrl = src;
   image.src = src;
   image.alt = caption;
@@ -20,16 +18,6 @@ export function openViewer(src, caption, filename, region = null) {
   save.download = filename;
   if (!dialog.open) dialog.showModal();
   $('viewer-close').focus();
-}
-
-function showRegion(region) {
-  const box = $('viewer-box');
-  const valid = Array.isArray(region) && region.length === 4 &&
-    region.every((v) => Number.isFinite(v) && v >= 0 && v <= 1);
-  box.hidden = !valid;
-  if (!valid) return;
-  const [x, y, w, h] = region.map((v) => `${(v * 100).toFixed(2)}%`);
-  Object.assign(box.style, { left: x, top: y, width: w, height: h });
 }
 
 function releaseBlob() {
