@@ -58,13 +58,13 @@ use crate::events::{ClipPlan, ClipUpdate, Event, EventDraft, EventHub};
 use crate::shutdown::Shutdown;
 use crate::video::Frame;
 
-/// Event type of the motion detector's start of motion, and of its end.
-pub const MOTION_DETECTED: &str = "motion_detected";
-pub const MOTION_ENDED: &str = "motion_ended";
-/// The `source` of events from the built-in motion detector: only its motion is known to end
-/// with a `motion_ended`, so only it extends a recording while it goes on. A `motion_detected`
-/// posted by another producer is a moment, like a doorbell press.
-pub const DETECTOR_SOURCE: &str = "motion";
+use crate::motion::{MOTION_DETECTED, MOTION_ENDED};
+
+/// The `source` of the built-in motion detector's events (`motion/watcher.rs`): only its
+/// motion is known to end with a `motion_ended`, so only it extends a recording while it goes
+/// on. A `motion_detected` posted by a producer (source `api` or its own) is a moment, like a
+/// doorbell press.
+pub const DETECTOR_SOURCE: &str = "camera";
 /// Event type of the alert stored when the disk stops recording.
 pub const SYSTEM_ALERT: &str = "system_alert";
 

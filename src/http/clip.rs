@@ -6,9 +6,10 @@
 //! `clip_pre_s` behind the camera, so it rarely has to wait), and a download sends the whole
 //! frames written so far. A torn last frame (a crash mid-write) is never sent.
 //!
-//! Each part goes out like a live frame's (one `writev`: part head, the JPEG, the part's end);
-//! the last one ends with the closing delimiter `--frame--`, so a client knows the clip is
-//! over rather than cut off.
+//! The stream is framed like the live one (`mjpeg.rs`: the same head, the body opening with
+//! the first delimiter, each part one `writev` of its head, the JPEG and the next delimiter);
+//! the last part ends with the closing delimiter `--frame--` instead, so a client knows the
+//! clip is over rather than cut off.
 
 use std::fs::File;
 use std::io::{self, Read as _, Write};
@@ -18,6 +19,9 @@ use std::time::{Duration, Instant};
 use tiny_http::{Method, Request, Response};
 
 use super::api::store_error;
+use super::chunked::write_all_vectored;
+use super::cors;
+use super::mjpeg;
 use super::query::Target;
 use super::reply;
 use super::router::respond;
@@ -26,6 +30,7 @@ use crate::app::Ctx;
 use crate::clips::file::{self, ClipFrame, ClipReader, Read};
 use crate::metrics::ClientKind;
 use crate::video::Frame;
+use crate::video::frame::{MULTIPART_OPENING, PART_END};
 
 /// How long a replay waits for a clip being recorded to grow before looking at shutdown again.
 const GROWTH_WAIT: Duration = Duration::from_millis(500);
@@ -158,95 +163,104 @@ fn send_file(request: Request, id: u64, clip: &Clip, ctx: &Ctx) -> bool {
     request.respond(response).is_ok()
 }
 
-/// The response head of a replay: MJPEG, never cached.
-const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\n\
-Content-Type: multipart/x-mixed-replace; boundary=frame\r\n\
-Cache-Control: no-store, no-cache, must-revalidate, max-age=0\r\n\
-Pragma: no-cache\r\nConnection: close\r\nX-Accel-Buffering: no\r\n\
-X-Content-Type-Options: nosniff\r\n\r\n";
-/// What follows the last part: the closing delimiter.
-const CLOSE: &[u8] = b"--frame--\r\n";
+/// What ends the last part instead of [`PART_END`]: the CRLF and the closing delimiter.
+const LAST_PART_END: &[u8] = b"\r\n--frame--\r\n";
 
-/// Writes one frame as a part, the way the live stream does.
-fn write_part(out: &mut impl Write, frame: &Frame) -> io::Result<()> {
-    super::mjpeg::write_all_vectored(out, &[&frame.part_head, &frame.jpeg, b"\r\n"])
+/// Writes one frame as a part, the way the live stream does (one `writev` of the part head,
+/// the JPEG, and the part's end: the next delimiter, or for the last, the closing one).
+fn write_part(out: &mut impl Write, frame: &Frame, last: bool) -> io::Result<()> {
+    let end = if last { LAST_PART_END } else { PART_END };
+    write_all_vectored(out, &[&frame.part_head, &frame.jpeg, end])
 }
 
-/// The replay: parts at the recorded pace, then the closing delimiter.
+/// The next whole frame of the clip, waiting while the recording grows. `Ok(None)`: the clip
+/// ends here.
+fn next_frame(
+    reader: &mut ClipReader,
+    clip: &Clip,
+    ctx: &Ctx,
+) -> Result<Option<ClipFrame>, &'static str> {
+    loop {
+        match reader.next_frame() {
+            Ok(Read::Frame(frame)) => return Ok(Some(frame)),
+            Ok(Read::End) if growing(ctx, clip.file_id) => {
+                if ctx.shutdown.is_triggered() {
+                    return Err("the server is stopping");
+                }
+                if let Some(recorder) = &ctx.clips {
+                    recorder.wait_growth(clip.file_id, reader.position(), GROWTH_WAIT);
+                }
+            }
+            Ok(Read::End | Read::Damaged) => return Ok(None),
+            Err(err) => {
+                log::warn!("clip {}: read failed: {err}", clip.path.display());
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// The replay: parts at the recorded pace, the last one ending with the closing delimiter.
 fn replay(request: Request, id: u64, clip: &Clip, conn: &Conn, ctx: &Ctx) -> bool {
     let limit = ctx.config.max_video_clients;
     let Some(_slot) = ctx.metrics.admit(ClientKind::Video, limit) else {
         respond(request, reply::over_limit("video client", limit), ctx);
         return false;
     };
-    let mut reader = match open(clip, ctx) {
+    let mut reader = match open(clip, ctx).and_then(|mut reader| {
+        reader.skip_before(clip.from_unix)?;
+        Ok(reader)
+    }) {
         Ok(reader) => reader,
         Err(err) => return respond(request, unavailable(&err, id), ctx),
     };
-    if let Err(err) = reader.skip_before(clip.from_unix) {
-        return respond(request, unavailable(&err, id), ctx);
-    }
     let head_only = *request.method() == Method::Head;
+    // The first frame before the head: a clip with none (its event's part of the recording
+    // was lost) is answered like no clip, not with an empty stream.
+    let mut pending = match next_frame(&mut reader, clip, ctx) {
+        Ok(Some(frame)) => frame,
+        Ok(None) | Err(_) => {
+            let message = format!("event {id} has no clip (no frame was recorded for it)");
+            return respond(request, reply::error(404, "not_found", &message), ctx);
+        }
+    };
+    let mut head = mjpeg::HEAD.to_vec();
+    head.extend_from_slice(cors::head_lines(&request, &ctx.config.allowed_origins).as_bytes());
+    head.extend_from_slice(b"\r\n");
+    if !head_only {
+        head.extend_from_slice(MULTIPART_OPENING);
+    }
     let _writer = request.into_writer();
     let mut socket = &conn.socket;
-    if socket.write_all(HEAD).is_err() || head_only {
+    if socket.write_all(&head).is_err() || head_only {
         return false;
     }
     let started = Instant::now();
+    let first_offset = pending.offset;
     let mut sent = 0u64;
-    let mut first_offset = None;
-    let mut pending: Option<ClipFrame> = None;
     let outcome = loop {
-        let next = match reader.next_frame() {
-            Ok(Read::Frame(frame)) => Some(frame),
-            Ok(Read::End) if growing(ctx, clip.file_id) => {
-                if ctx.shutdown.is_triggered() {
-                    break Err("the server is stopping");
-                }
-                if let Some(recorder) = &ctx.clips {
-                    recorder.wait_growth(clip.file_id, reader.position(), GROWTH_WAIT);
-                }
-                continue;
-            }
-            Ok(Read::End | Read::Damaged) => None,
-            Err(err) => {
-                log::warn!("clip of event {id}: read failed: {err}");
-                None
-            }
+        // Read ahead: whether this part is the last decides how it ends.
+        let next = match next_frame(&mut reader, clip, ctx) {
+            Ok(next) => next,
+            Err(why) => break Err(why),
         };
-        let last = next.is_none();
-        if let Some(frame) = pending.take() {
-            let base = *first_offset.get_or_insert(frame.offset);
-            if !pace(started + frame.offset.saturating_sub(base), ctx) {
-                break Err("the server is stopping");
-            }
-            let number = frame.number;
-            let part = Frame::new(
-                number,
-                frame.captured_unix,
-                Instant::now(),
-                (reader.width, reader.height),
-                frame.jpeg,
-                true,
-            );
-            let written = write_part(&mut socket, &part).and_then(|()| {
-                if last {
-                    socket.write_all(CLOSE)
-                } else {
-                    Ok(())
-                }
-            });
-            if written.is_err() {
-                break Err("closed the connection");
-            }
-            sent += 1;
+        if !pace(started + pending.offset.saturating_sub(first_offset), ctx) {
+            break Err("the server is stopping");
         }
+        let part = Frame::new(
+            pending.number,
+            pending.captured_unix,
+            Instant::now(),
+            (reader.width, reader.height),
+            pending.jpeg,
+            true,
+        );
+        if write_part(&mut socket, &part, next.is_none()).is_err() {
+            break Err("closed the connection");
+        }
+        sent += 1;
         match next {
-            Some(frame) => pending = Some(frame),
-            None if sent == 0 => {
-                // No frame in the event's part of the recording: an empty, closed body.
-                break socket.write_all(CLOSE).map_err(|_| "closed the connection");
-            }
+            Some(frame) => pending = frame,
             None => break Ok(()),
         }
     };

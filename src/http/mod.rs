@@ -3,7 +3,10 @@
 
 pub mod access;
 pub mod api;
+pub mod caching;
+pub mod chunked;
 pub mod clip;
+pub mod cors;
 pub mod mjpeg;
 pub mod query;
 pub mod reply;
