@@ -103,7 +103,11 @@ pub fn run(config: Config) -> Result<(), String> {
     let section = |pick: fn((serde_json::Value, serde_json::Value)) -> serde_json::Value| {
         let outbound = outbound.clone();
         let metrics = Arc::clone(&metrics);
-        let last_id = move || metrics.last_event_id.load(std::sync::atomic::Ordering::Relaxed);
+        let last_id = move || {
+            metrics
+                .last_event_id
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
         Box::new(move || pick(outbound.status_json(last_id()))) as crate::status::SectionFn
     };
     let sampler = StatusSampler::new(
@@ -193,7 +197,11 @@ pub fn run(config: Config) -> Result<(), String> {
             ("status sampler", &sampler),
         ];
         vital.extend(doorbell.as_ref().map(|handle| ("doorbell", handle)));
-        vital.extend(delivery.iter().map(|(name, handle)| (name.as_str(), handle)));
+        vital.extend(
+            delivery
+                .iter()
+                .map(|(name, handle)| (name.as_str(), handle)),
+        );
         let stopped = vital.iter().find(|(_, h)| h.is_finished()).map(|(n, _)| *n);
         watchdog.tick(stopped);
     }
@@ -237,7 +245,9 @@ fn stop_delivery(threads: Vec<(String, std::thread::JoinHandle<()>)>, deadline: 
             std::thread::sleep(Duration::from_millis(5));
         }
         if !handle.is_finished() {
-            log::warn!("{name} still busy at exit; its delivery resumes from the store at the next start");
+            log::warn!(
+                "{name} still busy at exit; its delivery resumes from the store at the next start"
+            );
         } else if handle.join().is_err() {
             log::error!("the {name} thread panicked");
         }

@@ -26,11 +26,30 @@ pub struct OutboundSettings {
 }
 
 impl OutboundSettings {
-    /// The delivery settings in `config`.
-    pub fn from_config(_config: &crate::config::Config) -> OutboundSettings {
+    /// The delivery settings in `config`, with the defaults that depend on other keys
+    /// (`device_id` from the host name, `mqtt_prefix` from `device_id`) filled in.
+    pub fn from_config(config: &crate::config::Config) -> OutboundSettings {
+        let device_id = match config.device_id.as_str() {
+            "" => crate::mqtt::default_device_id(),
+            id => id.to_string(),
+        };
+        let mqtt = config.mqtt_url.as_ref().map(|broker| MqttSettings {
+            broker: broker.clone(),
+            prefix: match config.mqtt_prefix.as_str() {
+                "" => crate::mqtt::default_prefix(&device_id),
+                prefix => prefix.to_string(),
+            },
+            device_id: device_id.clone(),
+            ha_discovery: config.ha_discovery,
+            ha_discovery_prefix: config.ha_discovery_prefix.clone(),
+            commands: config.mqtt_commands,
+            public_url: config.public_url.clone(),
+        });
         OutboundSettings {
-            device_id: crate::mqtt::default_device_id(),
-            ..Default::default()
+            mqtt,
+            webhooks: config.webhooks.clone(),
+            public_url: config.public_url.clone(),
+            device_id,
         }
     }
 }

@@ -230,7 +230,10 @@ mod tests {
             "mqtt://h/path#frag",
             "mqtt://hö",
         ] {
-            assert!(ServiceUrl::parse(bad, mqtt_port, "mqtt://").is_err(), "{bad}");
+            assert!(
+                ServiceUrl::parse(bad, mqtt_port, "mqtt://").is_err(),
+                "{bad}"
+            );
         }
     }
 

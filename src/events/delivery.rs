@@ -122,8 +122,8 @@ impl DeliveryCursors {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::store::{Retention, Store};
     use crate::events::EventDraft;
+    use crate::events::store::{Retention, Store};
 
     fn store(name: &str, events: usize) -> (Store, StoreReader, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!(

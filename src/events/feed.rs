@@ -107,7 +107,10 @@ impl Feed {
     pub fn took(&mut self, received: Result<SharedEvent, crossbeam_channel::RecvError>) {
         match received {
             Ok(event) => {
-                debug_assert!(self.taken.is_none(), "select on live only after next() = None");
+                debug_assert!(
+                    self.taken.is_none(),
+                    "select on live only after next() = None"
+                );
                 self.taken = Some(event);
             }
             Err(_) => self.resubscribe(),
@@ -179,8 +182,8 @@ impl Feed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::store::{Retention, Store, StoreReader};
     use crate::events::EventDraft;
+    use crate::events::store::{Retention, Store, StoreReader};
     use crate::metrics::Metrics;
     use std::sync::Arc;
 
@@ -202,8 +205,12 @@ mod tests {
 
     fn publish(hub: &EventHub, n: usize) {
         for _ in 0..n {
-            hub.publish(EventDraft::new("doorbell_pressed", "test", Default::default()))
-                .unwrap();
+            hub.publish(EventDraft::new(
+                "doorbell_pressed",
+                "test",
+                Default::default(),
+            ))
+            .unwrap();
         }
     }
 
@@ -212,7 +219,14 @@ mod tests {
         let mut got = Vec::new();
         while let Some(fed) = feed.next(after).unwrap() {
             after = fed.event().id;
-            got.push((after, if matches!(fed, Fed::Live(_)) { "live" } else { "store" }));
+            got.push((
+                after,
+                if matches!(fed, Fed::Live(_)) {
+                    "live"
+                } else {
+                    "store"
+                },
+            ));
         }
         got
     }

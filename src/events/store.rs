@@ -441,7 +441,10 @@ impl StoreReader {
                 "SELECT event_id, jpeg FROM snapshots ORDER BY event_id DESC LIMIT 1",
             )?
             .query_row([], |row| {
-                Ok((u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0), row.get(1)?))
+                Ok((
+                    u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0),
+                    row.get(1)?,
+                ))
             })
             .optional()
         })

@@ -190,8 +190,11 @@ pub fn metrics(ctx: &Ctx) -> Reply {
     }
     let mut text = ctx.metrics.render(&extra);
     text.push_str(
-        &ctx.outbound
-            .metrics_text(ctx.metrics.last_event_id.load(std::sync::atomic::Ordering::Relaxed)),
+        &ctx.outbound.metrics_text(
+            ctx.metrics
+                .last_event_id
+                .load(std::sync::atomic::Ordering::Relaxed),
+        ),
     );
     reply::bytes(200, "text/plain; version=0.0.4", text.into_bytes())
         .with_header(reply::header("Cache-Control", "no-store"))

@@ -209,10 +209,7 @@ impl Bridge {
             }
             match ping_sent {
                 Some(sent) if sent.elapsed() > KEEP_ALIVE => {
-                    return End::Lost(format!(
-                        "no PINGRESP within {} s",
-                        KEEP_ALIVE.as_secs()
-                    ));
+                    return End::Lost(format!("no PINGRESP within {} s", KEEP_ALIVE.as_secs()));
                 }
                 None if conn.idle() >= KEEP_ALIVE / 2 => {
                     if let Err(e) = conn.send(&codec::PINGREQ) {
@@ -437,7 +434,10 @@ impl Bridge {
             }
             conn.send(&codec::DISCONNECT).ok();
         }
-        log::info!("MQTT: disconnected from {}", self.settings.broker.redacted());
+        log::info!(
+            "MQTT: disconnected from {}",
+            self.settings.broker.redacted()
+        );
         End::Shutdown
     }
 }

@@ -189,7 +189,9 @@ fn decode_publish(flags: u8, body: &[u8]) -> Result<Message, ProtocolError> {
     }
     let (topic, rest) = string(body, "PUBLISH topic")?;
     if topic.is_empty() || topic.contains(['+', '#']) {
-        return err(format!("PUBLISH topic {topic:?} is empty or has a wildcard"));
+        return err(format!(
+            "PUBLISH topic {topic:?} is empty or has a wildcard"
+        ));
     }
     let (packet_id, payload) = match qos {
         QoS::AtMostOnce => (None, rest),

@@ -193,7 +193,12 @@ mod tests {
             code("porchlight/door/command/trigger_doorbell", huge.as_bytes()),
             ErrorCode::BadParams
         );
-        match parse(P, "porchlight/door/command/reboot", b"{\"request_id\":1}", false) {
+        match parse(
+            P,
+            "porchlight/door/command/reboot",
+            b"{\"request_id\":1}",
+            false,
+        ) {
             Parsed::Refuse { name, refusal } => {
                 assert_eq!(name, "reboot");
                 assert_eq!(refusal.request_id, Some(json!(1)));

@@ -77,7 +77,9 @@ impl Connection {
                 Decoded::Packet { packet, .. } => {
                     return Err(format!("the broker sent {packet:?} before CONNACK"));
                 }
-                Decoded::TooLarge { .. } => return Err("the broker sent a huge first packet".into()),
+                Decoded::TooLarge { .. } => {
+                    return Err("the broker sent a huge first packet".into());
+                }
                 Decoded::NeedMore => {}
             }
             match stream.read(&mut chunk) {

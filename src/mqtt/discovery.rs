@@ -264,7 +264,12 @@ mod tests {
     /// Each component's own options (its `PLATFORM_SCHEMA` / `DISCOVERY_SCHEMA`).
     fn own_options(component: &str) -> &'static [&'static str] {
         match component {
-            "event" => &["device_class", "event_types", "state_topic", "value_template"],
+            "event" => &[
+                "device_class",
+                "event_types",
+                "state_topic",
+                "value_template",
+            ],
             "binary_sensor" => &[
                 "device_class",
                 "expire_after",
@@ -362,7 +367,11 @@ mod tests {
                 }
             }
             for key in required(entity.component) {
-                assert!(object.contains_key(*key), "{}: {key} missing", entity.object);
+                assert!(
+                    object.contains_key(*key),
+                    "{}: {key} missing",
+                    entity.object
+                );
             }
             for key in object["device"].as_object().unwrap().keys() {
                 assert!(DEVICE_OPTIONS.contains(&key.as_str()), "device.{key}");
@@ -371,7 +380,10 @@ mod tests {
                 object["unique_id"],
                 format!("porchlight_front_{}", entity.object)
             );
-            assert_eq!(object["availability_topic"], "porchlight/front/availability");
+            assert_eq!(
+                object["availability_topic"],
+                "porchlight/front/availability"
+            );
             assert_eq!(object["device"]["identifiers"][0], "porchlight_front");
             assert_eq!(
                 object["device"]["configuration_url"],

@@ -21,8 +21,8 @@ mod connection;
 pub mod discovery;
 mod outbox;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use serde_json::{Value, json};
 
@@ -155,7 +155,9 @@ pub fn check_topic_prefix(text: &str) -> Result<(), String> {
         return Err("must be 1 to 200 bytes long".into());
     }
     if text.contains(['+', '#', '\0']) {
-        return Err(format!("{text:?} cannot contain the wildcards + or # (or NUL)"));
+        return Err(format!(
+            "{text:?} cannot contain the wildcards + or # (or NUL)"
+        ));
     }
     if text.split('/').any(str::is_empty) {
         return Err(format!(

@@ -148,7 +148,11 @@ mod tests {
         // Out of order: 13 first moves nothing.
         assert_eq!(moved(outbox.ack(c)), None);
         assert_eq!(moved(outbox.ack(a)), Some(11));
-        assert_eq!(moved(outbox.ack(b)), None, "the picture before 12 is not acked");
+        assert_eq!(
+            moved(outbox.ack(b)),
+            None,
+            "the picture before 12 is not acked"
+        );
         assert_eq!(
             outbox.ack(picture),
             Ok(Acked {

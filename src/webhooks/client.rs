@@ -145,11 +145,14 @@ fn read_answer(reader: &mut impl BufRead) -> io::Result<Answer> {
 }
 
 fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -223,12 +226,19 @@ mod tests {
 
     #[test]
     fn the_request_head_has_host_length_auth_and_headers() {
-        let url = ServiceUrl::parse("http://tk:s%40cret@ntfy.lan:8081/door?x=1", |_| Some(80), "")
-            .unwrap();
+        let url = ServiceUrl::parse(
+            "http://tk:s%40cret@ntfy.lan:8081/door?x=1",
+            |_| Some(80),
+            "",
+        )
+        .unwrap();
         let head = request_head(&url, &[("Title", "Doorbell".into())], 12);
         assert!(head.starts_with("POST /door?x=1 HTTP/1.1\r\nHost: ntfy.lan:8081\r\n"));
         assert!(head.contains("Content-Length: 12\r\n"));
-        assert!(head.contains(&format!("Authorization: Basic {}\r\n", base64(b"tk:s@cret"))));
+        assert!(head.contains(&format!(
+            "Authorization: Basic {}\r\n",
+            base64(b"tk:s@cret")
+        )));
         assert!(head.ends_with("Title: Doorbell\r\n\r\n"));
         let default_port = ServiceUrl::parse("http://h/", |_| Some(80), "").unwrap();
         assert!(request_head(&default_port, &[], 0).contains("Host: h\r\n"));

@@ -152,9 +152,7 @@ mod tests {
     use serde_json::json;
 
     fn event(event_type: &str, data: Value, has_snapshot: bool) -> Event {
-        let Value::Object(data) = data else {
-            panic!()
-        };
+        let Value::Object(data) = data else { panic!() };
         Event {
             id: 42,
             event_type: event_type.into(),
@@ -218,7 +216,12 @@ mod tests {
             header(&request, "Attach"),
             Some("http://door.local:8080/api/events/42/snapshot.jpg")
         );
-        let without_picture = build(Format::Ntfy, &event("camera_offline", json!({}), false), "", &CX);
+        let without_picture = build(
+            Format::Ntfy,
+            &event("camera_offline", json!({}), false),
+            "",
+            &CX,
+        );
         assert_eq!(header(&without_picture, "Attach"), None);
         let plain = Context {
             public_url: None,
@@ -231,11 +234,7 @@ mod tests {
 
     #[test]
     fn ntfy_headers_never_carry_event_data() {
-        let e = event(
-            "face_recognized",
-            json!({"who": "Eve\r\nX-Evil: 1"}),
-            false,
-        );
+        let e = event("face_recognized", json!({"who": "Eve\r\nX-Evil: 1"}), false);
         let request = build(Format::Ntfy, &e, "", &CX);
         assert_eq!(header(&request, "Title"), Some("Face recognized - front"));
         for (_, value) in &request.headers {

@@ -150,7 +150,10 @@ mod tests {
         };
         assert!(hook.wants("doorbell_pressed"));
         assert!(!hook.wants("motion_detected"));
-        assert_eq!(hook.cursor_name(), "webhook json http://h:8/x?y doorbell_pressed");
+        assert_eq!(
+            hook.cursor_name(),
+            "webhook json http://h:8/x?y doorbell_pressed"
+        );
         assert!(WebhookSettings::parse_url("ftp://h").is_err());
         assert_eq!(
             WebhookSettings::parse_url("https://ntfy.sh/door").is_ok(),

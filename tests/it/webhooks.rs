@@ -165,7 +165,11 @@ fn answer(mut stream: TcpStream, fail: bool, first: bool) -> Option<Received> {
     let mut body = vec![0; length];
     reader.read_exact(&mut body).ok()?;
     let status = if fail { 503 } else { 200 };
-    let retry = if fail && first { "Retry-After: 1\r\n" } else { "" };
+    let retry = if fail && first {
+        "Retry-After: 1\r\n"
+    } else {
+        ""
+    };
     write!(
         stream,
         "HTTP/1.1 {status} X\r\n{retry}Content-Length: 0\r\nConnection: close\r\n\r\n"
@@ -230,7 +234,10 @@ fn every_matching_event_arrives_in_order_through_failures_and_downtime() {
     loop {
         let hooks = get(port, "/api/status", None).json()["webhooks"].clone();
         if hooks[0]["failing"] == true {
-            assert_eq!(hooks[0]["target"], format!("http://127.0.0.1:{}", receiver.port));
+            assert_eq!(
+                hooks[0]["target"],
+                format!("http://127.0.0.1:{}", receiver.port)
+            );
             assert!(hooks[0]["backlog"].as_u64().unwrap() >= 5, "{hooks}");
             assert!(hooks[0]["last_error"].is_string());
             break;
@@ -242,7 +249,10 @@ fn every_matching_event_arrives_in_order_through_failures_and_downtime() {
     let (got, _) = receiver.accepted(waiting.len(), WAIT);
     assert_eq!(ids(&got), waiting.iter().map(id_of).collect::<Vec<_>>());
     let metrics = get(port, "/metrics", None).text();
-    assert!(metrics.contains("porchlight_webhook_delivered_total{hook=\"0\"} 12\n"), "{metrics}");
+    assert!(
+        metrics.contains("porchlight_webhook_delivered_total{hook=\"0\"} 12\n"),
+        "{metrics}"
+    );
     assert!(!metrics.contains("/hook?k=1"), "no receiver URL in metrics");
 }
 
@@ -261,7 +271,11 @@ fn events_waiting_for_a_receiver_survive_a_kill_9() {
     receiver.up();
     let _server = Server::with_config(&toml, &args);
     let (got, _) = receiver.accepted(waiting.len(), WAIT);
-    assert_eq!(ids(&got), waiting, "stored while nobody listened, sent after the restart");
+    assert_eq!(
+        ids(&got),
+        waiting,
+        "stored while nobody listened, sent after the restart"
+    );
 }
 
 #[test]
@@ -289,7 +303,13 @@ fn ntfy_format_rings_a_phone() {
     assert_eq!(request.header("Click"), Some("http://door.local:8080/"));
     assert_eq!(
         request.header("Attach"),
-        Some(format!("http://door.local:8080/api/events/{}/snapshot.jpg", id_of(&ring)).as_str())
+        Some(
+            format!(
+                "http://door.local:8080/api/events/{}/snapshot.jpg",
+                id_of(&ring)
+            )
+            .as_str()
+        )
     );
     assert_eq!(
         request.header("Authorization"),
@@ -323,9 +343,17 @@ fn bad_webhooks_config_exits_2_naming_the_key() {
             &["--check-config", &file.to_string_lossy()],
             Duration::from_secs(10),
         );
-        assert_eq!(finished.code(), Some(2), "{toml}: {:?}", finished.stderr_lines());
+        assert_eq!(
+            finished.code(),
+            Some(2),
+            "{toml}: {:?}",
+            finished.stderr_lines()
+        );
         assert!(
-            finished.stderr_lines().iter().any(|l| l.contains("webhooks")),
+            finished
+                .stderr_lines()
+                .iter()
+                .any(|l| l.contains("webhooks")),
             "{toml}: {:?}",
             finished.stderr_lines()
         );

@@ -209,11 +209,15 @@ impl Message {
 pub struct Subscriber {
     child: Child,
     messages: mpsc::Receiver<Message>,
+    port: u16,
 }
 
 impl Subscriber {
     fn start(port: u16, filters: &[&str]) -> Subscriber {
-        let mut command = Command::new("mosquitto_sub");
+        // Line-buffered output: its stdout is a pipe, and the SUBACK line must not wait in a
+        // buffer (coreutils' stdbuf; mosquitto_sub writes through stdio).
+        let mut command = Command::new("stdbuf");
+        command.args(["-oL", "mosquitto_sub"]);
         command.args(["-h", "127.0.0.1", "-p", &port.to_string()]);
         command.args(["-u", TEST_USER.0, "-P", TEST_USER.1, "-d"]);
         // Payloads in hex: JPEG pictures survive the pipe.
@@ -234,19 +238,44 @@ impl Subscriber {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if line.contains("received SUBACK") {
                     ready_tx.send(()).ok();
-                } else if let Some(rest) = line.strip_prefix("MSG ") {
-                    if let Some(message) = parse_message(rest)
-                        && tx.send(message).is_err()
-                    {
-                        return;
-                    }
+                } else if let Some(message) = line.strip_prefix("MSG ").and_then(parse_message)
+                    && tx.send(message).is_err()
+                {
+                    return;
                 }
             }
         });
         ready_rx
             .recv_timeout(START_TIMEOUT)
             .expect("mosquitto_sub never got its SUBACK");
-        Subscriber { child, messages }
+        Subscriber {
+            child,
+            messages,
+            port,
+        }
+    }
+
+    /// After the broker was killed: every message this subscriber received from it, not yet
+    /// taken. The subscriber has read all the broker sent once it has closed its end of the
+    /// connection (it reads the end of the stream after the last byte), which the kernel's
+    /// socket table shows; it is then stopped and its output read to the end.
+    pub fn until_disconnected(mut self, timeout: Duration) -> Vec<Message> {
+        let deadline = Instant::now() + timeout;
+        while connected_to(self.port) {
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto_sub kept its connection"
+            );
+            // The kernel tells socket states only when asked: poll.
+            thread::sleep(Duration::from_millis(10));
+        }
+        self.child.kill().ok();
+        self.child.wait().ok();
+        let mut rest = Vec::new();
+        while let Ok(message) = self.messages.recv_timeout(timeout) {
+            rest.push(message);
+        }
+        rest
     }
 
     /// The next message, if one comes within `timeout`.
@@ -288,6 +317,20 @@ impl Drop for Subscriber {
         self.child.kill().ok();
         self.child.wait().ok();
     }
+}
+
+/// Whether any local TCP socket is connected (or half-closed, unread) to `port`.
+fn connected_to(port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let remote_port = fields
+            .get(2)
+            .and_then(|addr| addr.rsplit(':').next())
+            .and_then(|hex| u16::from_str_radix(hex, 16).ok());
+        // 01 ESTABLISHED, 08 CLOSE_WAIT (the peer closed, this end has not yet).
+        remote_port == Some(port) && matches!(fields.get(3), Some(&"01") | Some(&"08"))
+    })
 }
 
 fn parse_message(line: &str) -> Option<Message> {
