@@ -90,11 +90,7 @@ pub fn run(config: Config) -> Result<(), String> {
         shutdown.clone(),
     )
     .map_err(|e| format!("cannot start the camera thread: {e}"))?;
-    let video = Video::new(
-        camera.frames().clone(),
-        Arc::clone(&metrics),
-        shutdown.clone(),
-    );
+    let video = Video::new(camera.frames().clone(), shutdown.clone());
     let control = Control::new(events.clone()).with_camera(camera.clone());
     let outbound_settings = OutboundSettings::from_config(&config);
     let outbound = Outbound::prepare(&outbound_settings, &events);

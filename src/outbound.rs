@@ -3,15 +3,15 @@
 //! ([`crate::events::delivery`]); the figures here are read from the cursors and the counters
 //! the threads keep, never estimated.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use serde_json::Value;
 
 use crate::app::Ctx;
 use crate::events::EventHub;
+use crate::metrics::{Exposition, Samples, Series};
 use crate::mqtt::{BridgeStatus, MqttSettings};
 use crate::webhooks::{HookStatus, WebhookSettings};
 
@@ -127,97 +127,138 @@ impl Outbound {
         (mqtt, Value::Array(hooks))
     }
 
-    /// Prometheus text for the bridge and the hooks (hooks labelled by their index in the
-    /// config: their URLs may hold secrets).
-    pub fn metrics_text(&self, last_event_id: u64) -> String {
-        let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
-            if samples.is_empty() {
-                return;
-            }
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            for (labels, value) in samples {
-                let _ = writeln!(out, "{name}{labels} {value}");
-            }
-        };
-        let one = |value: u64| vec![(String::new(), value)];
-        if let Some(m) = &self.mqtt {
-            let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-            metric(
-                "porchlight_mqtt_connected",
-                "gauge",
-                "1 while connected to the MQTT broker.",
-                &one(u64::from(m.connected.load(Ordering::Relaxed))),
-            );
-            metric(
-                "porchlight_mqtt_last_published_id",
-                "gauge",
-                "Every event up to this id is acknowledged by the broker.",
-                &one(m.cursor.position()),
-            );
-            metric(
-                "porchlight_mqtt_backlog_events",
-                "gauge",
-                "Stored events the broker has not acknowledged yet.",
-                &one(m.backlog(last_event_id)),
-            );
-            metric(
-                "porchlight_mqtt_events_published_total",
-                "counter",
-                "Events published and acknowledged (PUBACK).",
-                &one(load(&m.events_published)),
-            );
-            metric(
-                "porchlight_mqtt_connects_total",
-                "counter",
-                "Connections made to the broker.",
-                &one(load(&m.connects)),
-            );
-            metric(
-                "porchlight_mqtt_failures_total",
-                "counter",
-                "Failed connection attempts and lost connections.",
-                &one(load(&m.failures)),
-            );
-            metric(
-                "porchlight_mqtt_events_lost_total",
-                "counter",
-                "Events deleted by retention before they could be published.",
-                &one(load(&m.events_lost)),
-            );
+    /// Writes the bridge's and the hooks' series (hooks labelled by their index in the config:
+    /// their URLs may hold secrets); nothing for what is not configured.
+    pub fn write_metrics(&self, exposition: &mut Exposition, last_event_id: u64) {
+        if let Some(bridge) = &self.mqtt {
+            exposition.series(MQTT_SERIES, &BridgeFigures::read(bridge, last_event_id));
         }
-        let per_hook = |value: &dyn Fn(&HookStatus) -> u64| -> Vec<(String, u64)> {
-            self.webhooks
+        if !self.webhooks.is_empty() {
+            let hooks: Vec<HookFigures> = self
+                .webhooks
                 .iter()
-                .enumerate()
-                .map(|(i, h)| (format!("{{hook=\"{i}\"}}"), value(h)))
-                .collect()
-        };
-        metric(
-            "porchlight_webhook_last_delivered_id",
-            "gauge",
-            "Every event up to this id is delivered to the hook (or not of its types).",
-            &per_hook(&|h| h.cursor.position()),
-        );
-        metric(
-            "porchlight_webhook_backlog_events",
-            "gauge",
-            "Stored events the hook has not handled yet.",
-            &per_hook(&|h| h.backlog(last_event_id)),
-        );
-        metric(
-            "porchlight_webhook_delivered_total",
-            "counter",
-            "Events the receiver accepted with a 2xx.",
-            &per_hook(&|h| h.delivered.load(Ordering::Relaxed)),
-        );
-        metric(
-            "porchlight_webhook_failures_total",
-            "counter",
-            "Delivery attempts that failed (no answer, or not 2xx).",
-            &per_hook(&|h| h.failures.load(Ordering::Relaxed)),
-        );
-        out
+                .map(|hook| HookFigures::read(hook, last_event_id))
+                .collect();
+            exposition.series(WEBHOOK_SERIES, &hooks);
+        }
     }
 }
+
+/// The bridge's figures at the moment of a scrape.
+pub struct BridgeFigures {
+    connected: bool,
+    last_published_id: u64,
+    backlog: u64,
+    published: u64,
+    connects: u64,
+    failures: u64,
+    lost: u64,
+}
+
+impl BridgeFigures {
+    fn read(bridge: &BridgeStatus, last_event_id: u64) -> BridgeFigures {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        BridgeFigures {
+            connected: bridge.connected.load(Ordering::Relaxed),
+            last_published_id: bridge.cursor.position(),
+            backlog: bridge.backlog(last_event_id),
+            published: load(&bridge.events_published),
+            connects: load(&bridge.connects),
+            failures: load(&bridge.failures),
+            lost: load(&bridge.events_lost),
+        }
+    }
+}
+
+/// Ids and counters stay far below 2^53, where f64 is exact.
+fn sample(n: u64) -> f64 {
+    n as f64
+}
+
+/// What `/metrics` shows of the MQTT bridge.
+pub const MQTT_SERIES: &[Series<BridgeFigures>] = &[
+    Series::gauge(
+        "porchlight_mqtt_connected",
+        "1 while connected to the MQTT broker.",
+        |b, out| out.value(if b.connected { 1.0 } else { 0.0 }),
+    ),
+    Series::gauge(
+        "porchlight_mqtt_last_published_id",
+        "Every event up to this id is acknowledged by the broker.",
+        |b, out| out.value(sample(b.last_published_id)),
+    ),
+    Series::gauge(
+        "porchlight_mqtt_backlog_events",
+        "Stored events the broker has not acknowledged yet.",
+        |b, out| out.value(sample(b.backlog)),
+    ),
+    Series::counter(
+        "porchlight_mqtt_events_published_total",
+        "Events published and acknowledged (PUBACK).",
+        |b, out| out.value(sample(b.published)),
+    ),
+    Series::counter(
+        "porchlight_mqtt_connects_total",
+        "Connections made to the broker.",
+        |b, out| out.value(sample(b.connects)),
+    ),
+    Series::counter(
+        "porchlight_mqtt_failures_total",
+        "Failed connection attempts and lost connections.",
+        |b, out| out.value(sample(b.failures)),
+    ),
+    Series::counter(
+        "porchlight_mqtt_events_lost_total",
+        "Events deleted by retention before they could be published.",
+        |b, out| out.value(sample(b.lost)),
+    ),
+];
+
+/// One hook's figures at the moment of a scrape.
+pub struct HookFigures {
+    last_delivered_id: u64,
+    backlog: u64,
+    delivered: u64,
+    failures: u64,
+}
+
+impl HookFigures {
+    fn read(hook: &HookStatus, last_event_id: u64) -> HookFigures {
+        HookFigures {
+            last_delivered_id: hook.cursor.position(),
+            backlog: hook.backlog(last_event_id),
+            delivered: hook.delivered.load(Ordering::Relaxed),
+            failures: hook.failures.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn per_hook(hooks: &[HookFigures], out: &mut Samples<'_>, value: fn(&HookFigures) -> u64) {
+    for (index, hook) in hooks.iter().enumerate() {
+        out.labelled("hook", &index.to_string(), sample(value(hook)));
+    }
+}
+
+/// What `/metrics` shows of the webhooks, one sample per hook.
+pub const WEBHOOK_SERIES: &[Series<Vec<HookFigures>>] = &[
+    Series::gauge(
+        "porchlight_webhook_last_delivered_id",
+        "Every event up to this id is delivered to the hook (or not of its types).",
+        |hooks, out| per_hook(hooks, out, |h| h.last_delivered_id),
+    ),
+    Series::gauge(
+        "porchlight_webhook_backlog_events",
+        "Stored events the hook has not handled yet.",
+        |hooks, out| per_hook(hooks, out, |h| h.backlog),
+    ),
+    Series::counter(
+        "porchlight_webhook_delivered_total",
+        "Events the receiver accepted with a 2xx.",
+        |hooks, out| per_hook(hooks, out, |h| h.delivered),
+    ),
+    Series::counter(
+        "porchlight_webhook_failures_total",
+        "Delivery attempts that failed (no answer, or not 2xx).",
+        |hooks, out| per_hook(hooks, out, |h| h.failures),
+    ),
+];

@@ -5,13 +5,15 @@ use std::io::Read;
 use serde_json::{Value, json};
 use tiny_http::Request;
 
+use super::caching;
 use super::query::Target;
 use super::reply::{self, Reply};
 use super::router::Outcome;
 use crate::app::Ctx;
 use crate::events::event::{MAX_BODY_BYTES, parse_posted_event, valid_event_type};
 use crate::events::{EventQuery, SharedEvent, StoreError};
-use crate::video::Quality;
+use crate::metrics::{self, Exposition};
+use crate::video::{self, Quality};
 
 /// Default and largest page of `/api/events`.
 const DEFAULT_LIMIT: u64 = 50;
@@ -104,10 +106,14 @@ pub fn get_event(id: u64, ctx: &Ctx) -> Reply {
     }
 }
 
-pub fn event_snapshot(id: u64, ctx: &Ctx) -> Reply {
+pub fn event_snapshot(request: &Request, id: u64, ctx: &Ctx) -> Reply {
     match ctx.events.reader().snapshot(id) {
-        Ok(Some(jpeg)) => reply::bytes(200, "image/jpeg", jpeg)
-            .with_header(reply::header("Cache-Control", "private, max-age=86400")),
+        Ok(Some(jpeg)) => {
+            let tag = caching::etag(&format!("{id}-"), &jpeg);
+            caching::conditional(request, &tag, caching::IMMUTABLE, jpeg, |jpeg| {
+                reply::bytes(200, "image/jpeg", jpeg)
+            })
+        }
         Ok(None) => reply::error(404, "not_found", &format!("event {id} has no snapshot")),
         Err(err) => store_error(&err),
     }
@@ -179,23 +185,24 @@ pub fn latest_snapshot(target: &Target, ctx: &Ctx) -> Reply {
 }
 
 pub fn metrics(ctx: &Ctx) -> Reply {
-    let rss = ctx.status.rss_bytes().map(|v| v as f64);
-    let mut extra = Vec::new();
-    if let Some(rss) = rss {
-        extra.push((
+    let mut exposition = Exposition::new();
+    exposition
+        .series(metrics::SERIES, &ctx.metrics)
+        .series(video::metrics::SERIES, ctx.video.metrics());
+    if let Some(rss) = ctx.status.rss_bytes() {
+        exposition.gauge(
             "porchlight_resident_memory_bytes",
             "Resident memory of the server process.",
-            rss,
-        ));
+            // Bytes of a process's memory are far below 2^53, where f64 is exact.
+            rss as f64,
+        );
     }
-    let mut text = ctx.metrics.render(&extra);
-    text.push_str(
-        &ctx.outbound.metrics_text(
-            ctx.metrics
-                .last_event_id
-                .load(std::sync::atomic::Ordering::Relaxed),
-        ),
-    );
+    let last_event_id = ctx
+        .metrics
+        .last_event_id
+        .load(std::sync::atomic::Ordering::Relaxed);
+    ctx.outbound.write_metrics(&mut exposition, last_event_id);
+    let text = exposition.finish();
     reply::bytes(200, "text/plain; version=0.0.4", text.into_bytes())
         .with_header(reply::header("Cache-Control", "no-store"))
 }

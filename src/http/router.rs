@@ -10,7 +10,7 @@ use super::access;
 use super::query::Target;
 use super::reply::{self, Reply};
 use super::server::Conn;
-use super::{api, mjpeg, sse, static_files, ws};
+use super::{api, cors, mjpeg, sse, static_files, ws};
 use crate::app::Ctx;
 use crate::auth::Role;
 
@@ -132,6 +132,10 @@ fn parse_id(text: &str) -> Result<u64, Reply> {
 pub fn handle(mut request: Request, conn: &Conn, ctx: &Ctx) -> bool {
     ctx.metrics.http_requests.fetch_add(1, Ordering::Relaxed);
     let target = Target::parse(request.url());
+    if cors::is_preflight(&request) {
+        let reply = cors::preflight(&request, &ctx.config.allowed_origins);
+        return respond(request, reply, ctx);
+    }
     let (reply, close) = match admit(&mut request, &target, ctx) {
         Err(reply) => (reply, false),
         // Streams take the connection over and end it when they finish.
@@ -171,6 +175,7 @@ pub fn respond(request: Request, reply: Reply, ctx: &Ctx) -> bool {
         .body_length()
         .is_some_and(|n| n > crate::events::event::MAX_BODY_BYTES)
         || has_chunked_body(&request);
+    let reply = cors::decorate(reply, &request, &ctx.config.allowed_origins);
     request.respond(reply).is_ok() && !unread_body
 }
 
@@ -208,7 +213,7 @@ fn admit(request: &mut Request, target: &Target, ctx: &Ctx) -> Result<Route, Rep
 
 fn answer(route: Route, request: &mut Request, target: &Target, ctx: &Ctx) -> Outcome {
     match route {
-        Route::Static => static_files::serve(&target.path, ctx).into(),
+        Route::Static => static_files::serve(request, &target.path, ctx).into(),
         Route::StaticWithoutToken => static_files::serve_untrusted(request, target, ctx).into(),
         Route::Login => api::login(request, ctx),
         Route::WhoAmI => api::whoami(request, target, ctx).into(),
@@ -216,7 +221,7 @@ fn answer(route: Route, request: &mut Request, target: &Target, ctx: &Ctx) -> Ou
         Route::EventsList => api::list_events(target, ctx).into(),
         Route::EventsPost => api::post_event(request, ctx),
         Route::Event(id) => api::get_event(id, ctx).into(),
-        Route::EventSnapshot(id) => api::event_snapshot(id, ctx).into(),
+        Route::EventSnapshot(id) => api::event_snapshot(request, id, ctx).into(),
         Route::TriggerDoorbell => api::trigger_doorbell(ctx).into(),
         Route::Snapshot => api::latest_snapshot(target, ctx).into(),
         Route::Metrics => api::metrics(ctx).into(),

@@ -16,6 +16,7 @@ mod durability;
 mod fanout;
 mod faults;
 mod gpio_doorbell;
+mod interop;
 mod mqtt;
 mod rest_auth;
 mod shutdown;
