@@ -94,6 +94,16 @@ pub fn run(config: Config) -> Result<(), String> {
     let control = Control::new(events.clone()).with_camera(camera.clone());
     let outbound_settings = OutboundSettings::from_config(&config);
     let outbound = Outbound::prepare(&outbound_settings, &events);
+    let motion = crate::motion::start_configured(
+        &config,
+        crate::motion::Wiring {
+            camera: camera.frames().clone(),
+            video: video.clone(),
+            events: events.clone(),
+            shutdown: shutdown.clone(),
+        },
+    )
+    .map_err(|e| format!("cannot start the motion thread: {e}"))?;
 
     let status_camera = camera.clone();
     let section = |pick: fn((serde_json::Value, serde_json::Value)) -> serde_json::Value| {
@@ -198,6 +208,7 @@ pub fn run(config: Config) -> Result<(), String> {
                 .iter()
                 .map(|(name, handle)| (name.as_str(), handle)),
         );
+        vital.extend(motion.as_ref().map(|handle| ("motion detector", handle)));
         let stopped = vital.iter().find(|(_, h)| h.is_finished()).map(|(n, _)| *n);
         watchdog.tick(stopped);
     }
@@ -220,6 +231,12 @@ pub fn run(config: Config) -> Result<(), String> {
     // The camera publishes events (camera_offline/online): stop it before the event writer.
     if capture.join().is_err() {
         log::error!("the camera thread panicked");
+    }
+    // A motion in progress ends with its motion_ended event: before the event writer stops.
+    if let Some(motion) = motion
+        && motion.join().is_err()
+    {
+        log::error!("the motion thread panicked");
     }
     stop_delivery(delivery, stopping + DRAIN_TIMEOUT + DELIVERY_STOP_TIMEOUT);
     events.stop();

@@ -219,8 +219,10 @@ fn every_matching_event_arrives_in_order_through_failures_and_downtime() {
         assert_eq!(request.path, "/hook?k=1");
         assert_eq!(request.header("Content-Type"), Some("application/json"));
         let mut expected = event.clone();
-        if let Some(url) = event["snapshot_url"].as_str() {
-            expected["snapshot_url"] = json!(format!("http://door.local:8080{url}"));
+        for key in ["snapshot_url", "clip_url"] {
+            if let Some(url) = event[key].as_str() {
+                expected[key] = json!(format!("http://door.local:8080{url}"));
+            }
         }
         assert_eq!(request.json(), expected, "the event, URLs made absolute");
     }
