@@ -250,11 +250,16 @@ fn every_matching_event_arrives_in_order_through_failures_and_downtime() {
     receiver.up();
     let (got, _) = receiver.accepted(waiting.len(), WAIT);
     assert_eq!(ids(&got), waiting.iter().map(id_of).collect::<Vec<_>>());
-    let metrics = get(port, "/metrics", None).text();
-    assert!(
-        metrics.contains("porchlight_webhook_delivered_total{hook=\"0\"} 12\n"),
-        "{metrics}"
-    );
+    // The receiver saw the last request before porchlight read its answer: wait for that.
+    let deadline = Instant::now() + WAIT;
+    let metrics = loop {
+        let metrics = get(port, "/metrics", None).text();
+        if metrics.contains("porchlight_webhook_delivered_total{hook=\"0\"} 12\n") {
+            break metrics;
+        }
+        assert!(Instant::now() < deadline, "{metrics}");
+        thread::sleep(Duration::from_millis(20));
+    };
     assert!(!metrics.contains("/hook?k=1"), "no receiver URL in metrics");
 }
 
