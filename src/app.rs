@@ -86,6 +86,16 @@ pub fn run(config: Config) -> Result<(), String> {
     .map_err(|e| format!("cannot start the camera thread: {e}"))?;
     let video = Video::new(camera.frames().clone(), shutdown.clone());
     let control = Control::new(events.clone()).with_camera(camera.clone());
+    let motion = crate::motion::start_configured(
+        &config,
+        crate::motion::Wiring {
+            camera: camera.frames().clone(),
+            video: video.clone(),
+            events: events.clone(),
+            shutdown: shutdown.clone(),
+        },
+    )
+    .map_err(|e| format!("cannot start the motion thread: {e}"))?;
 
     let status_camera = camera.clone();
     let sampler = StatusSampler::new(
@@ -170,6 +180,7 @@ pub fn run(config: Config) -> Result<(), String> {
             ("status sampler", &sampler),
         ];
         vital.extend(doorbell.as_ref().map(|handle| ("doorbell", handle)));
+        vital.extend(motion.as_ref().map(|handle| ("motion detector", handle)));
         let stopped = vital.iter().find(|(_, h)| h.is_finished()).map(|(n, _)| *n);
         watchdog.tick(stopped);
     }
@@ -192,6 +203,12 @@ pub fn run(config: Config) -> Result<(), String> {
     // The camera publishes events (camera_offline/online): stop it before the event writer.
     if capture.join().is_err() {
         log::error!("the camera thread panicked");
+    }
+    // A motion in progress ends with its motion_ended event: before the event writer stops.
+    if let Some(motion) = motion
+        && motion.join().is_err()
+    {
+        log::error!("the motion thread panicked");
     }
     events.stop();
     if writer.join().is_err() {

@@ -17,6 +17,7 @@ mod fanout;
 mod faults;
 mod gpio_doorbell;
 mod interop;
+mod motion;
 mod rest_auth;
 mod shutdown;
 mod snapshots;
