@@ -3,7 +3,9 @@
 //! Producers (REST, the doorbell, the WebSocket) call [`EventHub::publish`], which blocks until
 //! the event is committed and fanned out. The writer thread takes whatever requests are waiting
 //! and commits them in one transaction (group commit: a burst costs one fsync, not one per
-//! event), then offers each event, serialised once, to every subscriber.
+//! event), then offers each event, serialised once, to every subscriber. It also persists the
+//! delivery cursors of the MQTT bridge and webhooks ([`super::delivery`]), so it stays the
+//! store's one writer.
 //!
 //! Clips: the clip recorder (a [`ClipSink`]) decides on this thread, as an event is stored,
 //! whether it gets a clip, so the clip row is committed with the event and the event goes out
@@ -15,9 +17,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::clip_rows::{ClipPlan, ClipUpdate};
+use super::delivery::{DeliveryCursors, SAVE_INTERVAL};
 use super::event::{Event, EventDraft, PublishedEvent, SharedEvent};
 use super::store::{Store, StoreError, StoreReader};
 use crate::hub::{Broadcast, EvictHook, Subscription};
@@ -56,6 +59,7 @@ pub struct EventHub {
     requests: Sender<Request>,
     broadcast: Broadcast<SharedEvent>,
     reader: Arc<StoreReader>,
+    cursors: DeliveryCursors,
 }
 
 impl EventHub {
@@ -68,6 +72,7 @@ impl EventHub {
     ) -> std::io::Result<(EventHub, JoinHandle<()>)> {
         let (requests, rx) = crossbeam_channel::bounded(REQUEST_QUEUE);
         let broadcast = Broadcast::new();
+        let cursors = DeliveryCursors::default();
         if let Ok(store) = &store {
             metrics
                 .events_stored
@@ -75,16 +80,18 @@ impl EventHub {
         }
         let writer = {
             let broadcast = broadcast.clone();
+            let cursors = cursors.clone();
             std::thread::Builder::new()
                 .name("event-writer".into())
                 .stack_size(256 * 1024)
-                .spawn(move || run_writer(store, rx, broadcast, metrics))?
+                .spawn(move || run_writer(store, rx, broadcast, cursors, metrics))?
         };
         Ok((
             EventHub {
                 requests,
                 broadcast,
                 reader,
+                cursors,
             },
             writer,
         ))
@@ -128,6 +135,11 @@ impl EventHub {
         if self.requests.send(Request::Clip(update)).is_err() {
             log::warn!("clip {update:?} not recorded in the store: it is stopping");
         }
+    }
+
+    /// The delivery cursors this hub's writer persists.
+    pub fn delivery_cursors(&self) -> &DeliveryCursors {
+        &self.cursors
     }
 
     /// Asks the writer to finish what is queued, checkpoint and stop.
@@ -200,6 +212,7 @@ fn run_writer(
     mut store: Result<Store, StoreError>,
     rx: Receiver<Request>,
     broadcast: Broadcast<SharedEvent>,
+    cursors: DeliveryCursors,
     metrics: Arc<Metrics>,
 ) {
     let mut drafts = Vec::with_capacity(MAX_BATCH);
@@ -208,7 +221,20 @@ fn run_writer(
     let mut clip_sink: Option<Box<dyn ClipSink>> = None;
     let mut stopping = false;
     while !stopping {
-        let Ok(first) = rx.recv() else { break };
+        // With delivery cursors to keep, wake at least every SAVE_INTERVAL to save moved ones.
+        let first = if cursors.is_empty() {
+            rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+        } else {
+            rx.recv_timeout(SAVE_INTERVAL)
+        };
+        let first = match first {
+            Ok(first) => first,
+            Err(RecvTimeoutError::Timeout) => {
+                save_cursors(&mut store, &cursors);
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
         let mut next = Some(first);
         while let Some(request) = next.take() {
             match request {
@@ -236,13 +262,16 @@ fn run_writer(
                 draft.clip = sink.plan(draft);
             }
         }
+        let moved = cursors.unsaved();
         let appended = match &mut store {
-            Ok(store) => store.append(&drafts).map(|events| (events, store.stored())),
+            Ok(store) => store
+                .append_saving(&drafts, &moved)
+                .map(|events| (events, store.stored())),
             Err(refusal) => Err(refusal.clone()),
         };
-        if appended.is_err()
-            && let Some(sink) = clip_sink.as_mut()
-        {
+        if appended.is_ok() {
+            cursors.mark_saved(&moved);
+        } else if let Some(sink) = clip_sink.as_mut() {
             sink.not_stored();
         }
         match appended {
@@ -287,8 +316,23 @@ fn run_writer(
     if !clip_updates.is_empty() {
         update_clips(&mut store, &clip_updates, &metrics);
     }
+    save_cursors(&mut store, &cursors);
     if let Ok(Err(err)) = store.as_ref().map(Store::checkpoint) {
         log::warn!("final checkpoint of the event store failed: {err}");
     }
     log::debug!("event writer stopped");
+}
+
+/// Saves the delivery cursors that moved, in a transaction of their own (no event batch to
+/// ride along with). A failure is logged and retried on the next occasion.
+fn save_cursors(store: &mut Result<Store, StoreError>, cursors: &DeliveryCursors) {
+    let Ok(store) = store else { return };
+    let moved = cursors.unsaved();
+    if moved.is_empty() {
+        return;
+    }
+    match store.save_cursors(&moved) {
+        Ok(()) => cursors.mark_saved(&moved),
+        Err(err) => log::warn!("cannot save {} delivery cursor(s): {err}", moved.len()),
+    }
 }
