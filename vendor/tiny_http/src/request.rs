@@ -74,6 +74,9 @@ pub struct Request {
 
     // If Some, a message must be sent after responding
     notify_when_responded: Option<Sender<()>>,
+
+    // porchlight patch: the connection's request deadline, cleared when the request upgrades.
+    deadline: Option<crate::util::Deadline>,
 }
 
 struct NotifyOnDrop<R> {
@@ -152,10 +155,13 @@ where
         // header must be ignored (RFC2616 #4.4)
         None
     } else {
+        // porchlight patch: a list of equal values (`5, 5`) is one length; the connection
+        // has already refused anything else.
         headers
             .iter()
             .find(|h: &&Header| h.field.equiv("Content-Length"))
-            .and_then(|h| FromStr::from_str(h.value.as_str()).ok())
+            .and_then(|h| h.value.as_str().split(',').next())
+            .and_then(|v| FromStr::from_str(v.trim()).ok())
     };
 
     // true if the client sent a `Expect: 100-continue` header
@@ -238,6 +244,7 @@ where
         body_length: content_length,
         must_send_continue: expects_continue,
         notify_when_responded: None,
+        deadline: None,
     })
 }
 
@@ -308,6 +315,12 @@ impl Request {
         response: Response<R>,
     ) -> Box<dyn ReadWrite + Send> {
         use crate::util::CustomStream;
+
+        // porchlight patch: an upgraded connection lives as long as its protocol keeps it
+        // alive; the request deadline no longer applies.
+        if let Some(deadline) = self.deadline.take() {
+            deadline.clear();
+        }
 
         response
             .raw_print(
@@ -467,6 +480,12 @@ impl Request {
             ErrorKind::ConnectionReset => Ok(()),
             _ => Err(err),
         })
+    }
+
+    /// porchlight patch: the connection's deadline, so that an upgrade can lift it.
+    pub(crate) fn with_deadline(mut self, deadline: crate::util::Deadline) -> Self {
+        self.deadline = Some(deadline);
+        self
     }
 
     pub(crate) fn with_notify_sender(mut self, sender: Sender<()>) -> Self {
