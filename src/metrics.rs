@@ -36,6 +36,12 @@ pub struct Metrics {
     /// Refused before a thread was given: over `max_connections` or a failed thread spawn.
     pub connections_refused: AtomicU64,
     pub connections_open: AtomicUsize,
+    /// Requests whose handler panicked (the connection was closed, its resources released).
+    pub handler_panics: AtomicU64,
+    /// Requests refused with 429 because their address failed authentication too often.
+    pub auth_throttled: AtomicU64,
+    /// Requests that presented a wrong token.
+    pub auth_failures: AtomicU64,
     pub events_published: AtomicU64,
     pub events_stored: AtomicU64,
     pub last_event_id: AtomicU64,
@@ -181,7 +187,7 @@ impl Metrics {
             "TCP connections open.",
             &[("", self.connections_open.load(Ordering::Relaxed) as f64)],
         );
-        let counters: [(&str, &str, &AtomicU64); 15] = [
+        let counters: [(&str, &str, &AtomicU64); 18] = [
             (
                 "porchlight_http_requests_total",
                 "HTTP requests answered.",
@@ -251,6 +257,21 @@ impl Metrics {
                 "porchlight_frames_dropped_total",
                 "Camera frames lost before publishing (source late or frame corrupt).",
                 &self.frames_dropped,
+            ),
+            (
+                "porchlight_handler_panics_total",
+                "Requests whose handler panicked (connection closed, everything it held released).",
+                &self.handler_panics,
+            ),
+            (
+                "porchlight_auth_failures_total",
+                "Requests that presented a wrong token.",
+                &self.auth_failures,
+            ),
+            (
+                "porchlight_auth_throttled_total",
+                "Requests refused with 429 after too many failed tokens from their address.",
+                &self.auth_throttled,
             ),
             (
                 "porchlight_last_event_id",

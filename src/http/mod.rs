@@ -4,10 +4,12 @@
 pub mod access;
 pub mod api;
 pub mod mjpeg;
+pub mod panics;
 pub mod query;
 pub mod reply;
 pub mod router;
 pub mod server;
 pub mod sse;
 pub mod static_files;
+pub mod throttle;
 pub mod ws;
