@@ -2,6 +2,7 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::camera::Camera;
@@ -9,6 +10,7 @@ use crate::config::Config;
 use crate::control::Control;
 use crate::events::{EventHub, Retention, Store, StoreError, StoreReader};
 use crate::http::server::{self, Registry};
+use crate::http::throttle::AuthThrottle;
 use crate::metrics::Metrics;
 use crate::sdnotify::{Notifier, Watchdog};
 use crate::shutdown::{self, Shutdown};
@@ -27,16 +29,118 @@ pub struct Ctx {
     pub camera: Camera,
     /// The shared per-preset encoders.
     pub video: Video,
+    /// Failed authentications per client address (429 after too many).
+    pub auth_throttle: AuthThrottle,
 }
 
 /// How long shutdown waits for connection threads to finish after closing their sockets.
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(1000);
 
-/// Runs the server until SIGTERM/SIGINT. An `Err` is a fatal error (exit status 1).
+/// Everything `run` has started, stopped in reverse order by [`Running::stop`] — on a clean
+/// shutdown, and by `Drop` when start-up fails part way (an early `?` return), so no thread is
+/// left unjoined and the store always gets its final checkpoint (the writer does it as it
+/// stops).
+struct Running {
+    shutdown: Shutdown,
+    listener: Option<TcpListener>,
+    registry: Option<Arc<Registry>>,
+    writer: Option<(EventHub, JoinHandle<()>)>,
+    capture: Option<JoinHandle<()>>,
+    sampler: Option<JoinHandle<()>>,
+    doorbell: Option<JoinHandle<()>>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    fn new(shutdown: Shutdown) -> Running {
+        Running {
+            shutdown,
+            listener: None,
+            registry: None,
+            writer: None,
+            capture: None,
+            sampler: None,
+            doorbell: None,
+            accept: None,
+        }
+    }
+
+    /// Stops what was started, last first. `Err` if the event writer panicked (events may
+    /// not have been checkpointed).
+    fn stop(&mut self) -> Result<(), String> {
+        self.shutdown.trigger();
+        // The doorbell first: a press being stored finishes before the writer stops.
+        if let Some(doorbell) = self.doorbell.take()
+            && doorbell.join().is_err()
+        {
+            log::error!("the doorbell thread panicked");
+        }
+        if let Some(listener) = &self.listener {
+            server::unblock_accept(listener);
+        }
+        if let Some(registry) = self.registry.take() {
+            let stopping = Instant::now();
+            registry.close_all();
+            while !registry.is_empty() && stopping.elapsed() < DRAIN_TIMEOUT {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if !registry.is_empty() {
+                log::warn!("{} connection(s) still closing at exit", registry.len());
+            }
+        }
+        if let Some(sampler) = self.sampler.take() {
+            sampler.join().ok();
+        }
+        // The camera publishes events (camera_offline/online): stop it before the event writer.
+        if let Some(capture) = self.capture.take()
+            && capture.join().is_err()
+        {
+            log::error!("the camera thread panicked");
+        }
+        let mut result = Ok(());
+        if let Some((events, writer)) = self.writer.take() {
+            events.stop();
+            if writer.join().is_err() {
+                result = Err("the event writer panicked".to_string());
+            }
+        }
+        if let Some(accept) = self.accept.take() {
+            accept.join().ok();
+        }
+        result
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Err(err) = self.stop() {
+            log::error!("{err}");
+        }
+    }
+}
+
+/// Runs the server until SIGTERM/SIGINT. An `Err` is a fatal error (exit status 1). The port is
+/// bound before anything else starts, so a taken port (or any other start-up error) touches
+/// neither the data dir nor a device; what did start is stopped again, in reverse order.
 pub fn run(config: Config) -> Result<(), String> {
     // Before any thread exists, so that every thread inherits the mask.
     shutdown::block_signals();
+    // A panic anywhere is one log line; in a connection thread it names the request.
+    crate::http::panics::install_hook();
     let shutdown = Shutdown::new();
+    let mut running = Running::new(shutdown.clone());
+
+    let listener = TcpListener::bind(config.listen)
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    server::widen_backlog(&listener, config.max_connections);
+    server::raise_open_file_limit(config.max_connections);
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the listening address: {e}"))?;
+    let accept_listener = listener
+        .try_clone()
+        .map_err(|e| format!("cannot use the listening socket: {e}"))?;
+    running.listener = Some(listener);
     shutdown::spawn_signal_listener(shutdown.clone())
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;
 
@@ -77,6 +181,7 @@ pub fn run(config: Config) -> Result<(), String> {
     );
     let (events, writer) = EventHub::start(store, reader, Arc::clone(&metrics))
         .map_err(|e| format!("cannot start the event writer: {e}"))?;
+    running.writer = Some((events.clone(), writer));
     let (camera, capture) = Camera::start(
         config.camera.clone(),
         events.clone(),
@@ -84,6 +189,7 @@ pub fn run(config: Config) -> Result<(), String> {
         shutdown.clone(),
     )
     .map_err(|e| format!("cannot start the camera thread: {e}"))?;
+    running.capture = Some(capture);
     let video = Video::new(
         camera.frames().clone(),
         Arc::clone(&metrics),
@@ -98,26 +204,17 @@ pub fn run(config: Config) -> Result<(), String> {
         &config.doorbell,
     );
     let status = StatusHub::new(sampler);
-    let sampler = status
-        .spawn_sampler(
-            Duration::from_secs_f64(config.status_interval_s),
-            shutdown.clone(),
-        )
-        .map_err(|e| format!("cannot start the status thread: {e}"))?;
-
-    let listener = TcpListener::bind(config.listen)
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    server::widen_backlog(&listener, config.max_connections);
-    server::raise_open_file_limit(config.max_connections);
-    let local = listener
-        .local_addr()
-        .map_err(|e| format!("cannot read the listening address: {e}"))?;
-    let accept_listener = listener
-        .try_clone()
-        .map_err(|e| format!("cannot use the listening socket: {e}"))?;
-    // After the bind, so a taken port fails before any pin is exported; before "listening", so a
-    // GPIO error is fatal at startup and READY=1 means the button is read.
-    let doorbell = crate::doorbell::start(
+    running.sampler = Some(
+        status
+            .spawn_sampler(
+                Duration::from_secs_f64(config.status_interval_s),
+                shutdown.clone(),
+            )
+            .map_err(|e| format!("cannot start the status thread: {e}"))?,
+    );
+    // Before "listening", so a GPIO error is fatal at startup and READY=1 means the button is
+    // read.
+    running.doorbell = crate::doorbell::start(
         &config.doorbell,
         crate::doorbell::GpioSettings {
             sysfs_root: &config.gpio_sysfs_root,
@@ -138,17 +235,18 @@ pub fn run(config: Config) -> Result<(), String> {
         shutdown: shutdown.clone(),
         camera,
         video,
+        auth_throttle: AuthThrottle::default(),
     });
     let registry = Arc::new(Registry::default());
-    let accept = {
+    running.registry = Some(Arc::clone(&registry));
+    running.accept = Some({
         let ctx = Arc::clone(&ctx);
-        let registry = Arc::clone(&registry);
         std::thread::Builder::new()
             .name("accept".into())
             .stack_size(128 * 1024)
             .spawn(move || server::accept_loop(accept_listener, ctx, registry))
             .map_err(|e| format!("cannot start the accept thread: {e}"))?
-    };
+    });
     log::info!(
         "listening on http://{local} (camera {}, doorbell {}, {})",
         ctx.config.camera,
@@ -168,41 +266,21 @@ pub fn run(config: Config) -> Result<(), String> {
     let stop = shutdown.signal();
     while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(notifier.tick())
     {
-        let mut vital = vec![
-            ("event writer", &writer),
-            ("accept loop", &accept),
-            ("status sampler", &sampler),
+        let vital = [
+            ("event writer", running.writer.as_ref().map(|(_, h)| h)),
+            ("accept loop", running.accept.as_ref()),
+            ("status sampler", running.sampler.as_ref()),
+            ("doorbell", running.doorbell.as_ref()),
         ];
-        vital.extend(doorbell.as_ref().map(|handle| ("doorbell", handle)));
-        let stopped = vital.iter().find(|(_, h)| h.is_finished()).map(|(n, _)| *n);
+        let stopped = vital
+            .iter()
+            .find(|(_, h)| h.is_some_and(JoinHandle::is_finished))
+            .map(|(n, _)| *n);
         watchdog.tick(stopped);
     }
     notifier.stopping();
     let stopping = Instant::now();
-    // The doorbell first: a press being stored finishes before the writer stops.
-    if let Some(doorbell) = doorbell
-        && doorbell.join().is_err()
-    {
-        log::error!("the doorbell thread panicked");
-    }
-    server::unblock_accept(&listener);
-    registry.close_all();
-    while !registry.is_empty() && stopping.elapsed() < DRAIN_TIMEOUT {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    if !registry.is_empty() {
-        log::warn!("{} connection(s) still closing at exit", registry.len());
-    }
-    // The camera publishes events (camera_offline/online): stop it before the event writer.
-    if capture.join().is_err() {
-        log::error!("the camera thread panicked");
-    }
-    events.stop();
-    if writer.join().is_err() {
-        return Err("the event writer panicked".into());
-    }
-    accept.join().ok();
-    sampler.join().ok();
+    running.stop()?;
     log::info!("stopped cleanly in {} ms", stopping.elapsed().as_millis());
     Ok(())
 }
