@@ -206,7 +206,7 @@ fn no_thread_for_a_connection_is_answered_with_503_not_a_crash() {
     for _ in 0..40 {
         let mut stream = connect(port);
         stream
-            .write_all(b"GET /api/status HTTP/1.1\r\nHost: x\r\n\r\n")
+            .write_all(b"GET /api/status HTTP/1.1\r\nHost: localhost\r\n\r\n")
             .unwrap();
         let mut head = [0u8; 12];
         stream.read_exact(&mut head).unwrap();
@@ -252,7 +252,7 @@ fn three_hundred_half_open_connections_do_not_stop_normal_clients() {
         // Half a request, then nothing: a slowloris.
         write!(
             stream,
-            "GET /api/status?n={i} HTTP/1.1\r\nHost: x\r\nX-Slow:"
+            "GET /api/status?n={i} HTTP/1.1\r\nHost: localhost\r\nX-Slow:"
         )
         .unwrap();
         stalled.push(stream);
@@ -280,7 +280,7 @@ fn a_client_reading_one_byte_a_second_is_dropped_without_hurting_others() {
     let mut normal = Sse::connect(port, "/stream/events");
 
     let mut slow = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    slow.write_all(b"GET /stream/events HTTP/1.1\r\nHost: x\r\n\r\n")
+    slow.write_all(b"GET /stream/events HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let slow_reader = {

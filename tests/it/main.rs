@@ -16,6 +16,7 @@ mod durability;
 mod fanout;
 mod faults;
 mod gpio_doorbell;
+mod hostile;
 mod rest_auth;
 mod shutdown;
 mod snapshots;

@@ -32,7 +32,7 @@ fn sigterm_with_200_streaming_clients_exits_0_within_2_s() {
     // Also a half-sent request and an idle keep-alive connection.
     let mut stalled = connect(port);
     stalled
-        .write_all(b"GET /api/status HTTP/1.1\r\nHost: x\r\n")
+        .write_all(b"GET /api/status HTTP/1.1\r\nHost: localhost\r\n")
         .unwrap();
     let _idle = connect(port);
 
