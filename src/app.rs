@@ -190,11 +190,7 @@ pub fn run(config: Config) -> Result<(), String> {
     )
     .map_err(|e| format!("cannot start the camera thread: {e}"))?;
     running.capture = Some(capture);
-    let video = Video::new(
-        camera.frames().clone(),
-        Arc::clone(&metrics),
-        shutdown.clone(),
-    );
+    let video = Video::new(camera.frames().clone(), shutdown.clone());
     let control = Control::new(events.clone()).with_camera(camera.clone());
 
     let status_camera = camera.clone();

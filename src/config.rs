@@ -4,74 +4,282 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::auth::{Role, TokenTable};
 use crate::camera::CameraSpec;
 use crate::doorbell::{ChimeSpec, DoorbellSpec};
 
-/// The validated configuration the server runs with.
-#[derive(Clone, Debug)]
-pub struct Config {
-    pub listen: SocketAddr,
-    pub data_dir: PathBuf,
-    /// `None`: the dashboard embedded in the binary.
-    pub www: Option<PathBuf>,
-    pub camera: CameraSpec,
-    pub doorbell: DoorbellSpec,
-    pub tokens: TokenTable,
-    pub insecure_no_auth: bool,
-    pub log_level: log::LevelFilter,
-    pub allowed_origins: Vec<String>,
-    pub heartbeat_s: f64,
-    pub status_interval_s: f64,
-    pub max_events: u64,
-    pub max_snapshot_bytes: u64,
-    pub max_connections: usize,
-    pub max_sse_clients: usize,
-    pub max_ws_clients: usize,
-    pub max_video_clients: usize,
-    pub client_queue_events: usize,
-    pub request_timeout_s: f64,
-    pub write_timeout_s: f64,
-    /// Where sysfs GPIO lives: `/sys/class/gpio`, or a fake tree in tests.
-    pub gpio_sysfs_root: PathBuf,
-    /// A press within this long of the last ring is not a new ring.
-    pub doorbell_cooldown_ms: u64,
-    /// The chime output pulsed on each ring of the GPIO doorbell.
-    pub chime: Option<ChimeSpec>,
-    pub chime_ms: u64,
+/// How a key can also be given on the command line (flags override the file).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Flag {
+    /// File only.
+    None,
+    /// `--flag VALUE` (or `--flag=VALUE`), with the value's name for `--help`.
+    Value(&'static str, &'static str),
+    /// `--flag VALUE`, repeatable: the values form the key's list and replace the file's.
+    Repeated(&'static str, &'static str),
+    /// `--flag` alone sets the (boolean) key to true.
+    Switch(&'static str),
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            listen: "127.0.0.1:8080".parse().expect("valid default address"),
-            data_dir: PathBuf::from("./porchlight-data"),
-            www: None,
-            camera: CameraSpec::parse("synthetic:640x480@15").expect("valid default camera"),
-            doorbell: DoorbellSpec::Sim,
-            tokens: TokenTable::default(),
-            insecure_no_auth: false,
-            log_level: log::LevelFilter::Info,
-            allowed_origins: Vec::new(),
-            heartbeat_s: 15.0,
-            status_interval_s: 2.0,
-            max_events: 10_000,
-            max_snapshot_bytes: 256 * 1024 * 1024,
-            max_connections: 1024,
-            max_sse_clients: 600,
-            max_ws_clients: 200,
-            max_video_clients: 32,
-            client_queue_events: 256,
-            request_timeout_s: 10.0,
-            write_timeout_s: 10.0,
-            gpio_sysfs_root: PathBuf::from(crate::doorbell::sysfs::KERNEL_ROOT),
-            doorbell_cooldown_ms: 1000,
-            chime: None,
-            chime_ms: 500,
+impl Flag {
+    /// The flag's name, if the key has one.
+    pub fn name(self) -> Option<&'static str> {
+        match self {
+            Flag::None => None,
+            Flag::Value(name, _) | Flag::Repeated(name, _) | Flag::Switch(name) => Some(name),
         }
     }
+
+    /// The flag as `--help` and the README show it: `--listen ADDR:PORT`.
+    pub fn usage(self) -> Option<String> {
+        match self {
+            Flag::None => None,
+            Flag::Value(name, value) | Flag::Repeated(name, value) => {
+                Some(format!("{name} {value}"))
+            }
+            Flag::Switch(name) => Some(name.to_string()),
+        }
+    }
+}
+
+/// One config key. [`KEYS`] holds every one; the TOML parser, `--check-config`, the command
+/// line's flags and `--help`, and the README's table (a unit test compares them) all come from it.
+pub struct Key {
+    pub name: &'static str,
+    pub flag: Flag,
+    /// What the key means, as the README and `--help` say it.
+    pub doc: &'static str,
+    /// The default, printed as TOML (the same text `--check-config` prints for it).
+    pub default: fn() -> String,
+    set: fn(&mut Config, &toml::Value) -> Result<(), ConfigError>,
+    show: fn(&Config) -> String,
+}
+
+impl Key {
+    /// Looks a key up by name.
+    pub fn named(name: &str) -> Option<&'static Key> {
+        KEYS.iter().find(|key| key.name == name)
+    }
+
+    /// The key's current value in `config`, as TOML.
+    pub fn show(&self, config: &Config) -> String {
+        (self.show)(config)
+    }
+
+    /// The key's row in the README's configuration table.
+    pub fn readme_row(&self) -> String {
+        let flag = match self.flag {
+            Flag::None => String::new(),
+            Flag::Value(name, _) | Flag::Switch(name) => format!("`{name}`"),
+            Flag::Repeated(..) => format!(
+                "`{}` (repeatable; replaces the file's list)",
+                self.flag.usage().unwrap_or_default()
+            ),
+        };
+        let flag = if flag.is_empty() {
+            flag
+        } else {
+            format!(" {flag}")
+        };
+        format!(
+            "| `{}` |{flag} | `{}` | {} |",
+            self.name,
+            (self.default)(),
+            self.doc
+        )
+    }
+}
+
+/// Declares every config key once: the [`Config`] field (with its type and doc line), its default
+/// (any value TOML can hold, parsed by the key's own parser, so a default can never be invalid
+/// without a test failing), its command-line flag, its parser (TOML value → field, with bounds;
+/// errors name the key) and how `--check-config` prints it. From that one list the macro makes
+/// the struct, `Default`, and [`KEYS`]. Adding a key is adding one entry.
+macro_rules! config_keys {
+    ($(
+        #[doc = $doc:literal]
+        $name:ident: $ty:ty = $default:expr,
+        flag: $flag:expr,
+        parse: $parse:expr,
+        show: $show:expr;
+    )+) => {
+        /// The validated configuration the server runs with: one field per entry of [`KEYS`].
+        #[derive(Clone, Debug)]
+        pub struct Config {
+            $( #[doc = $doc] pub $name: $ty, )+
+        }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Config {
+                    $( $name: {
+                        let parse: fn(&str, &toml::Value) -> Result<$ty, ConfigError> = $parse;
+                        parse(stringify!($name), &toml::Value::from($default))
+                            .unwrap_or_else(|e| panic!("invalid default: {e}"))
+                    }, )+
+                }
+            }
+        }
+
+        /// Every key the config file accepts, in the order `--check-config` and the README list them.
+        pub const KEYS: &[Key] = &[
+            $( Key {
+                name: stringify!($name),
+                flag: $flag,
+                doc: $doc.trim_ascii(),
+                default: || {
+                    let show: fn(&$ty) -> String = $show;
+                    show(&Config::default().$name)
+                },
+                set: |config, value| {
+                    let parse: fn(&str, &toml::Value) -> Result<$ty, ConfigError> = $parse;
+                    config.$name = parse(stringify!($name), value)?;
+                    Ok(())
+                },
+                show: |config| {
+                    let show: fn(&$ty) -> String = $show;
+                    show(&config.$name)
+                },
+            }, )+
+        ];
+    };
+}
+
+config_keys! {
+    /// address and port to listen on (`:0` picks a free port, logged at start)
+    listen: SocketAddr = "127.0.0.1:8080",
+        flag: Flag::Value("--listen", "ADDR:PORT"),
+        parse: |key, value| parse_listen(as_str(key, value)?).map_err(|e| ConfigError::new(key, e)),
+        show: quoted_display;
+    /// event store (`events.sqlite3`) and snapshots; survives restarts and power cuts
+    data_dir: PathBuf = "./porchlight-data",
+        flag: Flag::Value("--data-dir", "DIR"),
+        parse: |key, value| non_empty_path(key, as_str(key, value)?),
+        show: |path| quoted_path(path);
+    /// serve the dashboard from this folder instead of the copy inside the binary (`""`: the embedded copy)
+    www: Option<PathBuf> = "",
+        flag: Flag::Value("--www", "DIR"),
+        parse: |key, value| {
+            let text = as_str(key, value)?;
+            Ok((!text.is_empty()).then(|| PathBuf::from(text)))
+        },
+        show: |www| quoted_path(&www.clone().unwrap_or_default());
+    /// `synthetic:WxH@FPS`, `v4l2:/dev/videoN[:WxH@FPS]` or `file:PATH[@FPS]` (see "Live video")
+    camera: CameraSpec = "synthetic:640x480@15",
+        flag: Flag::Value("--camera", "SPEC"),
+        parse: |key, value| CameraSpec::parse(as_str(key, value)?).map_err(|e| ConfigError::new(key, e)),
+        show: quoted_display;
+    /// `sim` (pressed through the API) or `gpio:PIN[:active-low][:debounce=MS]`
+    doorbell: DoorbellSpec = "sim",
+        flag: Flag::Value("--doorbell", "SPEC"),
+        parse: |key, value| DoorbellSpec::parse(as_str(key, value)?).map_err(|e| ConfigError::new(key, e)),
+        show: quoted_display;
+    /// who may do what: `ROLE:TOKEN` entries (`["admin:SECRET", "viewer:OTHER"]`); roles `viewer` ⊂ `control` ⊂ `admin`; tokens are at least 8 characters of `A-Z a-z 0-9 - . _ ~ / =`
+    tokens: TokenTable = Vec::<String>::new(),
+        flag: Flag::Repeated("--token", "ROLE:TOKEN"),
+        parse: parse_tokens,
+        show: |tokens| string_list(tokens.roles().map(|role| format!("{}:********", role.name())));
+    /// allow a non-loopback listener without tokens (everyone is admin)
+    insecure_no_auth: bool = false,
+        flag: Flag::Switch("--insecure-no-auth"),
+        parse: as_bool,
+        show: |on| on.to_string();
+    /// `error`, `warn`, `info`, `debug`, `trace`
+    log_level: log::LevelFilter = "info",
+        flag: Flag::Value("--log-level", "LEVEL"),
+        parse: |key, value| parse_log_level(as_str(key, value)?).map_err(|e| ConfigError::new(key, e)),
+        show: |level| quoted(&level.to_string().to_lowercase());
+    /// extra browser origins (`"http://door.local:8080"`) allowed to POST and open the WebSocket; the page's own origin always is
+    allowed_origins: Vec<String> = Vec::<String>::new(),
+        flag: Flag::None,
+        parse: |key, value| {
+            let mut origins = Vec::new();
+            for item in as_array(key, value)? {
+                let text = item.as_str().ok_or_else(|| {
+                    ConfigError::new(key, "each entry must be a string like \"http://door.local:8080\"")
+                })?;
+                origins.push(parse_origin(text).map_err(|e| ConfigError::new(key, e))?);
+            }
+            Ok(origins)
+        },
+        show: |origins| string_list(origins.iter().cloned());
+    /// SSE heartbeat interval when no event flows (seconds, 0.05 to 3600); also the WebSocket keep-alive: a client silent this long is pinged, and dropped if it stays silent as long again
+    heartbeat_s: f64 = 15.0,
+        flag: Flag::None,
+        parse: |key, value| seconds(key, value, 0.05, 3600.0),
+        show: float;
+    /// how often `/stream/system-status` sends the status object (seconds, 0.05 to 3600)
+    status_interval_s: f64 = 2.0,
+        flag: Flag::None,
+        parse: |key, value| seconds(key, value, 0.05, 3600.0),
+        show: float;
+    /// events kept; the oldest are deleted first (1 to 100000000)
+    max_events: u64 = 10_000,
+        flag: Flag::None,
+        parse: |key, value| count(key, value, 1, 100_000_000),
+        show: number;
+    /// snapshot bytes kept (256 MiB by default); the oldest pictures are deleted first
+    max_snapshot_bytes: u64 = 256 * 1024 * 1024,
+        flag: Flag::None,
+        parse: |key, value| count(key, value, 0, u64::MAX / 2),
+        show: number;
+    /// open TCP connections; past it new ones get 503 (1 to 100000)
+    max_connections: usize = 1024,
+        flag: Flag::None,
+        parse: |key, value| count(key, value, 1, 100_000),
+        show: number;
+    /// SSE streams (events and status together); past it 503 with `Retry-After`
+    max_sse_clients: usize = 600,
+        flag: Flag::None,
+        parse: |key, value| count(key, value, 0, 100_000),
+        show: number;
+    /// WebSocket sessions
+    max_ws_clients: usize = 200,
+        flag: Flag::None,
+        parse: |key, value| count(key, value, 0, 100_000),
+        show: number;
+    /// MJPEG viewers
+    max_video_clients: usize = 32,
+        flag: Flag::None,
+        parse: |key, value| count(key, value, 0, 10_000),
+        show: number;
+    /// events queued for one streaming client; a client that falls this far behind is disconnected and replays on reconnect
+    client_queue_events: usize = 256,
+        flag: Flag::None,
+        parse: |key, value| count(key, value, 1, 1_000_000),
+        show: number;
+    /// idle keep-alive timeout, and the time a client has to send a request's head (seconds)
+    request_timeout_s: f64 = 10.0,
+        flag: Flag::None,
+        parse: |key, value| seconds(key, value, 0.1, 3600.0),
+        show: float;
+    /// a client that accepts no bytes for this long is dropped (seconds)
+    write_timeout_s: f64 = 10.0,
+        flag: Flag::None,
+        parse: |key, value| seconds(key, value, 0.1, 3600.0),
+        show: float;
+    /// where sysfs GPIO lives (tests point it at a fake tree)
+    gpio_sysfs_root: PathBuf = crate::doorbell::sysfs::KERNEL_ROOT,
+        flag: Flag::None,
+        parse: |key, value| non_empty_path(key, as_str(key, value)?),
+        show: |path| quoted_path(path);
+    /// a GPIO press this soon after the last ring is not a new ring (0 to 600000)
+    doorbell_cooldown_ms: u64 = 1000,
+        flag: Flag::None,
+        parse: |key, value| count(key, value, 0, 600_000),
+        show: number;
+    /// `gpio:PIN[:active-low]`: an output (buzzer, relay) switched on for `chime_ms` on every GPIO ring; needs a `gpio:` doorbell on another pin (`""`: none)
+    chime: Option<ChimeSpec> = "",
+        flag: Flag::None,
+        parse: |key, value| ChimeSpec::parse(as_str(key, value)?).map_err(|e| ConfigError::new(key, e)),
+        show: |chime| quoted(&chime.as_ref().map(|c| c.to_string()).unwrap_or_default());
+    /// how long the chime stays on (10 to 60000)
+    chime_ms: u64 = 500,
+        flag: Flag::None,
+        parse: |key, value| count(key, value, 10, 60_000),
+        show: number;
 }
 
 /// A configuration error: which key or flag, and what was wrong with it.
@@ -96,36 +304,6 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// Every key the TOML file accepts, with its default as the README documents it. Kept in one
-/// table so `--check-config` output, the README and the parser cannot drift apart silently
-/// (a unit test checks that every key here is handled by [`Config::set`]).
-pub const KEYS: &[&str] = &[
-    "listen",
-    "data_dir",
-    "www",
-    "camera",
-    "doorbell",
-    "tokens",
-    "insecure_no_auth",
-    "log_level",
-    "allowed_origins",
-    "heartbeat_s",
-    "status_interval_s",
-    "max_events",
-    "max_snapshot_bytes",
-    "max_connections",
-    "max_sse_clients",
-    "max_ws_clients",
-    "max_video_clients",
-    "client_queue_events",
-    "request_timeout_s",
-    "write_timeout_s",
-    "gpio_sysfs_root",
-    "doorbell_cooldown_ms",
-    "chime",
-    "chime_ms",
-];
-
 impl Config {
     /// Applies a whole TOML document on top of `self`.
     pub fn apply_toml(&mut self, text: &str) -> Result<(), ConfigError> {
@@ -140,60 +318,9 @@ impl Config {
 
     /// Sets one key from a TOML value; the error names the key.
     pub fn set(&mut self, key: &str, value: &toml::Value) -> Result<(), ConfigError> {
-        let err = |msg: String| ConfigError::new(key, msg);
-        match key {
-            "listen" => self.listen = parse_listen(as_str(key, value)?).map_err(err)?,
-            "data_dir" => self.data_dir = non_empty_path(key, as_str(key, value)?)?,
-            "www" => {
-                let text = as_str(key, value)?;
-                self.www = if text.is_empty() {
-                    None
-                } else {
-                    Some(PathBuf::from(text))
-                };
-            }
-            "camera" => self.camera = CameraSpec::parse(as_str(key, value)?).map_err(err)?,
-            "doorbell" => self.doorbell = DoorbellSpec::parse(as_str(key, value)?).map_err(err)?,
-            "tokens" => {
-                let mut table = TokenTable::default();
-                for item in as_array(key, value)? {
-                    let text = item
-                        .as_str()
-                        .ok_or_else(|| err("each entry must be a string \"ROLE:TOKEN\"".into()))?;
-                    table.add_spec(text).map_err(err)?;
-                }
-                self.tokens = table;
-            }
-            "insecure_no_auth" => self.insecure_no_auth = as_bool(key, value)?,
-            "log_level" => self.log_level = parse_log_level(as_str(key, value)?).map_err(err)?,
-            "allowed_origins" => {
-                let mut origins = Vec::new();
-                for item in as_array(key, value)? {
-                    let text = item.as_str().ok_or_else(|| {
-                        err("each entry must be a string like \"http://door.local:8080\"".into())
-                    })?;
-                    origins.push(parse_origin(text).map_err(err)?);
-                }
-                self.allowed_origins = origins;
-            }
-            "heartbeat_s" => self.heartbeat_s = seconds(key, value, 0.05, 3600.0)?,
-            "status_interval_s" => self.status_interval_s = seconds(key, value, 0.05, 3600.0)?,
-            "max_events" => self.max_events = count(key, value, 1, 100_000_000)?,
-            "max_snapshot_bytes" => self.max_snapshot_bytes = count(key, value, 0, u64::MAX / 2)?,
-            "max_connections" => self.max_connections = count(key, value, 1, 100_000)? as usize,
-            "max_sse_clients" => self.max_sse_clients = count(key, value, 0, 100_000)? as usize,
-            "max_ws_clients" => self.max_ws_clients = count(key, value, 0, 100_000)? as usize,
-            "max_video_clients" => self.max_video_clients = count(key, value, 0, 10_000)? as usize,
-            "client_queue_events" => {
-                self.client_queue_events = count(key, value, 1, 1_000_000)? as usize
-            }
-            "request_timeout_s" => self.request_timeout_s = seconds(key, value, 0.1, 3600.0)?,
-            "write_timeout_s" => self.write_timeout_s = seconds(key, value, 0.1, 3600.0)?,
-            "gpio_sysfs_root" => self.gpio_sysfs_root = non_empty_path(key, as_str(key, value)?)?,
-            "doorbell_cooldown_ms" => self.doorbell_cooldown_ms = count(key, value, 0, 600_000)?,
-            "chime" => self.chime = ChimeSpec::parse(as_str(key, value)?).map_err(err)?,
-            "chime_ms" => self.chime_ms = count(key, value, 10, 60_000)?,
-            _ => {
+        match Key::named(key) {
+            Some(entry) => (entry.set)(self, value),
+            None => {
                 // Quote a key that is empty or odd (`"" = 1` is valid TOML) so the one-line
                 // error still shows which key it was.
                 let plain = !key.is_empty()
@@ -205,13 +332,13 @@ impl Config {
                 } else {
                     format!("{key:?}")
                 };
-                return Err(ConfigError::new(
+                let known: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
+                Err(ConfigError::new(
                     shown,
-                    format!("unknown key (known keys: {})", KEYS.join(", ")),
-                ));
+                    format!("unknown key (known keys: {})", known.join(", ")),
+                ))
             }
         }
-        Ok(())
     }
 
     /// Checks what no single key can: a LAN listener must have tokens; a chime needs a GPIO
@@ -248,71 +375,12 @@ impl Config {
         Ok(())
     }
 
-    /// The effective configuration as TOML, for `--check-config`. Token secrets are masked.
+    /// The effective configuration as TOML, for `--check-config`: every key, in [`KEYS`] order.
+    /// Token secrets are masked.
     pub fn to_toml(&self) -> String {
-        let quote = |s: &str| serde_json::to_string(s).expect("strings serialise");
-        let list = |items: Vec<String>| {
-            let quoted: Vec<String> = items.iter().map(|s| quote(s)).collect();
-            format!("[{}]", quoted.join(", "))
-        };
-        let tokens = self
-            .tokens
-            .roles()
-            .map(|role| format!("{}:********", role.name()))
-            .collect();
-        let lines = [
-            format!("listen = {}", quote(&self.listen.to_string())),
-            format!("data_dir = {}", quote(&self.data_dir.to_string_lossy())),
-            format!(
-                "www = {}",
-                quote(
-                    &self
-                        .www
-                        .as_ref()
-                        .map(|p| p.to_string_lossy().into_owned())
-                        .unwrap_or_default()
-                )
-            ),
-            format!("camera = {}", quote(&self.camera.to_string())),
-            format!("doorbell = {}", quote(&self.doorbell.to_string())),
-            format!("tokens = {}", list(tokens)),
-            format!("insecure_no_auth = {}", self.insecure_no_auth),
-            format!(
-                "log_level = {}",
-                quote(&self.log_level.to_string().to_lowercase())
-            ),
-            format!("allowed_origins = {}", list(self.allowed_origins.clone())),
-            format!("heartbeat_s = {:?}", self.heartbeat_s),
-            format!("status_interval_s = {:?}", self.status_interval_s),
-            format!("max_events = {}", self.max_events),
-            format!("max_snapshot_bytes = {}", self.max_snapshot_bytes),
-            format!("max_connections = {}", self.max_connections),
-            format!("max_sse_clients = {}", self.max_sse_clients),
-            format!("max_ws_clients = {}", self.max_ws_clients),
-            format!("max_video_clients = {}", self.max_video_clients),
-            format!("client_queue_events = {}", self.client_queue_events),
-            format!("request_timeout_s = {:?}", self.request_timeout_s),
-            format!("write_timeout_s = {:?}", self.write_timeout_s),
-            format!(
-                "gpio_sysfs_root = {}",
-                quote(&self.gpio_sysfs_root.to_string_lossy())
-            ),
-            format!("doorbell_cooldown_ms = {}", self.doorbell_cooldown_ms),
-            format!(
-                "chime = {}",
-                quote(
-                    &self
-                        .chime
-                        .as_ref()
-                        .map(|c| c.to_string())
-                        .unwrap_or_default()
-                )
-            ),
-            format!("chime_ms = {}", self.chime_ms),
-        ];
-        let mut out = lines.join("\n");
-        out.push('\n');
-        out
+        KEYS.iter()
+            .map(|key| format!("{} = {}\n", key.name, key.show(self)))
+            .collect()
     }
 }
 
@@ -341,21 +409,27 @@ fn as_array<'a>(key: &str, value: &'a toml::Value) -> Result<&'a Vec<toml::Value
         .ok_or_else(|| type_error(key, "an array", value))
 }
 
-fn count(key: &str, value: &toml::Value, min: u64, max: u64) -> Result<u64, ConfigError> {
+/// A whole number in `min..=max`, converted to the field's type without a cast.
+fn count<T: TryFrom<u64>>(
+    key: &str,
+    value: &toml::Value,
+    min: u64,
+    max: u64,
+) -> Result<T, ConfigError> {
     let n = value
         .as_integer()
         .ok_or_else(|| type_error(key, "a whole number", value))?;
-    if n < 0 || (n as u64) < min || (n as u64) > max {
-        return Err(ConfigError::new(
-            key,
-            format!("{n} is out of range ({min} to {max})"),
-        ));
+    let out_of_range = || ConfigError::new(key, format!("{n} is out of range ({min} to {max})"));
+    let n = u64::try_from(n).map_err(|_| out_of_range())?;
+    if n < min || n > max {
+        return Err(out_of_range());
     }
-    Ok(n as u64)
+    T::try_from(n).map_err(|_| out_of_range())
 }
 
 fn seconds(key: &str, value: &toml::Value, min: f64, max: f64) -> Result<f64, ConfigError> {
     let n = match value {
+        // TOML integers are i64; every one in a sane range of seconds is exact as f64.
         toml::Value::Integer(i) => *i as f64,
         toml::Value::Float(f) => *f,
         other => return Err(type_error(key, "a number of seconds", other)),
@@ -367,6 +441,45 @@ fn seconds(key: &str, value: &toml::Value, min: f64, max: f64) -> Result<f64, Co
         ));
     }
     Ok(n)
+}
+
+fn parse_tokens(key: &str, value: &toml::Value) -> Result<TokenTable, ConfigError> {
+    let mut table = TokenTable::default();
+    for item in as_array(key, value)? {
+        let text = item
+            .as_str()
+            .ok_or_else(|| ConfigError::new(key, "each entry must be a string \"ROLE:TOKEN\""))?;
+        table.add_spec(text).map_err(|e| ConfigError::new(key, e))?;
+    }
+    Ok(table)
+}
+
+// How `--check-config` prints values: always valid TOML that parses back to the same value.
+
+fn quoted(text: &str) -> String {
+    serde_json::to_string(text).expect("strings serialise")
+}
+
+fn quoted_display<T: fmt::Display>(value: &T) -> String {
+    quoted(&value.to_string())
+}
+
+fn quoted_path(path: &Path) -> String {
+    quoted(&path.to_string_lossy())
+}
+
+fn string_list(items: impl Iterator<Item = String>) -> String {
+    let quoted: Vec<String> = items.map(|s| quoted(&s)).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// `{:?}` keeps a float a TOML float (`15.0`, not `15`).
+fn float(n: &f64) -> String {
+    format!("{n:?}")
+}
+
+fn number<T: fmt::Display>(n: &T) -> String {
+    n.to_string()
 }
 
 fn non_empty_path(key: &str, text: &str) -> Result<PathBuf, ConfigError> {
@@ -423,16 +536,57 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_listed_key_is_handled() {
-        for key in KEYS {
-            let mut config = Config::default();
-            let err = config.set(key, &toml::Value::Table(toml::Table::new()));
-            let err = err.expect_err("a table is never a valid value");
-            assert!(
-                !err.message.starts_with("unknown key"),
-                "{key} is listed but not handled"
-            );
+    fn names_and_flags_are_unique() {
+        for (i, key) in KEYS.iter().enumerate() {
+            for other in &KEYS[i + 1..] {
+                assert_ne!(key.name, other.name);
+                if key.flag.name().is_some() {
+                    assert_ne!(key.flag.name(), other.flag.name(), "{}", key.name);
+                }
+            }
         }
+    }
+
+    #[test]
+    fn every_default_prints_and_parses_back() {
+        let defaults = Config::default();
+        for key in KEYS {
+            let printed = (key.default)();
+            assert_eq!(printed, key.show(&defaults));
+            let mut config = Config::default();
+            config
+                .apply_toml(&format!("{} = {printed}", key.name))
+                .unwrap_or_else(|e| panic!("default of {} does not parse back: {e}", key.name));
+            assert_eq!(key.show(&config), printed);
+        }
+        assert_eq!(
+            defaults.gpio_sysfs_root,
+            PathBuf::from(crate::doorbell::sysfs::KERNEL_ROOT)
+        );
+    }
+
+    /// The README's configuration table is the user's reference: it must list every key, in
+    /// order, with the flag, default and meaning the code has. On failure the message is the
+    /// table to paste.
+    #[test]
+    fn readme_table_lists_every_key() {
+        let readme = include_str!("../README.md");
+        let header = "| key | flag | default | meaning |";
+        let start = readme
+            .find(header)
+            .expect("README has the configuration table");
+        let rows: Vec<&str> = readme[start..]
+            .lines()
+            .skip(2)
+            .take_while(|line| line.starts_with('|'))
+            .collect();
+        let expected: Vec<String> = KEYS.iter().map(Key::readme_row).collect();
+        assert!(
+            rows == expected,
+            "README.md's configuration table differs from config::KEYS; it should read:\n\n\
+             {header}\n|---|---|---|---|\n{}\n",
+            expected.join("\n")
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 pub mod app;
 pub mod auth;
 pub mod camera;
+pub mod clips;
 pub mod clock;
 pub mod config;
 pub mod control;

@@ -8,9 +8,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use porchlight::app;
-use porchlight::config::{Config, ConfigError};
+use porchlight::config::{Config, ConfigError, Flag, KEYS, Key};
 
-const USAGE: &str = "\
+/// `--help`: the commands, then every flag from the config table (`config::KEYS`), so a flag
+/// and its help cannot drift apart.
+fn usage() -> String {
+    let mut text = String::from(
+        "\
 porchlight — doorbell camera and security-event server
 
 USAGE:
@@ -22,20 +26,28 @@ USAGE:
     porchlight --version | --help
 
 OPTIONS:
-    --config FILE          TOML config file (flags override it; keys are listed in the README)
-    --listen ADDR:PORT     where to listen [default: 127.0.0.1:8080]
-    --data-dir DIR         event store and snapshots [default: ./porchlight-data]
-    --www DIR              serve the dashboard from DIR instead of the embedded copy
-    --camera SPEC          synthetic:WxH@FPS | v4l2:/dev/videoN[:WxH@FPS] | file:PATH[@FPS]
-                           [default: synthetic:640x480@15]
-    --doorbell SPEC        sim | gpio:PIN[:active-low][:debounce=MS] [default: sim]
-    --token ROLE:TOKEN     grant ROLE (viewer, control, admin) to TOKEN; repeatable
-    --insecure-no-auth     allow a non-loopback listener without tokens
-    --log-level LEVEL      error, warn, info, debug or trace [default: info]
-
+    --config FILE
+        TOML config file (flags override it; every key is in the README)
+",
+    );
+    for key in KEYS {
+        let Some(flag) = key.flag.usage() else {
+            continue;
+        };
+        let default = (key.default)();
+        text.push_str(&format!(
+            "    {flag}\n        {} [default: {default}]\n",
+            key.doc
+        ));
+    }
+    text.push_str(
+        "
 EXIT STATUS:
     0 clean shutdown on SIGTERM/SIGINT, 1 fatal error, 2 bad configuration
-";
+",
+    );
+    text
+}
 
 /// What the command line asked for.
 enum Command {
@@ -46,21 +58,11 @@ enum Command {
     Help,
 }
 
-/// Flags that take a value, and the config key each one sets.
-const VALUE_FLAGS: &[(&str, &str)] = &[
-    ("--listen", "listen"),
-    ("--data-dir", "data_dir"),
-    ("--www", "www"),
-    ("--camera", "camera"),
-    ("--doorbell", "doorbell"),
-    ("--log-level", "log_level"),
-];
-
 fn parse_args(args: &[String]) -> Result<Command, ConfigError> {
     let mut config_file: Option<(String, PathBuf)> = None;
-    let mut overrides: Vec<(&str, String, String)> = Vec::new();
-    let mut tokens: Vec<String> = Vec::new();
-    let mut insecure = false;
+    // (key, flag as given, value) in command-line order; a repeated flag's values form a list.
+    let mut overrides: Vec<(&Key, String, toml::Value)> = Vec::new();
+    let mut lists: Vec<(&Key, String, Vec<toml::Value>)> = Vec::new();
     let mut check = false;
     let mut i = 0;
     while i < args.len() {
@@ -82,15 +84,28 @@ fn parse_args(args: &[String]) -> Result<Command, ConfigError> {
             "--help" | "-h" => return Ok(Command::Help),
             "--version" | "-V" => return Ok(Command::Version),
             "--list-cameras" => return Ok(Command::ListCameras),
-            "--insecure-no-auth" => insecure = true,
             "--config" => config_file = Some((flag.to_string(), PathBuf::from(value()?))),
             "--check-config" => {
                 config_file = Some((flag.to_string(), PathBuf::from(value()?)));
                 check = true;
             }
-            "--token" => tokens.push(value()?),
-            _ => match VALUE_FLAGS.iter().find(|(f, _)| *f == flag) {
-                Some((_, key)) => overrides.push((key, flag.to_string(), value()?)),
+            _ => match KEYS.iter().find(|key| key.flag.name() == Some(flag)) {
+                Some(key) => match key.flag {
+                    Flag::Switch(_) => {
+                        if inline.is_some() {
+                            return Err(ConfigError::new(flag, "takes no value"));
+                        }
+                        overrides.push((key, flag.to_string(), toml::Value::Boolean(true)))
+                    }
+                    Flag::Repeated(..) => {
+                        let item = toml::Value::String(value()?);
+                        match lists.iter_mut().find(|(k, ..)| k.name == key.name) {
+                            Some((.., items)) => items.push(item),
+                            None => lists.push((key, flag.to_string(), vec![item])),
+                        }
+                    }
+                    _ => overrides.push((key, flag.to_string(), toml::Value::String(value()?))),
+                },
                 None => {
                     return Err(ConfigError::new(
                         arg.as_str(),
@@ -112,19 +127,13 @@ fn parse_args(args: &[String]) -> Result<Command, ConfigError> {
         })?;
         config.apply_toml(&text)?;
     }
-    for (key, flag, value) in overrides {
+    let lists = lists
+        .into_iter()
+        .map(|(key, flag, items)| (key, flag, toml::Value::Array(items)));
+    for (key, flag, value) in overrides.into_iter().chain(lists) {
         config
-            .set(key, &toml::Value::String(value))
+            .set(key.name, &value)
             .map_err(|e| ConfigError::new(flag, e.message))?;
-    }
-    if !tokens.is_empty() {
-        let list = tokens.into_iter().map(toml::Value::String).collect();
-        config
-            .set("tokens", &toml::Value::Array(list))
-            .map_err(|e| ConfigError::new("--token", e.message))?;
-    }
-    if insecure {
-        config.insecure_no_auth = true;
     }
     config.validate()?;
     Ok(if check {
@@ -164,7 +173,7 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
         Ok(Command::Help) => {
-            print!("{USAGE}");
+            print!("{}", usage());
             ExitCode::SUCCESS
         }
         Ok(Command::ListCameras) => {

@@ -3,9 +3,7 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
-
-use crate::video::Quality;
+use std::time::Instant;
 
 /// Kinds of long-lived client, each with its own connection limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,10 +36,10 @@ pub struct Metrics {
     pub connections_open: AtomicUsize,
     /// Requests whose handler panicked (the connection was closed, its resources released).
     pub handler_panics: AtomicU64,
-    /// Requests refused with 429 because their address failed authentication too often.
-    pub auth_throttled: AtomicU64,
     /// Requests that presented a wrong token.
     pub auth_failures: AtomicU64,
+    /// Requests refused with 429 because their address failed authentication too often.
+    pub auth_throttled: AtomicU64,
     pub events_published: AtomicU64,
     pub events_stored: AtomicU64,
     pub last_event_id: AtomicU64,
@@ -52,54 +50,263 @@ pub struct Metrics {
     pub clients_evicted: AtomicU64,
     pub clients_rejected: AtomicU64,
     pub frames_captured: AtomicU64,
-    /// Video frames written to clients.
-    pub frames_sent: AtomicU64,
     /// Camera frames lost before publishing (the source was late, or sent a corrupt frame).
     pub frames_dropped: AtomicU64,
-    pub video: VideoMetrics,
     clients: [AtomicUsize; 3],
     started: Option<Instant>,
 }
 
-/// Per-preset video work, indexed by `Quality::index()`. Times are summed so a benchmark can
-/// divide them by the counts: the encode time per frame is measured where it happens.
+/// What `/metrics` shows of [`Metrics`], one entry per series, in the order they are printed.
+pub const SERIES: &[Series<Metrics>] = &[
+    Series::gauge(
+        "porchlight_uptime_seconds",
+        "Seconds since the server started.",
+        |m, out| out.value(m.uptime_s()),
+    ),
+    Series::gauge(
+        "porchlight_clients",
+        "Streaming clients connected, by kind.",
+        |m, out| {
+            for kind in ClientKind::ALL {
+                out.labelled("kind", kind.name(), count(m.clients(kind)));
+            }
+        },
+    ),
+    Series::gauge(
+        "porchlight_connections_open",
+        "TCP connections open.",
+        |m, out| out.value(count(m.connections_open.load(Ordering::Relaxed))),
+    ),
+    Series::counter(
+        "porchlight_http_requests_total",
+        "HTTP requests answered.",
+        |m, out| out.atomic(&m.http_requests),
+    ),
+    Series::counter(
+        "porchlight_http_client_errors_total",
+        "Requests answered with a 4xx status.",
+        |m, out| out.atomic(&m.http_client_errors),
+    ),
+    Series::counter(
+        "porchlight_http_server_errors_total",
+        "Requests answered with a 5xx status.",
+        |m, out| out.atomic(&m.http_server_errors),
+    ),
+    Series::counter(
+        "porchlight_connections_accepted_total",
+        "TCP connections accepted.",
+        |m, out| out.atomic(&m.connections_accepted),
+    ),
+    Series::counter(
+        "porchlight_connections_refused_total",
+        "Connections refused with 503 (connection cap or no thread).",
+        |m, out| out.atomic(&m.connections_refused),
+    ),
+    Series::counter(
+        "porchlight_events_total",
+        "Events stored and fanned out.",
+        |m, out| out.atomic(&m.events_published),
+    ),
+    Series::counter(
+        "porchlight_store_commits_total",
+        "Store transactions committed (one fsync each; events_total/commits is the group-commit batch size).",
+        |m, out| out.atomic(&m.store_commits),
+    ),
+    Series::counter(
+        "porchlight_store_errors_total",
+        "Store transactions that failed.",
+        |m, out| out.atomic(&m.store_errors),
+    ),
+    Series::counter(
+        "porchlight_sse_events_sent_total",
+        "Event blocks written to SSE clients.",
+        |m, out| out.atomic(&m.sse_events_sent),
+    ),
+    Series::counter(
+        "porchlight_ws_events_sent_total",
+        "live_event messages written to WebSocket clients.",
+        |m, out| out.atomic(&m.ws_events_sent),
+    ),
+    Series::counter(
+        "porchlight_clients_evicted_total",
+        "Streaming clients disconnected for falling behind.",
+        |m, out| out.atomic(&m.clients_evicted),
+    ),
+    Series::counter(
+        "porchlight_clients_rejected_total",
+        "Streaming clients refused over their kind's limit.",
+        |m, out| out.atomic(&m.clients_rejected),
+    ),
+    Series::counter(
+        "porchlight_frames_captured_total",
+        "Camera frames captured.",
+        |m, out| out.atomic(&m.frames_captured),
+    ),
+    Series::counter(
+        "porchlight_frames_dropped_total",
+        "Camera frames lost before publishing (source late or frame corrupt).",
+        |m, out| out.atomic(&m.frames_dropped),
+    ),
+    Series::counter(
+        "porchlight_handler_panics_total",
+        "Requests whose handler panicked (connection closed, everything it held released).",
+        |m, out| out.atomic(&m.handler_panics),
+    ),
+    Series::counter(
+        "porchlight_auth_failures_total",
+        "Requests that presented a wrong token.",
+        |m, out| out.atomic(&m.auth_failures),
+    ),
+    Series::counter(
+        "porchlight_auth_throttled_total",
+        "Requests refused with 429 after too many failed tokens from their address.",
+        |m, out| out.atomic(&m.auth_throttled),
+    ),
+    Series::gauge(
+        "porchlight_last_event_id",
+        "Largest event id assigned.",
+        |m, out| out.atomic(&m.last_event_id),
+    ),
+    Series::gauge(
+        "porchlight_events_stored",
+        "Events held by the store after retention.",
+        |m, out| out.atomic(&m.events_stored),
+    ),
+];
+
+/// A count as a sample value. Counts here are far below 2^53, where f64 is exact.
+pub fn count(n: usize) -> f64 {
+    n as f64
+}
+
+/// Prometheus's two kinds of series that porchlight uses.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum SeriesKind {
+    /// Only ever goes up (until a restart).
+    Counter,
+    /// Goes up and down.
+    Gauge,
+}
+
+/// One series of the `/metrics` page, read from a `T` (a metrics struct): a table of these sits
+/// next to the struct's fields, so the name, kind and help of a figure are written once, beside
+/// the field that holds it.
+pub struct Series<T> {
+    pub name: &'static str,
+    pub kind: SeriesKind,
+    pub help: &'static str,
+    /// Writes the series' samples from the struct.
+    pub read: fn(&T, &mut Samples<'_>),
+}
+
+impl<T> Series<T> {
+    pub const fn counter(
+        name: &'static str,
+        help: &'static str,
+        read: fn(&T, &mut Samples<'_>),
+    ) -> Self {
+        Series {
+            name,
+            kind: SeriesKind::Counter,
+            help,
+            read,
+        }
+    }
+
+    pub const fn gauge(
+        name: &'static str,
+        help: &'static str,
+        read: fn(&T, &mut Samples<'_>),
+    ) -> Self {
+        Series {
+            name,
+            kind: SeriesKind::Gauge,
+            help,
+            read,
+        }
+    }
+}
+
+/// The sample lines of one series being written.
+pub struct Samples<'a> {
+    out: &'a mut String,
+    name: &'static str,
+}
+
+impl Samples<'_> {
+    /// An unlabelled sample.
+    pub fn value(&mut self, value: f64) {
+        let _ = writeln!(self.out, "{} {value}", self.name);
+    }
+
+    /// An unlabelled sample read from a counter.
+    pub fn atomic(&mut self, value: &AtomicU64) {
+        // Counters stay far below 2^53, where f64 is exact.
+        self.value(value.load(Ordering::Relaxed) as f64);
+    }
+
+    /// A sample with one label (`name{label="value"} sample`).
+    pub fn labelled(&mut self, label: &str, label_value: &str, value: f64) {
+        let _ = writeln!(
+            self.out,
+            "{}{{{label}=\"{label_value}\"}} {value}",
+            self.name
+        );
+    }
+}
+
+/// The Prometheus text exposition (format 0.0.4), written series by series.
 #[derive(Default)]
-pub struct VideoMetrics {
-    /// JPEG encodes made for a preset (once per frame for all its viewers).
-    pub encoded: [AtomicU64; 4],
-    pub encode_nanos: [AtomicU64; 4],
-    /// Frames a preset passed on untouched (its size equals the source's).
-    pub passed_through: [AtomicU64; 4],
-    /// Camera frames decoded (at most once per frame, however many presets need it).
-    pub decoded: AtomicU64,
-    pub decode_nanos: AtomicU64,
-    /// Frames a video client never got because a newer one replaced them while it was still
-    /// writing (a slow client skips to the newest).
-    pub client_skipped_slow: AtomicU64,
-    /// Frames not sent because they were identical to the one the client had.
-    pub client_skipped_unchanged: AtomicU64,
+pub struct Exposition {
+    out: String,
 }
 
-impl VideoMetrics {
-    pub fn add_encode(&self, quality: Quality, took: Duration) {
-        let i = usize::from(quality.index());
-        self.encoded[i].fetch_add(1, Ordering::Relaxed);
-        self.encode_nanos[i].fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+impl Exposition {
+    pub fn new() -> Exposition {
+        Exposition {
+            out: String::with_capacity(4096),
+        }
     }
 
-    pub fn add_pass_through(&self, quality: Quality) {
-        self.passed_through[usize::from(quality.index())].fetch_add(1, Ordering::Relaxed);
+    /// Writes every series of `table`, read from `source`.
+    pub fn series<T>(&mut self, table: &[Series<T>], source: &T) -> &mut Self {
+        for series in table {
+            self.head(series.name, series.kind, series.help);
+            (series.read)(
+                source,
+                &mut Samples {
+                    out: &mut self.out,
+                    name: series.name,
+                },
+            );
+        }
+        self
     }
 
-    pub fn add_decode(&self, took: Duration) {
-        self.decoded.fetch_add(1, Ordering::Relaxed);
-        self.decode_nanos
-            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+    /// Writes one gauge measured outside the metrics structs (e.g. the process's memory).
+    pub fn gauge(&mut self, name: &'static str, help: &str, value: f64) -> &mut Self {
+        self.head(name, SeriesKind::Gauge, help);
+        Samples {
+            out: &mut self.out,
+            name,
+        }
+        .value(value);
+        self
+    }
+
+    fn head(&mut self, name: &str, kind: SeriesKind, help: &str) {
+        let kind = match kind {
+            SeriesKind::Counter => "counter",
+            SeriesKind::Gauge => "gauge",
+        };
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    pub fn finish(self) -> String {
+        self.out
     }
 }
-
-/// Labelled samples of one series: `({label="value"}, value)`.
-type Samples = Vec<(String, f64)>;
 
 /// Holds one client slot of a kind; the slot is freed when dropped.
 pub struct ClientSlot<'a> {
@@ -147,216 +354,6 @@ impl Metrics {
             None
         }
     }
-
-    /// The Prometheus text exposition (format 0.0.4).
-    pub fn render(&self, extra_gauges: &[(&str, &str, f64)]) -> String {
-        let mut out = String::with_capacity(4096);
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
-        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, f64)]| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            for (labels, value) in samples {
-                let _ = writeln!(out, "{name}{labels} {value}");
-            }
-        };
-        metric(
-            "porchlight_uptime_seconds",
-            "gauge",
-            "Seconds since the server started.",
-            &[("", self.uptime_s())],
-        );
-        let clients: Vec<(String, f64)> = ClientKind::ALL
-            .iter()
-            .map(|k| {
-                (
-                    format!("{{kind=\"{}\"}}", k.name()),
-                    self.clients(*k) as f64,
-                )
-            })
-            .collect();
-        let client_refs: Vec<(&str, f64)> = clients.iter().map(|(l, v)| (l.as_str(), *v)).collect();
-        metric(
-            "porchlight_clients",
-            "gauge",
-            "Streaming clients connected, by kind.",
-            &client_refs,
-        );
-        metric(
-            "porchlight_connections_open",
-            "gauge",
-            "TCP connections open.",
-            &[("", self.connections_open.load(Ordering::Relaxed) as f64)],
-        );
-        let counters: [(&str, &str, &AtomicU64); 18] = [
-            (
-                "porchlight_http_requests_total",
-                "HTTP requests answered.",
-                &self.http_requests,
-            ),
-            (
-                "porchlight_http_client_errors_total",
-                "Requests answered with a 4xx status.",
-                &self.http_client_errors,
-            ),
-            (
-                "porchlight_http_server_errors_total",
-                "Requests answered with a 5xx status.",
-                &self.http_server_errors,
-            ),
-            (
-                "porchlight_connections_accepted_total",
-                "TCP connections accepted.",
-                &self.connections_accepted,
-            ),
-            (
-                "porchlight_connections_refused_total",
-                "Connections refused with 503 (connection cap or no thread).",
-                &self.connections_refused,
-            ),
-            (
-                "porchlight_events_total",
-                "Events stored and fanned out.",
-                &self.events_published,
-            ),
-            (
-                "porchlight_store_commits_total",
-                "Store transactions committed (one fsync each; events_total/commits is the group-commit batch size).",
-                &self.store_commits,
-            ),
-            (
-                "porchlight_store_errors_total",
-                "Store transactions that failed.",
-                &self.store_errors,
-            ),
-            (
-                "porchlight_sse_events_sent_total",
-                "Event blocks written to SSE clients.",
-                &self.sse_events_sent,
-            ),
-            (
-                "porchlight_ws_events_sent_total",
-                "live_event messages written to WebSocket clients.",
-                &self.ws_events_sent,
-            ),
-            (
-                "porchlight_clients_evicted_total",
-                "Streaming clients disconnected for falling behind.",
-                &self.clients_evicted,
-            ),
-            (
-                "porchlight_clients_rejected_total",
-                "Streaming clients refused over their kind's limit.",
-                &self.clients_rejected,
-            ),
-            (
-                "porchlight_frames_captured_total",
-                "Camera frames captured.",
-                &self.frames_captured,
-            ),
-            (
-                "porchlight_frames_dropped_total",
-                "Camera frames lost before publishing (source late or frame corrupt).",
-                &self.frames_dropped,
-            ),
-            (
-                "porchlight_handler_panics_total",
-                "Requests whose handler panicked (connection closed, everything it held released).",
-                &self.handler_panics,
-            ),
-            (
-                "porchlight_auth_failures_total",
-                "Requests that presented a wrong token.",
-                &self.auth_failures,
-            ),
-            (
-                "porchlight_auth_throttled_total",
-                "Requests refused with 429 after too many failed tokens from their address.",
-                &self.auth_throttled,
-            ),
-            (
-                "porchlight_last_event_id",
-                "Largest event id assigned.",
-                &self.last_event_id,
-            ),
-        ];
-        for (name, help, value) in counters {
-            let kind = if name.ends_with("_total") {
-                "counter"
-            } else {
-                "gauge"
-            };
-            metric(name, kind, help, &[("", load(value))]);
-        }
-        let video = &self.video;
-        let per_kind = |value: &AtomicU64| vec![("{kind=\"video\"}".to_string(), load(value))];
-        let per_preset = |values: &[AtomicU64; 4], scale: f64| -> Samples {
-            Quality::ALL
-                .iter()
-                .map(|q| {
-                    (
-                        format!("{{quality=\"{}\"}}", q.name()),
-                        load(&values[usize::from(q.index())]) * scale,
-                    )
-                })
-                .collect()
-        };
-        let labelled: [(&str, &str, Samples); 8] = [
-            (
-                "porchlight_frames_sent_total",
-                "Video frames written to clients, by client kind.",
-                per_kind(&self.frames_sent),
-            ),
-            (
-                "porchlight_client_frames_skipped_total",
-                "Frames a slow client never got because a newer one replaced them.",
-                per_kind(&video.client_skipped_slow),
-            ),
-            (
-                "porchlight_client_frames_unchanged_total",
-                "Frames not sent to a client because they equalled the one it had.",
-                per_kind(&video.client_skipped_unchanged),
-            ),
-            (
-                "porchlight_frames_encoded_total",
-                "JPEG encodes made for a preset (once per frame for all its viewers).",
-                per_preset(&video.encoded, 1.0),
-            ),
-            (
-                "porchlight_encode_seconds_total",
-                "Time spent resizing and encoding for a preset (decoding is counted apart).",
-                per_preset(&video.encode_nanos, 1e-9),
-            ),
-            (
-                "porchlight_frames_passed_through_total",
-                "Frames a preset passed on untouched (same size as the source).",
-                per_preset(&video.passed_through, 1.0),
-            ),
-            (
-                "porchlight_frames_decoded_total",
-                "Camera frames decoded (at most once each, shared by all presets).",
-                vec![(String::new(), load(&video.decoded))],
-            ),
-            (
-                "porchlight_decode_seconds_total",
-                "Time spent decoding camera frames.",
-                vec![(String::new(), load(&video.decode_nanos) * 1e-9)],
-            ),
-        ];
-        for (name, help, samples) in &labelled {
-            let refs: Vec<(&str, f64)> = samples.iter().map(|(l, v)| (l.as_str(), *v)).collect();
-            metric(name, "counter", help, &refs);
-        }
-        metric(
-            "porchlight_events_stored",
-            "gauge",
-            "Events held by the store after retention.",
-            &[("", load(&self.events_stored))],
-        );
-        for (name, help, value) in extra_gauges {
-            metric(name, "gauge", help, &[("", *value)]);
-        }
-        out
-    }
 }
 
 #[cfg(test)]
@@ -379,7 +376,13 @@ mod tests {
     fn renders_prometheus_text() {
         let metrics = Metrics::new();
         metrics.events_published.fetch_add(3, Ordering::Relaxed);
-        let text = metrics.render(&[("porchlight_rss_bytes", "Resident memory.", 1234.0)]);
+        let mut exposition = Exposition::new();
+        exposition.series(SERIES, &metrics).gauge(
+            "porchlight_rss_bytes",
+            "Resident memory.",
+            1234.0,
+        );
+        let text = exposition.finish();
         assert!(
             text.contains("# TYPE porchlight_events_total counter\nporchlight_events_total 3\n")
         );
@@ -388,6 +391,19 @@ mod tests {
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (_, value) = line.rsplit_once(' ').unwrap();
             value.parse::<f64>().unwrap();
+        }
+    }
+
+    #[test]
+    fn counters_end_in_total_and_names_are_unique() {
+        for (i, series) in SERIES.iter().enumerate() {
+            assert_eq!(
+                series.kind == SeriesKind::Counter,
+                series.name.ends_with("_total"),
+                "{}",
+                series.name
+            );
+            assert!(SERIES[i + 1..].iter().all(|s| s.name != series.name));
         }
     }
 }

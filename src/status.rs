@@ -20,7 +20,8 @@ pub type CameraStatusFn = Box<dyn Fn() -> Value + Send + Sync>;
 /// One status document as sent: serialised once, shared by every status client.
 pub type SharedStatus = Arc<String>;
 
-/// Reads the figures. `proc_root` and `sys_root` are `/proc` and `/sys` except in tests.
+/// Reads the figures. `proc_root` and `sys_root` are `/proc` and `/sys`, except in the unit test
+/// that reads a fake tree with known values (`with_roots`).
 pub struct StatusSampler {
     proc_root: PathBuf,
     sys_root: PathBuf,
@@ -52,6 +53,16 @@ impl StatusSampler {
         let cpu = sampler.process_cpu_seconds();
         sampler.previous_cpu.lock().expect("cpu lock").1 = cpu;
         sampler
+    }
+
+    /// A sampler reading `proc_root` and `sys_root` instead of `/proc` and `/sys`.
+    #[cfg(test)]
+    fn with_roots(mut self, proc_root: &Path, sys_root: &Path) -> StatusSampler {
+        self.proc_root = proc_root.to_path_buf();
+        self.sys_root = sys_root.to_path_buf();
+        let cpu = self.process_cpu_seconds();
+        self.previous_cpu.lock().expect("cpu lock").1 = cpu;
+        self
     }
 
     /// The whole status object, measured now.
@@ -251,6 +262,63 @@ mod tests {
         zone(1, "cpu-thermal\n", "48312\n");
         assert_eq!(read_temperature(&dir), Some(48.3));
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// Every figure read from /proc and /sys is the file's, converted: a fake tree with known
+    /// values gives exactly those values (and a tree without the files gives nulls, not zeros).
+    #[test]
+    fn figures_are_read_from_proc_and_sys() {
+        let dir = std::env::temp_dir().join(format!("porchlight-proc-{}", std::process::id()));
+        let proc_root = dir.join("proc");
+        let sys_root = dir.join("sys");
+        std::fs::create_dir_all(proc_root.join("self")).unwrap();
+        std::fs::create_dir_all(sys_root.join("class/thermal/thermal_zone0")).unwrap();
+        std::fs::write(
+            proc_root.join("meminfo"),
+            "MemTotal:  500000 kB\nMemFree: 1000 kB\nMemAvailable:  300000 kB\n",
+        )
+        .unwrap();
+        std::fs::write(proc_root.join("loadavg"), "0.10 0.20 0.30 1/80 1234\n").unwrap();
+        std::fs::write(proc_root.join("self/statm"), "5000 2000 300 10 0 900 0\n").unwrap();
+        let stat = |ticks: u64| format!("9 (porchlight) S 1 2 3 4 5 6 7 8 9 10 {ticks} 0 0 0\n");
+        std::fs::write(proc_root.join("self/stat"), stat(100)).unwrap();
+        std::fs::write(
+            sys_root.join("class/thermal/thermal_zone0/type"),
+            "cpu-thermal\n",
+        )
+        .unwrap();
+        std::fs::write(sys_root.join("class/thermal/thermal_zone0/temp"), "51234\n").unwrap();
+        let sampler = StatusSampler::new(
+            Arc::new(Metrics::new()),
+            Box::new(|| json!({})),
+            &crate::doorbell::DoorbellSpec::Sim,
+        )
+        .with_roots(&proc_root, &sys_root);
+        // One second of CPU time (at the machine's tick rate) passes between the samples.
+        let later = 100 + sampler.ticks_per_second as u64;
+        std::fs::write(proc_root.join("self/stat"), stat(later)).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let status = sampler.sample();
+        assert_eq!(status["mem_available_bytes"], 300_000 * 1024);
+        assert_eq!(status["load_avg"], json!([0.1, 0.2, 0.3]));
+        assert_eq!(status["temperature_c"], 51.2);
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+        assert_eq!(status["rss_bytes"], 2000 * page);
+        // A second of CPU in a little more than 20 ms of wall time: far above 100 %.
+        assert!(status["cpu_percent"].as_f64().unwrap() > 100.0, "{status}");
+
+        std::fs::remove_dir_all(&dir).unwrap();
+        let status = sampler.sample();
+        for key in [
+            "mem_available_bytes",
+            "load_avg",
+            "temperature_c",
+            "rss_bytes",
+            "cpu_percent",
+        ] {
+            assert!(status[key].is_null(), "{key}: {}", status[key]);
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //!  starting ────────▶ (waiting) ─────────▶ streaming ───────────────────────────▶ stalled
 //!     ▲  │ open fails                          ▲  frame again                        │
 //!     │  ▼                                     └──────────────────────────────────────┤
-//!     │ offline ◀── source error, or stalled past offline_after ◀─────────────────────┘
+//!     │ offline ◀── source error, or stalled for stall_grace more ◀───────────────────┘
 //!     └── after a backoff (1 s, 2 s, 4 s … 30 s), or at once on restart
 //! ```
 //!
@@ -22,8 +22,9 @@ use crossbeam_channel::{Receiver, Sender, select};
 use serde_json::{Map, Value, json};
 
 use super::CameraSpec;
+use super::health::{Failure, Health, PLACEHOLDER_EVERY, Quiet, Timing};
 use super::placeholder;
-use super::source::{self, Captured, Mode, Source};
+use super::source::{Captured, Mode, Source};
 use crate::events::{EventDraft, EventHub};
 use crate::latest::Latest;
 use crate::metrics::Metrics;
@@ -38,30 +39,7 @@ pub const CAMERA_ONLINE: &str = "camera_online";
 /// How long the capture thread waits for a source in one go, so that restart and shutdown are
 /// noticed promptly even from a source that delivers one frame a second.
 const POLL: Duration = Duration::from_millis(100);
-/// Placeholder rate while there is no live video.
-const PLACEHOLDER_EVERY: Duration = Duration::from_secs(1);
-
-/// The state machine's delays.
-#[derive(Clone, Copy, Debug)]
-pub struct Timing {
-    /// A stalled source is given this long past the stall before it is closed and reopened.
-    pub stall_grace: Duration,
-    /// Wait before the first reopen after a failure; doubled per failure up to `backoff_max`.
-    pub backoff_first: Duration,
-    pub backoff_max: Duration,
-}
-
-impl Default for Timing {
-    fn default() -> Self {
-        Timing {
-            stall_grace: Duration::from_secs(5),
-            backoff_first: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(30),
-        }
-    }
-}
-
-/// Opens a source for a spec (the real [`source::open`], or a fake in tests).
+/// Opens a source for a spec (the real [`super::open`], or a fake in tests).
 pub type Opener = Box<dyn Fn(&CameraSpec) -> Result<Box<dyn Source>, String> + Send>;
 /// How long `restart` waits for the capture thread to acknowledge.
 const RESTART_ACK: Duration = Duration::from_secs(5);
@@ -125,7 +103,7 @@ impl Camera {
     ) -> std::io::Result<(Camera, JoinHandle<()>)> {
         Camera::start_with(
             spec,
-            Box::new(source::open),
+            Box::new(super::open),
             Timing::default(),
             events,
             metrics,
@@ -158,15 +136,11 @@ impl Camera {
         let capture = Capture {
             shared: Arc::clone(&shared),
             opener,
-            timing,
+            health: Health::new(timing),
             events,
             shutdown,
             commands: command_rx,
             next_number: 1,
-            offline_since: None,
-            offline_announced: false,
-            last_placeholder: None,
-            last_error: None,
         };
         let handle = std::thread::Builder::new()
             .name("camera".into())
@@ -246,7 +220,7 @@ impl Camera {
 enum End {
     Restart,
     Shutdown,
-    Failed(String),
+    Failed(Failure),
 }
 
 /// How a wait between open attempts ended.
@@ -256,59 +230,38 @@ enum Waited {
     Shutdown,
 }
 
-/// State owned by the capture thread.
+/// State owned by the capture thread: the I/O. What to do when is [`Health`]'s to decide.
 struct Capture {
     shared: Arc<Shared>,
     opener: Opener,
-    timing: Timing,
+    health: Health,
     events: EventHub,
     shutdown: Shutdown,
     commands: Receiver<Command>,
     /// Number of the next frame published (live or placeholder): `X-Frame-Id`.
     next_number: u64,
-    offline_since: Option<Instant>,
-    /// A `camera_offline` event went out and no `camera_online` since.
-    offline_announced: bool,
-    last_placeholder: Option<Instant>,
-    /// The last reason logged, so a retry failing the same way is not logged again at warn.
-    last_error: Option<String>,
 }
 
 impl Capture {
     fn run(mut self) {
-        let first = self.timing.backoff_first;
-        let mut backoff = first;
         log::info!("camera {}: starting", self.shared.spec);
-        loop {
-            if self.shutdown.is_triggered() {
-                break;
-            }
-            self.set_state(CameraState::Starting);
-            let streamed = match (self.opener)(&self.shared.spec) {
-                Err(reason) => {
-                    self.go_offline(&reason);
-                    false
-                }
-                Ok(source) => {
-                    let (end, streamed) = self.stream(source);
-                    match end {
-                        End::Restart => {
-                            backoff = first;
-                            continue;
-                        }
-                        End::Shutdown => break,
-                        End::Failed(reason) => self.go_offline(&reason),
-                    }
-                    streamed
-                }
+        while !self.shutdown.is_triggered() {
+            self.health.opening();
+            self.show_state();
+            let failure = match (self.opener)(&self.shared.spec) {
+                Err(reason) => Failure::Open(reason),
+                Ok(source) => match self.stream(source) {
+                    End::Restart => continue,
+                    End::Shutdown => break,
+                    End::Failed(failure) => failure,
+                },
             };
-            if streamed {
-                backoff = first;
-            }
-            match self.wait_offline(backoff) {
-                Waited::Restart => backoff = first,
+            self.go_offline(failure);
+            let delay = self.health.retry_delay();
+            match self.wait_offline(delay) {
+                Waited::Elapsed => {}
+                Waited::Restart => {} // acknowledge_restart reset the backoff
                 Waited::Shutdown => break,
-                Waited::Elapsed => backoff = (backoff * 2).min(self.timing.backoff_max),
             }
         }
         self.shared.frames.close();
@@ -319,12 +272,13 @@ impl Capture {
         self.shared.status.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn set_state(&self, state: CameraState) {
-        self.status().state = state;
+    /// Copies the state machine's state into the status others read.
+    fn show_state(&self) {
+        self.status().state = self.health.state();
     }
 
     /// Takes a restart request if one is waiting: state `starting`, then the acknowledgement.
-    fn take_restart(&self) -> bool {
+    fn take_restart(&mut self) -> bool {
         match self.commands.try_recv() {
             Ok(Command::Restart(ack)) => {
                 self.acknowledge_restart(ack);
@@ -334,59 +288,41 @@ impl Capture {
         }
     }
 
-    fn acknowledge_restart(&self, ack: Sender<()>) {
-        self.set_state(CameraState::Starting);
+    fn acknowledge_restart(&mut self, ack: Sender<()>) {
+        self.health.restarted();
+        self.show_state();
         log::info!("camera {}: restart requested", self.shared.spec);
         ack.send(()).ok();
     }
 
     /// Reads frames until the source fails, stalls for too long, or a restart or shutdown
-    /// comes. Returns why, and whether any frame arrived.
-    fn stream(&mut self, mut source: Box<dyn Source>) -> (End, bool) {
+    /// comes, and says why.
+    fn stream(&mut self, mut source: Box<dyn Source>) -> End {
         let mode = source.mode();
         self.status().mode = Some(mode);
-        let frame_interval = Duration::from_secs(1) / mode.fps.max(1);
-        let stall_after = (frame_interval * 3).max(Duration::from_secs(1));
-        let mut last_frame = Instant::now();
-        let mut streamed = false;
+        self.health.opened(Instant::now(), mode.fps);
         loop {
             if self.take_restart() {
-                return (End::Restart, streamed);
+                return End::Restart;
             }
             if self.shutdown.is_triggered() {
-                return (End::Shutdown, streamed);
+                return End::Shutdown;
             }
             match source.next_frame(self.next_number, POLL) {
-                Ok(Some(captured)) => {
-                    last_frame = captured.captured_at;
-                    streamed = true;
-                    self.publish_live(captured);
-                }
-                Ok(None) => {
-                    let quiet = last_frame.elapsed();
-                    if quiet >= stall_after + self.timing.stall_grace {
-                        return (
-                            End::Failed(format!(
-                                "no frame for {:.0} s; reopening the camera",
-                                quiet.as_secs_f64()
-                            )),
-                            streamed,
-                        );
-                    }
-                    if quiet >= stall_after {
-                        if self.status().state != CameraState::Stalled {
-                            self.set_state(CameraState::Stalled);
+                Ok(Some(captured)) => self.publish_live(captured),
+                Ok(None) => match self.health.quiet(Instant::now()) {
+                    Quiet::Waiting => {}
+                    Quiet::Stalled { first } => {
+                        if first {
+                            self.show_state();
                             self.status().meter.clear();
-                            log::warn!(
-                                "camera {}: stalled (no frame for {} ms)",
-                                self.shared.spec,
-                                quiet.as_millis()
-                            );
+                            log::warn!("camera {}: stalled (no frame arriving)", self.shared.spec);
                         }
                         self.placeholder_if_due("CAMERA STALLED");
                     }
-                }
-                Err(reason) => return (End::Failed(reason), streamed),
+                    Quiet::GiveUp(failure) => return End::Failed(failure),
+                },
+                Err(reason) => return End::Failed(Failure::Source(reason)),
             }
         }
     }
@@ -412,62 +348,57 @@ impl Capture {
             captured.jpeg,
             true,
         );
+        let arrived = self.health.frame(at);
         // The state first: whoever sees a live frame sees `streaming`.
-        let was = {
+        {
             let mut status = self.status();
             status.meter.record(at);
             status.error = None;
-            std::mem::replace(&mut status.state, CameraState::Streaming)
-        };
-        self.shared.frames.publish(Arc::new(frame));
-        self.last_placeholder = None;
-        if was != CameraState::Streaming {
-            self.came_online((captured.width, captured.height));
+            status.state = self.health.state();
         }
-    }
-
-    fn came_online(&mut self, (width, height): (u32, u32)) {
-        self.last_error = None;
-        let spec = self.shared.spec.to_string();
-        log::info!("camera {spec}: streaming {width}x{height}");
-        if self.offline_announced {
-            self.offline_announced = false;
-            let offline_s = self
-                .offline_since
-                .take()
-                .map(|t| crate::clock::round_ms(t.elapsed().as_secs_f64()));
+        self.shared.frames.publish(Arc::new(frame));
+        if arrived.started_streaming {
+            let spec = self.shared.spec.to_string();
+            log::info!(
+                "camera {spec}: streaming {}x{}",
+                captured.width,
+                captured.height
+            );
+        }
+        if let Some(offline) = arrived.outage_ended {
             let mut data = Map::new();
-            data.insert("source".into(), Value::String(spec));
-            data.insert("width".into(), width.into());
-            data.insert("height".into(), height.into());
-            data.insert("offline_s".into(), json!(offline_s));
+            data.insert("source".into(), Value::String(self.shared.spec.to_string()));
+            data.insert("width".into(), captured.width.into());
+            data.insert("height".into(), captured.height.into());
+            data.insert(
+                "offline_s".into(),
+                json!(crate::clock::round_ms(offline.as_secs_f64())),
+            );
             self.publish_event(CAMERA_ONLINE, data);
         }
     }
 
-    fn go_offline(&mut self, reason: &str) {
+    fn go_offline(&mut self, failure: Failure) {
+        let reason = failure.to_string();
+        let offline = self.health.failed(Instant::now(), failure);
         {
             let mut status = self.status();
-            status.state = CameraState::Offline;
-            status.error = Some(reason.to_string());
+            status.state = self.health.state();
+            status.error = Some(reason.clone());
             status.meter.clear();
         }
         let spec = self.shared.spec.to_string();
-        if self.last_error.as_deref() != Some(reason) {
+        if offline.new_cause {
             log::warn!("camera {spec}: offline: {reason}");
-            self.last_error = Some(reason.to_string());
         } else {
             log::debug!("camera {spec}: still offline: {reason}");
         }
-        if !self.offline_announced {
-            self.offline_announced = true;
-            self.offline_since = Some(Instant::now());
+        if offline.announce {
             let mut data = Map::new();
             data.insert("source".into(), Value::String(spec));
-            data.insert("reason".into(), Value::String(reason.to_string()));
+            data.insert("reason".into(), Value::String(reason));
             self.publish_event(CAMERA_OFFLINE, data);
         }
-        self.last_placeholder = None;
         self.placeholder_if_due("CAMERA OFFLINE");
     }
 
@@ -505,18 +436,14 @@ impl Capture {
         }
     }
 
-    /// Publishes a placeholder frame if none went out in the last second.
+    /// Publishes a placeholder frame if one is due.
     fn placeholder_if_due(&mut self, detail: &str) {
-        if self
-            .last_placeholder
-            .is_some_and(|t| t.elapsed() < PLACEHOLDER_EVERY)
-        {
+        if !self.health.placeholder_due(Instant::now()) {
             return;
         }
-        self.last_placeholder = Some(Instant::now());
         let (width, height) = self.placeholder_size();
         let unix = crate::clock::unix_now();
-        let clock = format!("{} UTC", &super::synthetic::clock_text(unix)[..8]);
+        let clock = format!("{} UTC", &crate::clock::clock_text(unix)[..8]);
         match placeholder::render(width, height, &clock, detail) {
             Ok(jpeg) => {
                 let number = self.next_number;

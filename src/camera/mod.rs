@@ -5,12 +5,26 @@
 mod capture;
 pub mod discover;
 mod file;
+mod health;
 mod placeholder;
 mod source;
 mod spec;
 mod synthetic;
 mod v4l2;
 
-pub use capture::{CAMERA_OFFLINE, CAMERA_ONLINE, Camera, CameraState, Opener, Timing};
-pub use source::{Captured, Mode, Source, open};
+pub use capture::{CAMERA_OFFLINE, CAMERA_ONLINE, Camera, CameraState, Opener};
+pub use health::Timing;
+pub use source::{Captured, Mode, Source};
 pub use spec::{CameraSpec, DEFAULT_FILE_FPS};
+
+/// Opens the source `spec` names: the one place that knows every implementation of [`Source`]
+/// (the capture thread only calls this through its `Opener`). The error says what is wrong in words a user can act on.
+pub fn open(spec: &CameraSpec) -> Result<Box<dyn Source>, String> {
+    match spec {
+        CameraSpec::Synthetic { width, height, fps } => {
+            Ok(Box::new(synthetic::Synthetic::new(*width, *height, *fps)))
+        }
+        CameraSpec::File { path, fps } => Ok(Box::new(file::FileSource::open(path, *fps)?)),
+        CameraSpec::V4l2 { device, mode } => v4l2::open(device, *mode),
+    }
+}

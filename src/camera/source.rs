@@ -2,8 +2,6 @@
 
 use std::time::{Duration, Instant};
 
-use super::CameraSpec;
-
 /// One frame as a source delivers it: always a JPEG (a source that captures raw pixels encodes
 /// them itself, once per frame).
 pub struct Captured {
@@ -32,15 +30,4 @@ pub trait Source: Send {
     /// capture thread decides when that becomes a stall), `Err` if the source failed and must
     /// be reopened. `number` is the frame number the frame will carry, for sources that draw it.
     fn next_frame(&mut self, number: u64, timeout: Duration) -> Result<Option<Captured>, String>;
-}
-
-/// Opens the source `spec` names. The error says what is wrong in words a user can act on.
-pub fn open(spec: &CameraSpec) -> Result<Box<dyn Source>, String> {
-    match spec {
-        CameraSpec::Synthetic { width, height, fps } => Ok(Box::new(
-            super::synthetic::Synthetic::new(*width, *height, *fps),
-        )),
-        CameraSpec::File { path, fps } => Ok(Box::new(super::file::FileSource::open(path, *fps)?)),
-        CameraSpec::V4l2 { device, mode } => super::v4l2::open(device, *mode),
-    }
 }

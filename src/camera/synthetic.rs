@@ -11,6 +11,7 @@
 use std::time::{Duration, Instant};
 
 use super::source::{Captured, Mode, Source};
+use crate::clock::clock_text;
 use crate::video::jpeg::{self, Image, Layout};
 use crate::video::rate::Ticker;
 use crate::video::text;
@@ -122,19 +123,6 @@ impl Synthetic {
     }
 }
 
-/// `HH:MM:SS.mmm` (UTC) of a Unix time.
-pub fn clock_text(unix: f64) -> String {
-    let ms = (unix * 1000.0) as u64;
-    let day_ms = ms % 86_400_000;
-    format!(
-        "{:02}:{:02}:{:02}.{:03}",
-        day_ms / 3_600_000,
-        day_ms / 60_000 % 60,
-        day_ms / 1000 % 60,
-        day_ms % 1000
-    )
-}
-
 impl Source for Synthetic {
     fn mode(&self) -> Mode {
         self.mode
@@ -213,10 +201,5 @@ mod tests {
             .unwrap();
         assert_ne!(a.jpeg, b.jpeg);
         assert!(b.captured_at > a.captured_at);
-    }
-
-    #[test]
-    fn clock_text_is_utc_time_of_day() {
-        assert_eq!(clock_text(86_400.0 * 3.0 + 3_723.456), "01:02:03.456");
     }
 }

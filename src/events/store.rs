@@ -32,7 +32,8 @@ pub enum StoreError {
     Full,
     /// The data dir cannot be written (read-only file system or permissions); reads still work.
     ReadOnly(String),
-    /// The data dir cannot be written (read-only, permissions, I/O error) or the store is gone.
+    /// Any other failure of the store: an I/O error, a corrupt or vanished database file, a
+    /// data dir that cannot be created, SQLite refusing WAL mode.
     Unavailable(String),
 }
 

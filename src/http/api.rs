@@ -12,7 +12,8 @@ use super::server::Conn;
 use crate::app::Ctx;
 use crate::events::event::{MAX_BODY_BYTES, parse_posted_event, valid_event_type};
 use crate::events::{EventQuery, SharedEvent, StoreError};
-use crate::video::Quality;
+use crate::metrics::{self, Exposition};
+use crate::video::{self, Quality};
 
 /// Default and largest page of `/api/events`.
 const DEFAULT_LIMIT: u64 = 50;
@@ -216,16 +217,19 @@ pub fn latest_snapshot(target: &Target, ctx: &Ctx) -> Reply {
 }
 
 pub fn metrics(ctx: &Ctx) -> Reply {
-    let rss = ctx.status.rss_bytes().map(|v| v as f64);
-    let mut extra = Vec::new();
-    if let Some(rss) = rss {
-        extra.push((
+    let mut exposition = Exposition::new();
+    exposition
+        .series(metrics::SERIES, &ctx.metrics)
+        .series(video::metrics::SERIES, ctx.video.metrics());
+    if let Some(rss) = ctx.status.rss_bytes() {
+        exposition.gauge(
             "porchlight_resident_memory_bytes",
             "Resident memory of the server process.",
-            rss,
-        ));
+            // Bytes of a process's memory are far below 2^53, where f64 is exact.
+            rss as f64,
+        );
     }
-    let text = ctx.metrics.render(&extra);
+    let text = exposition.finish();
     reply::bytes(200, "text/plain; version=0.0.4", text.into_bytes())
         .with_header(reply::header("Cache-Control", "no-store"))
 }

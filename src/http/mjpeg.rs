@@ -182,7 +182,7 @@ pub fn stream(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
         asked.quality,
         asked.fps.map(|f| format!(", fps {f}")).unwrap_or_default()
     );
-    let video_metrics = &ctx.metrics.video;
+    let video_metrics = ctx.video.metrics();
     let mut decimator = Decimator::new(asked.fps);
     let mut last_seq = 0;
     let mut last_sent: Option<(u64, Instant)> = None;
@@ -232,7 +232,7 @@ pub fn stream(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
             };
         }
         sent += 1;
-        ctx.metrics
+        video_metrics
             .frames_sent
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         last_sent = Some((frame.digest, Instant::now()));

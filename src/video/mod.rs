@@ -2,6 +2,7 @@
 
 pub mod frame;
 pub mod jpeg;
+pub mod metrics;
 pub mod pipeline;
 mod quality;
 pub mod rate;
@@ -9,5 +10,6 @@ pub mod resize;
 pub mod text;
 
 pub use frame::Frame;
+pub use metrics::VideoMetrics;
 pub use pipeline::{Video, Watch};
 pub use quality::Quality;

@@ -13,16 +13,14 @@
 //!
 //! `source` has no encoder: its viewers read the camera hub itself.
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::jpeg::{self, Image};
 use super::rate::Decimator;
 use super::resize;
-use super::{Frame, Quality};
+use super::{Frame, Quality, VideoMetrics};
 use crate::latest::{Latest, Next};
-use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 
 /// Presets with an encoder, in `Quality::index()` order after `source`.
@@ -78,7 +76,7 @@ struct Shared {
     camera: Latest<Frame>,
     presets: [Preset; 3],
     decoded: DecodeCache,
-    metrics: Arc<Metrics>,
+    metrics: VideoMetrics,
     shutdown: Shutdown,
     idle_exit: Duration,
 }
@@ -130,7 +128,7 @@ impl Drop for Watch {
 
 impl Video {
     /// The pipeline over the camera's frame hub. No thread runs until a preset is watched.
-    pub fn new(camera: Latest<Frame>, metrics: Arc<Metrics>, shutdown: Shutdown) -> Video {
+    pub fn new(camera: Latest<Frame>, shutdown: Shutdown) -> Video {
         let preset = |quality| Preset {
             quality,
             out: Latest::new(),
@@ -142,7 +140,7 @@ impl Video {
                 camera,
                 presets: ENCODED.map(preset),
                 decoded: DecodeCache::default(),
-                metrics,
+                metrics: VideoMetrics::default(),
                 shutdown,
                 idle_exit: IDLE_EXIT,
             }),
@@ -284,7 +282,7 @@ impl Video {
     /// Makes `quality`'s version of a camera frame: the frame itself when the size matches,
     /// else decode (shared), downscale, encode.
     fn convert(&self, quality: Quality, frame: &Arc<Frame>) -> Result<Arc<Frame>, String> {
-        let metrics = &self.shared.metrics.video;
+        let metrics = &self.shared.metrics;
         let Some(max) = quality.max_size() else {
             return Ok(Arc::clone(frame));
         };
@@ -327,7 +325,7 @@ impl Video {
         }
         let started = Instant::now();
         let image = Arc::new(jpeg::decode(&frame.jpeg)?);
-        self.shared.metrics.video.add_decode(started.elapsed());
+        self.shared.metrics.add_decode(started.elapsed());
         if entries.len() >= 2 {
             entries.remove(0);
         }
@@ -337,7 +335,12 @@ impl Video {
 
     /// Encodes so far for `quality` (for tests and status).
     pub fn encoded(&self, quality: Quality) -> u64 {
-        self.shared.metrics.video.encoded[usize::from(quality.index())].load(Ordering::Relaxed)
+        self.shared.metrics.encodes(quality)
+    }
+
+    /// What the pipeline and its viewers counted (for `/metrics`).
+    pub fn metrics(&self) -> &VideoMetrics {
+        &self.shared.metrics
     }
 }
 
@@ -345,6 +348,7 @@ impl Video {
 mod tests {
     use super::*;
     use crate::video::jpeg::Layout;
+    use std::sync::atomic::Ordering;
 
     fn camera_frame(number: u64, size: (u32, u32)) -> Arc<Frame> {
         let image = Image::filled(
@@ -374,16 +378,15 @@ mod tests {
     #[test]
     fn encodes_once_per_frame_for_all_viewers_and_never_unwatched() {
         let camera = Latest::new();
-        let metrics = Arc::new(Metrics::new());
         let shutdown = Shutdown::new();
-        let video = Video::new(camera.clone(), Arc::clone(&metrics), shutdown.clone());
+        let video = Video::new(camera.clone(), shutdown.clone());
         // Nobody watches: frames come and nothing is encoded.
         camera.publish(camera_frame(1, (640, 480)));
         camera.publish(camera_frame(2, (640, 480)));
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(video.encoders_running(), 0);
         assert_eq!(video.encoded(Quality::Low), 0);
-        assert_eq!(metrics.video.decoded.load(Ordering::Relaxed), 0);
+        assert_eq!(video.metrics().decoded.load(Ordering::Relaxed), 0);
 
         let watchers: Vec<Watch> = (0..5).map(|_| video.watch(Quality::Low).unwrap()).collect();
         // The newest camera frame is made at once for the new viewers.
@@ -415,9 +418,8 @@ mod tests {
     #[test]
     fn a_frame_is_decoded_once_for_every_preset() {
         let camera = Latest::new();
-        let metrics = Arc::new(Metrics::new());
         let shutdown = Shutdown::new();
-        let video = Video::new(camera.clone(), Arc::clone(&metrics), shutdown.clone());
+        let video = Video::new(camera.clone(), shutdown.clone());
         let low = video.watch(Quality::Low).unwrap();
         let high = video.watch(Quality::High).unwrap();
         camera.publish(camera_frame(1, (1920, 1080)));
@@ -425,7 +427,7 @@ mod tests {
         let (_, h) = next(high.frames(), 0);
         assert_eq!((l.width, l.height), (320, 180));
         assert_eq!((h.width, h.height), (1280, 720));
-        assert_eq!(metrics.video.decoded.load(Ordering::Relaxed), 1);
+        assert_eq!(video.metrics().decoded.load(Ordering::Relaxed), 1);
         // A snapshot at low of the same frame reuses the encoder's frame.
         let snap = video
             .frame_as(Quality::Low, &camera.current().unwrap().1)
@@ -439,7 +441,7 @@ mod tests {
     #[test]
     fn encoder_threads_run_only_while_a_preset_is_watched() {
         let camera = Latest::new();
-        let mut video = Video::new(camera.clone(), Arc::new(Metrics::new()), Shutdown::new());
+        let mut video = Video::new(camera.clone(), Shutdown::new());
         Arc::get_mut(&mut video.shared).unwrap().idle_exit = Duration::from_millis(100);
         assert_eq!(video.encoders_running(), 0);
         // `source` viewers read the camera hub: no encoder.
@@ -467,9 +469,8 @@ mod tests {
     #[test]
     fn a_late_viewer_never_gets_a_stale_frame() {
         let camera = Latest::new();
-        let metrics = Arc::new(Metrics::new());
         let shutdown = Shutdown::new();
-        let video = Video::new(camera.clone(), metrics, shutdown.clone());
+        let video = Video::new(camera.clone(), shutdown.clone());
         let first = video.watch(Quality::Low).unwrap();
         camera.publish(camera_frame(1, (640, 480)));
         assert_eq!(next(first.frames(), 0).1.number, 1);

@@ -10,29 +10,27 @@ use serde_json::Value;
 
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Every key the README documents (API.md, "Starting it", and the brief).
-const KEYS: &[&str] = &[
-    "listen",
-    "data_dir",
-    "www",
-    "camera",
-    "doorbell",
-    "tokens",
-    "insecure_no_auth",
-    "log_level",
-    "allowed_origins",
-    "heartbeat_s",
-    "status_interval_s",
-    "max_events",
-    "max_snapshot_bytes",
-    "max_connections",
-    "max_sse_clients",
-    "max_ws_clients",
-    "max_video_clients",
-    "client_queue_events",
-    "request_timeout_s",
-    "write_timeout_s",
-];
+/// Every key the README's configuration table documents, with its default as printed there:
+/// the user's reference, read independently of the code, so a key that disappears from the
+/// binary (or changes its default) fails here.
+fn readme_keys() -> Vec<(String, String)> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("read README.md");
+    let start = readme
+        .find("| key | flag | default | meaning |")
+        .expect("README has the configuration table");
+    readme[start..]
+        .lines()
+        .skip(2)
+        .take_while(|line| line.starts_with('|'))
+        .map(|row| {
+            // | `key` | flag | `default` | meaning (last, so a `|` inside it is harmless)
+            let cells: Vec<&str> = row.split('|').collect();
+            let unquote = |cell: &str| cell.trim().trim_matches('`').to_string();
+            (unquote(cells[1]), unquote(cells[3]))
+        })
+        .collect()
+}
 
 /// Parses `--check-config` output: flat `key = value` lines. Values are read as JSON where
 /// they are JSON-compatible TOML (strings, numbers, booleans, arrays of strings), else kept raw.
@@ -225,13 +223,22 @@ fn check_config_prints_defaults_and_round_trips() {
     let result = run_to_exit(&["--check-config", &empty], EXIT_TIMEOUT);
     assert_eq!(result.code(), Some(0), "stderr {:?}", result.stderr);
     let config = parse_flat_toml(&result.stdout);
-    for key in KEYS {
+    let documented = readme_keys();
+    assert!(documented.len() >= 24, "README table: {documented:?}");
+    for (key, default) in &documented {
+        let line = format!("{key} = {default}\n");
         assert!(
-            config.contains_key(*key),
-            "--check-config lacks {key}:\n{}",
+            result.stdout.contains(&line),
+            "--check-config does not print the README's default {line:?}:\n{}",
             result.stdout
         );
     }
+    assert_eq!(
+        config.len(),
+        documented.len(),
+        "--check-config prints keys the README lacks:\n{}",
+        result.stdout
+    );
     let expect = |key: &str, value: Value| {
         let got = &config[key];
         let same = match (got.as_f64(), value.as_f64()) {

@@ -1,0 +1,14 @@
+//! Event clips: the seconds around a doorbell press or motion, not just one picture.
+//!
+//! - `ring.rs` — the pre-roll: the camera's last seconds as the `Arc<Frame>`s it already
+//!   made, bounded in time and bytes; also the clip writer's backlog.
+//! - `file.rs` — the clip file (Matroska, one cluster per frame, valid after every write) and
+//!   its reader, which never hands out a torn frame.
+//! - `ebml.rs` — the bits of EBML the file needs.
+
+pub mod ebml;
+pub mod file;
+pub mod ring;
+
+pub use file::{ClipFrame, ClipReader, ClipWriter};
+pub use ring::FrameRing;
