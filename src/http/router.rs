@@ -217,7 +217,9 @@ fn has_chunked_body(request: &Request) -> bool {
 /// Resolves the route and checks the caller may use it: host, token (throttled), role, origin.
 fn admit(request: &mut Request, target: &Target, conn: &Conn, ctx: &Ctx) -> Result<Route, Reply> {
     let tokens = &ctx.config.tokens;
-    if tokens.is_empty() && !access::host_allowed(request, &ctx.config.listen, allowed_hosts(ctx)) {
+    if tokens.is_empty()
+        && !access::host_allowed(request, &ctx.config.listen, &ctx.config.allowed_hosts)
+    {
         return Err(reply::error(
             403,
             "host_not_allowed",
@@ -256,11 +258,6 @@ fn admit(request: &mut Request, target: &Target, conn: &Conn, ctx: &Ctx) -> Resu
     access::require(role, route.required_role())?;
     refuse_foreign_post(request, ctx)?;
     Ok(route)
-}
-
-/// `allowed_hosts`: names besides loopback and the listen address a tokenless server answers.
-fn allowed_hosts(_ctx: &Ctx) -> &[String] {
-    &[] // PENDING-CONFIG: &ctx.config.allowed_hosts
 }
 
 /// 429 with `Retry-After` while `address` is blocked for failed authentication.

@@ -258,7 +258,7 @@ pub fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, registry: Arc<Registry>
     };
     let limits = ConnectionLimits {
         total: ctx.config.max_connections,
-        per_address: usize::MAX, // PENDING-CONFIG: ctx.config.max_connections_per_ip
+        per_address: ctx.config.max_connections_per_ip,
     };
     let mut last_error_log: Option<Instant> = None;
     let mut last_address_log: Option<Instant> = None;
