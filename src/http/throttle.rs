@@ -291,7 +291,7 @@ mod tests {
             throttle.failed(blocked, &guess(n.into()), t0);
         }
         for n in 1..(MAX_ADDRESSES as u32 * 3) {
-            throttle.failed(address(n), "x", t0 + Duration::from_millis(u64::from(n)));
+            throttle.failed(address(n), "x", t0 + Duration::from_micros(u64::from(n)));
         }
         assert!(throttle.len() <= MAX_ADDRESSES);
         // The blocked address was kept over quiet ones.

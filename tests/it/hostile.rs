@@ -1075,6 +1075,31 @@ fn a_body_shorter_than_its_length_is_a_400() {
     assert!(all_events(port, None).is_empty());
 }
 
+#[test]
+fn an_endless_chunk_size_line_cannot_grow_memory() {
+    let server = Server::start(&[]);
+    let port = server.port();
+    assert_eq!(get(port, "/api/status", None).status, 200);
+    let before = rss_bytes(server.pid());
+    // The open login route, a chunked body whose first chunk-size line never ends.
+    let mut bytes =
+        b"POST /api/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+Transfer-Encoding: chunked\r\n\r\n"
+            .to_vec();
+    bytes.extend(std::iter::repeat_n(b'1', 16 << 20));
+    let (response, closed) = raw_exchange(port, &bytes, false);
+    // The answer may be lost to the reset of a close with megabytes unread; the close is not.
+    if let Some(response) = response {
+        response.assert_error(400);
+    }
+    assert!(closed);
+    let after = rss_bytes(server.pid());
+    assert!(
+        after < before + (4 << 20),
+        "RSS grew from {before} to {after} bytes for one chunk-size line"
+    );
+}
+
 /// Sends `head`, then the body one byte every `every`, until the server answers or closes.
 /// Returns the answer (if any) and how long the request was held.
 fn trickle(
@@ -1313,6 +1338,26 @@ fn a_tokenless_server_answers_only_its_own_host_names() {
 }
 
 #[test]
+fn allowed_hosts_extend_the_names_a_tokenless_server_answers() {
+    let server = Server::with_config("allowed_hosts = [\"door.local\", \"192.168.1.77\"]\n", &[]);
+    let port = server.port();
+    for (host, status) in [
+        (format!("door.local:{port}"), 200),
+        ("Door.Local.".to_string(), 200),
+        (format!("192.168.1.77:{port}"), 200),
+        (format!("localhost:{port}"), 200),
+        (format!("door.local.evil.example:{port}"), 403),
+        (format!("evil.door.local:{port}"), 403),
+        (format!("192.168.1.78:{port}"), 403),
+    ] {
+        let bytes =
+            format!("GET /api/status HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let (response, _) = raw_exchange(port, bytes.as_bytes(), false);
+        assert_eq!(response.map(|r| r.status), Some(status), "Host: {host}");
+    }
+}
+
+#[test]
 fn cross_site_logins_and_non_json_bodies_are_refused() {
     let server = Server::start(&["--token", &format!("admin:{ADMIN}")]);
     let port = server.port();
@@ -1513,6 +1558,91 @@ fn wrong_tokens_are_throttled_per_address() {
     }
     let text = metrics(port, Some(ADMIN));
     assert!(metric(&text, "porchlight_auth_throttled_total").unwrap() >= 5.0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connection exhaustion
+// ---------------------------------------------------------------------------------------------
+
+/// The issue's figure: a slowloris from one address with several times the per-address cap,
+/// reconnecting as it is refused, and another address served every time.
+#[test]
+fn a_slowloris_from_one_address_cannot_starve_another() {
+    const CAP: usize = 16;
+    const ATTACKERS: usize = CAP * 3;
+    let server = Server::with_config(
+        &format!("max_connections = 64\nmax_connections_per_ip = {CAP}\nrequest_timeout_s = 10\n"),
+        &[],
+    );
+    let port = server.port();
+    let attacker = Ipv4Addr::new(127, 0, 0, 41);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let opened = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let attack = {
+        let (stop, opened) = (stop.clone(), opened.clone());
+        thread::spawn(move || {
+            let mut held: Vec<Option<TcpStream>> = (0..ATTACKERS).map(|_| None).collect();
+            let mut buf = [0u8; 512];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for slot in held.iter_mut() {
+                    // A refused or cut connection is replaced at once.
+                    let gone = slot.as_mut().is_some_and(|s| {
+                        s.set_nonblocking(true).ok();
+                        let read = s.read(&mut buf);
+                        s.set_nonblocking(false).ok();
+                        !matches!(read, Err(ref e) if e.kind() == io::ErrorKind::WouldBlock)
+                    });
+                    if gone || slot.is_none() {
+                        *slot = connect_from(attacker, port).ok().map(|mut s| {
+                            opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let _ = s.write_all(
+                                b"GET /api/status HTTP/1.1\r\nHost: localhost\r\nX-Slow: ",
+                            );
+                            s
+                        });
+                    }
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    // Let the attack fill its share.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while opened.load(std::sync::atomic::Ordering::Relaxed) < ATTACKERS {
+        assert!(
+            Instant::now() < deadline,
+            "the attack could not open its connections"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let (mut served, tried) = (0, 40);
+    for _ in 0..tried {
+        let started = Instant::now();
+        match try_request(port, "GET", "/api/status", &[], b"") {
+            Ok(resp) if resp.status == 200 && started.elapsed() < Duration::from_secs(2) => {
+                served += 1
+            }
+            other => eprintln!(
+                "legitimate request: {other:?} after {:?}",
+                started.elapsed()
+            ),
+        }
+        thread::sleep(Duration::from_millis(25));
+    }
+    let open_during = metric(&metrics(port, None), "porchlight_connections_open").unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    attack.join().unwrap();
+    eprintln!(
+        "slowloris: one address keeping {ATTACKERS} partial requests open (cap {CAP}; {} \
+         connections opened in all, the refused ones reopened at once): legitimate requests \
+         from another address served {served}/{tried}",
+        opened.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    assert_eq!(served, tried, "another address was not served every time");
+    assert!(
+        open_during <= (CAP + 1) as f64,
+        "{open_during} connections open with a per-address cap of {CAP}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
