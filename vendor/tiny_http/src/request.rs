@@ -103,6 +103,34 @@ impl<R> Drop for NotifyOnDrop<R> {
     }
 }
 
+/// porchlight patch: most raw bytes a chunked request body may take, chunk framing included.
+/// chunked_transfer's decoder buffers a chunk-size line until its CR, so without this an
+/// endless size line would grow memory for as long as the request's deadline lets it.
+const MAX_CHUNKED_RAW_BYTES: u64 = 1024 * 1024;
+
+/// porchlight patch: a reader that fails once it has given `left` bytes.
+struct Bounded<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            return Err(IoError::new(
+                ErrorKind::InvalidData,
+                "the chunked body is larger than porchlight reads",
+            ));
+        }
+        let room = buf
+            .len()
+            .min(std::convert::TryFrom::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..room])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
 /// Error that can happen when building a `Request` object.
 #[derive(Debug)]
 pub enum RequestCreationError {
@@ -224,7 +252,13 @@ where
     } else if transfer_encoding.is_some() {
         // if a transfer-encoding was specified, then "chunked" is ALWAYS applied
         // over the message (RFC2616 #3.6)
-        Box::new(FusedReader::new(Decoder::new(source_data))) as Box<dyn Read + Send + 'static>
+        // porchlight patch: the decoder reads a chunk-size line into memory without a limit;
+        // bound the raw bytes it may read at all.
+        let bounded = Bounded {
+            inner: source_data,
+            left: MAX_CHUNKED_RAW_BYTES,
+        };
+        Box::new(FusedReader::new(Decoder::new(bounded))) as Box<dyn Read + Send + 'static>
     } else {
         // if we have neither a Content-Length nor a Transfer-Encoding,
         // assuming that we have no data
