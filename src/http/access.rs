@@ -1,6 +1,7 @@
 //! Who is asking: the role a request's token grants, and whether a browser's cross-origin
 //! request may act. Checked on every route before anything else runs.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 
 use tiny_http::Request;
@@ -21,23 +22,64 @@ pub fn header<'a>(request: &'a Request, name: &'static str) -> Option<&'a str> {
         .map(|h| h.value.as_str())
 }
 
-/// The token a request presents: `Authorization: Bearer`, then `?token=`, then the cookie.
-pub fn presented_token<'a>(request: &'a Request, target: &'a Target) -> Option<&'a str> {
-    if let Some(token) = header(request, "Authorization").and_then(|auth| {
-        auth.strip_prefix("Bearer ")
-            .or_else(|| auth.strip_prefix("bearer "))
-    }) {
-        return Some(token.trim());
+/// The token a request presents: `Authorization: Bearer`, then `Authorization: Basic` (the
+/// token as the password, any user name), then `?token=`, then the cookie. A malformed Basic
+/// header presents an empty token (refused), never a server error.
+pub fn presented_token<'a>(request: &'a Request, target: &'a Target) -> Option<Cow<'a, str>> {
+    if let Some(auth) = header(request, "Authorization") {
+        let (scheme, credentials) = auth.trim().split_once(' ').unwrap_or((auth, ""));
+        if scheme.eq_ignore_ascii_case("Bearer") {
+            return Some(Cow::Borrowed(credentials.trim()));
+        }
+        if scheme.eq_ignore_ascii_case("Basic") {
+            return Some(Cow::Owned(basic_password(credentials).unwrap_or_default()));
+        }
     }
     if let Some(token) = target.get("token") {
-        return Some(token);
+        return Some(Cow::Borrowed(token));
     }
     header(request, "Cookie").and_then(|cookies| {
         cookies.split(';').find_map(|pair| {
             let (name, value) = pair.trim().split_once('=')?;
-            (name == TOKEN_COOKIE).then_some(value)
+            (name == TOKEN_COOKIE).then_some(Cow::Borrowed(value))
         })
     })
+}
+
+/// The password of Basic credentials (`base64(user:password)`), or `None` if they are not
+/// that. Home Assistant's MJPEG camera, NVRs and `http://user:TOKEN@host/` URLs send the token
+/// this way.
+fn basic_password(credentials: &str) -> Option<String> {
+    let decoded = data_encoding::BASE64
+        .decode(credentials.trim().as_bytes())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (_user, password) = text.split_once(':')?;
+    Some(password.to_string())
+}
+
+/// Whether the request comes from a web browser: it sends `Sec-Fetch-*` (every current engine)
+/// or a `Mozilla/` user agent (all of them, old ones too). ffmpeg, VLC, mpv, curl, Home
+/// Assistant and scripts send neither.
+fn from_browser(request: &Request) -> bool {
+    header(request, "Sec-Fetch-Mode").is_some()
+        || header(request, "Sec-Fetch-Dest").is_some()
+        || header(request, "User-Agent").is_some_and(|ua| ua.starts_with("Mozilla/"))
+}
+
+/// A 401 with its challenges. ffmpeg, VLC and mpv send the `user:token@` of their URL only
+/// when challenged with `Basic`, so other clients get that challenge first (ffmpeg and VLC read
+/// only the scheme at the start of the header), then `Bearer`, in one header. A browser answers
+/// a `Basic` challenge with its own password dialog, over the dashboard's sign-in form and for
+/// every `<img>` or `EventSource` refused: browsers get only `Bearer`, which none prompts for.
+pub fn unauthorized(request: &Request, message: &str) -> Reply {
+    let challenge = if from_browser(request) {
+        "Bearer realm=\"porchlight\""
+    } else {
+        "Basic realm=\"porchlight\", charset=\"UTF-8\", Bearer realm=\"porchlight\""
+    };
+    reply::error(401, "unauthorized", message)
+        .with_header(reply::header("WWW-Authenticate", challenge))
 }
 
 /// The request's role, or the 401 to answer. With no tokens configured everyone is admin
@@ -47,21 +89,14 @@ pub fn role_of(request: &Request, target: &Target, tokens: &TokenTable) -> Resul
         return Ok(Role::Admin);
     }
     match presented_token(request, target) {
-        None => Err(reply::error(
-            401,
-            "unauthorized",
-            "a token is required: send Authorization: Bearer TOKEN, ?token=TOKEN, or log in",
-        )
-        .with_header(reply::header(
-            "WWW-Authenticate",
-            "Bearer realm=\"porchlight\"",
-        ))),
-        Some(token) => tokens.role_of(token).ok_or_else(|| {
-            reply::error(401, "unauthorized", "the token is not valid").with_header(reply::header(
-                "WWW-Authenticate",
-                "Bearer realm=\"porchlight\"",
-            ))
-        }),
+        None => Err(unauthorized(
+            request,
+            "a token is required: send Authorization: Bearer TOKEN (or Basic with the token as \
+             the password), ?token=TOKEN, or log in",
+        )),
+        Some(token) => tokens
+            .role_of(&token)
+            .ok_or_else(|| unauthorized(request, "the token is not valid")),
     }
 }
 
@@ -203,5 +238,19 @@ mod tests {
         assert!(ok("[fe80::1]:8080", &"[::]:8080".parse().unwrap()));
         assert!(!ok("evil.example:8080", &all));
         assert!(host_value_allowed(None, &loopback, &[]));
+    }
+
+    #[test]
+    fn basic_credentials_carry_the_token_as_password() {
+        // "anyone:viewer-token-0001"
+        assert_eq!(
+            basic_password("YW55b25lOnZpZXdlci10b2tlbi0wMDAx").as_deref(),
+            Some("viewer-token-0001")
+        );
+        // An empty user name, and a password holding a colon.
+        assert_eq!(basic_password("OmE6Yg==").as_deref(), Some("a:b"));
+        assert_eq!(basic_password("not base64!"), None);
+        assert_eq!(basic_password("bm9jb2xvbg=="), None); // "nocolon"
+        assert_eq!(basic_password("//79"), None); // not UTF-8
     }
 }

@@ -5,6 +5,7 @@ use std::io::Read;
 use serde_json::{Value, json};
 use tiny_http::Request;
 
+use super::caching;
 use super::query::{IdFloor, Target, parse_limit};
 use super::reply::{self, Reply};
 use super::router::Outcome;
@@ -142,10 +143,14 @@ pub fn get_event(id: u64, ctx: &Ctx) -> Reply {
     }
 }
 
-pub fn event_snapshot(id: u64, ctx: &Ctx) -> Reply {
+pub fn event_snapshot(request: &Request, id: u64, ctx: &Ctx) -> Reply {
     match ctx.events.reader().snapshot(id) {
-        Ok(Some(jpeg)) => reply::bytes(200, "image/jpeg", jpeg)
-            .with_header(reply::header("Cache-Control", "private, max-age=86400")),
+        Ok(Some(jpeg)) => {
+            let tag = caching::etag(&format!("{id}-"), &jpeg);
+            caching::conditional(request, &tag, caching::IMMUTABLE, jpeg, |jpeg| {
+                reply::bytes(200, "image/jpeg", jpeg)
+            })
+        }
         Ok(None) => reply::error(404, "not_found", &format!("event {id} has no snapshot")),
         Err(err) => store_error(&err),
     }

@@ -3,20 +3,25 @@
 //! One thread per viewer, reading its preset's latest-wins hub: when the socket is ready for
 //! the next part, the viewer takes the newest frame, so a slow viewer skips frames instead of
 //! queueing them and never delays the encoder, the camera or another viewer. Each part is one
-//! `writev` of the part head, the shared JPEG bytes and the trailing CRLF (no copy of the frame
-//! per client), written straight to the socket like the SSE streams do (tiny_http would buffer
-//! it; see ../shared/spec/CRATE-NOTES.md). A viewer that accepts no bytes for `write_timeout_s`
+//! `writev` of the part head, the shared JPEG bytes and the part's end with the next boundary
+//! (no copy of the frame per client), written straight to the socket like the SSE streams do
+//! (tiny_http would buffer it; see ../shared/spec/CRATE-NOTES.md). Framing as ustreamer and
+//! mjpg-streamer: the body opens with the first delimiter and each part's closing delimiter
+//! leaves with its JPEG, so a browser paints a frame as soon as it arrives (see
+//! [`crate::video::frame::PART_END`]). A viewer that accepts no bytes for `write_timeout_s`
 //! is dropped by the socket's write timeout.
 //!
 //! The send buffer is kept small (see [`SEND_BUFFER`]), so a viewer that stops reading holds
 //! at most a frame or two in flight and, when it reads again, is on the newest frame at once.
 
-use std::io::{self, IoSlice, Write};
+use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use tiny_http::{Method, Request};
 
+use super::chunked::write_all_vectored;
+use super::cors;
 use super::panics;
 use super::query::{Target, client_id};
 use super::reply;
@@ -26,6 +31,7 @@ use crate::app::Ctx;
 use crate::latest::Next;
 use crate::metrics::ClientKind;
 use crate::video::Quality;
+use crate::video::frame::{MULTIPART_OPENING, PART_END};
 use crate::video::rate::Decimator;
 
 /// Requested socket send buffer (the kernel doubles it for bookkeeping). Large enough for a
@@ -47,7 +53,7 @@ const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\n\
 Content-Type: multipart/x-mixed-replace; boundary=frame\r\n\
 Cache-Control: no-store, no-cache, must-revalidate, max-age=0\r\n\
 Pragma: no-cache\r\nConnection: close\r\nX-Accel-Buffering: no\r\n\
-X-Content-Type-Options: nosniff\r\n\r\n";
+X-Content-Type-Options: nosniff\r\n";
 
 /// What the viewer asked for.
 struct VideoRequest {
@@ -105,21 +111,6 @@ fn parse_fps(text: &str, quality: Quality) -> Result<f64, String> {
     Ok(fps.min(max))
 }
 
-/// Writes every byte of `parts` with as few system calls as the socket allows.
-fn write_all_vectored(out: &mut impl Write, parts: &[&[u8]]) -> io::Result<()> {
-    let mut slices: Vec<IoSlice> = parts.iter().map(|p| IoSlice::new(p)).collect();
-    let mut left = &mut slices[..];
-    while !left.is_empty() {
-        match out.write_vectored(left) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut left, n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 fn set_send_buffer(conn: &Conn) {
     // SAFETY: setsockopt on a socket we own, with a pointer to a live c_int of the right size.
     unsafe {
@@ -140,14 +131,13 @@ pub fn stream(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
         Err(message) => return respond(request, reply::error(400, "bad_request", &message), ctx),
     };
     let limit = ctx.config.max_video_clients;
+    let mut head = HEAD.to_vec();
+    head.extend_from_slice(cors::head_lines(&request, &ctx.config.allowed_origins).as_bytes());
+    head.extend_from_slice(b"\r\n");
     // A HEAD says what a GET would get, and starts nothing: no slot, no encoder.
     if *request.method() == Method::Head {
-        return respond_stream_head(
-            request,
-            HEAD,
-            (ClientKind::Video, "video client", limit),
-            ctx,
-        );
+        let limit = (ClientKind::Video, "video client", limit);
+        return respond_stream_head(request, &head, limit, ctx);
     }
     let Some(_slot) = ctx.metrics.admit(ClientKind::Video, limit) else {
         respond(request, reply::over_limit("video client", limit), ctx);
@@ -163,15 +153,13 @@ pub fn stream(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
             return false;
         }
     };
+    // The head, then the body's opening delimiter, in one write.
+    head.extend_from_slice(MULTIPART_OPENING);
     // Taking the writer takes the connection over from tiny_http; frames go straight to the
     // socket (vectored), so the writer itself is only held until the stream ends.
     let _writer = request.into_writer();
     let mut socket = &conn.socket;
-    if socket
-        .write_all(HEAD)
-        .and_then(|()| socket.flush())
-        .is_err()
-    {
+    if socket.write_all(&head).is_err() {
         return false;
     }
     set_send_buffer(conn);
@@ -222,7 +210,7 @@ pub fn stream(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             continue;
         }
-        let written = write_all_vectored(&mut socket, &[&frame.part_head, &frame.jpeg, b"\r\n"]);
+        let written = write_all_vectored(&mut socket, &[&frame.part_head, &frame.jpeg, PART_END]);
         if let Err(err) = written {
             break match err.kind() {
                 io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {

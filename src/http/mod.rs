@@ -3,6 +3,9 @@
 
 pub mod access;
 pub mod api;
+pub mod caching;
+pub mod chunked;
+pub mod cors;
 pub mod mjpeg;
 pub mod panics;
 pub mod query;

@@ -14,7 +14,7 @@ use super::query::{IdFloor, Target, parse_event_id};
 use super::reply::{self, Reply};
 use super::server::{self, Conn};
 use super::throttle::{self, AfterFailure};
-use super::{api, mjpeg, panics, sse, static_files, ws};
+use super::{api, cors, mjpeg, panics, sse, static_files, ws};
 use crate::app::Ctx;
 use crate::auth::Role;
 use crate::metrics::ClientKind;
@@ -143,6 +143,10 @@ pub fn handle(mut request: Request, conn: &Conn, ctx: &Ctx) -> bool {
     let target = Target::parse(request.url());
     let _scope = panics::RequestScope::enter(request.method().as_str(), &target.path, &conn.peer);
     panics::injected("route", &target.path);
+    if cors::is_preflight(&request) {
+        let reply = cors::preflight(&request, &ctx.config.allowed_origins);
+        return respond(request, reply, ctx);
+    }
     let (reply, close) = match admit(&mut request, &target, conn, ctx) {
         Err(reply) => (reply, false),
         // Streams take the connection over and end it when they finish.
@@ -182,6 +186,7 @@ pub fn respond(request: Request, reply: Reply, ctx: &Ctx) -> bool {
         .body_length()
         .is_some_and(|n| n > crate::events::event::MAX_BODY_BYTES)
         || has_chunked_body(&request);
+    let reply = cors::decorate(reply, &request, &ctx.config.allowed_origins);
     request.respond(reply).is_ok() && !unread_body
 }
 
@@ -246,7 +251,7 @@ fn admit(request: &mut Request, target: &Target, conn: &Conn, ctx: &Ctx) -> Resu
         Ok(role) => role,
         Err(denied) => {
             if let Some(token) = presented {
-                auth_failed(address, token, request.method(), &target.path, ctx);
+                auth_failed(address, &token, request.method(), &target.path, ctx);
             }
             // The dashboard must load to show its login form; its files hold no data.
             if route == Route::Static {
@@ -314,7 +319,7 @@ fn refuse_foreign_post(request: &Request, ctx: &Ctx) -> Result<(), Reply> {
 
 fn answer(route: Route, request: &mut Request, target: &Target, conn: &Conn, ctx: &Ctx) -> Outcome {
     match route {
-        Route::Static => static_files::serve(&target.path, ctx).into(),
+        Route::Static => static_files::serve(request, &target.path, ctx).into(),
         Route::StaticWithoutToken => static_files::serve_untrusted(request, target, ctx).into(),
         Route::Login => api::login(request, conn, ctx),
         Route::WhoAmI => api::whoami(request, target, ctx).into(),
@@ -322,7 +327,7 @@ fn answer(route: Route, request: &mut Request, target: &Target, conn: &Conn, ctx
         Route::EventsList => api::list_events(target, ctx).into(),
         Route::EventsPost => api::post_event(request, ctx),
         Route::Event(id) => api::get_event(id, ctx).into(),
-        Route::EventSnapshot(id) => api::event_snapshot(id, ctx).into(),
+        Route::EventSnapshot(id) => api::event_snapshot(request, id, ctx).into(),
         Route::TriggerDoorbell => api::trigger_doorbell(ctx).into(),
         Route::Snapshot => api::latest_snapshot(target, ctx).into(),
         Route::Metrics => api::metrics(ctx).into(),

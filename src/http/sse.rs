@@ -2,9 +2,13 @@
 //!
 //! tiny_http would send a streamed `Response` through an 8 KiB chunk encoder and a 1 KiB
 //! `BufWriter` with no flush between reads (see ../shared/spec/CRATE-NOTES.md), so an event
-//! would sit in a buffer. Instead we take the raw writer (`Request::into_writer`), write the
-//! status line and headers ourselves, send the body delimited by connection close, and flush
-//! after every batch of events: each event leaves as soon as it is published.
+//! would sit in a buffer. Instead we take the connection over (`Request::into_writer`), write
+//! the status line and headers ourselves, and send the body chunked ([`StreamBody`]), one
+//! chunk per batch of events: each event leaves as soon as it is published, and clients built
+//! on urllib3/requests (which wait for a chunk or a full buffer) see it at once.
+//!
+//! The first block is `retry`, `event: connected` and its `data` together: a block without
+//! `data` reaches some client libraries (httpx-sse, sseclient) as an empty message.
 //!
 //! Replay → live seam: the client subscribes to the hub *before* reading the store, and its
 //! [`Cursor`] lets each id through once (see `events::replay`), so a reconnecting client gets
@@ -18,6 +22,8 @@ use serde_json::json;
 use tiny_http::{Method, Request};
 
 use super::access::header;
+use super::chunked::{StreamBody, transfer_encoding_header, uses_chunks};
+use super::cors;
 use super::panics;
 use super::query::{IdFloor, Target, client_id, parse_event_id};
 use super::reply;
@@ -31,9 +37,39 @@ use crate::metrics::ClientKind;
 /// Events written between two flushes when a burst is queued.
 const MAX_BATCH: usize = 64;
 
-const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
+const HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
 Cache-Control: no-cache\r\nConnection: close\r\nX-Accel-Buffering: no\r\n\
-X-Content-Type-Options: nosniff\r\n\r\nretry: 3000\n\n";
+X-Content-Type-Options: nosniff\r\n";
+
+/// The reconnection delay clients are told, in the first block.
+const RETRY: &str = "retry: 3000\n";
+
+/// The response head of a stream, with the framing and CORS lines this request gets (also what
+/// a HEAD of the stream is answered with).
+fn stream_head(request: &Request, ctx: &Ctx) -> String {
+    format!(
+        "{HEAD}{}{}\r\n",
+        transfer_encoding_header(request.http_version()),
+        cors::head_lines(request, &ctx.config.allowed_origins)
+    )
+}
+
+/// Sends the response head (with the framing and CORS lines this request gets) and returns the
+/// body to write events to. Keeps the connection's writer from tiny_http in `held`, unused:
+/// the body writes to the socket itself.
+fn open_stream<'c>(
+    request: Request,
+    conn: &'c Conn,
+    ctx: &Ctx,
+    held: &mut Option<Box<dyn Write + Send>>,
+) -> std::io::Result<StreamBody<'c>> {
+    let chunked = uses_chunks(request.http_version());
+    let head = stream_head(&request, ctx);
+    *held = Some(request.into_writer());
+    let mut socket = &conn.socket;
+    socket.write_all(head.as_bytes())?;
+    Ok(StreamBody::new(&conn.socket, chunked))
+}
 
 /// What the client asked for in its URL and headers.
 struct EventStreamRequest {
@@ -79,7 +115,7 @@ fn parse_request(
 
 /// One open event stream.
 struct EventStream<'a> {
-    out: Box<dyn Write + Send>,
+    out: StreamBody<'a>,
     types: Option<Vec<String>>,
     /// Which ids were already handled (sent, or skipped by the filter).
     cursor: Cursor,
@@ -156,7 +192,8 @@ pub fn events(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
     };
     if *request.method() == Method::Head {
         let limit = (ClientKind::Sse, "SSE client", ctx.config.max_sse_clients);
-        return respond_stream_head(request, HEAD, limit, ctx);
+        let head = stream_head(&request, ctx);
+        return respond_stream_head(request, head.as_bytes(), limit, ctx);
     }
     let Some(_slot) = ctx
         .metrics
@@ -168,8 +205,12 @@ pub fn events(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
     let subscription = ctx
         .events
         .subscribe(ctx.config.client_queue_events, conn.closer());
+    let mut held_writer = None;
+    let Ok(out) = open_stream(request, conn, ctx, &mut held_writer) else {
+        return false;
+    };
     let mut stream = EventStream {
-        out: request.into_writer(),
+        out,
         types: asked.types,
         cursor: Cursor::new(),
         sent: 0,
@@ -180,10 +221,7 @@ pub fn events(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
         "server_time": crate::clock::round_ms(crate::clock::unix_now()),
         "capabilities": ["replay", "types", "heartbeat", "gap"],
     });
-    let opened = stream
-        .out
-        .write_all(HEAD)
-        .and_then(|()| write!(stream.out, "event: connected\ndata: {connected}\n\n"))
+    let opened = write!(stream.out, "{RETRY}event: connected\ndata: {connected}\n\n")
         .and_then(|()| stream.out.flush());
     if opened.is_err() {
         return false;
@@ -275,7 +313,8 @@ pub fn status(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
     };
     if *request.method() == Method::Head {
         let limit = (ClientKind::Sse, "SSE client", ctx.config.max_sse_clients);
-        return respond_stream_head(request, HEAD, limit, ctx);
+        let head = stream_head(&request, ctx);
+        return respond_stream_head(request, head.as_bytes(), limit, ctx);
     }
     let Some(_slot) = ctx
         .metrics
@@ -284,16 +323,17 @@ pub fn status(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
         return refuse_over_limit(request, ctx);
     };
     let subscription = ctx.status.subscribe(conn.closer());
-    let mut out = request.into_writer();
+    let mut held_writer = None;
+    let Ok(mut out) = open_stream(request, conn, ctx, &mut held_writer) else {
+        return false;
+    };
     let connected = json!({
         "client_id": client_id,
         "server_time": crate::clock::round_ms(crate::clock::unix_now()),
         "interval_s": ctx.config.status_interval_s,
     });
     let now = ctx.status.sample();
-    let opened = out
-        .write_all(HEAD)
-        .and_then(|()| write!(out, "event: status_connected\ndata: {connected}\n\n"))
+    let opened = write!(out, "{RETRY}event: status_connected\ndata: {connected}\n\n")
         .and_then(|()| write!(out, "event: system_status\ndata: {now}\n\n"))
         .and_then(|()| out.flush());
     if opened.is_err() {

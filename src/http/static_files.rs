@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use tiny_http::Request;
 
+use super::caching;
 use super::query::{Target, decode_component};
 use super::reply::{self, Reply};
 use crate::app::Ctx;
@@ -75,26 +76,37 @@ fn load(relative: &str, ctx: &Ctx) -> Option<Vec<u8>> {
 
 fn file_reply(status: u16, relative: &str, body: Vec<u8>) -> Reply {
     let kind = content_type(relative);
-    let mut response = reply::bytes(status, kind, body)
-        .with_header(reply::header("Cache-Control", "no-cache"))
+    let response = reply::bytes(status, kind, body)
         .with_header(reply::header("Referrer-Policy", "no-referrer"));
     if kind.starts_with("text/html") {
-        response = response
+        // The page's Content-Security-Policy, and no framing.
+        response
             .with_header(reply::header("Content-Security-Policy", CSP))
-            .with_header(reply::header("X-Frame-Options", "DENY"));
+            .with_header(reply::header("X-Frame-Options", "DENY"))
+    } else {
+        response
     }
-    response
 }
 
-pub fn serve(url_path: &str, ctx: &Ctx) -> Reply {
+/// A dashboard file, tagged with a digest of its bytes: the browser revalidates it on every use
+/// (`no-cache`) and gets a 304 while it is unchanged.
+pub fn serve(request: &Request, url_path: &str, ctx: &Ctx) -> Reply {
     let not_found = || reply::error(404, "not_found", &format!("no such file: {url_path}"));
     let Some(relative) = relative_path(url_path) else {
         return not_found();
     };
-    match load(&relative, ctx) {
-        Some(body) => file_reply(200, &relative, body),
-        None => not_found(),
-    }
+    let Some(body) = load(&relative, ctx) else {
+        return not_found();
+    };
+    tagged(request, &relative, body)
+}
+
+/// A file's 200 with its `ETag`, or 304 if the client's copy is current.
+fn tagged(request: &Request, relative: &str, body: Vec<u8>) -> Reply {
+    let tag = caching::etag("", &body);
+    caching::conditional(request, &tag, "no-cache", body, |body| {
+        file_reply(200, relative, body)
+    })
 }
 
 /// Whether the client says it wants an HTML page (a browser's navigation does; scripts, curl
@@ -115,7 +127,7 @@ pub fn serve_untrusted(request: &Request, target: &Target, ctx: &Ctx) -> Reply {
     // The 401 any other route would answer (it says whether the token was missing or wrong).
     let denied = match super::access::role_of(request, target, &ctx.config.tokens) {
         Err(denied) => denied,
-        Ok(_) => return serve(&target.path, ctx),
+        Ok(_) => return serve(request, &target.path, ctx),
     };
     let Some(relative) = relative_path(&target.path) else {
         return denied;
@@ -126,13 +138,14 @@ pub fn serve_untrusted(request: &Request, target: &Target, ctx: &Ctx) -> Reply {
     }
     match load(&relative, ctx) {
         Some(body) if is_page => file_reply(401, &relative, body)
+            .with_header(reply::header("Cache-Control", "no-store"))
             .with_header(reply::header(
                 "WWW-Authenticate",
                 "Bearer realm=\"porchlight\"",
             ))
             // The same URL answers JSON to scripts: a cache must keep the two apart.
             .with_header(reply::header("Vary", "Accept")),
-        Some(body) => file_reply(200, &relative, body),
+        Some(body) => tagged(request, &relative, body),
         None => denied,
     }
 }

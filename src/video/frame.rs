@@ -4,6 +4,17 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+/// How an MJPEG body (`boundary=frame`) opens: the first delimiter, so that every part can end with the next one.
+pub const MULTIPART_OPENING: &[u8] = b"--frame\r\n";
+
+/// What follows each part's JPEG: the CRLF that ends the part and the delimiter of the next.
+///
+/// Sent in the same write as the JPEG, as ustreamer and mjpg-streamer do. A browser paints a
+/// part of `multipart/x-mixed-replace` only once it sees the boundary after it: with the
+/// delimiter sent before each part instead (the old framing), Firefox showed every picture one
+/// frame late, and a change followed by a still scene (repeats are not resent) about 1 s late.
+pub const PART_END: &[u8] = b"\r\n--frame\r\n";
+
 #[derive(Debug)]
 pub struct Frame {
     /// Increases by one for every frame the camera hub publishes (live or placeholder), across
@@ -24,9 +35,11 @@ pub struct Frame {
     pub digest: u64,
     /// False for the "NO LIVE VIDEO" placeholder shown while the camera is down.
     pub live: bool,
-    /// This frame's MJPEG part head (boundary, `Content-Type`, `Content-Length`, `X-Timestamp`,
-    /// `X-Frame-Id`), built once here so that sending the frame to any number of viewers is
-    /// one `writev` of shared bytes, with no formatting per viewer.
+    /// This frame's MJPEG part head (`Content-Type`, `Content-Length`, `X-Timestamp`,
+    /// `X-Frame-Id` and the blank line), built once here so that sending the frame to any
+    /// number of viewers is one `writev` of shared bytes (`part_head`, `jpeg`, [`PART_END`]),
+    /// with no formatting per viewer. The boundary before it was sent with the previous part
+    /// (or [`MULTIPART_OPENING`]).
     pub part_head: Box<[u8]>,
 }
 
@@ -41,7 +54,7 @@ impl Frame {
     ) -> Frame {
         let digest = digest(&jpeg);
         let part_head = format!(
-            "--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\
+            "Content-Type: image/jpeg\r\nContent-Length: {}\r\n\
              X-Timestamp: {captured_unix:.6}\r\nX-Frame-Id: {number}\r\n\r\n",
             jpeg.len()
         )
@@ -93,6 +106,20 @@ pub fn digest(bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_part_is_its_head_the_jpeg_and_the_next_delimiter() {
+        let frame = Frame::new(7, 1.5, Instant::now(), (2, 2), vec![0xFF, 0xD8], true);
+        let head = std::str::from_utf8(&frame.part_head).unwrap();
+        assert_eq!(
+            head,
+            "Content-Type: image/jpeg\r\nContent-Length: 2\r\nX-Timestamp: 1.500000\r\n\
+             X-Frame-Id: 7\r\n\r\n"
+        );
+        // `boundary=frame` in the stream's Content-Type.
+        assert_eq!(MULTIPART_OPENING, b"--frame\r\n");
+        assert_eq!(PART_END, b"\r\n--frame\r\n");
+    }
 
     #[test]
     fn digest_tells_frames_apart() {

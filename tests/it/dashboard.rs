@@ -182,12 +182,16 @@ fn the_tokenless_path_serves_nothing_outside_www() {
 }
 
 /// Paths of local files an HTML or JS text refers to: `src="/…"`, `href="/…"`, `from './…'`.
+/// Links to the API and the streams (the old-browser message offers them) are not files.
 fn references(text: &str, base: &str) -> Vec<String> {
     let mut found = Vec::new();
     for marker in ["src=\"/", "href=\"/"] {
         for (at, _) in text.match_indices(marker) {
             let rest = &text[at + marker.len() - 1..];
-            found.push(rest[..rest.find('"').unwrap()].to_string());
+            let path = &rest[..rest.find('"').unwrap()];
+            if !path.starts_with("/api/") && !path.starts_with("/stream/") {
+                found.push(path.to_string());
+            }
         }
     }
     for (at, _) in text.match_indices("from './") {

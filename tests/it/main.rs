@@ -17,6 +17,7 @@ mod fanout;
 mod faults;
 mod gpio_doorbell;
 mod hostile;
+mod interop;
 mod rest_auth;
 mod shutdown;
 mod snapshots;

@@ -30,20 +30,22 @@ fn connected_preamble() {
         sse.header("content-length").is_none(),
         "a stream must not announce a length"
     );
-    // The src author guarantees an unchunked body ending with the connection; each event
-    // leaves the socket exactly as written.
-    assert!(
-        sse.header("transfer-encoding").is_none(),
-        "SSE should not be chunk-encoded: {:?}",
+    // (r2) Chunked, so that clients built on urllib3/requests see each event at once.
+    assert_eq!(
+        sse.header("transfer-encoding"),
+        Some("chunked"),
+        "{:?}",
         sse.headers
     );
 
     sse.read_preamble();
+    // (r2) One first block: `retry`, `event: connected` and its data together (a block
+    // without data reaches httpx-sse and sseclient as an empty message).
+    let first = String::from_utf8_lossy(&sse.first_bytes).into_owned();
+    let first_block = first.split("\n\n").next().unwrap();
     assert!(
-        sse.first_bytes.starts_with(b"retry: 3000\n")
-            || sse.first_bytes.starts_with(b"retry: 3000\r\n"),
-        "the first bytes must be `retry: 3000`: {:?}",
-        String::from_utf8_lossy(&sse.first_bytes)
+        first_block.starts_with("retry: 3000\nevent: connected\ndata: {"),
+        "the first block must be retry + connected + data: {first:?}"
     );
     let connected = sse.connected.clone().unwrap();
     assert_eq!(connected["client_id"], "test-Client_1", "{connected}");

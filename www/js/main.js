@@ -9,6 +9,9 @@ import { startVideo, setCameraState, setServerReachable } from './video.js';
 import { startAlerts, onEvent as alertOnEvent } from './alert.js';
 import { startControl } from './control.js';
 
+// Tells js/fallback.js (which runs next) that this browser runs the dashboard.
+document.documentElement.setAttribute('data-app', 'running');
+
 let started = false;
 
 async function boot() {

@@ -558,7 +558,7 @@ pub fn read_head(r: &mut impl BufRead) -> io::Result<(u16, String, Headers)> {
     Ok((status, reason, headers))
 }
 
-fn header_of<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub fn header_of<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -1174,12 +1174,11 @@ impl Sse {
             ) {
                 let block = seen.last().unwrap();
                 self.connected = Some(block.json());
-                if name.as_deref() == Some("connected") {
-                    assert!(
-                        seen.iter().any(|b| b.retry.as_deref() == Some("3000")),
-                        "no `retry: 3000` before the connected event: {seen:?}"
-                    );
-                }
+                assert_eq!(
+                    block.retry.as_deref(),
+                    Some("3000"),
+                    "(r2) `retry: 3000` belongs in the connected block itself: {seen:?}"
+                );
                 return;
             }
         }

@@ -31,8 +31,17 @@ pub struct Mjpeg {
 impl Mjpeg {
     /// Opens a stream; any status but 200 comes back as the complete response.
     pub fn open(port: u16, path: &str) -> Result<Mjpeg, Response> {
+        Mjpeg::open_with(port, path, &[])
+    }
+
+    /// Like [`Mjpeg::open`], with request headers.
+    pub fn open_with(
+        port: u16,
+        path: &str,
+        request_headers: &[(&str, &str)],
+    ) -> Result<Mjpeg, Response> {
         let mut stream = common::connect(port);
-        common::write_request(&mut stream, "GET", path, &[], b"")
+        common::write_request(&mut stream, "GET", path, request_headers, b"")
             .unwrap_or_else(|e| panic!("GET {path}: {e}"));
         let mut reader = BufReader::new(stream.try_clone().unwrap());
         let (status, _reason, headers) =
@@ -51,11 +60,26 @@ impl Mjpeg {
                 body,
             });
         }
-        Ok(Mjpeg {
+        let mut mjpeg = Mjpeg {
             headers,
             reader,
             stream,
-        })
+        };
+        // (r2) The body opens with the first delimiter; each part then ends with the next.
+        mjpeg
+            .stream
+            .set_read_timeout(Some(IO_TIMEOUT))
+            .expect("read timeout");
+        if let Err(e) = mjpeg.expect_line("--frame").and_then(|rest| {
+            if rest.is_empty() {
+                Ok(())
+            } else {
+                Err(invalid(rest))
+            }
+        }) {
+            panic!("GET {path}: the body must open with --frame: {e}");
+        }
+        Ok(mjpeg)
     }
 
     /// Opens a stream and checks the response head; panics on anything but an MJPEG 200.
@@ -101,18 +125,12 @@ impl Mjpeg {
             .ok_or_else(|| invalid(format!("expected {prefix:?}..., got {line:?}")))
     }
 
-    /// Reads one part, checking it is exactly
-    /// `--frame\r\nContent-Type: image/jpeg\r\nContent-Length: N\r\nX-Timestamp: T\r\n
-    /// X-Frame-Id: n\r\n\r\n<N bytes>\r\n`.
+    /// Reads one part, checking it is exactly (r2, as ustreamer and mjpg-streamer frame it)
+    /// `Content-Type: image/jpeg\r\nContent-Length: N\r\nX-Timestamp: T\r\n
+    /// X-Frame-Id: n\r\n\r\n<N bytes>\r\n--frame\r\n` (the delimiter before it came with the
+    /// previous part, or opened the body).
     pub fn next_part(&mut self, timeout: Duration) -> io::Result<Part> {
         self.stream.set_read_timeout(Some(timeout))?;
-        self.expect_line("--frame").and_then(|rest| {
-            if rest.is_empty() {
-                Ok(())
-            } else {
-                Err(invalid(rest))
-            }
-        })?;
         let content_type = self.expect_line("Content-Type: ")?;
         if content_type != "image/jpeg" {
             return Err(invalid(format!("part Content-Type {content_type:?}")));
@@ -135,16 +153,20 @@ impl Mjpeg {
         }
         let mut jpeg = vec![0; length];
         self.reader.read_exact(&mut jpeg)?;
-        let mut crlf = [0; 2];
-        self.reader.read_exact(&mut crlf)?;
-        if &crlf != b"\r\n" {
-            return Err(invalid(format!("part not followed by CRLF: {crlf:?}")));
+        let arrived_unix = common::now_unix();
+        let mut end = [0; 11];
+        self.reader.read_exact(&mut end)?;
+        if &end != b"\r\n--frame\r\n" {
+            return Err(invalid(format!(
+                "part not followed by CRLF and the next delimiter: {:?}",
+                String::from_utf8_lossy(&end)
+            )));
         }
         Ok(Part {
             frame_id,
             timestamp,
             jpeg,
-            arrived_unix: common::now_unix(),
+            arrived_unix,
         })
     }
 

@@ -1,0 +1,13 @@
+// Runs after main.js (or its failure): without main.js's mark, this browser cannot run the
+// dashboard, so say so. Old JavaScript on purpose: it is for browsers without modules.
+(function () {
+  if (document.documentElement.getAttribute('data-app') === 'running') return;
+  var ids = ['dashboard', 'login', 'conns', 'viewer', 'doorbell-alert'];
+  for (var i = 0; i < ids.length; i++) {
+    var node = document.getElementById(ids[i]);
+    if (node) node.style.display = 'none';
+  }
+  var box = document.getElementById('old-browser');
+  box.removeAttribute('hidden');
+  box.style.display = 'block';
+})();
