@@ -46,6 +46,7 @@ struct Running {
     registry: Option<Arc<Registry>>,
     writer: Option<(EventHub, JoinHandle<()>)>,
     capture: Option<JoinHandle<()>>,
+    motion: Option<JoinHandle<()>>,
     sampler: Option<JoinHandle<()>>,
     doorbell: Option<JoinHandle<()>>,
     accept: Option<JoinHandle<()>>,
@@ -59,6 +60,7 @@ impl Running {
             registry: None,
             writer: None,
             capture: None,
+            motion: None,
             sampler: None,
             doorbell: None,
             accept: None,
@@ -96,6 +98,12 @@ impl Running {
             && capture.join().is_err()
         {
             log::error!("the camera thread panicked");
+        }
+        // A motion in progress ends with its motion_ended event: before the event writer stops.
+        if let Some(motion) = self.motion.take()
+            && motion.join().is_err()
+        {
+            log::error!("the motion thread panicked");
         }
         let mut result = Ok(());
         if let Some((events, writer)) = self.writer.take() {
@@ -192,6 +200,17 @@ pub fn run(config: Config) -> Result<(), String> {
     running.capture = Some(capture);
     let video = Video::new(camera.frames().clone(), shutdown.clone());
     let control = Control::new(events.clone()).with_camera(camera.clone());
+    let motion = crate::motion::start_configured(
+        &config,
+        crate::motion::Wiring {
+            camera: camera.frames().clone(),
+            video: video.clone(),
+            events: events.clone(),
+            shutdown: shutdown.clone(),
+        },
+    )
+    .map_err(|e| format!("cannot start the motion thread: {e}"))?;
+    running.motion = motion;
 
     let status_camera = camera.clone();
     let sampler = StatusSampler::new(
@@ -267,6 +286,7 @@ pub fn run(config: Config) -> Result<(), String> {
             ("accept loop", running.accept.as_ref()),
             ("status sampler", running.sampler.as_ref()),
             ("doorbell", running.doorbell.as_ref()),
+            ("motion detector", running.motion.as_ref()),
         ];
         let stopped = vital
             .iter()

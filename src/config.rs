@@ -299,6 +299,42 @@ config_keys! {
         flag: Flag::None,
         parse: |key, value| count(key, value, 10, 60_000),
         show: number;
+    /// `"on"` or `"off"`: motion detection on the camera's picture (see "Motion detection"); off, it costs nothing
+    motion: bool = "on",
+        flag: Flag::None,
+        parse: |key, value| crate::motion::parse_switch(value).map_err(|e| ConfigError::new(key, e)),
+        show: |on| quoted(if *on { "on" } else { "off" });
+    /// 1 to 100: higher notices smaller and fainter changes
+    motion_sensitivity: u8 = 50,
+        flag: Flag::None,
+        parse: |key, value| count(key, value, 1, 100),
+        show: number;
+    /// where motion counts: a list of `[x, y, w, h]` fractions of the picture, like `[[0.0, 0.5, 1.0, 0.5]]` for its lower half (`[]`: all of it)
+    motion_zones: Vec<crate::motion::Zone> = Vec::<Vec<f64>>::new(),
+        flag: Flag::None,
+        parse: |key, value| crate::motion::parse_zones(value).map_err(|e| ConfigError::new(key, e)),
+        show: |zones| {
+            let shown: Vec<String> = zones
+                .iter()
+                .map(|z| format!("[{}]", z.to_array().map(|v| float(&v)).join(", ")))
+                .collect();
+            format!("[{}]", shown.join(", "))
+        };
+    /// how long change must go on before `motion_detected` (seconds, 0 to 60)
+    motion_min_s: f64 = 0.5,
+        flag: Flag::None,
+        parse: |key, value| seconds(key, value, 0.0, 60.0),
+        show: float;
+    /// how long without change ends a motion with `motion_ended` (seconds, 0 to 3600)
+    motion_cooldown_s: f64 = 10.0,
+        flag: Flag::None,
+        parse: |key, value| seconds(key, value, 0.0, 3600.0),
+        show: float;
+    /// camera frames a second the detector examines (0.2 to 30; never more than the camera sends)
+    motion_fps: f64 = 5.0,
+        flag: Flag::None,
+        parse: |key, value| frame_rate(key, value, 0.2, 30.0),
+        show: float;
 }
 
 /// A configuration error: which key or flag, and what was wrong with it.
@@ -457,6 +493,21 @@ fn seconds(key: &str, value: &toml::Value, min: f64, max: f64) -> Result<f64, Co
         return Err(ConfigError::new(
             key,
             format!("{n} is out of range ({min} to {max} seconds)"),
+        ));
+    }
+    Ok(n)
+}
+
+fn frame_rate(key: &str, value: &toml::Value, min: f64, max: f64) -> Result<f64, ConfigError> {
+    let n = match value {
+        toml::Value::Integer(i) => *i as f64,
+        toml::Value::Float(f) => *f,
+        other => return Err(type_error(key, "a number of frames a second", other)),
+    };
+    if !n.is_finite() || n < min || n > max {
+        return Err(ConfigError::new(
+            key,
+            format!("{n} is out of range ({min} to {max} frames a second)"),
         ));
     }
     Ok(n)

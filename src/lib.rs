@@ -17,6 +17,7 @@ pub mod hub;
 pub mod json;
 pub mod latest;
 pub mod metrics;
+pub mod motion;
 pub mod sdnotify;
 pub mod shutdown;
 pub mod status;

@@ -18,6 +18,7 @@ mod faults;
 mod gpio_doorbell;
 mod hostile;
 mod interop;
+mod motion;
 mod rest_auth;
 mod shutdown;
 mod snapshots;
