@@ -12,6 +12,7 @@ use crate::events::{EventHub, Retention, Store, StoreError, StoreReader};
 use crate::http::server::{self, Registry};
 use crate::http::throttle::AuthThrottle;
 use crate::metrics::Metrics;
+use crate::outbound::{Outbound, OutboundSettings};
 use crate::sdnotify::{Notifier, Watchdog};
 use crate::shutdown::{self, Shutdown};
 use crate::status::{StatusHub, StatusSampler};
@@ -31,10 +32,15 @@ pub struct Ctx {
     pub video: Video,
     /// Failed authentications per client address (429 after too many).
     pub auth_throttle: AuthThrottle,
+    /// The MQTT bridge and webhooks, for status and metrics.
+    pub outbound: Outbound,
 }
 
 /// How long shutdown waits for connection threads to finish after closing their sockets.
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(1000);
+/// How long shutdown waits for the MQTT bridge (its `offline` and DISCONNECT) and the webhook
+/// senders before the event writer saves their cursors and stops.
+const DELIVERY_STOP_TIMEOUT: Duration = Duration::from_millis(2000);
 
 /// Everything `run` has started, stopped in reverse order by [`Running::stop`] — on a clean
 /// shutdown, and by `Drop` when start-up fails part way (an early `?` return), so no thread is
@@ -50,6 +56,8 @@ struct Running {
     sampler: Option<JoinHandle<()>>,
     doorbell: Option<JoinHandle<()>>,
     accept: Option<JoinHandle<()>>,
+    /// The MQTT bridge and webhook senders.
+    delivery: Vec<(String, JoinHandle<()>)>,
 }
 
 impl Running {
@@ -64,12 +72,14 @@ impl Running {
             sampler: None,
             doorbell: None,
             accept: None,
+            delivery: Vec::new(),
         }
     }
 
     /// Stops what was started, last first. `Err` if the event writer panicked (events may
     /// not have been checkpointed).
     fn stop(&mut self) -> Result<(), String> {
+        let stopping = Instant::now();
         self.shutdown.trigger();
         // The doorbell first: a press being stored finishes before the writer stops.
         if let Some(doorbell) = self.doorbell.take()
@@ -105,6 +115,10 @@ impl Running {
         {
             log::error!("the motion thread panicked");
         }
+        stop_delivery(
+            std::mem::take(&mut self.delivery),
+            stopping + DRAIN_TIMEOUT + DELIVERY_STOP_TIMEOUT,
+        );
         let mut result = Ok(());
         if let Some((events, writer)) = self.writer.take() {
             events.stop();
@@ -200,6 +214,8 @@ pub fn run(config: Config) -> Result<(), String> {
     running.capture = Some(capture);
     let video = Video::new(camera.frames().clone(), shutdown.clone());
     let control = Control::new(events.clone()).with_camera(camera.clone());
+    let outbound_settings = OutboundSettings::from_config(&config);
+    let outbound = Outbound::prepare(&outbound_settings, &events);
     let motion = crate::motion::start_configured(
         &config,
         crate::motion::Wiring {
@@ -213,11 +229,23 @@ pub fn run(config: Config) -> Result<(), String> {
     running.motion = motion;
 
     let status_camera = camera.clone();
+    let section = |pick: fn((serde_json::Value, serde_json::Value)) -> serde_json::Value| {
+        let outbound = outbound.clone();
+        let metrics = Arc::clone(&metrics);
+        let last_id = move || {
+            metrics
+                .last_event_id
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        Box::new(move || pick(outbound.status_json(last_id()))) as crate::status::SectionFn
+    };
     let sampler = StatusSampler::new(
         Arc::clone(&metrics),
         Box::new(move || status_camera.status_json()),
         &config.doorbell,
-    );
+    )
+    .with_section("mqtt", section(|(mqtt, _)| mqtt))
+    .with_section("webhooks", section(|(_, hooks)| hooks));
     let status = StatusHub::new(sampler);
     running.sampler = Some(
         status
@@ -251,6 +279,7 @@ pub fn run(config: Config) -> Result<(), String> {
         camera,
         video,
         auth_throttle: AuthThrottle::default(),
+        outbound: outbound.clone(),
     });
     let registry = Arc::new(Registry::default());
     running.registry = Some(Arc::clone(&registry));
@@ -262,6 +291,8 @@ pub fn run(config: Config) -> Result<(), String> {
             .spawn(move || server::accept_loop(accept_listener, ctx, registry))
             .map_err(|e| format!("cannot start the accept thread: {e}"))?
     });
+    // Never waits for a broker or receiver: each thread connects (and retries) by itself.
+    running.delivery = outbound.start(&outbound_settings, &ctx)?;
     log::info!(
         "listening on http://{local} (camera {}, doorbell {}, {})",
         ctx.config.camera,
@@ -281,13 +312,19 @@ pub fn run(config: Config) -> Result<(), String> {
     let stop = shutdown.signal();
     while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(notifier.tick())
     {
-        let vital = [
+        let mut vital = vec![
             ("event writer", running.writer.as_ref().map(|(_, h)| h)),
             ("accept loop", running.accept.as_ref()),
             ("status sampler", running.sampler.as_ref()),
             ("doorbell", running.doorbell.as_ref()),
             ("motion detector", running.motion.as_ref()),
         ];
+        vital.extend(
+            running
+                .delivery
+                .iter()
+                .map(|(name, handle)| (name.as_str(), Some(handle))),
+        );
         let stopped = vital
             .iter()
             .find(|(_, h)| h.is_some_and(JoinHandle::is_finished))
@@ -299,4 +336,22 @@ pub fn run(config: Config) -> Result<(), String> {
     running.stop()?;
     log::info!("stopped cleanly in {} ms", stopping.elapsed().as_millis());
     Ok(())
+}
+
+/// Waits until `deadline` for the delivery threads (which saw the shutdown broadcast) to end.
+/// One still busy (a webhook POST waiting on its receiver) is left behind: its cursor is saved
+/// as it stands by the event writer, and the event in flight is sent again after a restart.
+fn stop_delivery(threads: Vec<(String, std::thread::JoinHandle<()>)>, deadline: Instant) {
+    for (name, handle) in threads {
+        while !handle.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if !handle.is_finished() {
+            log::warn!(
+                "{name} still busy at exit; its delivery resumes from the store at the next start"
+            );
+        } else if handle.join().is_err() {
+            log::error!("the {name} thread panicked");
+        }
+    }
 }

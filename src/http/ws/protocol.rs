@@ -61,7 +61,8 @@ impl RequestId {
         self.0.get()
     }
 
-    fn from_value(value: &Value) -> RequestId {
+    /// An id that arrived as a parsed value (an MQTT command's): its JSON serialisation.
+    pub fn from_value(value: &Value) -> RequestId {
         serde_json::value::to_raw_value(value).map_or_else(|_| RequestId::null(), RequestId)
     }
 }
