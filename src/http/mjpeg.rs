@@ -49,7 +49,7 @@ const MIN_FPS: f64 = 0.1;
 /// `fps=` is capped at the preset's own rate; `source` has no fixed one, so at this.
 const SOURCE_MAX_FPS: f64 = 120.0;
 
-const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\n\
+pub(super) const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\n\
 Content-Type: multipart/x-mixed-replace; boundary=frame\r\n\
 Cache-Control: no-store, no-cache, must-revalidate, max-age=0\r\n\
 Pragma: no-cache\r\nConnection: close\r\nX-Accel-Buffering: no\r\n\

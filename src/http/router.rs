@@ -14,7 +14,7 @@ use super::query::{IdFloor, Target, parse_event_id};
 use super::reply::{self, Reply};
 use super::server::{self, Conn};
 use super::throttle::{self, AfterFailure};
-use super::{api, cors, mjpeg, panics, sse, static_files, ws};
+use super::{api, clip, cors, mjpeg, panics, sse, static_files, ws};
 use crate::app::Ctx;
 use crate::auth::Role;
 use crate::metrics::ClientKind;
@@ -47,6 +47,7 @@ pub enum Route {
     EventsPost,
     Event(u64),
     EventSnapshot(u64),
+    EventClip(u64),
     TriggerDoorbell,
     Snapshot,
     StreamEvents,
@@ -116,6 +117,7 @@ pub fn resolve(method: &Method, path: &str) -> Result<Route, Reply> {
         }
         ["api", "events", id] => only_get(Route::Event(parse_id(id)?)),
         ["api", "events", id, "snapshot.jpg"] => only_get(Route::EventSnapshot(parse_id(id)?)),
+        ["api", "events", id, "clip.mjpeg"] => only_get(Route::EventClip(parse_id(id)?)),
         ["api", "trigger-doorbell"] => only_post(Route::TriggerDoorbell),
         ["api", "snapshot.jpg"] => only_get(Route::Snapshot),
         ["stream", "events"] => only_get(Route::StreamEvents),
@@ -153,6 +155,7 @@ pub fn handle(mut request: Request, conn: &Conn, ctx: &Ctx) -> bool {
         Ok(Route::StreamEvents) => return sse::events(request, &target, conn, ctx),
         Ok(Route::StreamStatus) => return sse::status(request, &target, conn, ctx),
         Ok(Route::StreamVideo) => return mjpeg::stream(request, &target, conn, ctx),
+        Ok(Route::EventClip(id)) => return clip::serve(request, id, &target, conn, ctx),
         Ok(Route::WebSocket) => return ws::serve(request, &target, conn, ctx),
         Ok(route) => match answer(route, &mut request, &target, conn, ctx) {
             Outcome::Reply { reply, close } => (reply, close),
@@ -331,7 +334,11 @@ fn answer(route: Route, request: &mut Request, target: &Target, conn: &Conn, ctx
         Route::TriggerDoorbell => api::trigger_doorbell(ctx).into(),
         Route::Snapshot => api::latest_snapshot(target, ctx).into(),
         Route::Metrics => api::metrics(ctx).into(),
-        Route::StreamEvents | Route::StreamStatus | Route::StreamVideo | Route::WebSocket => {
+        Route::StreamEvents
+        | Route::StreamStatus
+        | Route::StreamVideo
+        | Route::EventClip(_)
+        | Route::WebSocket => {
             unreachable!("streams are handled in handle()")
         }
     }

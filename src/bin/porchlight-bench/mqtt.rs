@@ -78,7 +78,8 @@ pub fn start() -> Result<MqttBench, String> {
         &broker_config,
         format!(
             "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-             log_dest stderr\nlog_type notice\n"
+             log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n\
+             log_type information\n"
         ),
     )
     .map_err(|e| e.to_string())?;
@@ -90,7 +91,11 @@ pub fn start() -> Result<MqttBench, String> {
         .spawn()
         .map_err(|e| format!("cannot start mosquitto (Debian package mosquitto): {e}"))?;
     let broker_log = lines_of(broker.stderr.take().expect("piped"));
-    wait_line(&broker_log, " running", "mosquitto")?;
+    if let Err(e) = wait_line(&broker_log, " running", "mosquitto") {
+        broker.kill().ok();
+        broker.wait().ok();
+        return Err(e);
+    }
     let mut subscriber = Command::new("stdbuf")
         .args([
             "-oL",
@@ -106,7 +111,13 @@ pub fn start() -> Result<MqttBench, String> {
         .spawn()
         .map_err(|e| format!("cannot start mosquitto_sub (mosquitto-clients): {e}"))?;
     let lines = lines_of(subscriber.stdout.take().expect("piped"));
-    wait_line(&lines, "received SUBACK", "mosquitto_sub")?;
+    if let Err(e) = wait_line(&lines, "received SUBACK", "mosquitto_sub") {
+        for child in [&mut subscriber, &mut broker] {
+            child.kill().ok();
+            child.wait().ok();
+        }
+        return Err(e);
+    }
     let config = dir.join("porchlight.toml");
     std::fs::write(
         &config,
