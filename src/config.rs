@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use crate::auth::{Role, TokenTable};
 use crate::camera::CameraSpec;
 use crate::doorbell::{ChimeSpec, DoorbellSpec};
+use crate::url::ServiceUrl;
+use crate::webhooks::{Format, WebhookSettings};
 
 /// How a key can also be given on the command line (flags override the file).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -280,6 +282,98 @@ config_keys! {
         flag: Flag::None,
         parse: |key, value| count(key, value, 10, 60_000),
         show: number;
+    /// `"on"` or `"off"`: motion detection on the camera's picture (see "Motion detection"); off, it costs nothing
+    motion: bool = "on",
+        flag: Flag::None,
+        parse: |key, value| crate::motion::parse_switch(value).map_err(|e| ConfigError::new(key, e)),
+        show: |on| quoted(if *on { "on" } else { "off" });
+    /// 1 to 100: higher notices smaller and fainter changes
+    motion_sensitivity: u8 = 50,
+        flag: Flag::None,
+        parse: |key, value| count(key, value, 1, 100),
+        show: number;
+    /// where motion counts: a list of `[x, y, w, h]` fractions of the picture, like `[[0.0, 0.5, 1.0, 0.5]]` for its lower half (`[]`: all of it)
+    motion_zones: Vec<crate::motion::Zone> = Vec::<Vec<f64>>::new(),
+        flag: Flag::None,
+        parse: |key, value| crate::motion::parse_zones(value).map_err(|e| ConfigError::new(key, e)),
+        show: |zones| {
+            let shown: Vec<String> = zones
+                .iter()
+                .map(|z| format!("[{}]", z.to_array().map(|v| float(&v)).join(", ")))
+                .collect();
+            format!("[{}]", shown.join(", "))
+        };
+    /// how long change must go on before `motion_detected` (seconds, 0 to 60)
+    motion_min_s: f64 = 0.5,
+        flag: Flag::None,
+        parse: |key, value| seconds(key, value, 0.0, 60.0),
+        show: float;
+    /// how long without change ends a motion with `motion_ended` (seconds, 0 to 3600)
+    motion_cooldown_s: f64 = 10.0,
+        flag: Flag::None,
+        parse: |key, value| seconds(key, value, 0.0, 3600.0),
+        show: float;
+    /// camera frames a second the detector examines (0.2 to 30; never more than the camera sends)
+    motion_fps: f64 = 5.0,
+        flag: Flag::None,
+        parse: |key, value| frame_rate(key, value, 0.2, 30.0),
+        show: float;
+    /// where people reach the dashboard (`"http://door.local:8080"`): links in notifications, webhooks and Home Assistant (`""`: none)
+    public_url: Option<String> = "",
+        flag: Flag::None,
+        parse: |key, value| optional(key, value, crate::url::parse_public_url),
+        show: |url| quoted(url.as_deref().unwrap_or_default());
+    /// MQTT broker, `mqtt://[user:pass@]host[:port]` (see "MQTT and Home Assistant"; `""`: no MQTT)
+    mqtt_url: Option<ServiceUrl> = "",
+        flag: Flag::None,
+        parse: |key, value| optional(key, value, crate::mqtt::parse_url),
+        show: |url| quoted(&url.as_ref().map(masked_url).unwrap_or_default());
+    /// this door's name on the broker and in Home Assistant, `[a-z0-9_-]` (`""`: the host name)
+    device_id: String = "",
+        flag: Flag::None,
+        parse: |key, value| {
+            let text = as_str(key, value)?;
+            if !text.is_empty() {
+                crate::mqtt::check_device_id(text).map_err(|e| ConfigError::new(key, e))?;
+            }
+            Ok(text.to_string())
+        },
+        show: |id| quoted(id);
+    /// topic prefix of everything the device publishes (`""`: `porchlight/<device_id>`)
+    mqtt_prefix: String = "",
+        flag: Flag::None,
+        parse: |key, value| {
+            let text = as_str(key, value)?;
+            if !text.is_empty() {
+                crate::mqtt::check_topic_prefix(text).map_err(|e| ConfigError::new(key, e))?;
+            }
+            Ok(text.to_string())
+        },
+        show: |prefix| quoted(prefix);
+    /// announce the device to Home Assistant by MQTT discovery; `false` removes it
+    ha_discovery: bool = true,
+        flag: Flag::None,
+        parse: as_bool,
+        show: |on| on.to_string();
+    /// Home Assistant's discovery prefix
+    ha_discovery_prefix: String = "homeassistant",
+        flag: Flag::None,
+        parse: |key, value| {
+            let text = as_str(key, value)?;
+            crate::mqtt::check_topic_prefix(text).map_err(|e| ConfigError::new(key, e))?;
+            Ok(text.to_string())
+        },
+        show: |prefix| quoted(prefix);
+    /// run the WebSocket commands published to `<prefix>/command/<name>` (the broker's ACL decides who may)
+    mqtt_commands: bool = false,
+        flag: Flag::None,
+        parse: as_bool,
+        show: |on| on.to_string();
+    /// `[{url = "http://host/path", types = ["doorbell_pressed"], format = "json"}]`: POST each matching event (`types` absent: all; `format` `json` or `ntfy`; see "Webhooks and ntfy")
+    webhooks: Vec<WebhookSettings> = Vec::<String>::new(),
+        flag: Flag::None,
+        parse: parse_webhooks,
+        show: |hooks| show_webhooks(hooks);
 }
 
 /// A configuration error: which key or flag, and what was wrong with it.
@@ -443,6 +537,21 @@ fn seconds(key: &str, value: &toml::Value, min: f64, max: f64) -> Result<f64, Co
     Ok(n)
 }
 
+fn frame_rate(key: &str, value: &toml::Value, min: f64, max: f64) -> Result<f64, ConfigError> {
+    let n = match value {
+        toml::Value::Integer(i) => *i as f64,
+        toml::Value::Float(f) => *f,
+        other => return Err(type_error(key, "a number of frames a second", other)),
+    };
+    if !n.is_finite() || n < min || n > max {
+        return Err(ConfigError::new(
+            key,
+            format!("{n} is out of range ({min} to {max} frames a second)"),
+        ));
+    }
+    Ok(n)
+}
+
 fn parse_tokens(key: &str, value: &toml::Value) -> Result<TokenTable, ConfigError> {
     let mut table = TokenTable::default();
     for item in as_array(key, value)? {
@@ -524,6 +633,97 @@ fn parse_origin(text: &str) -> Result<String, String> {
             "{text:?} is not an origin like \"http://door.local:8080\" (scheme and host, no path)"
         )),
     }
+}
+
+/// An optional string setting: `""` is none, anything else goes through `parse`.
+fn optional<T>(
+    key: &str,
+    value: &toml::Value,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, ConfigError> {
+    match as_str(key, value)? {
+        "" => Ok(None),
+        text => parse(text).map(Some).map_err(|e| ConfigError::new(key, e)),
+    }
+}
+
+/// A URL as `--check-config` prints it: a password masked like a token.
+fn masked_url(url: &ServiceUrl) -> String {
+    let userinfo = match (&url.user, &url.password) {
+        (Some(user), Some(_)) => format!("{user}:********@"),
+        (Some(user), None) => format!("{user}@"),
+        _ => String::new(),
+    };
+    let path = if url.path == "/" { "" } else { &url.path };
+    format!("{}://{userinfo}{}{path}", url.scheme, url.host_port())
+}
+
+/// `webhooks`: an array of `{url, types, format}` tables; errors name `webhooks[i].field`.
+fn parse_webhooks(key: &str, value: &toml::Value) -> Result<Vec<WebhookSettings>, ConfigError> {
+    let mut hooks = Vec::new();
+    for (i, item) in as_array(key, value)?.iter().enumerate() {
+        let name = format!("{key}[{i}]");
+        let field = |f: &str| format!("{name}.{f}");
+        let table = item.as_table().ok_or_else(|| {
+            ConfigError::new(
+                &name,
+                "each webhook is a table: {url = \"http://host/path\"}",
+            )
+        })?;
+        if let Some(unknown) = table
+            .keys()
+            .find(|k| !["url", "types", "format"].contains(&k.as_str()))
+        {
+            return Err(ConfigError::new(
+                field(unknown),
+                "unknown field (allowed: url, types, format)",
+            ));
+        }
+        let url = match table.get("url") {
+            Some(url) => WebhookSettings::parse_url(as_str(&field("url"), url)?)
+                .map_err(|e| ConfigError::new(field("url"), e))?,
+            None => return Err(ConfigError::new(field("url"), "is required")),
+        };
+        let mut types = Vec::new();
+        if let Some(list) = table.get("types") {
+            for item in as_array(&field("types"), list)? {
+                match item.as_str() {
+                    Some(t) if crate::events::event::valid_event_type(t) => {
+                        types.push(t.to_string())
+                    }
+                    Some(t) => {
+                        return Err(ConfigError::new(
+                            field("types"),
+                            format!("{t:?} is not an event type ([a-z0-9_]{{1,64}})"),
+                        ));
+                    }
+                    None => return Err(type_error(&field("types"), "event type strings", item)),
+                }
+            }
+        }
+        let format = match table.get("format") {
+            Some(format) => Format::parse(as_str(&field("format"), format)?)
+                .map_err(|e| ConfigError::new(field("format"), e))?,
+            None => Format::Json,
+        };
+        hooks.push(WebhookSettings { url, types, format });
+    }
+    Ok(hooks)
+}
+
+fn show_webhooks(hooks: &[WebhookSettings]) -> String {
+    let tables: Vec<String> = hooks
+        .iter()
+        .map(|hook| {
+            format!(
+                "{{url = {}, types = {}, format = {}}}",
+                quoted(&masked_url(&hook.url)),
+                string_list(hook.types.iter().cloned()),
+                quoted(hook.format.name())
+            )
+        })
+        .collect();
+    format!("[{}]", tables.join(", "))
 }
 
 /// Which role a `--token ROLE:TOKEN` grants; used by the token table.

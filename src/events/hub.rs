@@ -3,14 +3,17 @@
 //! Producers (REST, the doorbell, the WebSocket) call [`EventHub::publish`], which blocks until
 //! the event is committed and fanned out. The writer thread takes whatever requests are waiting
 //! and commits them in one transaction (group commit: a burst costs one fsync, not one per
-//! event), then offers each event, serialised once, to every subscriber.
+//! event), then offers each event, serialised once, to every subscriber. It also persists the
+//! delivery cursors of the MQTT bridge and webhooks ([`super::delivery`]), so it stays the
+//! store's one writer.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use super::delivery::{DeliveryCursors, SAVE_INTERVAL};
 use super::event::{EventDraft, PublishedEvent, SharedEvent};
 use super::store::{Store, StoreError, StoreReader};
 use crate::hub::{Broadcast, EvictHook, Subscription};
@@ -35,6 +38,7 @@ pub struct EventHub {
     requests: Sender<Request>,
     broadcast: Broadcast<SharedEvent>,
     reader: Arc<StoreReader>,
+    cursors: DeliveryCursors,
 }
 
 impl EventHub {
@@ -47,6 +51,7 @@ impl EventHub {
     ) -> std::io::Result<(EventHub, JoinHandle<()>)> {
         let (requests, rx) = crossbeam_channel::bounded(REQUEST_QUEUE);
         let broadcast = Broadcast::new();
+        let cursors = DeliveryCursors::default();
         if let Ok(store) = &store {
             metrics
                 .events_stored
@@ -54,16 +59,18 @@ impl EventHub {
         }
         let writer = {
             let broadcast = broadcast.clone();
+            let cursors = cursors.clone();
             std::thread::Builder::new()
                 .name("event-writer".into())
                 .stack_size(256 * 1024)
-                .spawn(move || run_writer(store, rx, broadcast, metrics))?
+                .spawn(move || run_writer(store, rx, broadcast, cursors, metrics))?
         };
         Ok((
             EventHub {
                 requests,
                 broadcast,
                 reader,
+                cursors,
             },
             writer,
         ))
@@ -95,6 +102,11 @@ impl EventHub {
         &self.reader
     }
 
+    /// The delivery cursors this hub's writer persists.
+    pub fn delivery_cursors(&self) -> &DeliveryCursors {
+        &self.cursors
+    }
+
     /// Asks the writer to finish what is queued, checkpoint and stop.
     pub fn stop(&self) {
         self.requests.send(Request::Stop).ok();
@@ -105,13 +117,27 @@ fn run_writer(
     mut store: Result<Store, StoreError>,
     rx: Receiver<Request>,
     broadcast: Broadcast<SharedEvent>,
+    cursors: DeliveryCursors,
     metrics: Arc<Metrics>,
 ) {
     let mut drafts = Vec::with_capacity(MAX_BATCH);
     let mut replies = Vec::with_capacity(MAX_BATCH);
     let mut stopping = false;
     while !stopping {
-        let Ok(first) = rx.recv() else { break };
+        // With delivery cursors to keep, wake at least every SAVE_INTERVAL to save moved ones.
+        let first = if cursors.is_empty() {
+            rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+        } else {
+            rx.recv_timeout(SAVE_INTERVAL)
+        };
+        let first = match first {
+            Ok(first) => first,
+            Err(RecvTimeoutError::Timeout) => {
+                save_cursors(&mut store, &cursors);
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
         let mut next = Some(first);
         while let Some(request) = next.take() {
             match request {
@@ -128,10 +154,16 @@ fn run_writer(
         if drafts.is_empty() {
             continue;
         }
+        let moved = cursors.unsaved();
         let appended = match &mut store {
-            Ok(store) => store.append(&drafts).map(|events| (events, store.stored())),
+            Ok(store) => store
+                .append_saving(&drafts, &moved)
+                .map(|events| (events, store.stored())),
             Err(refusal) => Err(refusal.clone()),
         };
+        if appended.is_ok() {
+            cursors.mark_saved(&moved);
+        }
         match appended {
             Ok((events, stored)) => {
                 metrics.store_commits.fetch_add(1, Ordering::Relaxed);
@@ -168,8 +200,23 @@ fn run_writer(
         }
         drafts.clear();
     }
+    save_cursors(&mut store, &cursors);
     if let Ok(Err(err)) = store.as_ref().map(Store::checkpoint) {
         log::warn!("final checkpoint of the event store failed: {err}");
     }
     log::debug!("event writer stopped");
+}
+
+/// Saves the delivery cursors that moved, in a transaction of their own (no event batch to
+/// ride along with). A failure is logged and retried on the next occasion.
+fn save_cursors(store: &mut Result<Store, StoreError>, cursors: &DeliveryCursors) {
+    let Ok(store) = store else { return };
+    let moved = cursors.unsaved();
+    if moved.is_empty() {
+        return;
+    }
+    match store.save_cursors(&moved) {
+        Ok(()) => cursors.mark_saved(&moved),
+        Err(err) => log::warn!("cannot save {} delivery cursor(s): {err}", moved.len()),
+    }
 }

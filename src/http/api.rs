@@ -197,6 +197,11 @@ pub fn metrics(ctx: &Ctx) -> Reply {
             rss as f64,
         );
     }
+    let last_event_id = ctx
+        .metrics
+        .last_event_id
+        .load(std::sync::atomic::Ordering::Relaxed);
+    ctx.outbound.write_metrics(&mut exposition, last_event_id);
     let text = exposition.finish();
     reply::bytes(200, "text/plain; version=0.0.4", text.into_bytes())
         .with_header(reply::header("Cache-Control", "no-store"))

@@ -1,8 +1,9 @@
 //! porchlight-video-bench: measures what live video costs the server. For each preset and
 //! viewer count it opens that many MJPEG viewers, measures over a fixed window, and prints the
 //! server's CPU (of one core) and RSS from /proc/PID, the frame rate each viewer got, capture →
-//! viewer latency from `X-Timestamp`, and the encode and decode time per frame from the
-//! server's own /metrics counters. Loopback only; every phase is bounded in time.
+//! viewer latency from `X-Timestamp`, the encode and decode time per frame, and the frames the
+//! motion detector examined and its time per frame (decoding apart), from the server's own
+//! /metrics counters. Loopback only; every phase is bounded in time.
 //!
 //! ```text
 //! porchlight-video-bench [--camera SPEC] [--quality Q,Q...] [--viewers N,N...]
@@ -259,6 +260,8 @@ fn scenario(
     let decodes = delta("porchlight_frames_decoded_total");
     let decode_s = delta("porchlight_decode_seconds_total");
     let captured = delta("porchlight_frames_captured_total");
+    let examined = delta("porchlight_motion_frames_total");
+    let motion_s = delta("porchlight_motion_seconds_total");
     let seconds = window.as_secs_f64();
     let mut latencies = Vec::new();
     let mut frames = Vec::new();
@@ -283,6 +286,8 @@ fn scenario(
         "encode_ms_per_frame": per_frame_ms(encode_s, encodes),
         "decodes_per_s": decodes / seconds,
         "decode_ms_per_frame": per_frame_ms(decode_s, decodes),
+        "motion_frames_per_s": examined / seconds,
+        "motion_ms_per_frame": per_frame_ms(motion_s, examined),
     }))
 }
 
@@ -336,7 +341,7 @@ fn run(o: &Options) -> Result<(), String> {
 fn print_row(r: &Value, header: bool) {
     if header {
         println!(
-            "{:<8} {:>7} {:>7} {:>8} {:>10} {:>9} {:>9} {:>9} {:>10} {:>10}",
+            "{:<8} {:>7} {:>7} {:>8} {:>10} {:>9} {:>9} {:>9} {:>10} {:>10} {:>9} {:>9}",
             "quality",
             "viewers",
             "CPU %",
@@ -346,7 +351,9 @@ fn print_row(r: &Value, header: bool) {
             "lat p99",
             "encodes/s",
             "encode ms",
-            "decode ms"
+            "decode ms",
+            "motion/s",
+            "motion ms"
         );
     }
     let num = |v: &Value, digits: usize| {
@@ -363,7 +370,7 @@ fn print_row(r: &Value, header: bool) {
         }
     };
     println!(
-        "{:<8} {:>7} {:>7} {:>8} {:>10} {:>9} {:>9} {:>9} {:>10} {:>10}",
+        "{:<8} {:>7} {:>7} {:>8} {:>10} {:>9} {:>9} {:>9} {:>10} {:>10} {:>9} {:>9}",
         r["quality"].as_str().unwrap_or(""),
         r["viewers"].as_u64().unwrap_or(0),
         num(&r["cpu_percent"], 1),
@@ -374,5 +381,7 @@ fn print_row(r: &Value, header: bool) {
         num(&r["encodes_per_s"], 1),
         num(&r["encode_ms_per_frame"], 2),
         num(&r["decode_ms_per_frame"], 2),
+        num(&r["motion_frames_per_s"], 1),
+        num(&r["motion_ms_per_frame"], 3),
     );
 }

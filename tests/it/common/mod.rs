@@ -18,6 +18,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
+pub mod broker;
+
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_porchlight");
 /// How long any single exchange with the server may take before the test fails.
