@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::camera::Camera;
+use crate::clips::{self, ClipSettings, FrameRing, Recorder};
 use crate::config::Config;
 use crate::control::Control;
 use crate::events::{EventHub, Retention, Store, StoreError, StoreReader};
@@ -28,6 +29,8 @@ pub struct Ctx {
     pub camera: Camera,
     /// The shared per-preset encoders.
     pub video: Video,
+    /// The clip recorder, when clips are recorded.
+    pub clips: Option<Recorder>,
     /// The MQTT bridge and webhooks, for status and metrics.
     pub outbound: Outbound,
 }
@@ -50,6 +53,7 @@ pub fn run(config: Config) -> Result<(), String> {
     let retention = Retention {
         max_events: config.max_events,
         max_snapshot_bytes: config.max_snapshot_bytes,
+        max_clip_bytes: config.max_clip_bytes,
     };
     let data_dir = &config.data_dir;
     let store = match Store::open(data_dir, retention) {
@@ -81,15 +85,50 @@ pub fn run(config: Config) -> Result<(), String> {
         bounds.stored,
         bounds.last_id
     );
+    let clip_settings = ClipSettings {
+        pre: Duration::from_secs_f64(config.clip_pre_s),
+        post: Duration::from_secs_f64(config.clip_post_s),
+        event_types: config.clip_event_types.clone(),
+        max_bytes: config.max_clip_bytes,
+        dir: data_dir.join(clips::file::DIR),
+    };
+    // Clips need a writable store and their folder (made by the store as it opened).
+    let record_clips = clip_settings.enabled() && store.is_ok() && clip_settings.dir.is_dir();
+    let pre_roll = record_clips.then(|| {
+        Arc::new(FrameRing::new(
+            clips::ring::keep_for(clip_settings.pre),
+            clips::ring::DEFAULT_MAX_BYTES,
+        ))
+    });
     let (events, writer) = EventHub::start(store, reader, Arc::clone(&metrics))
         .map_err(|e| format!("cannot start the event writer: {e}"))?;
     let (camera, capture) = Camera::start(
         config.camera.clone(),
+        pre_roll.clone(),
         events.clone(),
         Arc::clone(&metrics),
         shutdown.clone(),
     )
     .map_err(|e| format!("cannot start the camera thread: {e}"))?;
+    let (clips, clip_writer) = match pre_roll {
+        Some(ring) => Recorder::start(
+            clip_settings,
+            ring,
+            camera.clone(),
+            events.clone(),
+            shutdown.clone(),
+        )
+        .map(|(recorder, handle)| (Some(recorder), Some(handle)))
+        .map_err(|e| format!("cannot start the clip writer: {e}"))?,
+        None => {
+            if clip_settings.enabled() {
+                log::warn!("clips are not recorded: the data dir cannot be written");
+            } else {
+                log::info!("clips are off (clip_event_types is empty or max_clip_bytes is 0)");
+            }
+            (None, None)
+        }
+    };
     let video = Video::new(camera.frames().clone(), shutdown.clone());
     let control = Control::new(events.clone()).with_camera(camera.clone());
     let outbound_settings = OutboundSettings::from_config(&config);
@@ -164,6 +203,7 @@ pub fn run(config: Config) -> Result<(), String> {
         shutdown: shutdown.clone(),
         camera,
         video,
+        clips,
         outbound: outbound.clone(),
     });
     let registry = Arc::new(Registry::default());
@@ -237,6 +277,12 @@ pub fn run(config: Config) -> Result<(), String> {
         && motion.join().is_err()
     {
         log::error!("the motion thread panicked");
+    }
+    // The clip writer reports its last recording through the event writer: stop it first.
+    if let Some(clip_writer) = clip_writer
+        && clip_writer.join().is_err()
+    {
+        log::error!("the clip writer panicked");
     }
     stop_delivery(delivery, stopping + DRAIN_TIMEOUT + DELIVERY_STOP_TIMEOUT);
     events.stop();

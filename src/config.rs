@@ -318,6 +318,26 @@ config_keys! {
         flag: Flag::None,
         parse: |key, value| frame_rate(key, value, 0.2, 30.0),
         show: float;
+    /// seconds of video before an event that its clip starts with (0 to 30; the pre-roll is also held to 16 MiB of frames, see "Event clips")
+    clip_pre_s: f64 = 3.0,
+        flag: Flag::None,
+        parse: |key, value| seconds(key, value, 0.0, 30.0),
+        show: float;
+    /// seconds of video after an event that its clip goes on for (0 to 300); a later event joins the recording and extends it, and so does motion while it goes on, up to 120 s after the event
+    clip_post_s: f64 = 7.0,
+        flag: Flag::None,
+        parse: |key, value| seconds(key, value, 0.0, 300.0),
+        show: float;
+    /// event types that get a clip while the camera is live (`[]`: none)
+    clip_event_types: Vec<String> = vec!["doorbell_pressed", "motion_detected"],
+        flag: Flag::None,
+        parse: parse_event_types,
+        show: |types| string_list(types.iter().cloned());
+    /// clip bytes kept (512 MiB by default); the oldest clips are deleted first; `0` records none
+    max_clip_bytes: u64 = 512 * 1024 * 1024,
+        flag: Flag::None,
+        parse: |key, value| count(key, value, 0, u64::MAX / 2),
+        show: number;
     /// where people reach the dashboard (`"http://door.local:8080"`): links in notifications, webhooks and Home Assistant (`""`: none)
     public_url: Option<String> = "",
         flag: Flag::None,
@@ -550,6 +570,26 @@ fn frame_rate(key: &str, value: &toml::Value, min: f64, max: f64) -> Result<f64,
         ));
     }
     Ok(n)
+}
+
+/// A list of event types (`[a-z0-9_]{1,64}` each), without repeats.
+fn parse_event_types(key: &str, value: &toml::Value) -> Result<Vec<String>, ConfigError> {
+    let mut types: Vec<String> = Vec::new();
+    for item in as_array(key, value)? {
+        let text = item
+            .as_str()
+            .ok_or_else(|| ConfigError::new(key, "each entry must be an event type string"))?;
+        if !crate::events::event::valid_event_type(text) {
+            return Err(ConfigError::new(
+                key,
+                format!("{text:?} is not an event type ([a-z0-9_]{{1,64}})"),
+            ));
+        }
+        if !types.iter().any(|t| t == text) {
+            types.push(text.to_string());
+        }
+    }
+    Ok(types)
 }
 
 fn parse_tokens(key: &str, value: &toml::Value) -> Result<TokenTable, ConfigError> {

@@ -196,6 +196,7 @@ mod tests {
         let retention = Retention {
             max_events,
             max_snapshot_bytes: 1 << 20,
+            max_clip_bytes: 1 << 20,
         };
         let store = Store::open(&dir, retention);
         let reader = Arc::new(StoreReader::new(&dir));

@@ -189,6 +189,9 @@ pub fn metrics(ctx: &Ctx) -> Reply {
     exposition
         .series(metrics::SERIES, &ctx.metrics)
         .series(video::metrics::SERIES, ctx.video.metrics());
+    if let Some(clips) = &ctx.clips {
+        exposition.series(crate::clips::metrics::SERIES, clips);
+    }
     if let Some(rss) = ctx.status.rss_bytes() {
         exposition.gauge(
             "porchlight_resident_memory_bytes",

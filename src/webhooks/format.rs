@@ -160,6 +160,7 @@ mod tests {
             source: "gpio".into(),
             data,
             has_snapshot,
+            clip_file: None,
         }
     }
 

@@ -9,6 +9,7 @@ mod video_client;
 
 mod bad_http;
 mod camera;
+mod clips;
 mod config;
 mod dashboard;
 mod device;

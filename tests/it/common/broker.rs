@@ -117,7 +117,11 @@ impl Broker {
         });
         match rx.recv_timeout(START_TIMEOUT) {
             Ok(Ok(())) => {}
-            other => panic!("mosquitto did not start on port {}: {other:?}", self.port),
+            other => {
+                child.kill().ok();
+                child.wait().ok();
+                panic!("mosquitto did not start on port {}: {other:?}", self.port)
+            }
         }
         self.child = Some(child);
     }
@@ -245,9 +249,12 @@ impl Subscriber {
                 }
             }
         });
-        ready_rx
-            .recv_timeout(START_TIMEOUT)
-            .expect("mosquitto_sub never got its SUBACK");
+        if ready_rx.recv_timeout(START_TIMEOUT).is_err() {
+            // Not left running after the test.
+            child.kill().ok();
+            child.wait().ok();
+            panic!("mosquitto_sub never got its SUBACK");
+        }
         Subscriber {
             child,
             messages,
