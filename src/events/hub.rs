@@ -3,7 +3,8 @@
 //! Producers (REST, the doorbell, the WebSocket) call [`EventHub::publish`], which blocks until
 //! the event is committed and fanned out. The writer thread takes whatever requests are waiting
 //! and commits them in one transaction (group commit: a burst costs one fsync, not one per
-//! event), then offers each event, serialised once, to every subscriber.
+//! event), then hands the batch, each event serialised once, to the write-through fan-out
+//! (`fanout.rs`), which sends it to every client's socket itself.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -12,8 +13,8 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender};
 
 use super::event::{EventDraft, PublishedEvent, SharedEvent};
+use super::fanout::{EvictHook, Fanout, Feed, Published, Wire};
 use super::store::{Store, StoreError, StoreReader};
-use crate::hub::{Broadcast, EvictHook, Subscription};
 use crate::metrics::Metrics;
 
 /// Most events committed in one transaction.
@@ -33,7 +34,7 @@ enum Request {
 #[derive(Clone)]
 pub struct EventHub {
     requests: Sender<Request>,
-    broadcast: Broadcast<SharedEvent>,
+    fanout: Fanout,
     reader: Arc<StoreReader>,
 }
 
@@ -46,23 +47,23 @@ impl EventHub {
         metrics: Arc<Metrics>,
     ) -> std::io::Result<(EventHub, JoinHandle<()>)> {
         let (requests, rx) = crossbeam_channel::bounded(REQUEST_QUEUE);
-        let broadcast = Broadcast::new();
+        let fanout = Fanout::new();
         if let Ok(store) = &store {
             metrics
                 .events_stored
                 .store(store.stored(), Ordering::Relaxed);
         }
         let writer = {
-            let broadcast = broadcast.clone();
+            let fanout = fanout.clone();
             std::thread::Builder::new()
                 .name("event-writer".into())
                 .stack_size(256 * 1024)
-                .spawn(move || run_writer(store, rx, broadcast, metrics))?
+                .spawn(move || run_writer(store, rx, fanout, metrics))?
         };
         Ok((
             EventHub {
                 requests,
-                broadcast,
+                fanout,
                 reader,
             },
             writer,
@@ -81,14 +82,18 @@ impl EventHub {
             .map_err(|_| StoreError::Unavailable("the server is shutting down".into()))?
     }
 
-    /// A live feed of events published from now on. `on_evict` runs if the subscriber falls
-    /// `capacity` events behind.
+    /// A live feed of events published from now on, for the client whose stream is `socket`
+    /// (a handle of its own), framed as `wire`. The feed starts with its thread owning the
+    /// socket; see [`Feed::settle`]. `on_evict` runs if the client falls `capacity` events
+    /// behind.
     pub fn subscribe(
         &self,
+        socket: std::net::TcpStream,
+        wire: Wire,
         capacity: usize,
         on_evict: Option<EvictHook>,
-    ) -> Subscription<SharedEvent> {
-        self.broadcast.subscribe(capacity, on_evict)
+    ) -> Feed {
+        self.fanout.subscribe(socket, wire, capacity, on_evict)
     }
 
     pub fn reader(&self) -> &StoreReader {
@@ -104,7 +109,7 @@ impl EventHub {
 fn run_writer(
     mut store: Result<Store, StoreError>,
     rx: Receiver<Request>,
-    broadcast: Broadcast<SharedEvent>,
+    fanout: Fanout,
     metrics: Arc<Metrics>,
 ) {
     let mut drafts = Vec::with_capacity(MAX_BATCH);
@@ -139,23 +144,25 @@ fn run_writer(
                     .events_published
                     .fetch_add(events.len() as u64, Ordering::Relaxed);
                 metrics.events_stored.store(stored, Ordering::Relaxed);
-                for (event, reply) in events.into_iter().zip(replies.drain(..)) {
-                    metrics.last_event_id.store(event.id, Ordering::Relaxed);
-                    log::debug!(
-                        "event {} {} from {}",
-                        event.id,
-                        event.event_type,
-                        event.source
-                    );
-                    let published = Arc::new(PublishedEvent::new(event));
-                    let evicted = broadcast.publish(&published);
-                    if evicted > 0 {
-                        metrics
-                            .clients_evicted
-                            .fetch_add(evicted as u64, Ordering::Relaxed);
-                        log::info!("disconnected {evicted} event client(s) that fell behind");
-                    }
-                    reply.send(Ok(published)).ok();
+                let published: Vec<SharedEvent> = events
+                    .into_iter()
+                    .map(|event| {
+                        log::debug!(
+                            "event {} {} from {}",
+                            event.id,
+                            event.event_type,
+                            event.source
+                        );
+                        Arc::new(PublishedEvent::new(event))
+                    })
+                    .collect();
+                if let Some(last) = published.last() {
+                    metrics.last_event_id.store(last.event.id, Ordering::Relaxed);
+                }
+                // Stored (fsync'd) above, so clients may see the events now.
+                count_fanout(&metrics, fanout.publish(&published));
+                for (event, reply) in published.into_iter().zip(replies.drain(..)) {
+                    reply.send(Ok(event)).ok();
                 }
             }
             Err(err) => {
@@ -172,4 +179,25 @@ fn run_writer(
         log::warn!("final checkpoint of the event store failed: {err}");
     }
     log::debug!("event writer stopped");
+}
+
+fn count_fanout(metrics: &Metrics, published: Published) {
+    metrics
+        .sse_events_sent
+        .fetch_add(published.sse_sent, Ordering::Relaxed);
+    metrics
+        .ws_events_sent
+        .fetch_add(published.ws_sent, Ordering::Relaxed);
+    metrics
+        .event_handoffs
+        .fetch_add(published.handed_off, Ordering::Relaxed);
+    if published.evicted > 0 {
+        metrics
+            .clients_evicted
+            .fetch_add(published.evicted, Ordering::Relaxed);
+        log::info!(
+            "disconnected {} event client(s) that fell behind",
+            published.evicted
+        );
+    }
 }
