@@ -16,8 +16,8 @@
 //! A sink goes from direct to owned when a send does not take the whole event (the socket is
 //! full: a slow client) — the bytes left, and every later event, are queued for the thread,
 //! which writes them with blocking, time-limited writes — or when its thread wants to write
-//! something of its own ([`Feed::detach`]). It goes back to direct only when its thread says so
-//! with nothing queued ([`Feed::settle`]). Every mode change happens under the sink's lock,
+//! something of its own ([`Outlet::detach`]). It goes back to direct only when its thread says so
+//! with nothing queued ([`Outlet::settle`]). Every mode change happens under the sink's lock,
 //! and the fan-out writes only while holding it in direct mode, so exactly one side writes to
 //! a socket at any time, and only between whole events.
 //!
@@ -63,7 +63,7 @@ pub type Interest = Box<dyn Fn(&str) -> bool + Send>;
 
 /// Runs once, on the writer thread, when a client is evicted; it gets the client's socket (to
 /// shut it down, so a thread blocked writing to a client that reads nothing is freed at once).
-pub type EvictHook = Box<dyn FnOnce(&TcpStream) + Send>;
+pub type StreamEvictHook = Box<dyn FnOnce(&TcpStream) + Send>;
 
 /// Sends `parts` without blocking; `Ok(n)` is how many bytes the socket took (0 when it is
 /// full). Never raises SIGPIPE.
@@ -220,7 +220,7 @@ struct Slot {
     id: u64,
     sink: Arc<Sink>,
     wake: Sender<()>,
-    on_evict: Option<EvictHook>,
+    on_evict: Option<StreamEvictHook>,
 }
 
 struct Shared {
@@ -268,15 +268,15 @@ impl Fanout {
     }
 
     /// Adds a client whose stream is `socket` framed as `wire`. It starts *owned*: nothing is
-    /// sent to it until its thread [`Feed::settle`]s (after its handshake and replay); events
+    /// sent to it until its thread [`Outlet::settle`]s (after its handshake and replay); events
     /// published meanwhile are queued, at most `capacity` of them.
     pub fn subscribe(
         &self,
         socket: TcpStream,
         wire: Wire,
         capacity: usize,
-        on_evict: Option<EvictHook>,
-    ) -> Feed {
+        on_evict: Option<StreamEvictHook>,
+    ) -> Outlet {
         let sink = Arc::new(Sink {
             socket,
             wire,
@@ -301,7 +301,7 @@ impl Fanout {
             wake,
             on_evict,
         });
-        Feed {
+        Outlet {
             id,
             sink,
             woken,
@@ -366,7 +366,7 @@ impl Fanout {
     }
 }
 
-/// What a client's thread finds when it looks at its sink ([`Feed::settle`]).
+/// What a client's thread finds when it looks at its sink ([`Outlet::settle`]).
 pub enum Settled {
     /// Nothing waits; the fan-out now writes to the socket (if the thread allowed it).
     Idle,
@@ -389,23 +389,23 @@ pub struct Backlog {
 
 /// A client's thread's side of its subscription. Dropping it unsubscribes (after which the
 /// fan-out never touches the socket again).
-pub struct Feed {
+pub struct Outlet {
     id: u64,
     sink: Arc<Sink>,
     woken: Receiver<()>,
     shared: Arc<Shared>,
 }
 
-impl Drop for Feed {
+impl Drop for Outlet {
     fn drop(&mut self) {
         // Also runs while a panicking connection thread unwinds: never panic here.
         self.shared.slots().retain(|slot| slot.id != self.id);
     }
 }
 
-impl Feed {
+impl Outlet {
     /// Ready when the fan-out queued something (or evicted the client): wait on it with
-    /// `select!`, then [`Feed::settle`].
+    /// `select!`, then [`Outlet::settle`].
     pub fn woken(&self) -> &Receiver<()> {
         &self.woken
     }
@@ -460,5 +460,228 @@ impl Feed {
     /// When the fan-out last sent this client something.
     pub fn last_send(&self) -> Option<Instant> {
         self.sink.lock().last_send
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::Event;
+    use std::io::Read;
+    use std::net::TcpListener;
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    fn event(id: u64, event_type: &str, pad: usize) -> SharedEvent {
+        let mut data = serde_json::Map::new();
+        data.insert("pad".into(), "x".repeat(pad).into());
+        Arc::new(PublishedEvent::new(Event {
+            id,
+            event_type: event_type.into(),
+            timestamp: 1.0,
+            source: "test".into(),
+            data,
+            has_snapshot: false,
+        }))
+    }
+
+    /// (server side, client side) of a loopback connection.
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        (server, client)
+    }
+
+    fn read_exactly(client: &mut TcpStream, len: usize) -> Vec<u8> {
+        let mut got = vec![0; len];
+        client.read_exact(&mut got).unwrap();
+        got
+    }
+
+    fn nothing_more(client: &mut TcpStream) {
+        client
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let mut byte = [0u8];
+        let read = client.read(&mut byte);
+        assert!(
+            matches!(&read, Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+            "{read:?}"
+        );
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+    }
+
+    #[test]
+    fn queued_until_settled_then_sent_by_the_writer_without_a_wake_up() {
+        let fanout = Fanout::new();
+        let (server, mut client) = pair();
+        let outlet = fanout.subscribe(server, Wire::SseChunked, 8, None);
+        // Owned at first (the thread writes its handshake and replay): events are queued.
+        let first = event(1, "doorbell_pressed", 0);
+        assert_eq!(fanout.publish(std::slice::from_ref(&first)).sse_sent, 0);
+        assert!(outlet.woken().try_recv().is_ok());
+        let Settled::Backlog(backlog) = outlet.settle(0, true, 64) else {
+            panic!("the queued event");
+        };
+        assert_eq!(backlog.events.len(), 1);
+        assert_eq!(backlog.head_sent, 0);
+        // Nothing queued now: the writer takes the socket over.
+        assert!(matches!(outlet.settle(1, true, 64), Settled::Idle));
+        let second = event(2, "doorbell_pressed", 0);
+        let published = fanout.publish(std::slice::from_ref(&second));
+        assert_eq!(published.sse_sent, 1);
+        assert!(outlet.woken().try_recv().is_err(), "the thread was woken");
+        assert_eq!(
+            read_exactly(&mut client, second.sse_chunk().len()),
+            second.sse_chunk()
+        );
+        assert_eq!(outlet.sent(), 1);
+        assert!(outlet.last_send().is_some());
+        // Taken back: queued again.
+        assert_eq!(outlet.detach(), 2);
+        let third = event(3, "doorbell_pressed", 0);
+        assert_eq!(fanout.publish(std::slice::from_ref(&third)).sse_sent, 0);
+        assert!(outlet.woken().try_recv().is_ok());
+        nothing_more(&mut client);
+    }
+
+    #[test]
+    fn a_batch_goes_out_in_one_send_and_the_cursor_and_filter_apply() {
+        let fanout = Fanout::new();
+        let (server, mut client) = pair();
+        let outlet = fanout.subscribe(server, Wire::WebSocket, 8, None);
+        outlet.set_interest(Some(Box::new(|t: &str| t != "motion_detected")));
+        // The thread already handled id 2 (say, from a replay of the store).
+        assert!(matches!(outlet.settle(2, true, 64), Settled::Idle));
+        let batch = [
+            event(2, "doorbell_pressed", 0),
+            event(3, "motion_detected", 0),
+            event(4, "doorbell_pressed", 0),
+            event(5, "camera_offline", 0),
+        ];
+        let published = fanout.publish(&batch);
+        assert_eq!(
+            published,
+            Published {
+                ws_sent: 2,
+                ..Published::default()
+            }
+        );
+        let expected = [batch[2].ws_frame.clone(), batch[3].ws_frame.clone()].concat();
+        assert_eq!(read_exactly(&mut client, expected.len()), expected);
+        nothing_more(&mut client);
+        // Every id up to the batch's last counts as handled (sent or not wanted).
+        assert_eq!(outlet.detach(), 5);
+    }
+
+    #[test]
+    fn a_full_socket_hands_the_rest_to_the_thread_which_finishes_the_event() {
+        let fanout = Fanout::new();
+        let (server, mut client) = pair();
+        let outlet = fanout.subscribe(server, Wire::SseChunked, 1000, None);
+        assert!(matches!(outlet.settle(0, true, 64), Settled::Idle));
+        // The client reads nothing: publish until the writer has to hand over.
+        let mut published = Vec::new();
+        let mut handed_off = false;
+        for id in 1..=2000 {
+            let next = event(id, "bulk", 16 * 1024);
+            let outcome = fanout.publish(std::slice::from_ref(&next));
+            published.push(next);
+            if outcome.handed_off == 1 {
+                handed_off = true;
+                break;
+            }
+        }
+        assert!(handed_off, "32 MB did not fill a loopback socket");
+        // From here on everything is queued.
+        let later = event(published.len() as u64 + 1, "bulk", 10);
+        fanout.publish(std::slice::from_ref(&later));
+        published.push(later);
+        let Settled::Backlog(backlog) = outlet.settle(0, true, 64) else {
+            panic!("a backlog");
+        };
+        assert_eq!(backlog.events.len(), 2);
+        let handed = &backlog.events[0];
+        assert_eq!(backlog.handled, handed.event.id - 1);
+        assert!(backlog.head_sent < handed.sse_chunk().len());
+        // What the writer sent plus what the thread sends is every byte once, in order.
+        let reader = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            client.read_to_end(&mut all).unwrap();
+            all
+        });
+        let mut socket = outlet.sink.socket.try_clone().unwrap();
+        use std::io::Write;
+        socket
+            .write_all(&handed.sse_chunk()[backlog.head_sent..])
+            .unwrap();
+        socket.write_all(backlog.events[1].sse_chunk()).unwrap();
+        drop(socket);
+        drop(outlet);
+        drop(fanout);
+        let all = reader.join().unwrap();
+        let expected: Vec<u8> = published
+            .iter()
+            .flat_map(|e| e.sse_chunk().to_vec())
+            .collect();
+        assert_eq!(all.len(), expected.len());
+        assert!(all == expected);
+    }
+
+    #[test]
+    fn a_client_queued_past_its_capacity_is_evicted_once() {
+        let fanout = Fanout::new();
+        let (server, _client) = pair();
+        let fired = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&fired);
+        let outlet = fanout.subscribe(
+            server,
+            Wire::SsePlain,
+            2,
+            Some(Box::new(move |socket: &TcpStream| {
+                socket.shutdown(std::net::Shutdown::Both).ok();
+                flag.store(true, Ordering::SeqCst);
+            })),
+        );
+        let (other, mut other_client) = pair();
+        let keeps_up = fanout.subscribe(other, Wire::SsePlain, 2, None);
+        assert!(matches!(keeps_up.settle(0, true, 64), Settled::Idle));
+        // The first is still owned by its thread (say, replaying): its queue fills up.
+        let events: Vec<_> = (1..=3).map(|id| event(id, "x", 0)).collect();
+        assert_eq!(fanout.publish(&events[..2]).evicted, 0);
+        assert_eq!(fanout.publish(&events[2..]).evicted, 1);
+        assert!(fired.load(Ordering::SeqCst));
+        assert_eq!(fanout.len(), 1);
+        // What was queued before the eviction is handed out, then the eviction is told.
+        let Settled::Backlog(backlog) = outlet.settle(0, true, 64) else {
+            panic!("the queued events");
+        };
+        assert_eq!(backlog.events.len(), 2);
+        assert!(matches!(outlet.settle(0, true, 64), Settled::Evicted { .. }));
+        // Its wake-up channel says so too, once drained (a thread waiting on it wakes).
+        while outlet.woken().try_recv().is_ok() {}
+        assert!(matches!(
+            outlet.woken().try_recv(),
+            Err(crossbeam_channel::TryRecvError::Disconnected)
+        ));
+        // The other client got all three, from the writer.
+        let expected: Vec<u8> = events.iter().flat_map(|e| e.sse().to_vec()).collect();
+        assert_eq!(read_exactly(&mut other_client, expected.len()), expected);
+    }
+
+    #[test]
+    fn dropping_the_outlet_unsubscribes() {
+        let fanout = Fanout::new();
+        let (server, _client) = pair();
+        let outlet = fanout.subscribe(server, Wire::SseChunked, 2, None);
+        assert_eq!(fanout.len(), 1);
+        drop(outlet);
+        assert!(fanout.is_empty());
     }
 }

@@ -3,8 +3,9 @@
 //! Producers (REST, the doorbell, the WebSocket) call [`EventHub::publish`], which blocks until
 //! the event is committed and fanned out. The writer thread takes whatever requests are waiting
 //! and commits them in one transaction (group commit: a burst costs one fsync, not one per
-//! event), then hands the batch, each event serialised once, to the write-through fan-out
-//! (`fanout.rs`), which sends it to every client's socket itself.
+//! event), then offers each event, serialised once, to every subscriber: streaming clients
+//! through the write-through fan-out (`fanout.rs`, which sends to their sockets itself),
+//! in-process consumers through a queue each.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -13,8 +14,9 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender};
 
 use super::event::{EventDraft, PublishedEvent, SharedEvent};
-use super::fanout::{EvictHook, Fanout, Feed, Published, Wire};
+use super::fanout::{Fanout, Outlet, Published, StreamEvictHook, Wire};
 use super::store::{Store, StoreError, StoreReader};
+use crate::hub::{Broadcast, EvictHook, Subscription};
 use crate::metrics::Metrics;
 
 /// Most events committed in one transaction.
@@ -34,6 +36,7 @@ enum Request {
 #[derive(Clone)]
 pub struct EventHub {
     requests: Sender<Request>,
+    broadcast: Broadcast<SharedEvent>,
     fanout: Fanout,
     reader: Arc<StoreReader>,
 }
@@ -47,6 +50,7 @@ impl EventHub {
         metrics: Arc<Metrics>,
     ) -> std::io::Result<(EventHub, JoinHandle<()>)> {
         let (requests, rx) = crossbeam_channel::bounded(REQUEST_QUEUE);
+        let broadcast = Broadcast::new();
         let fanout = Fanout::new();
         if let Ok(store) = &store {
             metrics
@@ -54,15 +58,17 @@ impl EventHub {
                 .store(store.stored(), Ordering::Relaxed);
         }
         let writer = {
+            let broadcast = broadcast.clone();
             let fanout = fanout.clone();
             std::thread::Builder::new()
                 .name("event-writer".into())
                 .stack_size(256 * 1024)
-                .spawn(move || run_writer(store, rx, fanout, metrics))?
+                .spawn(move || run_writer(store, rx, broadcast, fanout, metrics))?
         };
         Ok((
             EventHub {
                 requests,
+                broadcast,
                 fanout,
                 reader,
             },
@@ -82,17 +88,28 @@ impl EventHub {
             .map_err(|_| StoreError::Unavailable("the server is shutting down".into()))?
     }
 
-    /// A live feed of events published from now on, for the client whose stream is `socket`
-    /// (a handle of its own), framed as `wire`. The feed starts with its thread owning the
-    /// socket; see [`Feed::settle`]. `on_evict` runs if the client falls `capacity` events
-    /// behind.
+    /// A live feed of events published from now on, for an in-process consumer (streaming
+    /// clients use [`EventHub::subscribe_stream`]). `on_evict` runs if the subscriber falls
+    /// `capacity` events behind.
     pub fn subscribe(
+        &self,
+        capacity: usize,
+        on_evict: Option<EvictHook>,
+    ) -> Subscription<SharedEvent> {
+        self.broadcast.subscribe(capacity, on_evict)
+    }
+
+    /// A streaming client's place in the fan-out: events published from now on are written to
+    /// `socket` (a handle of the client's own) framed as `wire`, by the writer itself while the
+    /// client's thread has handed it the socket, queued for that thread otherwise (see
+    /// [`Outlet::settle`]). `on_evict` runs if the client falls `capacity` events behind.
+    pub fn subscribe_stream(
         &self,
         socket: std::net::TcpStream,
         wire: Wire,
         capacity: usize,
-        on_evict: Option<EvictHook>,
-    ) -> Feed {
+        on_evict: Option<StreamEvictHook>,
+    ) -> Outlet {
         self.fanout.subscribe(socket, wire, capacity, on_evict)
     }
 
@@ -109,6 +126,7 @@ impl EventHub {
 fn run_writer(
     mut store: Result<Store, StoreError>,
     rx: Receiver<Request>,
+    broadcast: Broadcast<SharedEvent>,
     fanout: Fanout,
     metrics: Arc<Metrics>,
 ) {
@@ -159,9 +177,11 @@ fn run_writer(
                 if let Some(last) = published.last() {
                     metrics.last_event_id.store(last.event.id, Ordering::Relaxed);
                 }
-                // Stored (fsync'd) above, so clients may see the events now.
+                // Stored (fsync'd) above: clients may see the events now.
                 count_fanout(&metrics, fanout.publish(&published));
                 for (event, reply) in published.into_iter().zip(replies.drain(..)) {
+                    let evicted = broadcast.publish(&event);
+                    count_evicted(&metrics, evicted as u64);
                     reply.send(Ok(event)).ok();
                 }
             }
@@ -191,13 +211,14 @@ fn count_fanout(metrics: &Metrics, published: Published) {
     metrics
         .event_handoffs
         .fetch_add(published.handed_off, Ordering::Relaxed);
-    if published.evicted > 0 {
+    count_evicted(metrics, published.evicted);
+}
+
+fn count_evicted(metrics: &Metrics, evicted: u64) {
+    if evicted > 0 {
         metrics
             .clients_evicted
-            .fetch_add(published.evicted, Ordering::Relaxed);
-        log::info!(
-            "disconnected {} event client(s) that fell behind",
-            published.evicted
-        );
+            .fetch_add(evicted, Ordering::Relaxed);
+        log::info!("disconnected {evicted} event client(s) that fell behind");
     }
 }

@@ -7,7 +7,6 @@ pub mod replay;
 pub mod store;
 
 pub use event::{Event, EventDraft, PublishedEvent, SharedEvent};
-pub use fanout::{Backlog, Feed, Settled, Wire};
 pub use hub::EventHub;
 pub use replay::{Cursor, Replayed};
 pub use store::{EventQuery, Retention, Store, StoreError, StoreReader};

@@ -15,7 +15,7 @@
 //! every event exactly once, in id order.
 //!
 //! Live events are written by the event writer itself (`events::fanout`): once the stream is
-//! open and replayed, its thread hands the socket over ([`Feed::settle`]) and sleeps until a
+//! open and replayed, its thread hands the socket over ([`Outlet::settle`]) and sleeps until a
 //! heartbeat is due, shutdown, or its socket filled up and the fan-out queued events for it
 //! to write (a slow client), after which it hands the socket back.
 
@@ -36,7 +36,8 @@ use super::router::respond;
 use super::server::Conn;
 use crate::app::Ctx;
 use crate::events::event::valid_event_type;
-use crate::events::{Backlog, Cursor, Feed, Replayed, Settled, Wire};
+use crate::events::fanout::{Backlog, Outlet, Settled, Wire};
+use crate::events::{Cursor, Replayed};
 use crate::metrics::ClientKind;
 
 /// Queued events written in one `writev` when a slow client catches up.
@@ -217,7 +218,7 @@ pub fn events(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
             .with_header(reply::header("Retry-After", "5"));
         return respond(request, busy, ctx);
     };
-    let feed = ctx.events.subscribe(
+    let outlet = ctx.events.subscribe_stream(
         sink_socket,
         wire,
         ctx.config.client_queue_events,
@@ -227,7 +228,7 @@ pub fn events(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
     );
     if let Some(types) = &asked.types {
         let types = types.clone();
-        feed.set_interest(Some(Box::new(move |event_type: &str| {
+        outlet.set_interest(Some(Box::new(move |event_type: &str| {
             types.iter().any(|t| t == event_type)
         })));
     }
@@ -269,11 +270,11 @@ pub fn events(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
         );
         return false;
     }
-    let reason = live(&mut stream, &feed, conn, ctx);
+    let reason = live(&mut stream, &outlet, conn, ctx);
     log::info!(
         "SSE client {} disconnected: {reason} ({} events sent)",
         asked.client_id,
-        stream.sent + feed.sent()
+        stream.sent + outlet.sent()
     );
     false
 }
@@ -281,47 +282,65 @@ pub fn events(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
 /// The live part of an event stream: the fan-out writes events while this thread sleeps; it
 /// wakes to write a heartbeat when the stream has been idle for `heartbeat_s`, to write what
 /// was queued for a client whose socket filled up, or to stop. Returns why the stream ended.
-fn live(stream: &mut EventStream, feed: &Feed, conn: &Conn, ctx: &Ctx) -> &'static str {
+fn live(stream: &mut EventStream, outlet: &Outlet, conn: &Conn, ctx: &Ctx) -> String {
     let heartbeat = Duration::from_secs_f64(ctx.config.heartbeat_s);
     let stop = ctx.shutdown.signal();
     let mut last_write = Instant::now();
+    // Parsing, routing and replay are done: the rest of this thread's life is shallow, and
+    // the stack pages they touched go back (again after each write of its own).
+    let mut deep = true;
     loop {
-        match feed.settle(stream.cursor.last_handled(), true, MAX_BATCH) {
+        match outlet.settle(stream.cursor.last_handled(), true, MAX_BATCH) {
             Settled::Backlog(backlog) => {
-                if stream.write_backlog(&conn.socket, &backlog).is_err() {
-                    return "closed the connection";
+                if let Err(err) = stream.write_backlog(&conn.socket, &backlog) {
+                    return gone(&err);
                 }
                 last_write = Instant::now();
+                deep = true;
                 continue;
             }
             Settled::Evicted { .. } => {
-                return "fell behind (queue full); it will replay on reconnect";
+                return "fell behind (queue full); it will replay on reconnect".into();
             }
             // The fan-out now sends events straight to the socket.
             Settled::Idle => {}
         }
-        let idle_since = feed.last_send().map_or(last_write, |t| t.max(last_write));
+        if std::mem::take(&mut deep) {
+            crate::stack::release_unused();
+        }
+        let idle_since = outlet.last_send().map_or(last_write, |t| t.max(last_write));
         let wait = (idle_since + heartbeat).saturating_duration_since(Instant::now());
         select! {
             // Something was queued (or the client was evicted): settle again.
-            recv(feed.woken()) -> _ => {}
-            recv(stop) -> _ => return "server shutting down",
+            recv(outlet.woken()) -> _ => {}
+            recv(stop) -> _ => return "server shutting down".into(),
             default(wait) => {
-                let last_event = stream.cursor.last_handled().max(feed.detach());
+                let last_event = stream.cursor.last_handled().max(outlet.detach());
                 stream.cursor.skip_to(last_event);
-                let idle_since = feed.last_send().map_or(last_write, |t| t.max(last_write));
+                let idle_since = outlet.last_send().map_or(last_write, |t| t.max(last_write));
                 if idle_since.elapsed() < heartbeat {
                     continue;
                 }
                 let beat = json!({"timestamp": crate::clock::round_ms(crate::clock::unix_now())});
                 let written = write!(stream.out, "event: heartbeat\ndata: {beat}\n\n")
                     .and_then(|()| stream.out.flush());
-                if written.is_err() {
-                    return "closed the connection";
+                if let Err(err) = written {
+                    return gone(&err);
                 }
                 last_write = Instant::now();
+                deep = true;
             }
         }
+    }
+}
+
+/// Why a stream whose write failed ended, for the log.
+fn gone(err: &std::io::Error) -> String {
+    match err.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+            "stopped reading (no bytes accepted within write_timeout_s)".into()
+        }
+        _ => format!("closed the connection ({err})"),
     }
 }
 

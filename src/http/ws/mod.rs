@@ -35,7 +35,7 @@ use super::reply::{self, Reply};
 use super::router::respond;
 use super::server::Conn;
 use crate::app::Ctx;
-use crate::events::Wire;
+use crate::events::fanout::Wire;
 use crate::metrics::ClientKind;
 
 pub use self::session::MAX_MESSAGE_BYTES;
@@ -65,7 +65,7 @@ pub fn serve(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool 
     };
     // Subscribe before anything else: the replay seam (events::replay) depends on it.
     let latch = EvictionLatch::new();
-    let feed = ctx.events.subscribe(
+    let outlet = ctx.events.subscribe_stream(
         sink_socket,
         Wire::WebSocket,
         ctx.config.client_queue_events,
@@ -95,7 +95,7 @@ pub fn serve(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool 
     );
     let client_id = opened.client_id.clone();
     let (reason, sent) =
-        Session::new(&conn.socket, ctx, opened, latch).run(&incoming, feed);
+        Session::new(&conn.socket, ctx, opened, latch).run(&incoming, outlet);
     // Also ends the reader thread: its read returns once the socket is shut down.
     conn.socket.shutdown(SocketShutdown::Both).ok();
     reader.join().ok();

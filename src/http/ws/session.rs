@@ -3,8 +3,8 @@
 //! each client message, pushes each subscribed event, and ends with a close frame that says why.
 //!
 //! While it waits, live events are written by the event writer itself (`events::fanout`): the
-//! session hands its socket over before it sleeps ([`Feed::settle`]) and takes it back
-//! ([`Feed::detach`]) before it writes anything of its own, so only one side writes at a time
+//! session hands its socket over before it sleeps ([`Outlet::settle`]) and takes it back
+//! ([`Outlet::detach`]) before it writes anything of its own, so only one side writes at a time
 //! and frames never interleave.
 
 use std::io::{ErrorKind, Write};
@@ -27,8 +27,9 @@ use crate::http::chunked::write_all_vectored;
 use crate::app::Ctx;
 use crate::auth::Role;
 use crate::events::event::live_event_frame;
-use crate::events::fanout::EvictHook;
-use crate::events::{Backlog, Cursor, Feed, Replayed, Settled};
+use crate::events::fanout::StreamEvictHook;
+use crate::events::fanout::{Backlog, Outlet, Settled};
+use crate::events::{Cursor, Replayed};
 
 /// Largest message a client may send (the contract's 64 KiB); larger closes with 1009.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
@@ -74,7 +75,7 @@ impl EvictionLatch {
         })
     }
 
-    pub fn hook(self: &Arc<Self>) -> EvictHook {
+    pub fn hook(self: &Arc<Self>) -> StreamEvictHook {
         let latch = Arc::clone(self);
         Box::new(move |socket: &TcpStream| {
             // SeqCst on both sides: either the hook sees `busy`, or the session sees `evicted`.
@@ -171,7 +172,7 @@ pub struct Session<'a> {
     ping_sent_at: Option<Instant>,
     events_sent: u64,
     /// The session's place in the fan-out, from `run` until the session closes.
-    feed: Option<Feed>,
+    outlet: Option<Outlet>,
 }
 
 impl<'a> Session<'a> {
@@ -194,20 +195,20 @@ impl<'a> Session<'a> {
             heard_at: Instant::now(),
             ping_sent_at: None,
             events_sent: 0,
-            feed: None,
+            outlet: None,
         }
     }
 
     /// Runs the session to its end. Returns why it ended and how many events it pushed. The
     /// caller shuts the socket down afterwards (which also stops the reader thread).
-    pub fn run(mut self, incoming: &Receiver<Vec<u8>>, feed: Feed) -> (String, u64) {
-        self.feed = Some(feed);
+    pub fn run(mut self, incoming: &Receiver<Vec<u8>>, outlet: Outlet) -> (String, u64) {
+        self.outlet = Some(outlet);
         // Nothing is sent live before the client subscribes.
         self.update_interest();
         let end = self.serve(incoming);
         // Leave the hub before closing: a closing session reads no more events, and the
         // fan-out never writes to the socket again.
-        let sent_by_fanout = self.feed.take().map_or(0, |feed| feed.sent());
+        let sent_by_fanout = self.outlet.take().map_or(0, |outlet| outlet.sent());
         let reason = match end {
             End::Gone(reason) => reason,
             End::Close {
@@ -225,16 +226,22 @@ impl<'a> Session<'a> {
 
     fn serve(&mut self, incoming: &Receiver<Vec<u8>>) -> End {
         let stop = self.ctx.shutdown.signal();
-        let Some(woken) = self.feed.as_ref().map(|feed| feed.woken().clone()) else {
+        let Some(woken) = self.outlet.as_ref().map(|outlet| outlet.woken().clone()) else {
             return End::Gone("not subscribed to events".into());
         };
         self.latch.set_busy(true);
         if let Err(end) = self.send(protocol::connected(&self.opened.client_id)) {
             return end;
         }
+        // Whether this thread just did deep work (the handshake, a message, a backlog): the
+        // stack pages it touched go back before the wait.
+        let mut deep = true;
         loop {
             if let Err(end) = self.settle() {
                 return end;
+            }
+            if std::mem::take(&mut deep) {
+                crate::stack::release_unused();
             }
             self.latch.set_busy(false);
             let wait = self
@@ -242,12 +249,18 @@ impl<'a> Session<'a> {
                 .saturating_duration_since(Instant::now());
             let step = select! {
                 recv(incoming) -> bytes => match bytes {
-                    Ok(bytes) => self.received(bytes),
+                    Ok(bytes) => {
+                        deep = true;
+                        self.received(bytes)
+                    }
                     Err(_) => Err(End::Gone("closed the connection".into())),
                 },
                 // Events were queued for us (the socket was full, or we held it), or we were
                 // evicted: `settle` sees which.
-                recv(woken) -> _ => Ok(()),
+                recv(woken) -> _ => {
+                    deep = true;
+                    Ok(())
+                }
                 recv(stop) -> _ => Err(End::close(
                     CloseCode::Away,
                     "server shutting down",
@@ -268,10 +281,10 @@ impl<'a> Session<'a> {
     fn settle(&mut self) -> Result<(), End> {
         loop {
             let attach = self.pending_replay.is_none();
-            let Some(feed) = &self.feed else {
+            let Some(outlet) = &self.outlet else {
                 return Ok(());
             };
-            match feed.settle(self.cursor.last_handled(), attach, MAX_BATCH) {
+            match outlet.settle(self.cursor.last_handled(), attach, MAX_BATCH) {
                 Settled::Idle => return Ok(()),
                 Settled::Backlog(backlog) => self.push(&backlog)?,
                 Settled::Evicted { handled } => {
@@ -284,9 +297,9 @@ impl<'a> Session<'a> {
 
     /// Tells the fan-out which event types this client wants (after each (un)subscribe).
     fn update_interest(&self) {
-        if let Some(feed) = &self.feed {
+        if let Some(outlet) = &self.outlet {
             let subscriptions = self.subscriptions.clone();
-            feed.set_interest(Some(Box::new(move |event_type: &str| {
+            outlet.set_interest(Some(Box::new(move |event_type: &str| {
                 subscriptions.wants(event_type)
             })));
         }
@@ -305,8 +318,8 @@ impl<'a> Session<'a> {
     /// Takes the socket back from the fan-out and marks the session busy; an eviction that
     /// already happened ends it.
     fn begin_work(&mut self) -> Result<(), End> {
-        if let Some(feed) = &self.feed {
-            let handled = feed.detach();
+        if let Some(outlet) = &self.outlet {
+            let handled = outlet.detach();
             self.cursor.skip_to(handled);
         }
         if self.latch.set_busy(true) {
