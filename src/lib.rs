@@ -19,5 +19,6 @@ pub mod latest;
 pub mod metrics;
 pub mod sdnotify;
 pub mod shutdown;
+pub mod stack;
 pub mod status;
 pub mod video;
