@@ -4,11 +4,13 @@
 //!
 //! ```text
 //! porchlight-bench [--sse N] [--ws M] [--mjpeg K [--quality Q] [--duration S]] [--commands C] [--events E] [--rate PER_S] [--json] [--timeout S]
-//!                  [--server-arg ARG]... | --url HOST:PORT --pid PID [--token T]
+//!                  [--server-arg ARG]... [--server-cpus LIST --client-cpus LIST]
+//!                  | --url HOST:PORT --pid PID [--token T]
 //! ```
 //! Without `--url` it starts `porchlight` from the same folder as itself on a free loopback port
 //! with a fresh data dir, and stops it at the end.
 
+mod affinity;
 mod http;
 mod mjpeg;
 mod procstat;
@@ -44,10 +46,13 @@ struct Options {
     pid: Option<u32>,
     token: Option<String>,
     server_args: Vec<String>,
+    /// CPUs for the server it starts, and for its own client threads.
+    server_cpus: Option<Vec<usize>>,
+    client_cpus: Option<Vec<usize>>,
 }
 
 const USAGE: &str = "usage: porchlight-bench [--sse N] [--ws M] [--mjpeg K [--quality Q] [--duration S]] [--commands C] [--soak S [--churn N] [--sample S]] [--events E] [--rate PER_S] [--json] \
-[--timeout S] [--server-arg ARG]... | --url HOST:PORT --pid PID [--token T]";
+[--timeout S] [--server-arg ARG]... [--server-cpus LIST --client-cpus LIST] | --url HOST:PORT --pid PID [--token T]";
 
 fn parse_options() -> Result<Options, String> {
     let mut o = Options {
@@ -68,6 +73,8 @@ fn parse_options() -> Result<Options, String> {
         pid: None,
         token: None,
         server_args: Vec::new(),
+        server_cpus: None,
+        client_cpus: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -124,6 +131,12 @@ fn parse_options() -> Result<Options, String> {
             "--pid" => o.pid = Some(value("--pid")?.parse().map_err(|_| "--pid: a number")?),
             "--token" => o.token = Some(value("--token")?),
             "--server-arg" => o.server_args.push(value("--server-arg")?),
+            "--server-cpus" => {
+                o.server_cpus = Some(affinity::parse_cpus(&value("--server-cpus")?)?)
+            }
+            "--client-cpus" => {
+                o.client_cpus = Some(affinity::parse_cpus(&value("--client-cpus")?)?)
+            }
             "--help" | "-h" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
@@ -159,11 +172,19 @@ fn run(o: Options) -> Result<(), String> {
     let (spawned, addr, pid) = match o.url {
         Some(addr) => (None, addr, o.pid),
         None => {
+            // The server inherits the CPUs this thread runs on when it is started.
+            if let Some(cpus) = &o.server_cpus {
+                affinity::pin_current_thread(cpus)?;
+            }
             let (spawned, addr) = spawn::spawn_server(&o.server_args, "bench")?;
             let pid = spawned.child.id();
             (Some(spawned), addr, Some(pid))
         }
     };
+    // Every client thread is started from this one, after this.
+    if let Some(cpus) = &o.client_cpus {
+        affinity::pin_current_thread(cpus)?;
+    }
     eprintln!(
         "server at http://{addr} (pid {})",
         pid.map_or("unknown".into(), |p| p.to_string())
