@@ -34,6 +34,12 @@ pub struct Metrics {
     /// Refused before a thread was given: over `max_connections` or a failed thread spawn.
     pub connections_refused: AtomicU64,
     pub connections_open: AtomicUsize,
+    /// Requests whose handler panicked (the connection was closed, its resources released).
+    pub handler_panics: AtomicU64,
+    /// Requests that presented a wrong token.
+    pub auth_failures: AtomicU64,
+    /// Requests refused with 429 because their address failed authentication too often.
+    pub auth_throttled: AtomicU64,
     pub events_published: AtomicU64,
     pub events_stored: AtomicU64,
     pub last_event_id: AtomicU64,
@@ -48,6 +54,11 @@ pub struct Metrics {
     pub frames_captured: AtomicU64,
     /// Camera frames lost before publishing (the source was late, or sent a corrupt frame).
     pub frames_dropped: AtomicU64,
+    /// Bytes held by finished clip files (what `max_clip_bytes` limits), set by the event
+    /// writer as the store changes them.
+    pub clip_bytes_stored: AtomicU64,
+    /// Clip recordings finished and committed to the store.
+    pub clips_recorded: AtomicU64,
     clients: [AtomicUsize; 3],
     started: Option<Instant>,
 }
@@ -149,6 +160,21 @@ pub const SERIES: &[Series<Metrics>] = &[
         "Camera frames lost before publishing (source late or frame corrupt).",
         |m, out| out.atomic(&m.frames_dropped),
     ),
+    Series::counter(
+        "porchlight_handler_panics_total",
+        "Requests whose handler panicked (connection closed, everything it held released).",
+        |m, out| out.atomic(&m.handler_panics),
+    ),
+    Series::counter(
+        "porchlight_auth_failures_total",
+        "Requests that presented a wrong token.",
+        |m, out| out.atomic(&m.auth_failures),
+    ),
+    Series::counter(
+        "porchlight_auth_throttled_total",
+        "Requests refused with 429 after too many failed tokens from their address.",
+        |m, out| out.atomic(&m.auth_throttled),
+    ),
     Series::gauge(
         "porchlight_last_event_id",
         "Largest event id assigned.",
@@ -158,6 +184,16 @@ pub const SERIES: &[Series<Metrics>] = &[
         "porchlight_events_stored",
         "Events held by the store after retention.",
         |m, out| out.atomic(&m.events_stored),
+    ),
+    Series::gauge(
+        "porchlight_clip_bytes_stored",
+        "Bytes held by finished clip files (limited by max_clip_bytes).",
+        |m, out| out.atomic(&m.clip_bytes_stored),
+    ),
+    Series::counter(
+        "porchlight_clips_recorded_total",
+        "Clip recordings finished and committed to the store.",
+        |m, out| out.atomic(&m.clips_recorded),
     ),
 ];
 

@@ -135,7 +135,12 @@ impl Sink {
 
     /// Offers `events` (in id order) to this client: sends them now if the sink is direct,
     /// queues them for its thread otherwise.
-    fn offer<'e>(&self, events: &'e [SharedEvent], now: Instant, scratch: &mut Scratch<'e>) -> Offer {
+    fn offer<'e>(
+        &self,
+        events: &'e [SharedEvent],
+        now: Instant,
+        scratch: &mut Scratch<'e>,
+    ) -> Offer {
         let mut state = self.lock();
         let mut offer = Offer::default();
         let mut rest = events;
@@ -482,6 +487,7 @@ mod tests {
             source: "test".into(),
             data,
             has_snapshot: false,
+            clip_file: None,
         }))
     }
 
@@ -663,7 +669,10 @@ mod tests {
             panic!("the queued events");
         };
         assert_eq!(backlog.events.len(), 2);
-        assert!(matches!(outlet.settle(0, true, 64), Settled::Evicted { .. }));
+        assert!(matches!(
+            outlet.settle(0, true, 64),
+            Settled::Evicted { .. }
+        ));
         // Its wake-up channel says so too, once drained (a thread waiting on it wakes).
         while outlet.woken().try_recv().is_ok() {}
         assert!(matches!(

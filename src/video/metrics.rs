@@ -27,6 +27,10 @@ pub struct VideoMetrics {
     pub client_skipped_slow: AtomicU64,
     /// Frames not sent because they were identical to the one the client had.
     pub client_skipped_unchanged: AtomicU64,
+    /// Camera frames the motion detector examined, and its time on them (decoding apart:
+    /// that is in `decode_nanos`, shared with the presets).
+    pub motion_frames: AtomicU64,
+    pub motion_nanos: AtomicU64,
 }
 
 impl VideoMetrics {
@@ -43,6 +47,11 @@ impl VideoMetrics {
     pub fn add_decode(&self, took: Duration) {
         self.decoded.fetch_add(1, Ordering::Relaxed);
         self.decode_nanos.fetch_add(nanos(took), Ordering::Relaxed);
+    }
+
+    pub fn add_motion(&self, took: Duration) {
+        self.motion_frames.fetch_add(1, Ordering::Relaxed);
+        self.motion_nanos.fetch_add(nanos(took), Ordering::Relaxed);
     }
 
     /// Encodes so far for `quality`.
@@ -109,5 +118,15 @@ pub const SERIES: &[Series<VideoMetrics>] = &[
         "porchlight_decode_seconds_total",
         "Time spent decoding camera frames.",
         |m, out| out.value(load(&m.decode_nanos) * 1e-9),
+    ),
+    Series::counter(
+        "porchlight_motion_frames_total",
+        "Camera frames the motion detector examined.",
+        |m, out| out.atomic(&m.motion_frames),
+    ),
+    Series::counter(
+        "porchlight_motion_seconds_total",
+        "Time the motion detector spent on them (decoding is counted apart).",
+        |m, out| out.value(load(&m.motion_nanos) * 1e-9),
     ),
 ];

@@ -310,8 +310,48 @@ impl Video {
         Ok(Arc::new(frame.derived(target, jpeg)))
     }
 
+    /// The decoded picture of a camera frame for a reader beside the encoders (motion
+    /// detection): the shared one if a preset decoded this frame already, else decoded now,
+    /// and kept for the presets only while one is watched (unwatched, nothing would reuse it,
+    /// and a decoded picture is megabytes).
+    pub fn decoded_frame(&self, frame: &Frame) -> Result<Arc<Image>, String> {
+        let keep = ENCODED.iter().any(|q| self.viewers(*q) > 0);
+        self.decode_shared(frame, keep)
+    }
+
+    /// Whether an encoder is decoding camera frames now: the cache holds one of the `within`
+    /// frames up to `number`. A reader beside the encoders then does best to take the frames
+    /// they decode rather than others.
+    pub fn decoding_near(&self, number: u64, within: u64) -> bool {
+        let entries = self
+            .shared
+            .decoded
+            .entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        entries
+            .iter()
+            .any(|(n, _)| *n <= number && number - *n < within)
+    }
+
+    /// Whether camera frame `number` is decoded and cached.
+    pub fn is_decoded(&self, number: u64) -> bool {
+        let entries = self
+            .shared
+            .decoded
+            .entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        entries.iter().any(|(n, _)| *n == number)
+    }
+
     /// The decoded picture of `frame`, decoding it only if no preset did yet.
     fn decoded(&self, frame: &Frame) -> Result<Arc<Image>, String> {
+        self.decode_shared(frame, true)
+    }
+
+    /// The decoded picture of `frame` from the cache, else decoded (and cached if `keep`).
+    fn decode_shared(&self, frame: &Frame, keep: bool) -> Result<Arc<Image>, String> {
         // Held across the decode on purpose: a second preset asking for the same frame waits
         // for this decode instead of doing its own.
         let mut entries = self
@@ -326,6 +366,9 @@ impl Video {
         let started = Instant::now();
         let image = Arc::new(jpeg::decode(&frame.jpeg)?);
         self.shared.metrics.add_decode(started.elapsed());
+        if !keep {
+            return Ok(image);
+        }
         if entries.len() >= 2 {
             entries.remove(0);
         }
@@ -435,6 +478,44 @@ mod tests {
         assert!(Arc::ptr_eq(&snap, &l));
         assert_eq!(video.encoded(Quality::Low), 1);
         drop((low, high));
+        shutdown.trigger();
+    }
+
+    #[test]
+    fn a_reader_beside_the_encoders_shares_their_decode() {
+        let camera = Latest::new();
+        let shutdown = Shutdown::new();
+        let video = Video::new(camera.clone(), shutdown.clone());
+        let decoded = || video.metrics().decoded.load(Ordering::Relaxed);
+        // Nobody watches: the motion reader decodes, and nothing is kept for anyone.
+        camera.publish(camera_frame(1, (640, 480)));
+        let frame = camera.current().unwrap().1;
+        let image = video.decoded_frame(&frame).unwrap();
+        assert_eq!((image.width, image.height, decoded()), (640, 480, 1));
+        assert!(video.shared.decoded.entries.lock().unwrap().is_empty());
+        // A low viewer decodes frame 2; the motion reader then gets that same picture.
+        let low = video.watch(Quality::Low).unwrap();
+        camera.publish(camera_frame(2, (640, 480)));
+        let frame = loop {
+            let (_, made) = next(low.frames(), 0);
+            if made.number == 2 {
+                break camera.current().unwrap().1;
+            }
+        };
+        assert_eq!(decoded(), 2);
+        let shared = video.decoded_frame(&frame).unwrap();
+        assert_eq!(decoded(), 2);
+        // And a frame the reader decodes first is there for the encoder.
+        camera.publish(camera_frame(3, (640, 480)));
+        let frame = camera.current().unwrap().1;
+        video.decoded_frame(&frame).unwrap();
+        assert_eq!(decoded(), 3);
+        let (mut seq, mut made) = next(low.frames(), 0);
+        while made.number != 3 {
+            (seq, made) = next(low.frames(), seq);
+        }
+        assert_eq!(decoded(), 3);
+        drop((low, shared));
         shutdown.trigger();
     }
 

@@ -7,7 +7,9 @@ pub fn parse_cpus(text: &str) -> Result<Vec<usize>, String> {
     let cpus: Result<Vec<usize>, _> = text.split(',').map(|c| c.trim().parse()).collect();
     match cpus {
         Ok(cpus) if !cpus.is_empty() && cpus.iter().all(|&c| c < 1024) => Ok(cpus),
-        _ => Err(format!("{text:?} is not a list of CPU numbers like 0 or 1,3")),
+        _ => Err(format!(
+            "{text:?} is not a list of CPU numbers like 0 or 1,3"
+        )),
     }
 }
 

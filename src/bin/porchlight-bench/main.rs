@@ -4,15 +4,19 @@
 //!
 //! ```text
 //! porchlight-bench [--sse N] [--ws M] [--mjpeg K [--quality Q] [--duration S]] [--commands C] [--events E] [--rate PER_S] [--json] [--timeout S]
-//!                  [--server-arg ARG]... [--server-cpus LIST --client-cpus LIST]
+//!                  [--mqtt] [--idle S] [--server-arg ARG]... [--server-cpus LIST --client-cpus LIST]
 //!                  | --url HOST:PORT --pid PID [--token T]
 //! ```
+//! `--mqtt` also starts mosquitto and a `mosquitto_sub`, points the server's MQTT bridge at
+//! the broker, and reports trigger → subscriber latency; `--idle S` measures idle CPU over S
+//! seconds (default 1).
 //! Without `--url` it starts `porchlight` from the same folder as itself on a free loopback port
 //! with a fresh data dir, and stops it at the end.
 
 mod affinity;
 mod http;
 mod mjpeg;
+mod mqtt;
 mod procstat;
 mod record;
 mod soak;
@@ -46,13 +50,15 @@ struct Options {
     pid: Option<u32>,
     token: Option<String>,
     server_args: Vec<String>,
+    mqtt: bool,
+    idle_seconds: u64,
     /// CPUs for the server it starts, and for its own client threads.
     server_cpus: Option<Vec<usize>>,
     client_cpus: Option<Vec<usize>>,
 }
 
 const USAGE: &str = "usage: porchlight-bench [--sse N] [--ws M] [--mjpeg K [--quality Q] [--duration S]] [--commands C] [--soak S [--churn N] [--sample S]] [--events E] [--rate PER_S] [--json] \
-[--timeout S] [--server-arg ARG]... [--server-cpus LIST --client-cpus LIST] | --url HOST:PORT --pid PID [--token T]";
+[--timeout S] [--mqtt] [--idle S] [--server-arg ARG]... [--server-cpus LIST --client-cpus LIST] | --url HOST:PORT --pid PID [--token T]";
 
 fn parse_options() -> Result<Options, String> {
     let mut o = Options {
@@ -73,6 +79,8 @@ fn parse_options() -> Result<Options, String> {
         pid: None,
         token: None,
         server_args: Vec::new(),
+        mqtt: false,
+        idle_seconds: 1,
         server_cpus: None,
         client_cpus: None,
     };
@@ -115,6 +123,8 @@ fn parse_options() -> Result<Options, String> {
                 )
             }
             "--json" => o.json = true,
+            "--mqtt" => o.mqtt = true,
+            "--idle" => o.idle_seconds = value("--idle")?.parse().map_err(|_| "--idle: seconds")?,
             "--url" => {
                 let text = value("--url")?;
                 let addr: SocketAddr = text
@@ -169,6 +179,16 @@ fn main() {
 }
 
 fn run(o: Options) -> Result<(), String> {
+    let mqtt = match o.mqtt {
+        true if o.url.is_some() => return Err("--mqtt starts its own server: no --url".into()),
+        true => Some(mqtt::start()?),
+        false => None,
+    };
+    let mut server_args = o.server_args.clone();
+    if let Some(mqtt) = &mqtt {
+        server_args.push("--config".into());
+        server_args.push(mqtt.config.to_string_lossy().into_owned());
+    }
     let (spawned, addr, pid) = match o.url {
         Some(addr) => (None, addr, o.pid),
         None => {
@@ -176,7 +196,7 @@ fn run(o: Options) -> Result<(), String> {
             if let Some(cpus) = &o.server_cpus {
                 affinity::pin_current_thread(cpus)?;
             }
-            let (spawned, addr) = spawn::spawn_server(&o.server_args, "bench")?;
+            let (spawned, addr) = spawn::spawn_server(&server_args, "bench")?;
             let pid = spawned.child.id();
             (Some(spawned), addr, Some(pid))
         }
@@ -191,10 +211,10 @@ fn run(o: Options) -> Result<(), String> {
     );
     let proc_now = || pid.and_then(procstat::sample).map(|s| (Instant::now(), s));
 
-    // Idle figures: let start-up settle, then measure one second of idling.
+    // Idle figures: let start-up settle, then measure `--idle` seconds of idling.
     std::thread::sleep(Duration::from_millis(500));
     let idle_start = proc_now();
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(Duration::from_secs(o.idle_seconds.max(1)));
     let idle_end = proc_now();
 
     let token_query = o
@@ -346,6 +366,9 @@ fn run(o: Options) -> Result<(), String> {
     while clients.iter().any(|(_, c)| !c.is_finished()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
+    let mqtt_report = mqtt
+        .as_ref()
+        .map(|m| m.report(o.events, Duration::from_secs(10)));
     let load_end = proc_now();
     video_stop.store(true, Ordering::Relaxed);
     let video = summarise_viewers(viewers, &o.quality)?;
@@ -399,6 +422,14 @@ fn run(o: Options) -> Result<(), String> {
         "scenario": {"sse_clients": o.sse, "ws_clients": o.ws, "events": o.events, "rate_per_s": o.rate},
         "event_latency_sse": stats::summarise(&mut sse_totals.latencies_ns),
         "event_latency_ws": stats::summarise(&mut ws_totals.latencies_ns),
+        "mqtt": mqtt_report.map(|mut r| json!({
+            "event_latency": stats::summarise(&mut r.latencies_ns),
+            "received": r.received,
+            "lost": o.events.saturating_sub(r.received),
+            "duplicated": r.duplicates,
+            "out_of_order": r.out_of_order,
+            "error": r.error,
+        })),
         "command_round_trip": commands,
         "mjpeg": video,
         "events_expected": expected,
@@ -496,6 +527,20 @@ fn print_table(r: &serde_json::Value) {
                 l["count"]
             );
         }
+    }
+    if let Some(m) = r["mqtt"].as_object() {
+        let l = &m["event_latency"];
+        println!(
+            "event latency MQTT  p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} received, {} lost, {} duplicated, {} out of order)",
+            num(&l["p50_ms"]),
+            num(&l["p95_ms"]),
+            num(&l["p99_ms"]),
+            num(&l["max_ms"]),
+            m["received"],
+            m["lost"],
+            m["duplicated"],
+            m["out_of_order"]
+        );
     }
     println!(
         "events              expected {}  received {}  lost {}  duplicated {}  out of order {}",

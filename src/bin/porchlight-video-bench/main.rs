@@ -1,13 +1,17 @@
 //! porchlight-video-bench: measures what live video costs the server. For each preset and
 //! viewer count it opens that many MJPEG viewers, measures over a fixed window, and prints the
 //! server's CPU (of one core) and RSS from /proc/PID, the frame rate each viewer got, capture →
-//! viewer latency from `X-Timestamp`, and the encode and decode time per frame from the
-//! server's own /metrics counters. Loopback only; every phase is bounded in time.
+//! viewer latency from `X-Timestamp`, the encode and decode time per frame, and the frames the
+//! motion detector examined and its time per frame (decoding apart), from the server's own
+//! /metrics counters. Loopback only; every phase is bounded in time.
 //!
 //! ```text
 //! porchlight-video-bench [--camera SPEC] [--quality Q,Q...] [--viewers N,N...]
 //!                        [--seconds S] [--json] [--server-arg ARG]...
+//! porchlight-video-bench --clips [--camera SPEC] [--seconds S] [--json]
 //! ```
+//! `--clips` measures event clips instead (see `clips.rs`): CPU with no viewer while nothing
+//! records and while a recording runs, bytes written a second, and the pre-roll's size.
 //! It starts `porchlight` from the same folder as itself (build both with `--release`) on a
 //! free loopback port with a fresh data dir, and stops it at the end.
 
@@ -18,6 +22,8 @@ mod spawn;
 #[path = "../porchlight-bench/stats.rs"]
 mod stats;
 
+mod clips;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,7 +33,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 const USAGE: &str = "usage: porchlight-video-bench [--camera SPEC] [--quality Q,Q...] \
-[--viewers N,N...] [--seconds S] [--json] [--server-arg ARG]...";
+[--viewers N,N...] [--seconds S] [--json] [--server-arg ARG]...\n       \
+porchlight-video-bench --clips [--camera SPEC] [--seconds S] [--json] [--server-arg ARG]...";
 
 struct Options {
     camera: String,
@@ -36,6 +43,7 @@ struct Options {
     window: Duration,
     json: bool,
     server_args: Vec<String>,
+    clips: bool,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -46,6 +54,7 @@ fn parse_options() -> Result<Options, String> {
         window: Duration::from_secs(10),
         json: false,
         server_args: Vec::new(),
+        clips: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -74,6 +83,7 @@ fn parse_options() -> Result<Options, String> {
                 o.window = Duration::from_secs_f64(s);
             }
             "--json" => o.json = true,
+            "--clips" => o.clips = true,
             "--server-arg" => o.server_args.push(value("--server-arg")?),
             "--help" | "-h" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
@@ -259,6 +269,8 @@ fn scenario(
     let decodes = delta("porchlight_frames_decoded_total");
     let decode_s = delta("porchlight_decode_seconds_total");
     let captured = delta("porchlight_frames_captured_total");
+    let examined = delta("porchlight_motion_frames_total");
+    let motion_s = delta("porchlight_motion_seconds_total");
     let seconds = window.as_secs_f64();
     let mut latencies = Vec::new();
     let mut frames = Vec::new();
@@ -283,6 +295,8 @@ fn scenario(
         "encode_ms_per_frame": per_frame_ms(encode_s, encodes),
         "decodes_per_s": decodes / seconds,
         "decode_ms_per_frame": per_frame_ms(decode_s, decodes),
+        "motion_frames_per_s": examined / seconds,
+        "motion_ms_per_frame": per_frame_ms(motion_s, examined),
     }))
 }
 
@@ -301,6 +315,15 @@ fn main() {
 }
 
 fn run(o: &Options) -> Result<(), String> {
+    if o.clips {
+        let result = clips::run(&o.camera, o.window, &o.server_args)?;
+        if o.json {
+            println!("{result:#}");
+        } else {
+            clips::print(&result);
+        }
+        return Ok(());
+    }
     let mut args = vec!["--camera".to_string(), o.camera.clone()];
     args.extend(o.server_args.iter().cloned());
     let (spawned, addr) = spawn::spawn_server(&args, "vbench")?;
@@ -336,7 +359,7 @@ fn run(o: &Options) -> Result<(), String> {
 fn print_row(r: &Value, header: bool) {
     if header {
         println!(
-            "{:<8} {:>7} {:>7} {:>8} {:>10} {:>9} {:>9} {:>9} {:>10} {:>10}",
+            "{:<8} {:>7} {:>7} {:>8} {:>10} {:>9} {:>9} {:>9} {:>10} {:>10} {:>9} {:>9}",
             "quality",
             "viewers",
             "CPU %",
@@ -346,7 +369,9 @@ fn print_row(r: &Value, header: bool) {
             "lat p99",
             "encodes/s",
             "encode ms",
-            "decode ms"
+            "decode ms",
+            "motion/s",
+            "motion ms"
         );
     }
     let num = |v: &Value, digits: usize| {
@@ -363,7 +388,7 @@ fn print_row(r: &Value, header: bool) {
         }
     };
     println!(
-        "{:<8} {:>7} {:>7} {:>8} {:>10} {:>9} {:>9} {:>9} {:>10} {:>10}",
+        "{:<8} {:>7} {:>7} {:>8} {:>10} {:>9} {:>9} {:>9} {:>10} {:>10} {:>9} {:>9}",
         r["quality"].as_str().unwrap_or(""),
         r["viewers"].as_u64().unwrap_or(0),
         num(&r["cpu_percent"], 1),
@@ -374,5 +399,7 @@ fn print_row(r: &Value, header: bool) {
         num(&r["encodes_per_s"], 1),
         num(&r["encode_ms_per_frame"], 2),
         num(&r["decode_ms_per_frame"], 2),
+        num(&r["motion_frames_per_s"], 1),
+        num(&r["motion_ms_per_frame"], 3),
     );
 }

@@ -23,13 +23,13 @@ use super::commands::{self, Outcome};
 use super::protocol::{self, ClientMessage, CommandName, ErrorCode, Refusal};
 use super::subscriptions::Subscriptions;
 use super::transport::Transport;
-use crate::http::chunked::write_all_vectored;
 use crate::app::Ctx;
 use crate::auth::Role;
 use crate::events::event::live_event_frame;
 use crate::events::fanout::StreamEvictHook;
 use crate::events::fanout::{Backlog, Outlet, Settled};
 use crate::events::{Cursor, Replayed};
+use crate::http::chunked::write_all_vectored;
 
 /// Largest message a client may send (the contract's 64 KiB); larger closes with 1009.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
@@ -474,7 +474,7 @@ impl<'a> Session<'a> {
         &mut self,
         command: CommandName,
         params: &serde_json::Value,
-        request_id: serde_json::Value,
+        request_id: protocol::RequestId,
     ) -> Result<(), End> {
         let outcome = commands::run(command, params, self.opened.role, self.ctx);
         let answer = match outcome {
@@ -514,6 +514,12 @@ impl<'a> Session<'a> {
             .replay(ctx.events.reader(), after, |item| match item {
                 Replayed::Gap { from, to } => ws
                     .send(Message::Text(protocol::gap(from, to)))
+                    .map_err(|e| e.to_string()),
+                Replayed::Reset {
+                    last_event_id,
+                    newest_id,
+                } => ws
+                    .send(Message::Text(protocol::reset(last_event_id, newest_id)))
                     .map_err(|e| e.to_string()),
                 Replayed::Event(event) if subscriptions.wants(&event.event_type) => {
                     let frame = live_event_frame(&event.to_json().to_string());
