@@ -8,6 +8,10 @@
 //! fresh pages in). Nothing lives below the stack pointer of a running function, so this
 //! changes no data.
 
+/// Bytes below `release_unused`'s own frame that are never released: far more than that
+/// frame and the libc calls it makes from there use.
+const MARGIN: usize = 1024;
+
 /// Releases the pages of this thread's stack below the caller's frame. Does nothing on a
 /// thread whose stack bounds cannot be read (or on targets other than Linux).
 #[inline(never)]
@@ -24,8 +28,13 @@ pub fn release_unused() {
             Ok(page) if page.is_power_of_two() => page,
             _ => return,
         };
-        // The page holding this frame stays, with the shallow calls the caller makes next.
-        let end = here & !(page - 1);
+        // Pages from MARGIN below this frame's marker stay: this function's own frame (the
+        // stack pointer is below the marker) and the calls it makes from here — `madvise`'s
+        // return address must not be in a page that `madvise` drops — and the shallow calls
+        // the caller makes next.
+        let Some(end) = here.checked_sub(MARGIN).map(|keep| keep & !(page - 1)) else {
+            return;
+        };
         let start = (low + page - 1) & !(page - 1);
         if end <= start {
             return;
