@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! porchlight-bench [--sse N] [--ws M] [--mjpeg K [--quality Q] [--duration S]] [--commands C] [--events E] [--rate PER_S] [--json] [--timeout S]
-//!                  [--mqtt] [--idle S] [--server-arg ARG]... | --url HOST:PORT --pid PID [--token T]
+//!                  [--mqtt] [--idle S] [--server-arg ARG]... [--server-cpus LIST --client-cpus LIST]
+//!                  | --url HOST:PORT --pid PID [--token T]
 //! porchlight-bench --hostile N [--guesses S] [--slowloris S] ...   (hostile.rs: issue 11's figures)
 //! ```
 //! `--mqtt` also starts mosquitto and a `mosquitto_sub`, points the server's MQTT bridge at
@@ -13,6 +14,7 @@
 //! Without `--url` it starts `porchlight` from the same folder as itself on a free loopback port
 //! with a fresh data dir, and stops it at the end.
 
+mod affinity;
 mod hostile;
 mod http;
 mod mjpeg;
@@ -55,10 +57,13 @@ struct Options {
     hostile: Option<usize>,
     guesses: Option<f64>,
     slowloris: Option<f64>,
+    /// CPUs for the server it starts, and for its own client threads.
+    server_cpus: Option<Vec<usize>>,
+    client_cpus: Option<Vec<usize>>,
 }
 
 const USAGE: &str = "usage: porchlight-bench [--sse N] [--ws M] [--mjpeg K [--quality Q] [--duration S]] [--commands C] [--soak S [--churn N] [--sample S]] [--events E] [--rate PER_S] [--json] \
-[--timeout S] [--mqtt] [--idle S] [--hostile N] [--guesses S] [--slowloris S] [--server-arg ARG]... | --url HOST:PORT --pid PID [--token T]";
+[--timeout S] [--mqtt] [--idle S] [--hostile N] [--guesses S] [--slowloris S] [--server-arg ARG]... [--server-cpus LIST --client-cpus LIST] | --url HOST:PORT --pid PID [--token T]";
 
 fn parse_options() -> Result<Options, String> {
     let mut o = Options {
@@ -84,6 +89,8 @@ fn parse_options() -> Result<Options, String> {
         hostile: None,
         guesses: None,
         slowloris: None,
+        server_cpus: None,
+        client_cpus: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -163,6 +170,12 @@ fn parse_options() -> Result<Options, String> {
                         .map_err(|_| "--slowloris: seconds")?,
                 )
             }
+            "--server-cpus" => {
+                o.server_cpus = Some(affinity::parse_cpus(&value("--server-cpus")?)?)
+            }
+            "--client-cpus" => {
+                o.client_cpus = Some(affinity::parse_cpus(&value("--client-cpus")?)?)
+            }
             "--help" | "-h" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
@@ -220,11 +233,19 @@ fn run(mut o: Options) -> Result<(), String> {
     let (spawned, addr, pid) = match o.url {
         Some(addr) => (None, addr, o.pid),
         None => {
+            // The server inherits the CPUs this thread runs on when it is started.
+            if let Some(cpus) = &o.server_cpus {
+                affinity::pin_current_thread(cpus)?;
+            }
             let (spawned, addr) = spawn::spawn_server(&server_args, "bench")?;
             let pid = spawned.child.id();
             (Some(spawned), addr, Some(pid))
         }
     };
+    // Every client thread is started from this one, after this.
+    if let Some(cpus) = &o.client_cpus {
+        affinity::pin_current_thread(cpus)?;
+    }
     eprintln!(
         "server at http://{addr} (pid {})",
         pid.map_or("unknown".into(), |p| p.to_string())
