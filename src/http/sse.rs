@@ -31,7 +31,7 @@ use super::router::{respond, respond_stream_head};
 use super::server::{Conn, HangupCheck};
 use crate::app::Ctx;
 use crate::events::event::valid_event_type;
-use crate::events::{Cursor, Replayed};
+use crate::events::{Cursor, ReplayError, Replayed};
 use crate::metrics::ClientKind;
 
 /// Events written between two flushes when a burst is queued.
@@ -153,7 +153,7 @@ impl EventStream<'_> {
 
     /// Sends a `gap` if events after `after` were deleted, then every stored event after it;
     /// or a `reset` if `after` is beyond every stored id.
-    fn replay(&mut self, after: u64) -> Result<(), String> {
+    fn replay(&mut self, after: u64) -> Result<(), ReplayError<std::io::Error>> {
         let mut cursor = std::mem::take(&mut self.cursor);
         let result = cursor.replay(self.ctx.events.reader(), after, |item| {
             match item {
@@ -177,7 +177,6 @@ impl EventStream<'_> {
                 Replayed::Event(_) => Ok(()),
                 Replayed::PageEnd => self.out.flush(),
             }
-            .map_err(|e| e.to_string())
         });
         self.cursor = cursor;
         result
