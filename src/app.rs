@@ -11,6 +11,8 @@ use crate::config::Config;
 use crate::control::Control;
 use crate::events::{EventHub, Retention, Store, StoreError, StoreReader};
 use crate::http::server::{self, Registry};
+use crate::ctx::Ctx;
+use crate::http::settings::HttpSettings;
 use crate::http::throttle::AuthThrottle;
 use crate::metrics::Metrics;
 use crate::outbound::{Outbound, OutboundSettings};
@@ -18,26 +20,6 @@ use crate::sdnotify::{Notifier, Watchdog};
 use crate::shutdown::{self, Shutdown};
 use crate::status::{StatusHub, StatusSampler};
 use crate::video::Video;
-
-/// What every connection thread can reach: configuration, the hubs, and the Control handle.
-pub struct Ctx {
-    pub config: Config,
-    pub events: EventHub,
-    pub status: StatusHub,
-    pub control: Control,
-    pub metrics: Arc<Metrics>,
-    pub shutdown: Shutdown,
-    /// The capture thread's handle: live frames, state, snapshots.
-    pub camera: Camera,
-    /// The shared per-preset encoders.
-    pub video: Video,
-    /// Failed authentications per client address (429 after too many).
-    pub auth_throttle: AuthThrottle,
-    /// The clip recorder, when clips are recorded.
-    pub clips: Option<Recorder>,
-    /// The MQTT bridge and webhooks, for status and metrics.
-    pub outbound: Outbound,
-}
 
 /// How long shutdown waits for connection threads to finish after closing their sockets.
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -318,7 +300,7 @@ pub fn run(config: Config) -> Result<(), String> {
     )?;
 
     let ctx = Arc::new(Ctx {
-        config,
+        http: HttpSettings::from_config(&config),
         events: events.clone(),
         status,
         control,
@@ -344,12 +326,12 @@ pub fn run(config: Config) -> Result<(), String> {
     running.delivery = outbound.start(&outbound_settings, &ctx)?;
     log::info!(
         "listening on http://{local} (camera {}, doorbell {}, {})",
-        ctx.config.camera,
-        ctx.config.doorbell,
-        if ctx.config.tokens.is_empty() {
+        config.camera,
+        config.doorbell,
+        if config.tokens.is_empty() {
             "no tokens: every client is admin".to_string()
         } else {
-            format!("{} token(s)", ctx.config.tokens.roles().count())
+            format!("{} token(s)", config.tokens.roles().count())
         }
     );
 

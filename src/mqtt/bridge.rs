@@ -22,7 +22,7 @@ use super::connection::Connection;
 use super::discovery::{self, AVAILABILITY_TOPIC, MOTION_TOPIC, SNAPSHOT_TOPIC, STATUS_TOPIC};
 use super::outbox::Outbox;
 use super::{BridgeStatus, MqttSettings};
-use crate::app::Ctx;
+use crate::ctx::Ctx;
 use crate::auth::Role;
 use crate::events::{Fed, Feed};
 use crate::http::ws::commands::{Outcome, run_from};

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use super::protocol::{CommandName, ErrorCode, quality_choices};
-use crate::app::Ctx;
+use crate::ctx::Ctx;
 use crate::auth::Role;
 use crate::video::Quality;
 
