@@ -15,8 +15,8 @@ use super::reply::{self, Reply};
 use super::server::{self, Conn};
 use super::throttle::{self, AfterFailure};
 use super::{api, clip, cors, mjpeg, panics, sse, static_files, ws};
-use crate::ctx::Ctx;
 use crate::auth::Role;
+use crate::ctx::Ctx;
 use crate::metrics::ClientKind;
 
 /// What a handler answers: send `reply`; keep the connection for the next request unless

@@ -220,10 +220,7 @@ pub fn events(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
         let head = stream_head(&request, ctx);
         return respond_stream_head(request, head.as_bytes(), limit, ctx);
     }
-    let Some(_slot) = ctx
-        .metrics
-        .admit(ClientKind::Sse, ctx.http.max_sse_clients)
-    else {
+    let Some(_slot) = ctx.metrics.admit(ClientKind::Sse, ctx.http.max_sse_clients) else {
         return refuse_over_limit(request, ctx);
     };
     // Subscribe first: see the module doc for why this makes the seam exact.
@@ -396,10 +393,7 @@ pub fn status(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
         let head = stream_head(&request, ctx);
         return respond_stream_head(request, head.as_bytes(), limit, ctx);
     }
-    let Some(_slot) = ctx
-        .metrics
-        .admit(ClientKind::Sse, ctx.http.max_sse_clients)
-    else {
+    let Some(_slot) = ctx.metrics.admit(ClientKind::Sse, ctx.http.max_sse_clients) else {
         return refuse_over_limit(request, ctx);
     };
     let subscription = ctx.status.subscribe(conn.closer());
