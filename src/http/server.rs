@@ -366,7 +366,7 @@ fn configure_socket(stream: &TcpStream, ctx: &Ctx) -> std::io::Result<()> {
     stream.set_write_timeout(Some(ctx.http.write_timeout))?;
     // Events and frames are small writes that must leave at once, not wait for an ACK.
     stream.set_nodelay(true)?;
-    detect_dead_peers(stream, ctx.config.write_timeout_s);
+    detect_dead_peers(stream, ctx.http.write_timeout);
     Ok(())
 }
 
@@ -382,9 +382,11 @@ const KEEPALIVE_INTERVAL_S: libc::c_int = 5;
 /// acknowledged within `write_timeout_s` (`TCP_USER_TIMEOUT`, which also bounds zero-window
 /// probing) and to probe silent connections (keep-alive). The connection then errors, which
 /// `client_gone` and the next write both see. Best effort: a failure leaves the defaults.
-fn detect_dead_peers(stream: &TcpStream, write_timeout_s: f64) {
-    // A validated config value, clamped into c_int's range before the cast.
-    let user_timeout_ms = (write_timeout_s * 1000.0).clamp(1000.0, 600_000.0) as libc::c_int;
+fn detect_dead_peers(stream: &TcpStream, write_timeout: Duration) {
+    let user_timeout_ms = write_timeout
+        .clamp(Duration::from_secs(1), Duration::from_secs(600))
+        .as_millis();
+    let user_timeout_ms = libc::c_int::try_from(user_timeout_ms).unwrap_or(600_000);
     let fd = stream.as_raw_fd();
     let set = |level: libc::c_int, name: libc::c_int, value: libc::c_int| {
         // SAFETY: setsockopt on a socket we own, with a pointer to a c_int on our stack and its
@@ -574,7 +576,7 @@ mod tests {
     #[test]
     fn dead_peers_are_probed_and_given_up_on() {
         let (_client, server) = socket_pair();
-        detect_dead_peers(&server, 10.0);
+        detect_dead_peers(&server, Duration::from_secs(10));
         let get = |level, name| {
             let mut value: libc::c_int = -1;
             let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
@@ -595,7 +597,7 @@ mod tests {
         assert_eq!(get(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE), KEEPALIVE_IDLE_S);
         assert_eq!(get(libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT), 10_000);
         // Out-of-range timeouts are clamped, never wrapped.
-        detect_dead_peers(&server, 1e9);
+        detect_dead_peers(&server, Duration::MAX);
         assert_eq!(get(libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT), 600_000);
     }
 
