@@ -701,8 +701,9 @@ fn the_detectors_motion_holds_the_recording_open_until_it_ends() {
 }
 
 /// A clip asked for while every video slot is taken is a 503; clips recorded before clips were
-/// turned off still play; a clip somebody removed from the card (by hand, or a cleanup
-/// script) is a 404 for playing and downloading. The contract's error shape each time, and
+/// turned off still play; a clip file that is no longer a clip is a 503 saying so, and one
+/// somebody removed from the card (by hand, or a cleanup script) is a 404 for playing and
+/// downloading. The contract's error shape each time, and
 /// the server goes on.
 #[test]
 fn clips_outlive_turning_clips_off_and_a_deleted_one_is_404() {
@@ -744,6 +745,18 @@ fn clips_outlive_turning_clips_off_and_a_deleted_one_is_404() {
         .map(|e| e.unwrap().path())
         .collect();
     assert!(!files.is_empty(), "no clip file in {}", clips.display());
+    // Overwritten with something that is not a clip (a card gone bad): 503 with the reason.
+    for file in &files {
+        std::fs::write(file, vec![0x5A; 4096]).unwrap();
+    }
+    let damaged = get(port, &url, None);
+    damaged.assert_error(503);
+    assert_eq!(
+        damaged.json()["error"],
+        "clip_unavailable",
+        "{}",
+        damaged.text()
+    );
     for file in &files {
         std::fs::remove_file(file).unwrap();
     }

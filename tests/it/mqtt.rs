@@ -479,6 +479,25 @@ fn commands_over_mqtt_run_the_websocket_commands() {
     assert_eq!(answer["code"], "unknown_command");
     let answer = publish_until_answered("porchlight/cmd/command/get_system_status", "not json");
     assert_eq!(answer["code"], "bad_json");
+    // A payload far over anything a command can be (64 KiB) is skipped unread, with a
+    // warning; the connection stays up and the next command is answered.
+    let huge = "x".repeat(100_000);
+    broker.publish("porchlight/cmd/command/trigger_doorbell", &huge, false);
+    let deadline = Instant::now() + WAIT;
+    while !server.stderr().contains("ignored a ") {
+        assert!(Instant::now() < deadline, "{}", server.stderr());
+        thread::sleep(Duration::from_millis(20));
+    }
+    let answer = publish_until_answered(
+        "porchlight/cmd/command/get_system_status",
+        r#"{"request_id":"after"}"#,
+    );
+    assert_eq!(answer["type"], "command_result", "{answer}");
+    assert!(
+        !server.stderr().contains("lost the connection"),
+        "{}",
+        server.stderr()
+    );
     // Still serving after the bad ones.
     assert_eq!(get(port, "/api/status", None).status, 200);
 }
@@ -654,4 +673,60 @@ fn a_refused_or_wrong_broker_is_named_in_one_warning_and_events_are_kept() {
         peer.join().unwrap();
         assert_eq!(get(server.port(), "/api/status", None).status, 200);
     }
+}
+
+/// What Home Assistant's entities read, retained so that one subscribing later sees the state:
+/// the motion sensor follows `motion_detected` (ON) and `motion_ended` (OFF); the camera
+/// entity gets the newest event picture as soon as the bridge connects, also a picture taken
+/// while no broker could be reached.
+#[test]
+fn motion_state_and_the_latest_picture_are_retained_for_late_subscribers() {
+    let data = TempDir::new("mqtt-picture");
+    let unreachable = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let away = format!("mqtt_url = \"mqtt://127.0.0.1:{unreachable}\"\ndevice_id = \"yard\"\n");
+    let server = Server::with_config(&away, &["--data-dir", &data.path_str()]);
+    wait_streaming(server.port());
+    let rung = trigger(server.port(), None);
+    let picture = get(server.port(), rung["snapshot_url"].as_str().unwrap(), None).body;
+    assert_eq!(&picture[..2], &[0xFF, 0xD8]);
+    drop(server);
+
+    let broker = Broker::start();
+    let server = Server::with_config(
+        &config(&broker, "yard", ""),
+        &["--data-dir", &data.path_str()],
+    );
+    let port = server.port();
+    let sub = broker.subscribe(&["porchlight/yard/motion", "porchlight/yard/snapshot"]);
+    let first = sub.wait_for("porchlight/yard/snapshot", WAIT);
+    assert!(
+        first.payload == picture,
+        "not the picture of the ring while away"
+    );
+    let detected = post_event(port, None, "motion_detected", json!({}));
+    assert_eq!(sub.wait_for("porchlight/yard/motion", WAIT).text(), "ON");
+    let ended = post_event(port, None, "motion_ended", json!({}));
+    assert_eq!(sub.wait_for("porchlight/yard/motion", WAIT).text(), "OFF");
+
+    let retained = broker.retained("porchlight/yard/#");
+    let on = |topic: &str| {
+        retained
+            .iter()
+            .find(|m| m.topic == topic)
+            .unwrap_or_else(|| panic!("nothing retained on {topic}"))
+    };
+    assert_eq!(on("porchlight/yard/motion").text(), "OFF");
+    // The newest event picture: each event posted with a live camera carries one.
+    let newest = [&ended, &detected, &rung]
+        .into_iter()
+        .find_map(|e| e["snapshot_url"].as_str())
+        .unwrap();
+    let newest = get(port, newest, None).body;
+    assert!(
+        on("porchlight/yard/snapshot").payload == newest,
+        "not the newest picture"
+    );
 }
