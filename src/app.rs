@@ -261,7 +261,7 @@ pub fn run(config: Config) -> Result<(), String> {
     };
     running.clip_writer = clip_writer;
     let video = Video::new(camera.frames().clone(), shutdown.clone());
-    let control = Control::new(events.clone()).with_camera(camera.clone());
+    let control = Control::new(events.clone(), camera.clone());
     let outbound_settings = OutboundSettings::from_config(&config);
     let outbound = Outbound::prepare(&outbound_settings, &events);
     let motion = crate::motion::start_configured(

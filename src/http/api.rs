@@ -48,7 +48,7 @@ fn declares_json(request: &Request) -> bool {
 /// body slower than the request's deadline a 408; either closes the connection.
 fn read_json_body(request: &mut Request) -> Result<Vec<u8>, Outcome> {
     if !declares_json(request) {
-        return Err(Outcome::Reply {
+        return Err(Outcome {
             reply: reply::error(
                 415,
                 "unsupported_media_type",
@@ -58,7 +58,7 @@ fn read_json_body(request: &mut Request) -> Result<Vec<u8>, Outcome> {
             close: false,
         });
     }
-    let too_large = || Outcome::Reply {
+    let too_large = || Outcome {
         reply: reply::error(
             413,
             "payload_too_large",
@@ -88,7 +88,7 @@ fn read_json_body(request: &mut Request) -> Result<Vec<u8>, Outcome> {
             ),
             _ => reply::error(400, "bad_request", "the request body could not be read"),
         };
-        return Err(Outcome::Reply { reply, close: true });
+        return Err(Outcome { reply, close: true });
     }
     if body.len() > MAX_BODY_BYTES {
         return Err(too_large());

@@ -19,15 +19,16 @@ use crate::app::Ctx;
 use crate::auth::Role;
 use crate::metrics::ClientKind;
 
-/// What a handler did with the request.
-pub enum Outcome {
-    /// Send this reply; keep the connection for the next request unless `close`.
-    Reply { reply: Reply, close: bool },
+/// What a handler answers: send `reply`; keep the connection for the next request unless
+/// `close`.
+pub struct Outcome {
+    pub reply: Reply,
+    pub close: bool,
 }
 
 impl From<Reply> for Outcome {
     fn from(reply: Reply) -> Self {
-        Outcome::Reply {
+        Outcome {
             reply,
             close: false,
         }
@@ -157,9 +158,10 @@ pub fn handle(mut request: Request, conn: &Conn, ctx: &Ctx) -> bool {
         Ok(Route::StreamVideo) => return mjpeg::stream(request, &target, conn, ctx),
         Ok(Route::EventClip(id)) => return clip::serve(request, id, &target, conn, ctx),
         Ok(Route::WebSocket) => return ws::serve(request, &target, conn, ctx),
-        Ok(route) => match answer(route, &mut request, &target, conn, ctx) {
-            Outcome::Reply { reply, close } => (reply, close),
-        },
+        Ok(route) => {
+            let Outcome { reply, close } = answer(route, &mut request, &target, conn, ctx);
+            (reply, close)
+        }
     };
     log::debug!(
         "{} {} {} -> {}",

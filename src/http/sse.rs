@@ -38,7 +38,7 @@ use super::server::{Conn, HangupCheck};
 use crate::app::Ctx;
 use crate::events::event::valid_event_type;
 use crate::events::fanout::{Backlog, Outlet, Settled, Wire};
-use crate::events::{Cursor, Replayed};
+use crate::events::{Cursor, ReplayError, Replayed};
 use crate::metrics::ClientKind;
 
 /// Queued events written in one `writev` when a slow client catches up.
@@ -179,7 +179,7 @@ impl EventStream<'_> {
 
     /// Sends a `gap` if events after `after` were deleted, then every stored event after it;
     /// or a `reset` if `after` is beyond every stored id.
-    fn replay(&mut self, after: u64) -> Result<(), String> {
+    fn replay(&mut self, after: u64) -> Result<(), ReplayError<std::io::Error>> {
         let mut cursor = std::mem::take(&mut self.cursor);
         let result = cursor.replay(self.ctx.events.reader(), after, |item| {
             match item {
@@ -203,7 +203,6 @@ impl EventStream<'_> {
                 Replayed::Event(_) => Ok(()),
                 Replayed::PageEnd => self.out.flush(),
             }
-            .map_err(|e| e.to_string())
         });
         self.cursor = cursor;
         result

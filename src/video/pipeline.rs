@@ -99,10 +99,6 @@ impl Watch {
     pub fn frames(&self) -> &Latest<Frame> {
         self.video.hub(self.quality)
     }
-
-    pub fn quality(&self) -> Quality {
-        self.quality
-    }
 }
 
 impl Drop for Watch {
