@@ -10,7 +10,7 @@ use super::query::{IdFloor, Target, parse_limit};
 use super::reply::{self, Reply};
 use super::router::Outcome;
 use super::server::Conn;
-use crate::app::Ctx;
+use crate::ctx::Ctx;
 use crate::events::event::{MAX_BODY_BYTES, parse_posted_event, valid_event_type};
 use crate::events::{EventQuery, SharedEvent, StoreError};
 use crate::metrics::{self, Exposition};
@@ -265,7 +265,7 @@ pub fn login(request: &mut Request, conn: &Conn, ctx: &Ctx) -> Outcome {
         },
         _ => return reply::error(400, "bad_request", "body must be {\"token\": \"...\"}").into(),
     };
-    let tokens = &ctx.config.tokens;
+    let tokens = &ctx.http.tokens;
     if tokens.is_empty() {
         return reply::json(200, &json!({"role": "admin"})).into();
     }
@@ -291,7 +291,7 @@ pub fn login(request: &mut Request, conn: &Conn, ctx: &Ctx) -> Outcome {
 /// without first logging in (with no tokens configured everyone is admin). `login_required`
 /// says whether tokens are configured at all, so the page knows whether to offer a token form.
 pub fn whoami(request: &Request, target: &Target, ctx: &Ctx) -> Reply {
-    let tokens = &ctx.config.tokens;
+    let tokens = &ctx.http.tokens;
     match super::access::role_of(request, target, tokens) {
         Ok(role) => reply::json(
             200,

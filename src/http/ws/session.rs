@@ -23,8 +23,8 @@ use super::commands::{self, Outcome};
 use super::protocol::{self, ClientMessage, CommandName, ErrorCode, Refusal};
 use super::subscriptions::Subscriptions;
 use super::transport::Transport;
-use crate::app::Ctx;
 use crate::auth::Role;
+use crate::ctx::Ctx;
 use crate::events::event::live_event_frame;
 use crate::events::fanout::StreamEvictHook;
 use crate::events::fanout::{Backlog, Outlet, Settled};
@@ -191,7 +191,7 @@ impl<'a> Session<'a> {
             subscriptions: Subscriptions::default(),
             cursor: Cursor::new(),
             latch,
-            heartbeat: Duration::from_secs_f64(ctx.config.heartbeat_s),
+            heartbeat: ctx.http.heartbeat,
             heard_at: Instant::now(),
             ping_sent_at: None,
             events_sent: 0,
