@@ -8,15 +8,15 @@
 //!
 //! With `motion = "off"` none of it runs: no thread, no decode.
 
-pub mod detector;
-pub mod grid;
-pub mod watcher;
+pub(crate) mod detector;
+pub(crate) mod grid;
+pub(crate) mod watcher;
 
 use std::time::Duration;
 
 pub use detector::{Decision, Detector};
 pub use grid::LumaGrid;
-pub use watcher::{Wiring, start, start_configured};
+pub use watcher::{Wiring, start_configured};
 
 /// Event type of motion the camera saw (and of motion a producer posts).
 pub const MOTION_DETECTED: &str = "motion_detected";
