@@ -1,5 +1,6 @@
 //! Video: frames, quality presets, JPEG decode/resize/encode, and the shared per-preset encoders.
 
+pub mod adapt;
 pub mod frame;
 pub mod jpeg;
 pub mod metrics;
@@ -12,4 +13,4 @@ pub mod text;
 pub use frame::Frame;
 pub use metrics::VideoMetrics;
 pub use pipeline::{Video, Watch};
-pub use quality::Quality;
+pub use quality::{Quality, StreamQuality};

@@ -5,11 +5,11 @@
 import { $, clientId, backoff, fmtWhen, pictureName } from './dom.js';
 import { openViewer } from './viewer.js';
 
-const QUALITIES = ['low', 'medium', 'high', 'source'];
+const QUALITIES = ['auto', 'low', 'medium', 'high', 'source'];
 const STORE_KEY = 'porchlight.quality';
 
 const img = $('live');
-let quality = QUALITIES.includes(localStorage.getItem(STORE_KEY)) ? localStorage.getItem(STORE_KEY) : 'medium';
+let quality = QUALITIES.includes(localStorage.getItem(STORE_KEY)) ? localStorage.getItem(STORE_KEY) : 'auto';
 let cameraState = null;
 let reachable = true;
 let playing = false;
@@ -17,6 +17,7 @@ let wanted = false;
 let attempt = 0;
 let retryTimer = null;
 let retryAt = 0;
+let shown = '';
 
 export const streamUrl = () => `/stream/video/${clientId}?quality=${quality}`;
 
@@ -72,13 +73,17 @@ function onFrame() {
     setPlaying(true);
     if (!cameraTrouble()) overlay(null);
   }
-  $('video-info').textContent = `${img.naturalWidth}×${img.naturalHeight}`;
+  const [w, h] = [img.naturalWidth, img.naturalHeight];
+  // With auto, the preset in use: the smallest whose size (320x240, doubled) holds the picture.
+  const preset = ['low', 'medium', 'high'].find((_, i) => w <= 320 << i && h <= 240 << i);
+  const text = `${quality === 'auto' ? `auto: ${preset} · ` : ''}${w}×${h}`;
+  if (text !== shown) $('video-info').textContent = shown = text;
 }
 
 /** Chromium fires `load` once, at the first part, and no `error` when a playing stream is cut
  *  (its picture just loses its size): so look at the size too. */
 function watch() {
-  if (wanted && !playing && img.naturalWidth > 0 && img.src) onFrame();
+  if (wanted && img.naturalWidth > 0 && img.src) onFrame(); // its size changes with auto's preset
   if (wanted && playing && img.naturalWidth === 0) onError();
   if (retryTimer && !cameraTrouble()) {
     const seconds = Math.max(0, Math.ceil((retryAt - Date.now()) / 1000));
@@ -94,7 +99,7 @@ function onError() {
   clearTimeout(retryTimer);
   retryTimer = setTimeout(connect, delay);
   if (!cameraTrouble()) overlay('wait', 'No live video', `Trying again in ${Math.ceil(delay / 1000)} s.`);
-  $('video-info').textContent = '';
+  $('video-info').textContent = shown = '';
 }
 
 const cameraTrouble = () => cameraState === 'offline' || cameraState === 'stalled';
@@ -140,7 +145,7 @@ async function snapshot() {
   const info = $('video-info');
   button.disabled = true;
   try {
-    const response = await fetch(`/api/snapshot.jpg?quality=${quality}`, { cache: 'no-store' });
+    const response = await fetch(`/api/snapshot.jpg?quality=${quality === 'auto' ? 'high' : quality}`, { cache: 'no-store' });
     if (!response.ok) {
       let message = `HTTP ${response.status}`;
       try { message = (await response.json()).message || message; } catch { /* not JSON */ }

@@ -7,8 +7,11 @@ const dialog = $('viewer');
 const image = $('viewer-img');
 let blobUrl = null;
 
-export function openViewer(src, caption, filename) {
+export function openViewer(src, caption, filename, box) {
   releaseBlob();
+  const b = $('viewer-box'); // framed over the picture: [x, y, w, h] fractions of it
+  b.hidden = !(Array.isArray(box) && box.length === 4 && box.every((v) => v >= 0 && v <= 1));
+  ['left', 'top', 'width', 'height'].forEach((k, i) => { b.style[k] = `${box?.[i] * 100}%`; });
   if (src.startsWith('blob:')) blobUrl = src;
   image.src = src;
   image.alt = caption;
