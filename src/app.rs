@@ -5,11 +5,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::camera::Camera;
+use crate::clips::{self, ClipSettings, FrameRing, Recorder};
 use crate::config::Config;
 use crate::control::Control;
 use crate::events::{EventHub, Retention, Store, StoreError, StoreReader};
 use crate::http::server::{self, Registry};
 use crate::metrics::Metrics;
+use crate::outbound::{Outbound, OutboundSettings};
 use crate::sdnotify::{Notifier, Watchdog};
 use crate::shutdown::{self, Shutdown};
 use crate::status::{StatusHub, StatusSampler};
@@ -27,10 +29,17 @@ pub struct Ctx {
     pub camera: Camera,
     /// The shared per-preset encoders.
     pub video: Video,
+    /// The clip recorder, when clips are recorded.
+    pub clips: Option<Recorder>,
+    /// The MQTT bridge and webhooks, for status and metrics.
+    pub outbound: Outbound,
 }
 
 /// How long shutdown waits for connection threads to finish after closing their sockets.
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(1000);
+/// How long shutdown waits for the MQTT bridge (its `offline` and DISCONNECT) and the webhook
+/// senders before the event writer saves their cursors and stops.
+const DELIVERY_STOP_TIMEOUT: Duration = Duration::from_millis(2000);
 
 /// Runs the server until SIGTERM/SIGINT. An `Err` is a fatal error (exit status 1).
 pub fn run(config: Config) -> Result<(), String> {
@@ -44,6 +53,7 @@ pub fn run(config: Config) -> Result<(), String> {
     let retention = Retention {
         max_events: config.max_events,
         max_snapshot_bytes: config.max_snapshot_bytes,
+        max_clip_bytes: config.max_clip_bytes,
     };
     let data_dir = &config.data_dir;
     let store = match Store::open(data_dir, retention) {
@@ -75,17 +85,54 @@ pub fn run(config: Config) -> Result<(), String> {
         bounds.stored,
         bounds.last_id
     );
+    let clip_settings = ClipSettings {
+        pre: Duration::from_secs_f64(config.clip_pre_s),
+        post: Duration::from_secs_f64(config.clip_post_s),
+        event_types: config.clip_event_types.clone(),
+        max_bytes: config.max_clip_bytes,
+        dir: data_dir.join(clips::file::DIR),
+    };
+    // Clips need a writable store and their folder (made by the store as it opened).
+    let record_clips = clip_settings.enabled() && store.is_ok() && clip_settings.dir.is_dir();
+    let pre_roll = record_clips.then(|| {
+        Arc::new(FrameRing::new(
+            clips::ring::keep_for(clip_settings.pre),
+            clips::ring::DEFAULT_MAX_BYTES,
+        ))
+    });
     let (events, writer) = EventHub::start(store, reader, Arc::clone(&metrics))
         .map_err(|e| format!("cannot start the event writer: {e}"))?;
     let (camera, capture) = Camera::start(
         config.camera.clone(),
+        pre_roll.clone(),
         events.clone(),
         Arc::clone(&metrics),
         shutdown.clone(),
     )
     .map_err(|e| format!("cannot start the camera thread: {e}"))?;
+    let (clips, clip_writer) = match pre_roll {
+        Some(ring) => Recorder::start(
+            clip_settings,
+            ring,
+            camera.clone(),
+            events.clone(),
+            shutdown.clone(),
+        )
+        .map(|(recorder, handle)| (Some(recorder), Some(handle)))
+        .map_err(|e| format!("cannot start the clip writer: {e}"))?,
+        None => {
+            if clip_settings.enabled() {
+                log::warn!("clips are not recorded: the data dir cannot be written");
+            } else {
+                log::info!("clips are off (clip_event_types is empty or max_clip_bytes is 0)");
+            }
+            (None, None)
+        }
+    };
     let video = Video::new(camera.frames().clone(), shutdown.clone());
     let control = Control::new(events.clone()).with_camera(camera.clone());
+    let outbound_settings = OutboundSettings::from_config(&config);
+    let outbound = Outbound::prepare(&outbound_settings, &events);
     let motion = crate::motion::start_configured(
         &config,
         crate::motion::Wiring {
@@ -98,11 +145,23 @@ pub fn run(config: Config) -> Result<(), String> {
     .map_err(|e| format!("cannot start the motion thread: {e}"))?;
 
     let status_camera = camera.clone();
+    let section = |pick: fn((serde_json::Value, serde_json::Value)) -> serde_json::Value| {
+        let outbound = outbound.clone();
+        let metrics = Arc::clone(&metrics);
+        let last_id = move || {
+            metrics
+                .last_event_id
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        Box::new(move || pick(outbound.status_json(last_id()))) as crate::status::SectionFn
+    };
     let sampler = StatusSampler::new(
         Arc::clone(&metrics),
         Box::new(move || status_camera.status_json()),
         &config.doorbell,
-    );
+    )
+    .with_section("mqtt", section(|(mqtt, _)| mqtt))
+    .with_section("webhooks", section(|(_, hooks)| hooks));
     let status = StatusHub::new(sampler);
     let sampler = status
         .spawn_sampler(
@@ -144,6 +203,8 @@ pub fn run(config: Config) -> Result<(), String> {
         shutdown: shutdown.clone(),
         camera,
         video,
+        clips,
+        outbound: outbound.clone(),
     });
     let registry = Arc::new(Registry::default());
     let accept = {
@@ -155,6 +216,8 @@ pub fn run(config: Config) -> Result<(), String> {
             .spawn(move || server::accept_loop(accept_listener, ctx, registry))
             .map_err(|e| format!("cannot start the accept thread: {e}"))?
     };
+    // Never waits for a broker or receiver: each thread connects (and retries) by itself.
+    let delivery = outbound.start(&outbound_settings, &ctx)?;
     log::info!(
         "listening on http://{local} (camera {}, doorbell {}, {})",
         ctx.config.camera,
@@ -180,6 +243,11 @@ pub fn run(config: Config) -> Result<(), String> {
             ("status sampler", &sampler),
         ];
         vital.extend(doorbell.as_ref().map(|handle| ("doorbell", handle)));
+        vital.extend(
+            delivery
+                .iter()
+                .map(|(name, handle)| (name.as_str(), handle)),
+        );
         vital.extend(motion.as_ref().map(|handle| ("motion detector", handle)));
         let stopped = vital.iter().find(|(_, h)| h.is_finished()).map(|(n, _)| *n);
         watchdog.tick(stopped);
@@ -210,6 +278,13 @@ pub fn run(config: Config) -> Result<(), String> {
     {
         log::error!("the motion thread panicked");
     }
+    // The clip writer reports its last recording through the event writer: stop it first.
+    if let Some(clip_writer) = clip_writer
+        && clip_writer.join().is_err()
+    {
+        log::error!("the clip writer panicked");
+    }
+    stop_delivery(delivery, stopping + DRAIN_TIMEOUT + DELIVERY_STOP_TIMEOUT);
     events.stop();
     if writer.join().is_err() {
         return Err("the event writer panicked".into());
@@ -218,4 +293,22 @@ pub fn run(config: Config) -> Result<(), String> {
     sampler.join().ok();
     log::info!("stopped cleanly in {} ms", stopping.elapsed().as_millis());
     Ok(())
+}
+
+/// Waits until `deadline` for the delivery threads (which saw the shutdown broadcast) to end.
+/// One still busy (a webhook POST waiting on its receiver) is left behind: its cursor is saved
+/// as it stands by the event writer, and the event in flight is sent again after a restart.
+fn stop_delivery(threads: Vec<(String, std::thread::JoinHandle<()>)>, deadline: Instant) {
+    for (name, handle) in threads {
+        while !handle.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if !handle.is_finished() {
+            log::warn!(
+                "{name} still busy at exit; its delivery resumes from the store at the next start"
+            );
+        } else if handle.join().is_err() {
+            log::error!("the {name} thread panicked");
+        }
+    }
 }

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use crate::auth::{Role, TokenTable};
 use crate::camera::CameraSpec;
 use crate::doorbell::{ChimeSpec, DoorbellSpec};
+use crate::url::ServiceUrl;
+use crate::webhooks::{Format, WebhookSettings};
 
 /// How a key can also be given on the command line (flags override the file).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -316,6 +318,82 @@ config_keys! {
         flag: Flag::None,
         parse: |key, value| frame_rate(key, value, 0.2, 30.0),
         show: float;
+    /// seconds of video before an event that its clip starts with (0 to 30; the pre-roll is also held to 16 MiB of frames, see "Event clips")
+    clip_pre_s: f64 = 3.0,
+        flag: Flag::None,
+        parse: |key, value| seconds(key, value, 0.0, 30.0),
+        show: float;
+    /// seconds of video after an event that its clip goes on for (0 to 300); a later event joins the recording and extends it, and so does motion while it goes on, up to 120 s after the event
+    clip_post_s: f64 = 7.0,
+        flag: Flag::None,
+        parse: |key, value| seconds(key, value, 0.0, 300.0),
+        show: float;
+    /// event types that get a clip while the camera is live (`[]`: none)
+    clip_event_types: Vec<String> = vec!["doorbell_pressed", "motion_detected"],
+        flag: Flag::None,
+        parse: parse_event_types,
+        show: |types| string_list(types.iter().cloned());
+    /// clip bytes kept (512 MiB by default); the oldest clips are deleted first; `0` records none
+    max_clip_bytes: u64 = 512 * 1024 * 1024,
+        flag: Flag::None,
+        parse: |key, value| count(key, value, 0, u64::MAX / 2),
+        show: number;
+    /// where people reach the dashboard (`"http://door.local:8080"`): links in notifications, webhooks and Home Assistant (`""`: none)
+    public_url: Option<String> = "",
+        flag: Flag::None,
+        parse: |key, value| optional(key, value, crate::url::parse_public_url),
+        show: |url| quoted(url.as_deref().unwrap_or_default());
+    /// MQTT broker, `mqtt://[user:pass@]host[:port]` (see "MQTT and Home Assistant"; `""`: no MQTT)
+    mqtt_url: Option<ServiceUrl> = "",
+        flag: Flag::None,
+        parse: |key, value| optional(key, value, crate::mqtt::parse_url),
+        show: |url| quoted(&url.as_ref().map(masked_url).unwrap_or_default());
+    /// this door's name on the broker and in Home Assistant, `[a-z0-9_-]` (`""`: the host name)
+    device_id: String = "",
+        flag: Flag::None,
+        parse: |key, value| {
+            let text = as_str(key, value)?;
+            if !text.is_empty() {
+                crate::mqtt::check_device_id(text).map_err(|e| ConfigError::new(key, e))?;
+            }
+            Ok(text.to_string())
+        },
+        show: |id| quoted(id);
+    /// topic prefix of everything the device publishes (`""`: `porchlight/<device_id>`)
+    mqtt_prefix: String = "",
+        flag: Flag::None,
+        parse: |key, value| {
+            let text = as_str(key, value)?;
+            if !text.is_empty() {
+                crate::mqtt::check_topic_prefix(text).map_err(|e| ConfigError::new(key, e))?;
+            }
+            Ok(text.to_string())
+        },
+        show: |prefix| quoted(prefix);
+    /// announce the device to Home Assistant by MQTT discovery; `false` removes it
+    ha_discovery: bool = true,
+        flag: Flag::None,
+        parse: as_bool,
+        show: |on| on.to_string();
+    /// Home Assistant's discovery prefix
+    ha_discovery_prefix: String = "homeassistant",
+        flag: Flag::None,
+        parse: |key, value| {
+            let text = as_str(key, value)?;
+            crate::mqtt::check_topic_prefix(text).map_err(|e| ConfigError::new(key, e))?;
+            Ok(text.to_string())
+        },
+        show: |prefix| quoted(prefix);
+    /// run the WebSocket commands published to `<prefix>/command/<name>` (the broker's ACL decides who may)
+    mqtt_commands: bool = false,
+        flag: Flag::None,
+        parse: as_bool,
+        show: |on| on.to_string();
+    /// `[{url = "http://host/path", types = ["doorbell_pressed"], format = "json"}]`: POST each matching event (`types` absent: all; `format` `json` or `ntfy`; see "Webhooks and ntfy")
+    webhooks: Vec<WebhookSettings> = Vec::<String>::new(),
+        flag: Flag::None,
+        parse: parse_webhooks,
+        show: |hooks| show_webhooks(hooks);
 }
 
 /// A configuration error: which key or flag, and what was wrong with it.
@@ -494,6 +572,26 @@ fn frame_rate(key: &str, value: &toml::Value, min: f64, max: f64) -> Result<f64,
     Ok(n)
 }
 
+/// A list of event types (`[a-z0-9_]{1,64}` each), without repeats.
+fn parse_event_types(key: &str, value: &toml::Value) -> Result<Vec<String>, ConfigError> {
+    let mut types: Vec<String> = Vec::new();
+    for item in as_array(key, value)? {
+        let text = item
+            .as_str()
+            .ok_or_else(|| ConfigError::new(key, "each entry must be an event type string"))?;
+        if !crate::events::event::valid_event_type(text) {
+            return Err(ConfigError::new(
+                key,
+                format!("{text:?} is not an event type ([a-z0-9_]{{1,64}})"),
+            ));
+        }
+        if !types.iter().any(|t| t == text) {
+            types.push(text.to_string());
+        }
+    }
+    Ok(types)
+}
+
 fn parse_tokens(key: &str, value: &toml::Value) -> Result<TokenTable, ConfigError> {
     let mut table = TokenTable::default();
     for item in as_array(key, value)? {
@@ -575,6 +673,97 @@ fn parse_origin(text: &str) -> Result<String, String> {
             "{text:?} is not an origin like \"http://door.local:8080\" (scheme and host, no path)"
         )),
     }
+}
+
+/// An optional string setting: `""` is none, anything else goes through `parse`.
+fn optional<T>(
+    key: &str,
+    value: &toml::Value,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, ConfigError> {
+    match as_str(key, value)? {
+        "" => Ok(None),
+        text => parse(text).map(Some).map_err(|e| ConfigError::new(key, e)),
+    }
+}
+
+/// A URL as `--check-config` prints it: a password masked like a token.
+fn masked_url(url: &ServiceUrl) -> String {
+    let userinfo = match (&url.user, &url.password) {
+        (Some(user), Some(_)) => format!("{user}:********@"),
+        (Some(user), None) => format!("{user}@"),
+        _ => String::new(),
+    };
+    let path = if url.path == "/" { "" } else { &url.path };
+    format!("{}://{userinfo}{}{path}", url.scheme, url.host_port())
+}
+
+/// `webhooks`: an array of `{url, types, format}` tables; errors name `webhooks[i].field`.
+fn parse_webhooks(key: &str, value: &toml::Value) -> Result<Vec<WebhookSettings>, ConfigError> {
+    let mut hooks = Vec::new();
+    for (i, item) in as_array(key, value)?.iter().enumerate() {
+        let name = format!("{key}[{i}]");
+        let field = |f: &str| format!("{name}.{f}");
+        let table = item.as_table().ok_or_else(|| {
+            ConfigError::new(
+                &name,
+                "each webhook is a table: {url = \"http://host/path\"}",
+            )
+        })?;
+        if let Some(unknown) = table
+            .keys()
+            .find(|k| !["url", "types", "format"].contains(&k.as_str()))
+        {
+            return Err(ConfigError::new(
+                field(unknown),
+                "unknown field (allowed: url, types, format)",
+            ));
+        }
+        let url = match table.get("url") {
+            Some(url) => WebhookSettings::parse_url(as_str(&field("url"), url)?)
+                .map_err(|e| ConfigError::new(field("url"), e))?,
+            None => return Err(ConfigError::new(field("url"), "is required")),
+        };
+        let mut types = Vec::new();
+        if let Some(list) = table.get("types") {
+            for item in as_array(&field("types"), list)? {
+                match item.as_str() {
+                    Some(t) if crate::events::event::valid_event_type(t) => {
+                        types.push(t.to_string())
+                    }
+                    Some(t) => {
+                        return Err(ConfigError::new(
+                            field("types"),
+                            format!("{t:?} is not an event type ([a-z0-9_]{{1,64}})"),
+                        ));
+                    }
+                    None => return Err(type_error(&field("types"), "event type strings", item)),
+                }
+            }
+        }
+        let format = match table.get("format") {
+            Some(format) => Format::parse(as_str(&field("format"), format)?)
+                .map_err(|e| ConfigError::new(field("format"), e))?,
+            None => Format::Json,
+        };
+        hooks.push(WebhookSettings { url, types, format });
+    }
+    Ok(hooks)
+}
+
+fn show_webhooks(hooks: &[WebhookSettings]) -> String {
+    let tables: Vec<String> = hooks
+        .iter()
+        .map(|hook| {
+            format!(
+                "{{url = {}, types = {}, format = {}}}",
+                quoted(&masked_url(&hook.url)),
+                string_list(hook.types.iter().cloned()),
+                quoted(hook.format.name())
+            )
+        })
+        .collect();
+    format!("[{}]", tables.join(", "))
 }
 
 /// Which role a `--token ROLE:TOKEN` grants; used by the token table.

@@ -46,6 +46,11 @@ pub struct Metrics {
     pub frames_captured: AtomicU64,
     /// Camera frames lost before publishing (the source was late, or sent a corrupt frame).
     pub frames_dropped: AtomicU64,
+    /// Bytes held by finished clip files (what `max_clip_bytes` limits), set by the event
+    /// writer as the store changes them.
+    pub clip_bytes_stored: AtomicU64,
+    /// Clip recordings finished and committed to the store.
+    pub clips_recorded: AtomicU64,
     clients: [AtomicUsize; 3],
     started: Option<Instant>,
 }
@@ -150,6 +155,16 @@ pub const SERIES: &[Series<Metrics>] = &[
         "porchlight_events_stored",
         "Events held by the store after retention.",
         |m, out| out.atomic(&m.events_stored),
+    ),
+    Series::gauge(
+        "porchlight_clip_bytes_stored",
+        "Bytes held by finished clip files (limited by max_clip_bytes).",
+        |m, out| out.atomic(&m.clip_bytes_stored),
+    ),
+    Series::counter(
+        "porchlight_clips_recorded_total",
+        "Clip recordings finished and committed to the store.",
+        |m, out| out.atomic(&m.clips_recorded),
     ),
 ];
 

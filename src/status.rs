@@ -17,6 +17,10 @@ use crate::shutdown::Shutdown;
 /// Where the camera part of the status comes from (the capture thread, once it exists).
 pub type CameraStatusFn = Box<dyn Fn() -> Value + Send + Sync>;
 
+/// Another part of the status object, measured at the moment of asking (the MQTT bridge and
+/// webhooks add theirs).
+pub type SectionFn = Box<dyn Fn() -> Value + Send + Sync>;
+
 /// One status document as sent: serialised once, shared by every status client.
 pub type SharedStatus = Arc<String>;
 
@@ -28,6 +32,7 @@ pub struct StatusSampler {
     metrics: Arc<Metrics>,
     camera: CameraStatusFn,
     doorbell: Value,
+    sections: Vec<(&'static str, SectionFn)>,
     /// CPU time and wall time at the previous sample: cpu_percent covers the span since then.
     previous_cpu: Mutex<(Instant, Option<f64>)>,
     ticks_per_second: f64,
@@ -47,12 +52,19 @@ impl StatusSampler {
             metrics,
             camera,
             doorbell: json!({"source": doorbell.source_name(), "pin": doorbell.pin()}),
+            sections: Vec::new(),
             previous_cpu: Mutex::new((Instant::now(), None)),
             ticks_per_second: if ticks > 0 { ticks as f64 } else { 100.0 },
         };
         let cpu = sampler.process_cpu_seconds();
         sampler.previous_cpu.lock().expect("cpu lock").1 = cpu;
         sampler
+    }
+
+    /// Adds `name` to the status object, filled by `section` at each sample.
+    pub fn with_section(mut self, name: &'static str, section: SectionFn) -> StatusSampler {
+        self.sections.push((name, section));
+        self
     }
 
     /// A sampler reading `proc_root` and `sys_root` instead of `/proc` and `/sys`.
@@ -68,7 +80,7 @@ impl StatusSampler {
     /// The whole status object, measured now.
     pub fn sample(&self) -> Value {
         let metrics = &self.metrics;
-        json!({
+        let mut status = json!({
             "timestamp": crate::clock::round_ms(crate::clock::unix_now()),
             "uptime_s": crate::clock::round_ms(metrics.uptime_s()),
             "version": env!("CARGO_PKG_VERSION"),
@@ -88,7 +100,11 @@ impl StatusSampler {
                 "stored": metrics.events_stored.load(Ordering::Relaxed),
             },
             "doorbell": self.doorbell,
-        })
+        });
+        for (name, section) in &self.sections {
+            status[*name] = section();
+        }
+        status
     }
 
     /// This process's CPU use since the previous sample, in percent of one core.

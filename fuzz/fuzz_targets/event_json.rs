@@ -17,6 +17,7 @@ fuzz_target!(|data: &[u8]| {
         source: draft.source.clone(),
         data: draft.data.clone(),
         has_snapshot: false,
+        clip_file: None,
     };
     let published = PublishedEvent::new(event.clone());
     let block = std::str::from_utf8(&published.sse).expect("SSE block is UTF-8");

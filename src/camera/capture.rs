@@ -25,6 +25,7 @@ use super::CameraSpec;
 use super::health::{Failure, Health, PLACEHOLDER_EVERY, Quiet, Timing};
 use super::placeholder;
 use super::source::{Captured, Mode, Source};
+use crate::clips::FrameRing;
 use crate::events::{EventDraft, EventHub};
 use crate::latest::Latest;
 use crate::metrics::Metrics;
@@ -81,6 +82,8 @@ enum Command {
 struct Shared {
     spec: CameraSpec,
     frames: Latest<Frame>,
+    /// The clips' pre-roll, if clips are recorded: every live frame's `Arc` goes in too.
+    history: Option<Arc<FrameRing>>,
     status: Mutex<Status>,
     metrics: Arc<Metrics>,
     commands: Sender<Command>,
@@ -95,8 +98,10 @@ pub struct Camera {
 impl Camera {
     /// Starts the capture thread for `spec`. The source is opened on that thread, so a missing
     /// device makes the camera `offline` (with a `camera_offline` event), never a failed start.
+    /// `history`: the clips' pre-roll ring, which gets every live frame (`None`: no clips).
     pub fn start(
         spec: CameraSpec,
+        history: Option<Arc<FrameRing>>,
         events: EventHub,
         metrics: Arc<Metrics>,
         shutdown: Shutdown,
@@ -105,6 +110,7 @@ impl Camera {
             spec,
             Box::new(super::open),
             Timing::default(),
+            history,
             events,
             metrics,
             shutdown,
@@ -116,6 +122,7 @@ impl Camera {
         spec: CameraSpec,
         opener: Opener,
         timing: Timing,
+        history: Option<Arc<FrameRing>>,
         events: EventHub,
         metrics: Arc<Metrics>,
         shutdown: Shutdown,
@@ -124,6 +131,7 @@ impl Camera {
         let shared = Arc::new(Shared {
             spec,
             frames: Latest::new(),
+            history,
             status: Mutex::new(Status {
                 state: CameraState::Starting,
                 mode: None,
@@ -356,7 +364,11 @@ impl Capture {
             status.error = None;
             status.state = self.health.state();
         }
-        self.shared.frames.publish(Arc::new(frame));
+        let frame = Arc::new(frame);
+        if let Some(history) = &self.shared.history {
+            history.push(Arc::clone(&frame));
+        }
+        self.shared.frames.publish(frame);
         if arrived.started_streaming {
             let spec = self.shared.spec.to_string();
             log::info!(
@@ -398,6 +410,10 @@ impl Capture {
             data.insert("source".into(), Value::String(spec));
             data.insert("reason".into(), Value::String(reason));
             self.publish_event(CAMERA_OFFLINE, data);
+        }
+        // Frames from before the outage are nobody's pre-roll; let their memory go.
+        if let Some(history) = &self.shared.history {
+            history.clear();
         }
         self.placeholder_if_due("CAMERA OFFLINE");
     }
@@ -553,6 +569,7 @@ mod tests {
         let retention = Retention {
             max_events: 1000,
             max_snapshot_bytes: 1 << 20,
+            max_clip_bytes: 1 << 20,
         };
         let store = Store::open(&dir, retention);
         let reader = Arc::new(StoreReader::new(&dir));
@@ -578,6 +595,7 @@ mod tests {
             spec,
             opener,
             timing,
+            None,
             events.clone(),
             metrics,
             shutdown.clone(),

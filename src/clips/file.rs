@@ -35,8 +35,25 @@ use std::time::Duration;
 use super::ebml::{self, Header, Malformed, id};
 use crate::video::Frame;
 
+/// The folder of clip files inside the data dir.
+pub const DIR: &str = "clips";
 /// File name extension of a clip.
 pub const EXTENSION: &str = "mkv";
+
+/// The file of recording `id` (named after the event that started it) in `dir`. Made from a
+/// number only, so no request can name a path outside the folder.
+pub fn path(dir: &Path, id: u64) -> std::path::PathBuf {
+    dir.join(format!("{id}.{EXTENSION}"))
+}
+
+/// The recording id a clip file's name says, if it is one of ours (`<id>.mkv`).
+pub fn id_from_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(EXTENSION)?.strip_suffix('.')?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().filter(|id| *id > 0)
+}
 /// The MIME type a downloaded clip is sent with.
 pub const MIME: &str = "video/x-matroska";
 
@@ -55,6 +72,8 @@ const MAX_HEADER_ELEMENT: u64 = 64 * 1024;
 
 /// Appends frames to a new clip file.
 pub struct ClipWriter {
+    /// The folder, until its entry for the new file has been synced.
+    dir: Option<std::path::PathBuf>,
     file: File,
     /// Bytes written, all of them whole elements: the file's valid length.
     len: u64,
@@ -67,8 +86,9 @@ pub struct ClipWriter {
 
 impl ClipWriter {
     /// Creates the file at `path` for a clip whose first frame is `first` (not written yet:
-    /// [`ClipWriter::append`] it like the others), with the header written and synced, and
-    /// the directory entry synced too, so the file survives a power cut from here on.
+    /// [`ClipWriter::append`] it like the others) and writes its header. Nothing is synced
+    /// yet, so the first frames follow at once (a `kill -9` loses nothing written; a power cut
+    /// loses what the first [`ClipWriter::sync`] had not made durable).
     pub fn create(path: &Path, first: &Frame, title: &str) -> io::Result<ClipWriter> {
         let mut file = OpenOptions::new()
             .write(true)
@@ -77,11 +97,8 @@ impl ClipWriter {
             .open(path)?;
         let (header, duration_at) = file_header(first, title);
         file.write_all(&header)?;
-        file.sync_data()?;
-        if let Some(dir) = path.parent() {
-            File::open(dir)?.sync_all()?;
-        }
         Ok(ClipWriter {
+            dir: path.parent().map(Path::to_path_buf),
             file,
             len: header.len() as u64,
             duration_at: duration_at as u64,
@@ -115,9 +132,14 @@ impl ClipWriter {
         Ok(total)
     }
 
-    /// Makes what was written so far durable (`fdatasync`).
+    /// Makes what was written so far durable (`fdatasync`; the first time, the folder's
+    /// entry for the file too).
     pub fn sync(&mut self) -> io::Result<()> {
-        self.file.sync_data()
+        self.file.sync_data()?;
+        if let Some(dir) = self.dir.take() {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     }
 
     /// The file's length, all of it whole frames.
@@ -437,6 +459,52 @@ impl ClipReader {
         self.pos
     }
 
+    /// The capture time of the frame at `at`, read from its cluster's Timestamp (which the
+    /// writer puts first) without reading its picture; `None` if that is not how it looks, or
+    /// it is not all in the file yet (`file_len`). Also returns where the frame ends.
+    fn frame_time_at(&self, at: u64, file_len: u64) -> io::Result<Option<(f64, u64)>> {
+        let Ok(header) = self.header_at(at)? else {
+            return Ok(None);
+        };
+        let Some(size) = header.size.filter(|s| *s <= MAX_CLUSTER) else {
+            return Ok(None);
+        };
+        let body_at = at + header.len as u64;
+        let end = body_at + size;
+        if header.id != id::CLUSTER || end > file_len {
+            return Ok(None);
+        }
+        let mut head = [0u8; 20];
+        let got = read_up_to(&self.file, body_at, &mut head)?;
+        let Ok(child) = ebml::read_header(&head[..got]) else {
+            return Ok(None);
+        };
+        let value = child
+            .size
+            .and_then(|len| usize::try_from(len).ok())
+            .and_then(|len| head.get(child.len..child.len + len));
+        match (child.id, value.and_then(ebml::read_uint)) {
+            (id::TIMESTAMP, Some(ticks)) => {
+                let offset = Duration::from_nanos(ticks.saturating_mul(self.scale_ns));
+                Ok(Some((self.date_unix + offset.as_secs_f64(), end)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Steps over the whole frames captured before `unix` without reading their pictures:
+    /// where the clip of an event that joined a recording under way starts.
+    pub fn skip_before(&mut self, unix: f64) -> io::Result<()> {
+        let file_len = self.file.metadata()?.len();
+        while let Some((at, end)) = self.frame_time_at(self.pos, file_len)? {
+            if at >= unix {
+                break;
+            }
+            self.pos = end;
+        }
+        Ok(())
+    }
+
     /// The next whole frame, if it is there.
     pub fn next_frame(&mut self) -> io::Result<Read> {
         loop {
@@ -538,6 +606,17 @@ fn frame_number(additions: &[u8]) -> Option<u64> {
                 .and_then(|v| v.try_into().ok())
                 .map(u64::from_be_bytes)
         })
+}
+
+/// The length of a clip file's whole part (its header and whole frames), reading only the
+/// frames' headers: what a download sends while the clip may still be growing.
+pub fn whole_length(path: &Path) -> io::Result<u64> {
+    let mut reader = ClipReader::open(path)?;
+    let file_len = reader.file.metadata()?.len();
+    while let Some((_, end)) = reader.frame_time_at(reader.pos, file_len)? {
+        reader.pos = end;
+    }
+    Ok(reader.pos)
 }
 
 /// What a scan of a clip file found: how much of it is whole, and its frames' span.
@@ -674,6 +753,24 @@ mod tests {
     }
 
     #[test]
+    fn file_names_are_made_from_numbers_and_read_back() {
+        let dir = Path::new("/data/clips");
+        assert_eq!(path(dir, 42), Path::new("/data/clips/42.mkv"));
+        assert_eq!(id_from_name("42.mkv"), Some(42));
+        for other in [
+            "42.mkv.tmp",
+            ".mkv",
+            "0.mkv",
+            "-1.mkv",
+            "4a.mkv",
+            "42.jpg",
+            "+4.mkv",
+        ] {
+            assert_eq!(id_from_name(other), None, "{other}");
+        }
+    }
+
+    #[test]
     fn frames_come_back_with_their_numbers_times_and_bytes() {
         let d = dir("roundtrip");
         let path = d.0.join("1.mkv");
@@ -717,6 +814,41 @@ mod tests {
         let scan = scan(&path).unwrap();
         assert_eq!(scan.frames, 20);
         assert_eq!(scan.whole_len, len);
+        assert_eq!(whole_length(&path).unwrap(), len);
+    }
+
+    #[test]
+    fn skipping_to_a_time_reads_on_from_the_first_frame_at_or_after_it() {
+        let d = dir("skip");
+        let path = d.0.join("8.mkv");
+        let base = Instant::now();
+        let frames: Vec<Frame> = (0..30)
+            .map(|i| frame(base, i + 1, i * 100, 0, 300))
+            .collect();
+        let mut writer = ClipWriter::create(&path, &frames[0], "skip").unwrap();
+        for f in &frames {
+            writer.append(f).unwrap();
+        }
+        drop(writer);
+        let mut reader = ClipReader::open(&path).unwrap();
+        reader.skip_before(frames[12].captured_unix - 0.01).unwrap();
+        assert!(matches!(reader.next_frame().unwrap(), Read::Frame(f) if f.number == 13));
+        // Before the first frame: nothing skipped; after the last: everything.
+        let mut reader = ClipReader::open(&path).unwrap();
+        reader.skip_before(0.0).unwrap();
+        assert!(matches!(reader.next_frame().unwrap(), Read::Frame(f) if f.number == 1));
+        let mut reader = ClipReader::open(&path).unwrap();
+        reader.skip_before(f64::MAX).unwrap();
+        assert!(matches!(reader.next_frame().unwrap(), Read::End));
+        // A torn last frame is neither skipped over nor counted in the whole length.
+        let whole = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &whole[..whole.len() - 10]).unwrap();
+        let mut reader = ClipReader::open(&path).unwrap();
+        reader.skip_before(f64::MAX).unwrap();
+        assert!(matches!(reader.next_frame().unwrap(), Read::End));
+        let cut = whole_length(&path).unwrap();
+        assert!(cut < whole.len() as u64 - 10);
+        assert_eq!(scan(&path).unwrap().whole_len, cut);
     }
 
     #[test]

@@ -5,10 +5,16 @@
 //! - `file.rs` — the clip file (Matroska, one cluster per frame, valid after every write) and
 //!   its reader, which never hands out a torn frame.
 //! - `ebml.rs` — the bits of EBML the file needs.
+//! - `metrics.rs` — what the recorder counts, as `/metrics` shows it.
+//! - `recorder.rs` — which events get a clip (decided as they are stored), and the clip
+//!   writer thread: one recording at a time, joined and extended by later events and motion.
 
 pub mod ebml;
 pub mod file;
+pub mod metrics;
+pub mod recorder;
 pub mod ring;
 
 pub use file::{ClipFrame, ClipReader, ClipWriter};
+pub use recorder::{ClipSettings, Recorder};
 pub use ring::FrameRing;

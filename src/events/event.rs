@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
+use super::clip_rows::ClipPlan;
+
 /// A stored event, as the contract shows it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
@@ -13,12 +15,21 @@ pub struct Event {
     pub source: String,
     pub data: Map<String, Value>,
     pub has_snapshot: bool,
+    /// The recording holding the event's clip (being written, or written), named after the
+    /// event that started it: see `crate::clips`. `None`: no clip.
+    pub clip_file: Option<u64>,
 }
 
 impl Event {
     pub fn snapshot_url(&self) -> Option<String> {
         self.has_snapshot
             .then(|| format!("/api/events/{}/snapshot.jpg", self.id))
+    }
+
+    pub fn clip_url(&self) -> Option<String> {
+        self.clip_file
+            .is_some()
+            .then(|| format!("/api/events/{}/clip.mjpeg", self.id))
     }
 
     pub fn to_json(&self) -> Value {
@@ -29,6 +40,7 @@ impl Event {
             "source": self.source,
             "data": self.data,
             "snapshot_url": self.snapshot_url(),
+            "clip_url": self.clip_url(),
         })
     }
 }
@@ -42,6 +54,9 @@ pub struct EventDraft {
     pub timestamp: f64,
     /// The JPEG of the moment, stored next to the event.
     pub snapshot: Option<Arc<Vec<u8>>>,
+    /// Whether and how the event gets a clip: decided on the event writer thread as the event
+    /// is stored (by the clip recorder's [`crate::events::hub::ClipSink`]), never by producers.
+    pub clip: Option<ClipPlan>,
 }
 
 impl EventDraft {
@@ -52,6 +67,7 @@ impl EventDraft {
             data,
             timestamp: crate::clock::round_ms(crate::clock::unix_now()),
             snapshot: None,
+            clip: None,
         }
     }
 }
@@ -231,6 +247,7 @@ mod tests {
             source: "api".into(),
             data,
             has_snapshot: false,
+            clip_file: None,
         });
         let text = String::from_utf8(published.sse.clone()).unwrap();
         assert!(text.starts_with("id: 7\nevent: doorbell_pressed\ndata: {"));
@@ -239,6 +256,7 @@ mod tests {
         let object: Value = serde_json::from_str(&published.json).unwrap();
         assert_eq!(object["id"], 7);
         assert!(object["snapshot_url"].is_null());
+        assert!(object["clip_url"].is_null());
     }
 
     #[test]
@@ -253,6 +271,7 @@ mod tests {
                 source: "api".into(),
                 data,
                 has_snapshot: true,
+                clip_file: Some(9),
             })
         };
         // A 16-bit and a 64-bit payload length.
@@ -280,6 +299,7 @@ mod tests {
                 message["event"]["snapshot_url"],
                 "/api/events/9/snapshot.jpg"
             );
+            assert_eq!(message["event"]["clip_url"], "/api/events/9/clip.mjpeg");
         }
     }
 }

@@ -3,15 +3,25 @@
 //! Producers (REST, the doorbell, the WebSocket) call [`EventHub::publish`], which blocks until
 //! the event is committed and fanned out. The writer thread takes whatever requests are waiting
 //! and commits them in one transaction (group commit: a burst costs one fsync, not one per
-//! event), then offers each event, serialised once, to every subscriber.
+//! event), then offers each event, serialised once, to every subscriber. It also persists the
+//! delivery cursors of the MQTT bridge and webhooks ([`super::delivery`]), so it stays the
+//! store's one writer.
+//!
+//! Clips: the clip recorder (a [`ClipSink`]) decides on this thread, as an event is stored,
+//! whether it gets a clip, so the clip row is committed with the event and the event goes out
+//! with its `clip_url` at once, never held back for the recording. What the recorder reports
+//! later (a recording finished, or failed) comes back here as [`ClipUpdate`]s: the store keeps
+//! one writer.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use super::event::{EventDraft, PublishedEvent, SharedEvent};
+use super::clip_rows::{ClipPlan, ClipUpdate};
+use super::delivery::{DeliveryCursors, SAVE_INTERVAL};
+use super::event::{Event, EventDraft, PublishedEvent, SharedEvent};
 use super::store::{Store, StoreError, StoreReader};
 use crate::hub::{Broadcast, EvictHook, Subscription};
 use crate::metrics::Metrics;
@@ -26,7 +36,21 @@ enum Request {
         draft: EventDraft,
         reply: Sender<Result<SharedEvent, StoreError>>,
     },
+    Clip(ClipUpdate),
+    SetClipSink(Box<dyn ClipSink>),
     Stop,
+}
+
+/// The clip recorder as the writer thread sees it. Its calls run on the writer thread, between
+/// a batch's commit and its fan-out, so they must be quick and must never wait for the hub.
+pub trait ClipSink: Send {
+    /// Whether `draft`, about to be stored, gets a clip, and in which recording.
+    fn plan(&mut self, draft: &EventDraft) -> Option<ClipPlan>;
+    /// Every event just stored, in id order, before it is fanned out. `false`: its clip cannot
+    /// be recorded after all (the hub then removes it before anyone sees the event).
+    fn stored(&mut self, event: &Event) -> bool;
+    /// The batch whose drafts were just planned was not stored.
+    fn not_stored(&mut self);
 }
 
 /// The producers' and subscribers' handle; cheap to clone.
@@ -35,6 +59,7 @@ pub struct EventHub {
     requests: Sender<Request>,
     broadcast: Broadcast<SharedEvent>,
     reader: Arc<StoreReader>,
+    cursors: DeliveryCursors,
 }
 
 impl EventHub {
@@ -47,6 +72,7 @@ impl EventHub {
     ) -> std::io::Result<(EventHub, JoinHandle<()>)> {
         let (requests, rx) = crossbeam_channel::bounded(REQUEST_QUEUE);
         let broadcast = Broadcast::new();
+        let cursors = DeliveryCursors::default();
         if let Ok(store) = &store {
             metrics
                 .events_stored
@@ -54,16 +80,18 @@ impl EventHub {
         }
         let writer = {
             let broadcast = broadcast.clone();
+            let cursors = cursors.clone();
             std::thread::Builder::new()
                 .name("event-writer".into())
                 .stack_size(256 * 1024)
-                .spawn(move || run_writer(store, rx, broadcast, metrics))?
+                .spawn(move || run_writer(store, rx, broadcast, cursors, metrics))?
         };
         Ok((
             EventHub {
                 requests,
                 broadcast,
                 reader,
+                cursors,
             },
             writer,
         ))
@@ -95,23 +123,118 @@ impl EventHub {
         &self.reader
     }
 
+    /// Hands the writer thread the clip recorder, which from then on plans the clips of the
+    /// events it stores.
+    pub fn set_clip_sink(&self, sink: Box<dyn ClipSink>) {
+        self.requests.send(Request::SetClipSink(sink)).ok();
+    }
+
+    /// Reports a recording's end to the store (from the clip writer thread). Does not wait for
+    /// the commit.
+    pub fn clip_update(&self, update: ClipUpdate) {
+        if self.requests.send(Request::Clip(update)).is_err() {
+            log::warn!("clip {update:?} not recorded in the store: it is stopping");
+        }
+    }
+
+    /// The delivery cursors this hub's writer persists.
+    pub fn delivery_cursors(&self) -> &DeliveryCursors {
+        &self.cursors
+    }
+
     /// Asks the writer to finish what is queued, checkpoint and stop.
     pub fn stop(&self) {
         self.requests.send(Request::Stop).ok();
     }
 }
 
+/// Tells the clip recorder of each stored event; a clip it cannot record after all is removed
+/// before the event is fanned out, so no client sees a `clip_url` that never worked.
+fn tell_clip_sink(
+    sink: &mut dyn ClipSink,
+    store: &mut Store,
+    events: &mut [Event],
+    metrics: &Metrics,
+) {
+    let refused: Vec<u64> = events
+        .iter()
+        .filter(|event| !sink.stored(event) && event.clip_file.is_some())
+        .map(|event| event.id)
+        .collect();
+    if refused.is_empty() {
+        return;
+    }
+    let updates: Vec<ClipUpdate> = refused
+        .iter()
+        .map(|&file_id| ClipUpdate::Failed { file_id })
+        .collect();
+    match store.update_clips(&updates) {
+        Ok(_) => {
+            for event in events.iter_mut().filter(|e| refused.contains(&e.id)) {
+                event.clip_file = None;
+            }
+        }
+        Err(err) => log::error!("could not remove the clips the recorder refused: {err}"),
+    }
+    metrics
+        .clip_bytes_stored
+        .store(store.clip_bytes(), Ordering::Relaxed);
+}
+
+/// Applies what the clip writer reported (recordings finished or failed) and the clip budget.
+fn update_clips(store: &mut Result<Store, StoreError>, updates: &[ClipUpdate], metrics: &Metrics) {
+    let Ok(store) = store else {
+        return;
+    };
+    match store.update_clips(updates) {
+        Ok(updated) => {
+            metrics
+                .clips_recorded
+                .fetch_add(updated.finished, Ordering::Relaxed);
+            if updated.unclipped > 0 {
+                log::info!(
+                    "{} event(s) lost their clip (max_clip_bytes, or a recording that failed)",
+                    updated.unclipped
+                );
+            }
+        }
+        Err(err) => {
+            metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+            log::error!("could not record {} clip update(s): {err}", updates.len());
+        }
+    }
+    metrics
+        .clip_bytes_stored
+        .store(store.clip_bytes(), Ordering::Relaxed);
+}
+
 fn run_writer(
     mut store: Result<Store, StoreError>,
     rx: Receiver<Request>,
     broadcast: Broadcast<SharedEvent>,
+    cursors: DeliveryCursors,
     metrics: Arc<Metrics>,
 ) {
     let mut drafts = Vec::with_capacity(MAX_BATCH);
     let mut replies = Vec::with_capacity(MAX_BATCH);
+    let mut clip_updates = Vec::new();
+    let mut clip_sink: Option<Box<dyn ClipSink>> = None;
     let mut stopping = false;
     while !stopping {
-        let Ok(first) = rx.recv() else { break };
+        // With delivery cursors to keep, wake at least every SAVE_INTERVAL to save moved ones.
+        let first = if cursors.is_empty() {
+            rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+        } else {
+            rx.recv_timeout(SAVE_INTERVAL)
+        };
+        let first = match first {
+            Ok(first) => first,
+            Err(RecvTimeoutError::Timeout) => {
+                save_cursors(&mut store, &cursors);
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
         let mut next = Some(first);
         while let Some(request) = next.take() {
             match request {
@@ -119,21 +242,43 @@ fn run_writer(
                     drafts.push(draft);
                     replies.push(reply);
                 }
+                Request::Clip(update) => clip_updates.push(update),
+                Request::SetClipSink(sink) => clip_sink = Some(sink),
                 Request::Stop => stopping = true,
             }
             if drafts.len() < MAX_BATCH && !stopping {
                 next = rx.try_recv().ok();
             }
         }
+        if !clip_updates.is_empty() {
+            update_clips(&mut store, &clip_updates, &metrics);
+            clip_updates.clear();
+        }
         if drafts.is_empty() {
             continue;
         }
+        if let (Some(sink), Ok(_)) = (clip_sink.as_mut(), &store) {
+            for draft in &mut drafts {
+                draft.clip = sink.plan(draft);
+            }
+        }
+        let moved = cursors.unsaved();
         let appended = match &mut store {
-            Ok(store) => store.append(&drafts).map(|events| (events, store.stored())),
+            Ok(store) => store
+                .append_saving(&drafts, &moved)
+                .map(|events| (events, store.stored())),
             Err(refusal) => Err(refusal.clone()),
         };
+        if appended.is_ok() {
+            cursors.mark_saved(&moved);
+        } else if let Some(sink) = clip_sink.as_mut() {
+            sink.not_stored();
+        }
         match appended {
-            Ok((events, stored)) => {
+            Ok((mut events, stored)) => {
+                if let (Some(sink), Ok(store)) = (clip_sink.as_mut(), &mut store) {
+                    tell_clip_sink(sink.as_mut(), store, &mut events, &metrics);
+                }
                 metrics.store_commits.fetch_add(1, Ordering::Relaxed);
                 metrics
                     .events_published
@@ -168,8 +313,26 @@ fn run_writer(
         }
         drafts.clear();
     }
+    if !clip_updates.is_empty() {
+        update_clips(&mut store, &clip_updates, &metrics);
+    }
+    save_cursors(&mut store, &cursors);
     if let Ok(Err(err)) = store.as_ref().map(Store::checkpoint) {
         log::warn!("final checkpoint of the event store failed: {err}");
     }
     log::debug!("event writer stopped");
+}
+
+/// Saves the delivery cursors that moved, in a transaction of their own (no event batch to
+/// ride along with). A failure is logged and retried on the next occasion.
+fn save_cursors(store: &mut Result<Store, StoreError>, cursors: &DeliveryCursors) {
+    let Ok(store) = store else { return };
+    let moved = cursors.unsaved();
+    if moved.is_empty() {
+        return;
+    }
+    match store.save_cursors(&moved) {
+        Ok(()) => cursors.mark_saved(&moved),
+        Err(err) => log::warn!("cannot save {} delivery cursor(s): {err}", moved.len()),
+    }
 }

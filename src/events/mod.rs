@@ -1,11 +1,17 @@
 //! Events: the object, the durable store, and the hub that stores then fans them out.
 
+pub mod clip_rows;
+pub mod delivery;
 pub mod event;
+pub mod feed;
 pub mod hub;
 pub mod replay;
 pub mod store;
 
+pub use clip_rows::{ClipLocation, ClipPlan, ClipUpdate};
+pub use delivery::{DeliveryCursor, DeliveryCursors};
 pub use event::{Event, EventDraft, PublishedEvent, SharedEvent};
+pub use feed::{Fed, Feed};
 pub use hub::EventHub;
 pub use replay::{Cursor, Replayed};
 pub use store::{EventQuery, Retention, Store, StoreError, StoreReader};

@@ -100,6 +100,7 @@ mod tests {
         let retention = Retention {
             max_events,
             max_snapshot_bytes: 1 << 20,
+            max_clip_bytes: 1 << 20,
         };
         let mut store = Store::open(&dir, retention).unwrap();
         let drafts: Vec<EventDraft> = (0..count)

@@ -14,6 +14,7 @@ use std::sync::Mutex;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 use serde_json::{Map, Value};
 
+use super::clip_rows::{self, ClipLocation, ClipRows, ClipUpdate, Updated};
 use super::event::{Event, EventDraft};
 
 pub const DB_FILE: &str = "events.sqlite3";
@@ -23,6 +24,8 @@ pub const DB_FILE: &str = "events.sqlite3";
 pub struct Retention {
     pub max_events: u64,
     pub max_snapshot_bytes: u64,
+    /// Bytes of clip files kept; the oldest recordings go first.
+    pub max_clip_bytes: u64,
 }
 
 /// Why the store could not do what was asked. Mapped to HTTP: `Full` → 507, the others → 503.
@@ -72,6 +75,10 @@ CREATE TABLE IF NOT EXISTS snapshots (
     jpeg BLOB NOT NULL,
     bytes INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS delivery_cursors (
+    name TEXT PRIMARY KEY,
+    last_id INTEGER NOT NULL
+);
 ";
 
 /// The single writer.
@@ -81,6 +88,8 @@ pub struct Store {
     /// Rows in `events`, kept in memory so retention needs no COUNT(*) per commit.
     stored: u64,
     snapshot_bytes: u64,
+    /// Which events have clips, in which files, and the clip folder (`<data dir>/clips`).
+    clips: ClipRows,
 }
 
 /// Page cache per connection, in KiB. SQLite's default (2 MiB each) across the writer and the
@@ -126,23 +135,98 @@ impl Store {
         }
         conn.execute_batch("PRAGMA synchronous=FULL;")?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(clip_rows::SCHEMA)?;
         let (stored, snapshot_bytes) = conn.query_row(
             "SELECT (SELECT COUNT(*) FROM events), (SELECT COALESCE(SUM(bytes), 0) FROM snapshots)",
             [],
             |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64)),
         )?;
-        Ok(Store {
+        let clips = ClipRows::new(dir.join(crate::clips::file::DIR), retention.max_clip_bytes);
+        let mut store = Store {
             conn,
             retention,
             stored,
             snapshot_bytes,
-        })
+            clips,
+        };
+        store.recover_clips()?;
+        Ok(store)
+    }
+
+    /// Brings the clip rows and files back in line after a crash (see `clip_rows::recover`).
+    fn recover_clips(&mut self) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        let recovered = self
+            .clips
+            .recover(&tx)
+            .and_then(|r| tx.commit().map(|()| r).map_err(StoreError::from));
+        self.clips.committed(recovered.is_ok());
+        let recovered = recovered?;
+        if recovered != Default::default() {
+            log::info!(
+                "clips: {} recording(s) cut off by a stop were repaired, {} unusable one(s) and \
+                 {} stray file(s) removed, {} event(s) lost their clip to max_clip_bytes",
+                recovered.repaired,
+                recovered.removed,
+                recovered.orphans,
+                recovered.unclipped
+            );
+        }
+        Ok(())
+    }
+
+    /// Applies the clip writer's reports and the clip byte budget in one transaction, then
+    /// deletes the files it dropped.
+    pub fn update_clips(&mut self, updates: &[ClipUpdate]) -> Result<Updated, StoreError> {
+        let tx = self.conn.transaction()?;
+        let before = self.clips.bytes;
+        let outcome = self
+            .clips
+            .update(&tx, updates)
+            .and_then(|unclipped| tx.commit().map(|()| unclipped).map_err(StoreError::from));
+        if outcome.is_err() {
+            self.clips.bytes = before;
+        }
+        self.clips.committed(outcome.is_ok());
+        outcome
+    }
+
+    /// Bytes the clip files hold (finished recordings).
+    pub fn clip_bytes(&self) -> u64 {
+        self.clips.bytes
     }
 
     /// Stores `drafts` in one transaction (one fsync) and applies retention in the same
     /// transaction. Returns the events with their ids, in order. Nothing is stored on error.
     pub fn append(&mut self, drafts: &[EventDraft]) -> Result<Vec<Event>, StoreError> {
+        self.append_saving(drafts, &[])
+    }
+
+    /// [`Store::append`], saving the delivery `cursors` (name, last delivered id) in the same
+    /// transaction: a moved cursor rides along with the next batch instead of costing an fsync.
+    pub fn append_saving(
+        &mut self,
+        drafts: &[EventDraft],
+        cursors: &[(String, u64)],
+    ) -> Result<Vec<Event>, StoreError> {
+        let clip_bytes = self.clips.bytes;
+        let result = self.append_in_transaction(drafts, cursors);
+        // Only a commit makes the clip files whose rows it deleted deletable.
+        self.clips.committed(result.is_ok());
+        if result.is_err() {
+            self.clips.bytes = clip_bytes;
+        }
+        result
+    }
+
+    fn append_in_transaction(
+        &mut self,
+        drafts: &[EventDraft],
+        cursors: &[(String, u64)],
+    ) -> Result<Vec<Event>, StoreError> {
         let tx = self.conn.transaction()?;
+        write_cursors(&tx, cursors)?;
+        let mut batch_new = None;
         let mut events = Vec::with_capacity(drafts.len());
         let mut added_bytes = 0u64;
         {
@@ -167,6 +251,10 @@ impl Store {
                     insert_snapshot.execute(params![id as i64, &jpeg[..], jpeg.len() as i64])?;
                     added_bytes += jpeg.len() as u64;
                 }
+                let clip_file = match draft.clip {
+                    Some(plan) => self.clips.insert(&tx, id, plan, &mut batch_new)?,
+                    None => None,
+                };
                 events.push(Event {
                     id,
                     event_type: draft.event_type.clone(),
@@ -174,13 +262,17 @@ impl Store {
                     source: draft.source.clone(),
                     data: draft.data.clone(),
                     has_snapshot: draft.snapshot.is_some(),
+                    clip_file,
                 });
             }
         }
         let stored = self.stored + drafts.len() as u64;
         let snapshot_bytes = self.snapshot_bytes + added_bytes;
-        let (stored, snapshot_bytes, unsnapshotted) =
+        let (stored, snapshot_bytes, unsnapshotted, deleted_up_to) =
             apply_retention(&tx, self.retention, stored, snapshot_bytes)?;
+        if let Some(cutoff) = deleted_up_to {
+            self.clips.events_deleted_up_to(&tx, cutoff)?;
+        }
         tx.commit()?;
         self.stored = stored;
         self.snapshot_bytes = snapshot_bytes;
@@ -188,12 +280,23 @@ impl Store {
             if unsnapshotted.contains(&event.id) {
                 event.has_snapshot = false;
             }
+            if deleted_up_to.is_some_and(|cutoff| event.id as i64 <= cutoff) {
+                event.clip_file = None;
+            }
         }
         Ok(events)
     }
 
     pub fn stored(&self) -> u64 {
         self.stored
+    }
+
+    /// Saves delivery cursors (name, last delivered id) in a transaction of their own.
+    pub fn save_cursors(&mut self, cursors: &[(String, u64)]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        write_cursors(&tx, cursors)?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// Folds the WAL back into the database file, for a clean shutdown.
@@ -204,15 +307,34 @@ impl Store {
     }
 }
 
+fn write_cursors(
+    tx: &rusqlite::Transaction<'_>,
+    cursors: &[(String, u64)],
+) -> Result<(), StoreError> {
+    if cursors.is_empty() {
+        return Ok(());
+    }
+    let mut upsert = tx.prepare_cached(
+        "INSERT INTO delivery_cursors (name, last_id) VALUES (?1, ?2)
+         ON CONFLICT(name) DO UPDATE SET last_id = excluded.last_id",
+    )?;
+    for (name, last_id) in cursors {
+        upsert.execute(params![name, i64::try_from(*last_id).unwrap_or(i64::MAX)])?;
+    }
+    Ok(())
+}
+
 /// Deletes the oldest events past `max_events` and the oldest snapshots past
-/// `max_snapshot_bytes`. Returns the new totals and the ids whose snapshot was removed.
+/// `max_snapshot_bytes`. Returns the new totals, the ids whose snapshot was removed, and the
+/// id up to which events were deleted (their clips go with them).
 fn apply_retention(
     tx: &rusqlite::Transaction<'_>,
     retention: Retention,
     mut stored: u64,
     mut snapshot_bytes: u64,
-) -> Result<(u64, u64, Vec<u64>), StoreError> {
+) -> Result<(u64, u64, Vec<u64>, Option<i64>), StoreError> {
     let mut unsnapshotted = Vec::new();
+    let mut deleted_up_to = None;
     if stored > retention.max_events {
         let excess = stored - retention.max_events;
         let cutoff: i64 = tx.query_row(
@@ -232,6 +354,7 @@ fn apply_retention(
         let deleted = tx.execute("DELETE FROM events WHERE id <= ?1", params![cutoff])?;
         stored -= deleted as u64;
         snapshot_bytes -= freed as u64;
+        deleted_up_to = Some(cutoff);
     }
     while snapshot_bytes > retention.max_snapshot_bytes {
         let oldest: Option<(i64, i64)> = tx
@@ -256,7 +379,7 @@ fn apply_retention(
         snapshot_bytes -= bytes as u64;
         unsnapshotted.push(event_id as u64);
     }
-    Ok((stored, snapshot_bytes, unsnapshotted))
+    Ok((stored, snapshot_bytes, unsnapshotted, deleted_up_to))
 }
 
 /// A query over stored events (the `/api/events` parameters).
@@ -300,10 +423,12 @@ fn row_to_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
         source: row.get(3)?,
         data,
         has_snapshot: row.get(5)?,
+        clip_file: row.get::<_, Option<i64>>(6)?.map(|v| v as u64),
     })
 }
 
-const COLUMNS: &str = "id, event_type, timestamp, source, data, has_snapshot";
+const COLUMNS: &str = "id, event_type, timestamp, source, data, has_snapshot,
+    (SELECT file_id FROM clips WHERE clips.event_id = events.id)";
 
 impl StoreReader {
     pub fn new(dir: &Path) -> StoreReader {
@@ -315,16 +440,20 @@ impl StoreReader {
 
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
         let pooled = self.idle.lock().expect("reader pool").pop();
-        let conn = match pooled {
-            Some(conn) => conn,
-            None => open_connection(
-                &self.path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )?,
+        let (conn, stand_ins) = match pooled {
+            Some(conn) => (conn, false),
+            None => {
+                let conn = open_connection(
+                    &self.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                let stand_ins = clip_rows::readable_without_clips(&conn)?;
+                (conn, stand_ins)
+            }
         };
         let result = f(&conn);
         let mut idle = self.idle.lock().expect("reader pool");
-        if idle.len() < MAX_IDLE_READERS {
+        if idle.len() < MAX_IDLE_READERS && !stand_ins {
             idle.push(conn);
         }
         Ok(result?)
@@ -372,11 +501,47 @@ impl StoreReader {
         })
     }
 
+    /// Where event `id`'s clip is, if it has one.
+    pub fn clip(&self, id: u64) -> Result<Option<ClipLocation>, StoreError> {
+        self.with(|conn| clip_rows::locate(conn, id))
+    }
+
     pub fn snapshot(&self, id: u64) -> Result<Option<Vec<u8>>, StoreError> {
         self.with(|conn| {
             conn.prepare_cached("SELECT jpeg FROM snapshots WHERE event_id = ?1")?
                 .query_row(params![id as i64], |row| row.get(0))
                 .optional()
+        })
+    }
+
+    /// The last event id the consumer `name` delivered, if it ever saved one. A store written
+    /// by an older porchlight has no cursor table: `None` then, not an error.
+    pub fn cursor(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        let found = self.with(|conn| {
+            conn.prepare_cached("SELECT last_id FROM delivery_cursors WHERE name = ?1")?
+                .query_row(params![name], |row| row.get::<_, i64>(0))
+                .optional()
+        });
+        match found {
+            Ok(id) => Ok(id.map(|id| u64::try_from(id).unwrap_or(0))),
+            Err(StoreError::Unavailable(why)) if why.contains("no such table") => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The newest event that still has its picture, and the picture.
+    pub fn latest_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        self.with(|conn| {
+            conn.prepare_cached(
+                "SELECT event_id, jpeg FROM snapshots ORDER BY event_id DESC LIMIT 1",
+            )?
+            .query_row([], |row| {
+                Ok((
+                    u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0),
+                    row.get(1)?,
+                ))
+            })
+            .optional()
         })
     }
 
@@ -421,6 +586,7 @@ mod tests {
     const LOTS: Retention = Retention {
         max_events: 1000,
         max_snapshot_bytes: 1 << 30,
+        max_clip_bytes: 1 << 30,
     };
 
     #[test]
@@ -429,6 +595,7 @@ mod tests {
         let few = Retention {
             max_events: 2,
             max_snapshot_bytes: 1 << 20,
+            max_clip_bytes: 1 << 20,
         };
         let mut store = Store::open(&dir, few).unwrap();
         let first = store.append(&[draft("a"), draft("b"), draft("c")]).unwrap();
@@ -499,11 +666,49 @@ mod tests {
     }
 
     #[test]
+    fn a_store_from_before_clips_is_readable_read_only() {
+        let dir = temp_dir("preclips");
+        let conn = Connection::open(dir.join(DB_FILE)).unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        conn.execute(
+            "INSERT INTO events (event_type, timestamp, source, data) VALUES ('a', 1.0, 't', '{}')",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        let reader = StoreReader::new(&dir);
+        let event = reader.get(1).unwrap().unwrap();
+        assert_eq!((event.event_type.as_str(), event.clip_file), ("a", None));
+        assert!(reader.clip(1).unwrap().is_none());
+        assert_eq!(
+            reader
+                .query(&EventQuery {
+                    limit: 5,
+                    ..Default::default()
+                })
+                .unwrap()
+                .len(),
+            1
+        );
+        // Opened for writing, the store adds the clip tables and keeps the event; readers then
+        // see the real tables.
+        let mut store = Store::open(&dir, LOTS).unwrap();
+        assert_eq!(store.stored(), 1);
+        let mut with_clip = draft("b");
+        with_clip.clip = Some(super::super::ClipPlan::New);
+        let stored = store.append(&[with_clip]).unwrap();
+        assert_eq!(stored[0].clip_file, Some(2));
+        assert_eq!(reader.get(2).unwrap().unwrap().clip_file, Some(2));
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
     fn snapshot_retention_drops_oldest_pictures_first() {
         let dir = temp_dir("snap");
         let retention = Retention {
             max_events: 100,
             max_snapshot_bytes: 250,
+            max_clip_bytes: 1 << 20,
         };
         let mut store = Store::open(&dir, retention).unwrap();
         let with_picture = |n: usize| {

@@ -189,6 +189,9 @@ pub fn metrics(ctx: &Ctx) -> Reply {
     exposition
         .series(metrics::SERIES, &ctx.metrics)
         .series(video::metrics::SERIES, ctx.video.metrics());
+    if let Some(clips) = &ctx.clips {
+        exposition.series(crate::clips::metrics::SERIES, clips);
+    }
     if let Some(rss) = ctx.status.rss_bytes() {
         exposition.gauge(
             "porchlight_resident_memory_bytes",
@@ -197,6 +200,11 @@ pub fn metrics(ctx: &Ctx) -> Reply {
             rss as f64,
         );
     }
+    let last_event_id = ctx
+        .metrics
+        .last_event_id
+        .load(std::sync::atomic::Ordering::Relaxed);
+    ctx.outbound.write_metrics(&mut exposition, last_event_id);
     let text = exposition.finish();
     reply::bytes(200, "text/plain; version=0.0.4", text.into_bytes())
         .with_header(reply::header("Cache-Control", "no-store"))

@@ -46,7 +46,7 @@ const WAIT: Duration = Duration::from_millis(500);
 /// Highest `fps=` accepted.
 const MAX_FPS: f64 = 60.0;
 
-const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\n\
+pub(super) const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\n\
 Content-Type: multipart/x-mixed-replace; boundary=frame\r\n\
 Cache-Control: no-store, no-cache, must-revalidate, max-age=0\r\n\
 Pragma: no-cache\r\nConnection: close\r\nX-Accel-Buffering: no\r\n\

@@ -1,10 +1,11 @@
 //! HTTP: the accept loop and connection threads, routing and access checks, and the handlers
-//! (REST, SSE, MJPEG, WebSocket, static files).
+//! (REST, SSE, MJPEG, event clips, WebSocket, static files).
 
 pub mod access;
 pub mod api;
 pub mod caching;
 pub mod chunked;
+pub mod clip;
 pub mod cors;
 pub mod mjpeg;
 pub mod query;

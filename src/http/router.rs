@@ -10,7 +10,7 @@ use super::access;
 use super::query::Target;
 use super::reply::{self, Reply};
 use super::server::Conn;
-use super::{api, cors, mjpeg, sse, static_files, ws};
+use super::{api, clip, cors, mjpeg, sse, static_files, ws};
 use crate::app::Ctx;
 use crate::auth::Role;
 
@@ -42,6 +42,7 @@ pub enum Route {
     EventsPost,
     Event(u64),
     EventSnapshot(u64),
+    EventClip(u64),
     TriggerDoorbell,
     Snapshot,
     StreamEvents,
@@ -102,6 +103,7 @@ pub fn resolve(method: &Method, path: &str) -> Result<Route, Reply> {
         }
         ["api", "events", id] => only_get(Route::Event(parse_id(id)?)),
         ["api", "events", id, "snapshot.jpg"] => only_get(Route::EventSnapshot(parse_id(id)?)),
+        ["api", "events", id, "clip.mjpeg"] => only_get(Route::EventClip(parse_id(id)?)),
         ["api", "trigger-doorbell"] => only_post(Route::TriggerDoorbell),
         ["api", "snapshot.jpg"] => only_get(Route::Snapshot),
         ["stream", "events"] => only_get(Route::StreamEvents),
@@ -142,6 +144,7 @@ pub fn handle(mut request: Request, conn: &Conn, ctx: &Ctx) -> bool {
         Ok(Route::StreamEvents) => return sse::events(request, &target, conn, ctx),
         Ok(Route::StreamStatus) => return sse::status(request, &target, conn, ctx),
         Ok(Route::StreamVideo) => return mjpeg::stream(request, &target, conn, ctx),
+        Ok(Route::EventClip(id)) => return clip::serve(request, id, &target, conn, ctx),
         Ok(Route::WebSocket) => return ws::serve(request, &target, conn, ctx),
         Ok(route) => match answer(route, &mut request, &target, ctx) {
             Outcome::Reply { reply, close } => (reply, close),
@@ -225,7 +228,11 @@ fn answer(route: Route, request: &mut Request, target: &Target, ctx: &Ctx) -> Ou
         Route::TriggerDoorbell => api::trigger_doorbell(ctx).into(),
         Route::Snapshot => api::latest_snapshot(target, ctx).into(),
         Route::Metrics => api::metrics(ctx).into(),
-        Route::StreamEvents | Route::StreamStatus | Route::StreamVideo | Route::WebSocket => {
+        Route::StreamEvents
+        | Route::StreamStatus
+        | Route::StreamVideo
+        | Route::EventClip(_)
+        | Route::WebSocket => {
             unreachable!("streams are handled in handle()")
         }
     }

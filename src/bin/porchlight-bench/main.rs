@@ -4,13 +4,17 @@
 //!
 //! ```text
 //! porchlight-bench [--sse N] [--ws M] [--mjpeg K [--quality Q] [--duration S]] [--commands C] [--events E] [--rate PER_S] [--json] [--timeout S]
-//!                  [--server-arg ARG]... | --url HOST:PORT --pid PID [--token T]
+//!                  [--mqtt] [--idle S] [--server-arg ARG]... | --url HOST:PORT --pid PID [--token T]
 //! ```
+//! `--mqtt` also starts mosquitto and a `mosquitto_sub`, points the server's MQTT bridge at
+//! the broker, and reports trigger → subscriber latency; `--idle S` measures idle CPU over S
+//! seconds (default 1).
 //! Without `--url` it starts `porchlight` from the same folder as itself on a free loopback port
 //! with a fresh data dir, and stops it at the end.
 
 mod http;
 mod mjpeg;
+mod mqtt;
 mod procstat;
 mod record;
 mod soak;
@@ -44,10 +48,12 @@ struct Options {
     pid: Option<u32>,
     token: Option<String>,
     server_args: Vec<String>,
+    mqtt: bool,
+    idle_seconds: u64,
 }
 
 const USAGE: &str = "usage: porchlight-bench [--sse N] [--ws M] [--mjpeg K [--quality Q] [--duration S]] [--commands C] [--soak S [--churn N] [--sample S]] [--events E] [--rate PER_S] [--json] \
-[--timeout S] [--server-arg ARG]... | --url HOST:PORT --pid PID [--token T]";
+[--timeout S] [--mqtt] [--idle S] [--server-arg ARG]... | --url HOST:PORT --pid PID [--token T]";
 
 fn parse_options() -> Result<Options, String> {
     let mut o = Options {
@@ -68,6 +74,8 @@ fn parse_options() -> Result<Options, String> {
         pid: None,
         token: None,
         server_args: Vec::new(),
+        mqtt: false,
+        idle_seconds: 1,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -108,6 +116,8 @@ fn parse_options() -> Result<Options, String> {
                 )
             }
             "--json" => o.json = true,
+            "--mqtt" => o.mqtt = true,
+            "--idle" => o.idle_seconds = value("--idle")?.parse().map_err(|_| "--idle: seconds")?,
             "--url" => {
                 let text = value("--url")?;
                 let addr: SocketAddr = text
@@ -156,10 +166,20 @@ fn main() {
 }
 
 fn run(o: Options) -> Result<(), String> {
+    let mqtt = match o.mqtt {
+        true if o.url.is_some() => return Err("--mqtt starts its own server: no --url".into()),
+        true => Some(mqtt::start()?),
+        false => None,
+    };
+    let mut server_args = o.server_args.clone();
+    if let Some(mqtt) = &mqtt {
+        server_args.push("--config".into());
+        server_args.push(mqtt.config.to_string_lossy().into_owned());
+    }
     let (spawned, addr, pid) = match o.url {
         Some(addr) => (None, addr, o.pid),
         None => {
-            let (spawned, addr) = spawn::spawn_server(&o.server_args, "bench")?;
+            let (spawned, addr) = spawn::spawn_server(&server_args, "bench")?;
             let pid = spawned.child.id();
             (Some(spawned), addr, Some(pid))
         }
@@ -170,10 +190,10 @@ fn run(o: Options) -> Result<(), String> {
     );
     let proc_now = || pid.and_then(procstat::sample).map(|s| (Instant::now(), s));
 
-    // Idle figures: let start-up settle, then measure one second of idling.
+    // Idle figures: let start-up settle, then measure `--idle` seconds of idling.
     std::thread::sleep(Duration::from_millis(500));
     let idle_start = proc_now();
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(Duration::from_secs(o.idle_seconds.max(1)));
     let idle_end = proc_now();
 
     let token_query = o
@@ -325,6 +345,9 @@ fn run(o: Options) -> Result<(), String> {
     while clients.iter().any(|(_, c)| !c.is_finished()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
+    let mqtt_report = mqtt
+        .as_ref()
+        .map(|m| m.report(o.events, Duration::from_secs(10)));
     let load_end = proc_now();
     video_stop.store(true, Ordering::Relaxed);
     let video = summarise_viewers(viewers, &o.quality)?;
@@ -378,6 +401,14 @@ fn run(o: Options) -> Result<(), String> {
         "scenario": {"sse_clients": o.sse, "ws_clients": o.ws, "events": o.events, "rate_per_s": o.rate},
         "event_latency_sse": stats::summarise(&mut sse_totals.latencies_ns),
         "event_latency_ws": stats::summarise(&mut ws_totals.latencies_ns),
+        "mqtt": mqtt_report.map(|mut r| json!({
+            "event_latency": stats::summarise(&mut r.latencies_ns),
+            "received": r.received,
+            "lost": o.events.saturating_sub(r.received),
+            "duplicated": r.duplicates,
+            "out_of_order": r.out_of_order,
+            "error": r.error,
+        })),
         "command_round_trip": commands,
         "mjpeg": video,
         "events_expected": expected,
@@ -475,6 +506,20 @@ fn print_table(r: &serde_json::Value) {
                 l["count"]
             );
         }
+    }
+    if let Some(m) = r["mqtt"].as_object() {
+        let l = &m["event_latency"];
+        println!(
+            "event latency MQTT  p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} received, {} lost, {} duplicated, {} out of order)",
+            num(&l["p50_ms"]),
+            num(&l["p95_ms"]),
+            num(&l["p99_ms"]),
+            num(&l["max_ms"]),
+            m["received"],
+            m["lost"],
+            m["duplicated"],
+            m["out_of_order"]
+        );
     }
     println!(
         "events              expected {}  received {}  lost {}  duplicated {}  out of order {}",

@@ -26,7 +26,11 @@ pub fn unix_nanos() -> u64 {
 impl ClientReport {
     /// Records one benchmark event object (`{"id", "data": {"sent_ns"}}`) received now.
     pub fn record(&mut self, id: u64, event: &Value) {
-        let now = unix_nanos();
+        self.record_at(id, event, unix_nanos());
+    }
+
+    /// Records one benchmark event received at `now` (Unix ns, as another process stamped it).
+    pub fn record_at(&mut self, id: u64, event: &Value, now: u64) {
         if !self.seen.insert(id) {
             self.duplicates += 1;
             return;

@@ -8,7 +8,10 @@
 //! ```text
 //! porchlight-video-bench [--camera SPEC] [--quality Q,Q...] [--viewers N,N...]
 //!                        [--seconds S] [--json] [--server-arg ARG]...
+//! porchlight-video-bench --clips [--camera SPEC] [--seconds S] [--json]
 //! ```
+//! `--clips` measures event clips instead (see `clips.rs`): CPU with no viewer while nothing
+//! records and while a recording runs, bytes written a second, and the pre-roll's size.
 //! It starts `porchlight` from the same folder as itself (build both with `--release`) on a
 //! free loopback port with a fresh data dir, and stops it at the end.
 
@@ -19,6 +22,8 @@ mod spawn;
 #[path = "../porchlight-bench/stats.rs"]
 mod stats;
 
+mod clips;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,7 +33,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 const USAGE: &str = "usage: porchlight-video-bench [--camera SPEC] [--quality Q,Q...] \
-[--viewers N,N...] [--seconds S] [--json] [--server-arg ARG]...";
+[--viewers N,N...] [--seconds S] [--json] [--server-arg ARG]...\n       \
+porchlight-video-bench --clips [--camera SPEC] [--seconds S] [--json] [--server-arg ARG]...";
 
 struct Options {
     camera: String,
@@ -37,6 +43,7 @@ struct Options {
     window: Duration,
     json: bool,
     server_args: Vec<String>,
+    clips: bool,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -47,6 +54,7 @@ fn parse_options() -> Result<Options, String> {
         window: Duration::from_secs(10),
         json: false,
         server_args: Vec::new(),
+        clips: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -75,6 +83,7 @@ fn parse_options() -> Result<Options, String> {
                 o.window = Duration::from_secs_f64(s);
             }
             "--json" => o.json = true,
+            "--clips" => o.clips = true,
             "--server-arg" => o.server_args.push(value("--server-arg")?),
             "--help" | "-h" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
@@ -306,6 +315,15 @@ fn main() {
 }
 
 fn run(o: &Options) -> Result<(), String> {
+    if o.clips {
+        let result = clips::run(&o.camera, o.window, &o.server_args)?;
+        if o.json {
+            println!("{result:#}");
+        } else {
+            clips::print(&result);
+        }
+        return Ok(());
+    }
     let mut args = vec!["--camera".to_string(), o.camera.clone()];
     args.extend(o.server_args.iter().cloned());
     let (spawned, addr) = spawn::spawn_server(&args, "vbench")?;

@@ -1,5 +1,6 @@
 //! Running a `system_command`: role first, then params, then the real action through the
 //! `Control` handle or the status sampler — the same effects as the HTTP routes, never a stand-in.
+//! The MQTT bridge runs its `<prefix>/command/<name>` messages through here too.
 
 use serde_json::{Value, json};
 
@@ -62,8 +63,20 @@ fn check_params(command: CommandName, params: &Value) -> Result<Params, String> 
     }
 }
 
-/// Runs `command` for a connection whose token grants `role`.
+/// Runs `command` for a WebSocket connection whose token grants `role`.
 pub fn run(command: CommandName, params: &Value, role: Role, ctx: &Ctx) -> Outcome {
+    run_from("websocket", command, params, role, ctx)
+}
+
+/// Runs `command` for a client of kind `source` (`websocket`, `mqtt`: the source an event it
+/// causes is stored with) whose authority is `role`.
+pub fn run_from(
+    source: &str,
+    command: CommandName,
+    params: &Value,
+    role: Role,
+    ctx: &Ctx,
+) -> Outcome {
     let required = command.required_role();
     if role < required {
         return Outcome::Refused(
@@ -80,10 +93,7 @@ pub fn run(command: CommandName, params: &Value, role: Role, ctx: &Ctx) -> Outco
     };
     match (command, params) {
         (CommandName::TriggerDoorbell, _) => {
-            match ctx
-                .control
-                .trigger_doorbell("websocket", Default::default())
-            {
+            match ctx.control.trigger_doorbell(source, Default::default()) {
                 Ok(event) => Outcome::Done(event.event.to_json()),
                 Err(err) => Outcome::Failed(err.to_string()),
             }

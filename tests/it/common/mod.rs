@@ -18,10 +18,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
+pub mod broker;
+
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_porchlight");
 /// How long any single exchange with the server may take before the test fails.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a server left running by a test gets to exit after SIGTERM before SIGKILL.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the server may take to print its `listening on` line.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -278,11 +282,27 @@ impl Server {
 }
 
 impl Drop for Server {
+    /// Stops a server the test left running with SIGTERM, as systemd would, so it shuts down
+    /// the way it does in production (and an instrumented build writes its coverage profile);
+    /// SIGKILL if it has not exited within [`STOP_TIMEOUT`]. Tests about `kill -9` send it
+    /// themselves.
     fn drop(&mut self) {
-        if self.exit.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        if self.exit.is_some() || matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
         }
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -26,6 +26,8 @@ pub struct Mjpeg {
     pub headers: Vec<(String, String)>,
     reader: BufReader<TcpStream>,
     stream: TcpStream,
+    /// The closing delimiter came (a clip's stream ends; a live one never does).
+    closed: bool,
 }
 
 impl Mjpeg {
@@ -64,6 +66,7 @@ impl Mjpeg {
             headers,
             reader,
             stream,
+            closed: false,
         };
         // (r2) The body opens with the first delimiter; each part then ends with the next.
         mjpeg
@@ -130,7 +133,26 @@ impl Mjpeg {
     /// X-Frame-Id: n\r\n\r\n<N bytes>\r\n--frame\r\n` (the delimiter before it came with the
     /// previous part, or opened the body).
     pub fn next_part(&mut self, timeout: Duration) -> io::Result<Part> {
+        self.next_part_or_end(timeout)?
+            .ok_or_else(|| invalid("the stream ended (closing delimiter)".into()))
+    }
+
+    /// Like [`Mjpeg::next_part`], for a stream that ends (a clip): its last part ends with the
+    /// closing delimiter `\r\n--frame--\r\n` instead of the next one, and nothing may follow
+    /// it; then `None`.
+    pub fn next_part_or_end(&mut self, timeout: Duration) -> io::Result<Option<Part>> {
         self.stream.set_read_timeout(Some(timeout))?;
+        if self.closed {
+            let mut rest = Vec::new();
+            self.reader.read_to_end(&mut rest)?;
+            if !rest.is_empty() {
+                return Err(invalid(format!(
+                    "{} bytes after the closing delimiter",
+                    rest.len()
+                )));
+            }
+            return Ok(None);
+        }
         let content_type = self.expect_line("Content-Type: ")?;
         if content_type != "image/jpeg" {
             return Err(invalid(format!("part Content-Type {content_type:?}")));
@@ -156,18 +178,25 @@ impl Mjpeg {
         let arrived_unix = common::now_unix();
         let mut end = [0; 11];
         self.reader.read_exact(&mut end)?;
-        if &end != b"\r\n--frame\r\n" {
+        if &end == b"\r\n--frame--" {
+            let mut crlf = [0; 2];
+            self.reader.read_exact(&mut crlf)?;
+            if &crlf != b"\r\n" {
+                return Err(invalid(format!("closing delimiter ended by {crlf:?}")));
+            }
+            self.closed = true;
+        } else if &end != b"\r\n--frame\r\n" {
             return Err(invalid(format!(
                 "part not followed by CRLF and the next delimiter: {:?}",
                 String::from_utf8_lossy(&end)
             )));
         }
-        Ok(Part {
+        Ok(Some(Part {
             frame_id,
             timestamp,
             jpeg,
             arrived_unix,
-        })
+        }))
     }
 
     /// The next part; panics with the reason if it does not come or is malformed.

@@ -1,0 +1,293 @@
+//! `GET /api/events/{id}/clip.mjpeg`: an event's clip replayed as MJPEG at the pace it was
+//! recorded, then the stream ends (so it plays in an `<img>`, ffmpeg, VLC, Home Assistant);
+//! `?download=1`: the clip file itself (Matroska) as an attachment. 404 if the event has none.
+//!
+//! A clip may still be recording: the replay follows the file as it grows (it runs
+//! `clip_pre_s` behind the camera, so it rarely has to wait), and a download sends the whole
+//! frames written so far. A torn last frame (a crash mid-write) is never sent.
+//!
+//! The stream is framed like the live one (`mjpeg.rs`: the same head, the body opening with
+//! the first delimiter, each part one `writev` of its head, the JPEG and the next delimiter);
+//! the last part ends with the closing delimiter `--frame--` instead, so a client knows the
+//! clip is over rather than cut off.
+
+use std::fs::File;
+use std::io::{self, Read as _, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tiny_http::{Method, Request, Response};
+
+use super::api::store_error;
+use super::chunked::write_all_vectored;
+use super::cors;
+use super::mjpeg;
+use super::query::Target;
+use super::reply;
+use super::router::respond;
+use super::server::Conn;
+use crate::app::Ctx;
+use crate::clips::file::{self, ClipFrame, ClipReader, Read};
+use crate::metrics::ClientKind;
+use crate::video::Frame;
+use crate::video::frame::{MULTIPART_OPENING, PART_END};
+
+/// How long a replay waits for a clip being recorded to grow before looking at shutdown again.
+const GROWTH_WAIT: Duration = Duration::from_millis(500);
+/// How long a replay waits for a clip that is being recorded but has no frame yet.
+const FIRST_FRAME_WAIT: Duration = Duration::from_secs(5);
+/// Pacing sleeps at most this long at a time, so shutdown is noticed.
+const PACE_SLICE: Duration = Duration::from_millis(250);
+
+/// `GET /api/events/{id}/clip.mjpeg[?download=1]`. Returns whether the connection may carry
+/// another request (only after a download or an error reply).
+pub fn serve(request: Request, id: u64, target: &Target, conn: &Conn, ctx: &Ctx) -> bool {
+    let download = match target.get("download") {
+        None | Some("0") | Some("false") => false,
+        Some("1") | Some("true") => true,
+        Some(other) => {
+            let message = format!("download={other:?} must be 1 or 0");
+            return respond(request, reply::error(400, "bad_request", &message), ctx);
+        }
+    };
+    let location = match ctx.events.reader().clip(id) {
+        Ok(Some(location)) => location,
+        Ok(None) => {
+            let message = format!("event {id} has no clip");
+            return respond(request, reply::error(404, "not_found", &message), ctx);
+        }
+        Err(err) => return respond(request, store_error(&err), ctx),
+    };
+    let clip = Clip {
+        file_id: location.file_id,
+        path: file::path(&clips_dir(ctx), location.file_id),
+        from_unix: location.event_timestamp - ctx.config.clip_pre_s,
+    };
+    if download {
+        return send_file(request, id, &clip, ctx);
+    }
+    replay(request, id, &clip, conn, ctx)
+}
+
+/// One event's clip: a recording, and where in it the event's part starts.
+struct Clip {
+    file_id: u64,
+    path: PathBuf,
+    /// Capture time the event's clip starts at (`clip_pre_s` before the event).
+    from_unix: f64,
+}
+
+fn clips_dir(ctx: &Ctx) -> PathBuf {
+    match &ctx.clips {
+        Some(recorder) => recorder.dir().to_path_buf(),
+        None => ctx.config.data_dir.join(file::DIR),
+    }
+}
+
+fn growing(ctx: &Ctx, file_id: u64) -> bool {
+    ctx.clips.as_ref().is_some_and(|r| r.is_growing(file_id))
+}
+
+/// Opens the clip, waiting a little for a recording that has not written its first frame.
+fn open(clip: &Clip, ctx: &Ctx) -> io::Result<ClipReader> {
+    let deadline = Instant::now() + FIRST_FRAME_WAIT;
+    loop {
+        match ClipReader::open(&clip.path) {
+            Ok(reader) => return Ok(reader),
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::UnexpectedEof
+                ) && growing(ctx, clip.file_id)
+                    && Instant::now() < deadline
+                    && !ctx.shutdown.is_triggered() =>
+            {
+                if let Some(recorder) = &ctx.clips {
+                    recorder.wait_growth(clip.file_id, 0, GROWTH_WAIT);
+                }
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+fn unavailable(err: &io::Error, id: u64) -> tiny_http::Response<io::Cursor<Vec<u8>>> {
+    log::warn!("clip of event {id} cannot be read: {err}");
+    if err.kind() == io::ErrorKind::NotFound {
+        // Deleted by retention between the look-up and the open.
+        return reply::error(404, "not_found", &format!("event {id} has no clip"));
+    }
+    reply::error(
+        503,
+        "clip_unavailable",
+        &format!("the clip cannot be read: {err}"),
+    )
+}
+
+/// `?download=1`: the file's whole part, as an attachment.
+fn send_file(request: Request, id: u64, clip: &Clip, ctx: &Ctx) -> bool {
+    let opened = open(clip, ctx).and_then(|_| {
+        let len = file::whole_length(&clip.path)?;
+        Ok((File::open(&clip.path)?, len))
+    });
+    let (file, len) = match opened {
+        Ok(opened) => opened,
+        Err(err) => return respond(request, unavailable(&err, id), ctx),
+    };
+    let Ok(length) = usize::try_from(len) else {
+        return respond(
+            request,
+            reply::error(500, "internal", "clip too large"),
+            ctx,
+        );
+    };
+    let name = format!("porchlight-event-{id}.{}", file::EXTENSION);
+    let response = Response::new(
+        200.into(),
+        vec![
+            reply::header("Content-Type", file::MIME),
+            reply::header(
+                "Content-Disposition",
+                &format!("attachment; filename=\"{name}\""),
+            ),
+            reply::header("Cache-Control", "no-store"),
+            reply::header("X-Content-Type-Options", "nosniff"),
+        ],
+        file.take(len),
+        Some(length),
+        None,
+    )
+    // A download says its length (a progress bar, a resumable save), never chunked.
+    .with_chunked_threshold(usize::MAX);
+    log::info!("clip of event {id} downloaded ({len} bytes)");
+    request.respond(response).is_ok()
+}
+
+/// What ends the last part instead of [`PART_END`]: the CRLF and the closing delimiter.
+const LAST_PART_END: &[u8] = b"\r\n--frame--\r\n";
+
+/// Writes one frame as a part, the way the live stream does (one `writev` of the part head,
+/// the JPEG, and the part's end: the next delimiter, or for the last, the closing one).
+fn write_part(out: &mut impl Write, frame: &Frame, last: bool) -> io::Result<()> {
+    let end = if last { LAST_PART_END } else { PART_END };
+    write_all_vectored(out, &[&frame.part_head, &frame.jpeg, end])
+}
+
+/// The next whole frame of the clip, waiting while the recording grows. `Ok(None)`: the clip
+/// ends here.
+fn next_frame(
+    reader: &mut ClipReader,
+    clip: &Clip,
+    ctx: &Ctx,
+) -> Result<Option<ClipFrame>, &'static str> {
+    loop {
+        match reader.next_frame() {
+            Ok(Read::Frame(frame)) => return Ok(Some(frame)),
+            Ok(Read::End) if growing(ctx, clip.file_id) => {
+                if ctx.shutdown.is_triggered() {
+                    return Err("the server is stopping");
+                }
+                if let Some(recorder) = &ctx.clips {
+                    recorder.wait_growth(clip.file_id, reader.position(), GROWTH_WAIT);
+                }
+            }
+            Ok(Read::End | Read::Damaged) => return Ok(None),
+            Err(err) => {
+                log::warn!("clip {}: read failed: {err}", clip.path.display());
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// The replay: parts at the recorded pace, the last one ending with the closing delimiter.
+fn replay(request: Request, id: u64, clip: &Clip, conn: &Conn, ctx: &Ctx) -> bool {
+    let limit = ctx.config.max_video_clients;
+    let Some(_slot) = ctx.metrics.admit(ClientKind::Video, limit) else {
+        respond(request, reply::over_limit("video client", limit), ctx);
+        return false;
+    };
+    let mut reader = match open(clip, ctx).and_then(|mut reader| {
+        reader.skip_before(clip.from_unix)?;
+        Ok(reader)
+    }) {
+        Ok(reader) => reader,
+        Err(err) => return respond(request, unavailable(&err, id), ctx),
+    };
+    let head_only = *request.method() == Method::Head;
+    // The first frame before the head: a clip with none (its event's part of the recording
+    // was lost) is answered like no clip, not with an empty stream.
+    let mut pending = match next_frame(&mut reader, clip, ctx) {
+        Ok(Some(frame)) => frame,
+        Ok(None) | Err(_) => {
+            let message = format!("event {id} has no clip (no frame was recorded for it)");
+            return respond(request, reply::error(404, "not_found", &message), ctx);
+        }
+    };
+    let mut head = mjpeg::HEAD.to_vec();
+    head.extend_from_slice(cors::head_lines(&request, &ctx.config.allowed_origins).as_bytes());
+    head.extend_from_slice(b"\r\n");
+    if !head_only {
+        head.extend_from_slice(MULTIPART_OPENING);
+    }
+    let _writer = request.into_writer();
+    let mut socket = &conn.socket;
+    if socket.write_all(&head).is_err() || head_only {
+        return false;
+    }
+    let started = Instant::now();
+    let first_offset = pending.offset;
+    let mut sent = 0u64;
+    let outcome = loop {
+        // Read ahead: whether this part is the last decides how it ends.
+        let next = match next_frame(&mut reader, clip, ctx) {
+            Ok(next) => next,
+            Err(why) => break Err(why),
+        };
+        if !pace(started + pending.offset.saturating_sub(first_offset), ctx) {
+            break Err("the server is stopping");
+        }
+        let part = Frame::new(
+            pending.number,
+            pending.captured_unix,
+            Instant::now(),
+            (reader.width, reader.height),
+            pending.jpeg,
+            true,
+        );
+        if write_part(&mut socket, &part, next.is_none()).is_err() {
+            break Err("closed the connection");
+        }
+        sent += 1;
+        match next {
+            Some(frame) => pending = frame,
+            None => break Ok(()),
+        }
+    };
+    match outcome {
+        Ok(()) => log::info!(
+            "clip of event {id} replayed to {}: {sent} frames in {:.1} s",
+            conn.peer,
+            started.elapsed().as_secs_f64()
+        ),
+        Err(why) => log::info!(
+            "clip of event {id} replay to {} ended: {why} ({sent} frames sent)",
+            conn.peer
+        ),
+    }
+    false
+}
+
+/// Waits until `due`; false if the server is stopping.
+fn pace(due: Instant, ctx: &Ctx) -> bool {
+    loop {
+        if ctx.shutdown.is_triggered() {
+            return false;
+        }
+        let left = due.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        std::thread::sleep(left.min(PACE_SLICE));
+    }
+}

@@ -1,0 +1,213 @@
+//! Commands over MQTT (with `mqtt_commands = true`): a message on `<prefix>/command/<name>`
+//! runs the WebSocket `system_command` of that name (`crate::http::ws::commands`, the same
+//! `Control` actions, roles and param checks), and the answer — the WebSocket
+//! `command_result` or `error` message — is published to `<prefix>/command/<name>/result`.
+//!
+//! The payload is the command's params as a JSON object (empty for none), with an optional
+//! `request_id` echoed in the answer. The broker's ACL decides who may publish here, so a
+//! command runs with the admin role. A retained message is never run: it would run again on
+//! every reconnect.
+
+use serde_json::Value;
+
+use crate::http::ws::protocol::{CommandName, ErrorCode, Refusal};
+
+/// Largest command payload read; anything longer is refused unparsed.
+const MAX_PAYLOAD: usize = 16 * 1024;
+
+/// A command message, understood.
+#[derive(Debug, PartialEq)]
+pub struct Request {
+    pub command: CommandName,
+    pub params: Value,
+    pub request_id: Value,
+}
+
+/// What to do with a message on the command topics.
+#[derive(Debug, PartialEq)]
+pub enum Parsed {
+    /// Not for us (another topic, or a `/result`).
+    Ignore,
+    /// Run it.
+    Run(Request),
+    /// Answer on `result_topic` with this refusal.
+    Refuse { name: String, refusal: Refusal },
+}
+
+/// The filter the bridge subscribes to.
+pub fn filter(prefix: &str) -> String {
+    format!("{prefix}/command/+")
+}
+
+pub fn result_topic(prefix: &str, name: &str) -> String {
+    format!("{prefix}/command/{name}/result")
+}
+
+/// Reads a message from the command topics.
+pub fn parse(prefix: &str, topic: &str, payload: &[u8], retained: bool) -> Parsed {
+    let Some(name) = topic
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix("/command/"))
+        .filter(|name| !name.is_empty() && !name.contains('/'))
+    else {
+        return Parsed::Ignore;
+    };
+    if retained {
+        log::warn!(
+            "ignored a retained MQTT command on {topic}: a command must not be retained \
+             (it would run again on every reconnect); clear it with an empty retained message"
+        );
+        return Parsed::Ignore;
+    }
+    let refuse = |code, message: String, request_id: Option<Value>| Parsed::Refuse {
+        name: name.to_string(),
+        refusal: Refusal {
+            code,
+            message,
+            request_id,
+        },
+    };
+    let mut params = if payload.iter().all(u8::is_ascii_whitespace) {
+        serde_json::Map::new()
+    } else if payload.len() > MAX_PAYLOAD {
+        return refuse(
+            ErrorCode::BadParams,
+            format!("a command payload is at most {MAX_PAYLOAD} bytes"),
+            None,
+        );
+    } else {
+        match crate::json::parse_untrusted(payload) {
+            Ok(Value::Object(object)) => object,
+            Ok(_) => {
+                return refuse(
+                    ErrorCode::BadJson,
+                    "the payload must be a JSON object of params (or empty)".into(),
+                    None,
+                );
+            }
+            Err(e) => {
+                return refuse(
+                    ErrorCode::BadJson,
+                    format!("the payload is not valid JSON: {e}"),
+                    None,
+                );
+            }
+        }
+    };
+    let request_id = params.remove("request_id");
+    let Some(command) = CommandName::parse(name) else {
+        return refuse(
+            ErrorCode::UnknownCommand,
+            format!(
+                "unknown command {name:?}; commands: {}",
+                CommandName::ALL.map(CommandName::name).join(", ")
+            ),
+            request_id,
+        );
+    };
+    Parsed::Run(Request {
+        command,
+        params: if params.is_empty() {
+            Value::Null
+        } else {
+            Value::Object(params)
+        },
+        request_id: request_id.unwrap_or(Value::Null),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const P: &str = "porchlight/door";
+
+    #[test]
+    fn commands_with_and_without_params() {
+        assert_eq!(
+            parse(P, "porchlight/door/command/trigger_doorbell", b"{}", false),
+            Parsed::Run(Request {
+                command: CommandName::TriggerDoorbell,
+                params: Value::Null,
+                request_id: Value::Null,
+            })
+        );
+        assert_eq!(
+            parse(
+                P,
+                "porchlight/door/command/set_quality",
+                br#"{"quality":"low","request_id":"r7"}"#,
+                false
+            ),
+            Parsed::Run(Request {
+                command: CommandName::SetQuality,
+                params: json!({"quality": "low"}),
+                request_id: json!("r7"),
+            })
+        );
+        assert!(matches!(
+            parse(P, "porchlight/door/command/get_system_status", b"", false),
+            Parsed::Run(_)
+        ));
+    }
+
+    #[test]
+    fn other_topics_results_and_retained_messages_are_ignored() {
+        for (topic, retained) in [
+            ("porchlight/door/command/trigger_doorbell/result", false),
+            ("porchlight/other/command/trigger_doorbell", false),
+            ("porchlight/door/events/x", false),
+            ("porchlight/door/command/", false),
+            ("porchlight/door/command/trigger_doorbell", true),
+        ] {
+            assert_eq!(parse(P, topic, b"{}", retained), Parsed::Ignore, "{topic}");
+        }
+    }
+
+    #[test]
+    fn bad_messages_are_refused_with_a_code() {
+        let code = |topic: &str, payload: &[u8]| match parse(P, topic, payload, false) {
+            Parsed::Refuse { refusal, .. } => refusal.code,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            code("porchlight/door/command/reboot", b"{\"request_id\":1}"),
+            ErrorCode::UnknownCommand
+        );
+        assert_eq!(
+            code("porchlight/door/command/trigger_doorbell", b"PRESS"),
+            ErrorCode::BadJson
+        );
+        assert_eq!(
+            code("porchlight/door/command/trigger_doorbell", b"[1]"),
+            ErrorCode::BadJson
+        );
+        let deep = "[".repeat(10_000);
+        assert_eq!(
+            code("porchlight/door/command/trigger_doorbell", deep.as_bytes()),
+            ErrorCode::BadJson
+        );
+        let huge = format!("{{\"x\":\"{}\"}}", "a".repeat(MAX_PAYLOAD));
+        assert_eq!(
+            code("porchlight/door/command/trigger_doorbell", huge.as_bytes()),
+            ErrorCode::BadParams
+        );
+        match parse(
+            P,
+            "porchlight/door/command/reboot",
+            b"{\"request_id\":1}",
+            false,
+        ) {
+            Parsed::Refuse { name, refusal } => {
+                assert_eq!(name, "reboot");
+                assert_eq!(refusal.request_id, Some(json!(1)));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            result_topic(P, "reboot"),
+            "porchlight/door/command/reboot/result"
+        );
+    }
+}

@@ -1,0 +1,265 @@
+//! One HTTP POST to a webhook receiver, with timeouts, on the calling (sender) thread.
+//!
+//! `http://` is a small HTTP/1.1 client of our own (a request per connection, `Connection:
+//! close`; only the status line and `Retry-After` of the answer matter). `https://` goes
+//! through `ureq` with rustls, compiled in only with the `https` cargo feature: TLS is most of
+//! what such a client weighs (README, "Webhooks and ntfy", has the measured sizes).
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::url::ServiceUrl;
+
+/// Whether this build can POST to `https://` receivers.
+pub const HTTPS_SUPPORTED: bool = cfg!(feature = "https");
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Sending the request and reading the answer's head, each.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// An answer head longer than this is not from a sane receiver.
+const MAX_HEAD: usize = 16 * 1024;
+/// The longest `Retry-After` honoured; a longer one is cut to this.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+/// What the receiver answered.
+#[derive(Debug, PartialEq)]
+pub struct Answer {
+    pub status: u16,
+    /// `Retry-After` in seconds (429/503), at most [`MAX_RETRY_AFTER`].
+    pub retry_after: Option<Duration>,
+}
+
+/// POSTs `body` with `headers` to `url`. `Err` says why no answer came.
+pub fn post(url: &ServiceUrl, headers: &[(&str, String)], body: &[u8]) -> Result<Answer, String> {
+    match url.scheme.as_str() {
+        "http" => post_http(url, headers, body),
+        #[cfg(feature = "https")]
+        "https" => post_https(url, headers, body),
+        other => Err(format!("{other}:// is not supported by this build")),
+    }
+}
+
+fn post_http(url: &ServiceUrl, headers: &[(&str, String)], body: &[u8]) -> Result<Answer, String> {
+    let target = url.host_port();
+    let addrs = target
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {}: {e}", url.host))?;
+    let mut last = format!("{} resolves to no address", url.host);
+    let mut stream = None;
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last = format!("cannot connect to {addr}: {e}"),
+        }
+    }
+    let mut stream = stream.ok_or(last)?;
+    let io = |e: io::Error| format!("talking to {}: {e}", url.redacted());
+    stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(io)?;
+    stream.set_write_timeout(Some(IO_TIMEOUT)).map_err(io)?;
+    stream.set_nodelay(true).map_err(io)?;
+    let head = request_head(url, headers, body.len());
+    // One write for head and body: the receiver sees the request in one segment.
+    let mut request = Vec::with_capacity(head.len() + body.len());
+    request.extend_from_slice(head.as_bytes());
+    request.extend_from_slice(body);
+    stream.write_all(&request).map_err(io)?;
+    read_answer(&mut BufReader::new(stream)).map_err(io)
+}
+
+fn request_head(url: &ServiceUrl, headers: &[(&str, String)], body_len: usize) -> String {
+    let host = if url.port == 80 {
+        url.host.clone()
+    } else {
+        url.host_port()
+    };
+    let mut head = format!(
+        "POST {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: porchlight/{}\r\n\
+         Content-Length: {body_len}\r\nConnection: close\r\n",
+        url.path,
+        env!("CARGO_PKG_VERSION")
+    );
+    if let Some(user) = &url.user {
+        let credentials = format!("{user}:{}", url.password.as_deref().unwrap_or(""));
+        head.push_str(&format!(
+            "Authorization: Basic {}\r\n",
+            base64(credentials.as_bytes())
+        ));
+    }
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    head
+}
+
+/// Reads the status line and headers; the body is not needed.
+fn read_answer(reader: &mut impl BufRead) -> io::Result<Answer> {
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
+    let mut read = 0usize;
+    let mut line = String::new();
+    let mut next_line = |line: &mut String| -> io::Result<()> {
+        line.clear();
+        let n = io::Read::take(&mut *reader, (MAX_HEAD - read) as u64).read_line(line)?;
+        read += n;
+        if n == 0 || !line.ends_with('\n') {
+            return Err(bad("the answer ended inside its head"));
+        }
+        Ok(())
+    };
+    next_line(&mut line)?;
+    let mut parts = line.split_whitespace();
+    let status = match (parts.next(), parts.next().map(str::parse::<u16>)) {
+        (Some(version), Some(Ok(code)))
+            if version.starts_with("HTTP/1.") && (100..=599).contains(&code) =>
+        {
+            code
+        }
+        _ => return Err(bad("the answer is not HTTP/1.x")),
+    };
+    let mut retry_after = None;
+    loop {
+        next_line(&mut line)?;
+        let header = line.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':')
+            && name.trim().eq_ignore_ascii_case("retry-after")
+        {
+            // Seconds only; an HTTP date falls back to our own backoff.
+            retry_after = value
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
+        }
+    }
+    Ok(Answer {
+        status,
+        retry_after,
+    })
+}
+
+fn base64(bytes: &[u8]) -> String {
+    data_encoding::BASE64.encode(bytes)
+}
+
+#[cfg(feature = "https")]
+fn post_https(url: &ServiceUrl, headers: &[(&str, String)], body: &[u8]) -> Result<Answer, String> {
+    let mut target = format!("https://{}{}", url.host_port(), url.path);
+    if url.port == 443 {
+        target = format!("https://{}{}", url.host, url.path);
+    }
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_connect(Some(CONNECT_TIMEOUT))
+        .timeout_global(Some(IO_TIMEOUT * 2))
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .user_agent(format!("porchlight/{}", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into();
+    let mut request = agent.post(&target);
+    if let Some(user) = &url.user {
+        let credentials = format!("{user}:{}", url.password.as_deref().unwrap_or(""));
+        request = request.header(
+            "Authorization",
+            format!("Basic {}", base64(credentials.as_bytes())),
+        );
+    }
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let answer = request
+        .send(body)
+        .map_err(|e| format!("{}: {e}", url.redacted()))?;
+    let retry_after = answer
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
+    Ok(Answer {
+        status: answer.status().as_u16(),
+        retry_after,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc_4648() {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(plain.as_bytes()), encoded);
+        }
+    }
+
+    #[test]
+    fn the_request_head_has_host_length_auth_and_headers() {
+        let url = ServiceUrl::parse(
+            "http://tk:s%40cret@ntfy.lan:8081/door?x=1",
+            |_| Some(80),
+            "",
+        )
+        .unwrap();
+        let head = request_head(&url, &[("Title", "Doorbell".into())], 12);
+        assert!(head.starts_with("POST /door?x=1 HTTP/1.1\r\nHost: ntfy.lan:8081\r\n"));
+        assert!(head.contains("Content-Length: 12\r\n"));
+        assert!(head.contains(&format!(
+            "Authorization: Basic {}\r\n",
+            base64(b"tk:s@cret")
+        )));
+        assert!(head.ends_with("Title: Doorbell\r\n\r\n"));
+        let default_port = ServiceUrl::parse("http://h/", |_| Some(80), "").unwrap();
+        assert!(request_head(&default_port, &[], 0).contains("Host: h\r\n"));
+    }
+
+    #[test]
+    fn answers_are_read_from_their_head() {
+        let read = |text: &str| read_answer(&mut text.as_bytes());
+        assert_eq!(
+            read("HTTP/1.1 204 No Content\r\n\r\n").unwrap(),
+            Answer {
+                status: 204,
+                retry_after: None
+            }
+        );
+        assert_eq!(
+            read("HTTP/1.0 429 Too Many\r\nretry-after: 7\r\nX: y\r\n\r\nbody").unwrap(),
+            Answer {
+                status: 429,
+                retry_after: Some(Duration::from_secs(7))
+            }
+        );
+        assert_eq!(
+            read("HTTP/1.1 503 x\r\nRetry-After: 99999\r\n\r\n")
+                .unwrap()
+                .retry_after,
+            Some(MAX_RETRY_AFTER)
+        );
+        for bad in [
+            "",
+            "HTTP/1.1 200 OK\r\n",
+            "SSH-2.0-OpenSSH\r\n\r\n",
+            "HTTP/1.1 99 x\r\n\r\n",
+            "HTTP/2 200\r\n\r\n",
+        ] {
+            assert!(read(bad).is_err(), "{bad:?}");
+        }
+        let endless = format!("HTTP/1.1 200 OK\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD));
+        assert!(read(&endless).is_err());
+    }
+}

@@ -1,0 +1,575 @@
+//! The MQTT bridge and Home Assistant discovery against a real broker (Debian's mosquitto,
+//! started by the test on a free port with a password file) and a real subscriber
+//! (`mosquitto_sub`): events in id order, the picture on the snapshot topic, retained
+//! discovery configs, availability by shutdown and by the Will, commands, and nothing lost
+//! when the broker or porchlight itself goes away.
+
+use std::collections::BTreeMap;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::common::broker::{Broker, DEVICE_USER, Message, TEST_USER};
+use crate::common::*;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn config(broker: &Broker, device_id: &str, extra: &str) -> String {
+    format!(
+        "mqtt_url = \"{}\"\ndevice_id = \"{device_id}\"\n{extra}\n",
+        broker.url()
+    )
+}
+
+/// Event ids from messages on `<prefix>/events/...`, in arrival order.
+fn event_ids(messages: &[Message], prefix: &str) -> Vec<u64> {
+    messages
+        .iter()
+        .filter(|m| m.topic.starts_with(&format!("{prefix}/events/")))
+        .map(|m| m.json()["id"].as_u64().expect("event id"))
+        .collect()
+}
+
+fn wait_streaming(port: u16) {
+    let deadline = Instant::now() + WAIT;
+    while get(port, "/api/status", None).json()["camera"]["state"] != "streaming" {
+        assert!(Instant::now() < deadline, "the camera never streamed");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn mqtt_status(port: u16) -> Value {
+    get(port, "/api/status", None).json()["mqtt"].clone()
+}
+
+#[test]
+fn events_pictures_and_discovery_reach_the_broker() {
+    let broker = Broker::start();
+    let sub = broker.subscribe(&["porchlight/front/#"]);
+    let server = Server::with_config(
+        &config(&broker, "front", "public_url = \"http://door.local:8080\""),
+        &[],
+    );
+    let port = server.port();
+    let online = sub.wait_for("porchlight/front/availability", WAIT);
+    assert_eq!(online.text(), "online");
+    assert!(
+        !online.retained,
+        "a live subscriber sees it as it is published"
+    );
+    wait_streaming(port);
+
+    let mut sent = vec![trigger(port, None)];
+    for i in 0..5 {
+        sent.push(post_event(port, None, "visitor_seen", json!({"n": i})));
+    }
+    sent.push(trigger(port, None));
+    let ids: Vec<u64> = sent.iter().map(id_of).collect();
+    let got = sub.collect_until(WAIT, |got| {
+        event_ids(got, "porchlight/front").len() >= ids.len()
+    });
+    assert_eq!(
+        event_ids(&got, "porchlight/front"),
+        ids,
+        "every event once, in id order"
+    );
+    for event in &sent {
+        let topic = format!(
+            "porchlight/front/events/{}",
+            event["event_type"].as_str().unwrap()
+        );
+        let message = got
+            .iter()
+            .find(|m| m.topic == topic && m.json()["id"] == event["id"])
+            .unwrap_or_else(|| panic!("event {} not on {topic}", event["id"]));
+        assert_eq!(
+            message.json(),
+            *event,
+            "the event object as the API shows it"
+        );
+        assert!(!message.retained);
+    }
+
+    // The snapshot topic holds the JPEG of the latest event with one, retained.
+    let last = sent.last().unwrap();
+    let jpeg = get(port, last["snapshot_url"].as_str().unwrap(), None).body;
+    assert_eq!(&jpeg[..2], b"\xFF\xD8");
+    let retained = broker.retained("porchlight/front/snapshot");
+    assert_eq!(retained.len(), 1);
+    assert_eq!(
+        retained[0].payload, jpeg,
+        "the retained picture is the last ring's"
+    );
+
+    // Status: retained, the status object.
+    let status = broker.retained("porchlight/front/status");
+    assert_eq!(status.len(), 1);
+    let status = status[0].json();
+    assert!(status["uptime_s"].is_number() && status["events"].is_object());
+
+    // The bridge shows in status and metrics, measured.
+    let deadline = Instant::now() + WAIT;
+    while mqtt_status(port)["last_published_id"] != json!(ids.last().unwrap()) {
+        assert!(Instant::now() < deadline, "status: {}", mqtt_status(port));
+        thread::sleep(Duration::from_millis(20));
+    }
+    let mqtt = mqtt_status(port);
+    assert_eq!(mqtt["connected"], true);
+    assert_eq!(mqtt["backlog"], 0);
+    assert_eq!(
+        mqtt["broker"],
+        format!("mqtt://127.0.0.1:{}", broker.port())
+    );
+    assert!(
+        !mqtt.to_string().contains(DEVICE_USER.1),
+        "no password in status"
+    );
+    let metrics = get(port, "/metrics", None).text();
+    assert!(
+        metrics.contains("porchlight_mqtt_connected 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "porchlight_mqtt_last_published_id {}\n",
+            ids.last().unwrap()
+        )),
+        "{metrics}"
+    );
+    assert!(metrics.contains("porchlight_mqtt_backlog_events 0\n"));
+}
+
+#[test]
+fn discovery_configs_are_retained_complete_and_removed_when_turned_off() {
+    let broker = Broker::start();
+    let data = TempDir::new("mqtt-discovery");
+    let args = ["--data-dir", &data.path_str()];
+    let extra = "public_url = \"http://door.local:8080\"\nmqtt_commands = true";
+    let mut server = Server::with_config(&config(&broker, "porch", extra), &args);
+    let sub = broker.subscribe(&["porchlight/porch/availability"]);
+    sub.wait_for("porchlight/porch/availability", WAIT);
+
+    let configs: BTreeMap<String, Value> = broker
+        .retained("homeassistant/#")
+        .into_iter()
+        .map(|m| (m.topic.clone(), m.json()))
+        .collect();
+    let expected = [
+        "homeassistant/event/porch/doorbell/config",
+        "homeassistant/binary_sensor/porch/motion/config",
+        "homeassistant/camera/porch/snapshot/config",
+        "homeassistant/sensor/porch/cpu/config",
+        "homeassistant/sensor/porch/temperature/config",
+        "homeassistant/sensor/porch/viewers/config",
+        "homeassistant/button/porch/ring/config",
+        "homeassistant/button/porch/restart_camera/config",
+    ];
+    assert_eq!(
+        configs.keys().cloned().collect::<Vec<_>>(),
+        {
+            let mut e: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
+            e.sort();
+            e
+        },
+        "one retained config per entity"
+    );
+    let mut unique_ids = Vec::new();
+    for (topic, config) in &configs {
+        unique_ids.push(config["unique_id"].as_str().unwrap().to_string());
+        assert!(config["name"].is_string(), "{topic}");
+        assert_eq!(
+            config["availability_topic"], "porchlight/porch/availability",
+            "{topic}"
+        );
+        let device = &config["device"];
+        assert_eq!(
+            device["identifiers"],
+            json!(["porchlight_porch"]),
+            "{topic}"
+        );
+        assert_eq!(device["configuration_url"], "http://door.local:8080");
+        assert!(device["sw_version"].is_string() && device["model"].is_string());
+    }
+    unique_ids.sort();
+    unique_ids.dedup();
+    assert_eq!(unique_ids.len(), expected.len(), "unique_ids are unique");
+    let doorbell = &configs["homeassistant/event/porch/doorbell/config"];
+    assert_eq!(doorbell["device_class"], "doorbell");
+    assert_eq!(doorbell["event_types"], json!(["doorbell_pressed"]));
+    assert_eq!(
+        doorbell["state_topic"],
+        "porchlight/porch/events/doorbell_pressed"
+    );
+    assert_eq!(
+        configs["homeassistant/camera/porch/snapshot/config"]["topic"],
+        "porchlight/porch/snapshot"
+    );
+    assert_eq!(
+        configs["homeassistant/binary_sensor/porch/motion/config"]["device_class"],
+        "motion"
+    );
+    assert_eq!(
+        configs["homeassistant/button/porch/ring/config"]["command_topic"],
+        "porchlight/porch/command/trigger_doorbell"
+    );
+
+    // Off: every config is cleared (an empty retained message deletes it).
+    server.stop();
+    let mut server = Server::with_config(&config(&broker, "porch", "ha_discovery = false"), &args);
+    let online = sub.collect_until(WAIT, |got| got.last().is_some_and(|m| m.text() == "online"));
+    assert!(!online.is_empty());
+    assert!(
+        broker.retained("homeassistant/#").is_empty(),
+        "no discovery config left"
+    );
+    server.stop();
+}
+
+#[test]
+fn availability_goes_offline_on_sigterm_and_by_the_will_on_kill_9() {
+    let broker = Broker::start();
+    let sub = broker.subscribe(&["porchlight/door/availability"]);
+    let data = TempDir::new("mqtt-avail");
+    let args = ["--data-dir", &data.path_str()];
+    let toml = config(&broker, "door", "");
+
+    let mut server = Server::with_config(&toml, &args);
+    assert_eq!(
+        sub.wait_for("porchlight/door/availability", WAIT).text(),
+        "online"
+    );
+    server.stop();
+    assert_eq!(
+        sub.wait_for("porchlight/door/availability", WAIT).text(),
+        "offline",
+        "a clean shutdown says offline itself"
+    );
+    let retained = broker.retained("porchlight/door/availability");
+    assert_eq!(retained[0].text(), "offline", "and it is retained");
+    assert!(server.stderr().contains("MQTT: disconnected"));
+
+    let mut server = Server::with_config(&toml, &args);
+    assert_eq!(
+        sub.wait_for("porchlight/door/availability", WAIT).text(),
+        "online"
+    );
+    server.kill9();
+    assert_eq!(
+        sub.wait_for("porchlight/door/availability", WAIT).text(),
+        "offline",
+        "the broker publishes the Will when porchlight vanishes"
+    );
+    assert_eq!(
+        broker.retained("porchlight/door/availability")[0].text(),
+        "offline"
+    );
+}
+
+/// Kills the broker in the middle of a burst of 500 events and restarts it 5 s later: every
+/// event reaches the subscriber; the only duplicates are events that were in flight.
+#[test]
+fn a_broker_outage_mid_burst_loses_no_event() {
+    const BURST: usize = 500;
+    let mut broker = Broker::start();
+    let server = Server::with_config(&config(&broker, "burst", ""), &[]);
+    let port = server.port();
+    let sub = broker.subscribe(&["porchlight/burst/#"]);
+    // The bridge may connect before the subscriber: its `online` is retained anyway.
+    let deadline = Instant::now() + WAIT;
+    while mqtt_status(port)["connected"] != true {
+        assert!(
+            Instant::now() < deadline,
+            "never connected: {}",
+            server.stderr()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+
+    let producer = thread::spawn(move || {
+        (0..BURST)
+            .map(|i| id_of(&post_event(port, None, "burst", json!({"n": i}))))
+            .collect::<Vec<u64>>()
+    });
+    let mut before = sub.collect_until(WAIT, |got| event_ids(got, "porchlight/burst").len() >= 150);
+    broker.kill();
+    let killed_at = Instant::now();
+    before.extend(sub.until_disconnected(WAIT));
+    // The restarted broker first lets in only the test's subscriber, so it is subscribed
+    // before porchlight can publish again; then porchlight's user is let in (SIGHUP reload).
+    broker.write_users(&[TEST_USER]);
+    thread::sleep(Duration::from_secs(5).saturating_sub(killed_at.elapsed()));
+    broker.restart();
+    let sub = broker.subscribe(&["porchlight/burst/events/#"]);
+    broker.write_users(&[DEVICE_USER, TEST_USER]);
+    broker.reload();
+
+    let ids = producer.join().expect("producer");
+    assert_eq!(ids.len(), BURST);
+    let mut all = event_ids(&before, "porchlight/burst");
+    let after = sub.collect_until(Duration::from_secs(90), |got| {
+        let mut seen: Vec<u64> = event_ids(got, "porchlight/burst");
+        seen.extend(&all);
+        ids.iter().all(|id| seen.contains(id))
+    });
+    let after_ids = event_ids(&after, "porchlight/burst");
+    let mut sorted = after_ids.clone();
+    sorted.sort_unstable();
+    assert_eq!(after_ids, sorted, "in id order after the reconnect too");
+    all.extend(after_ids);
+    let lost: Vec<&u64> = ids.iter().filter(|id| !all.contains(id)).collect();
+    assert!(lost.is_empty(), "lost across the outage: {lost:?}");
+    let duplicates = all.len() - ids.len();
+    eprintln!(
+        "broker outage: {} events, 0 lost, {duplicates} duplicate(s) ({} before the kill)",
+        ids.len(),
+        event_ids(&before, "porchlight/burst").len()
+    );
+    assert!(
+        duplicates <= 16,
+        "only the in-flight window may come twice, got {duplicates}"
+    );
+    assert!(server.stderr().contains("MQTT: lost the connection"));
+}
+
+/// Events stored but not yet acknowledged when porchlight is killed are published after it
+/// starts again.
+#[test]
+fn unacknowledged_events_are_published_after_a_kill_9_and_restart() {
+    let mut broker = Broker::start();
+    let data = TempDir::new("mqtt-restart");
+    let args = ["--data-dir", &data.path_str()];
+    let toml = config(&broker, "again", "");
+    let mut server = Server::with_config(&toml, &args);
+    let port = server.port();
+    let sub = broker.subscribe(&["porchlight/again/events/#"]);
+    let first = post_event(port, None, "early", json!({}));
+    let got = sub.collect_until(WAIT, |got| !got.is_empty());
+    assert_eq!(event_ids(&got, "porchlight/again"), vec![id_of(&first)]);
+    drop(sub);
+
+    broker.kill();
+    let waiting: Vec<u64> = (0..20)
+        .map(|i| id_of(&post_event(port, None, "while_away", json!({"n": i}))))
+        .collect();
+    server.kill9();
+    broker.restart();
+    let sub = broker.subscribe(&["porchlight/again/events/#"]);
+    let server = Server::with_config(&toml, &args);
+    let got = sub.collect_until(WAIT, |got| {
+        event_ids(got, "porchlight/again").ends_with(&waiting[waiting.len() - 1..])
+    });
+    let ids = event_ids(&got, "porchlight/again");
+    let resent: Vec<u64> = ids.iter().copied().filter(|id| *id < waiting[0]).collect();
+    assert_eq!(
+        ids[resent.len()..],
+        waiting[..],
+        "every event stored while the broker was away, in order"
+    );
+    eprintln!(
+        "porchlight kill -9: {} waiting events published after the restart, {} earlier one(s) again",
+        waiting.len(),
+        resent.len()
+    );
+    drop(server);
+}
+
+#[test]
+fn three_doors_on_one_broker() {
+    let broker = Broker::start();
+    let sub = broker.subscribe(&["porchlight/+/events/#"]);
+    let doors = ["door_a", "door_b", "door_c"];
+    let servers: Vec<Server> = doors
+        .iter()
+        .map(|id| Server::with_config(&config(&broker, id, ""), &[]))
+        .collect();
+    let mut expected: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for round in 0..10 {
+        for (door, server) in doors.iter().zip(&servers) {
+            let event = post_event(server.port(), None, "knock", json!({"round": round}));
+            expected
+                .entry(door.to_string())
+                .or_default()
+                .push(id_of(&event));
+        }
+    }
+    let got = sub.collect_until(WAIT, |got| got.len() >= 30);
+    for door in doors {
+        assert_eq!(
+            event_ids(&got, &format!("porchlight/{door}")),
+            expected[door],
+            "{door}: every event, in order"
+        );
+    }
+    let configs = broker.retained("homeassistant/event/#");
+    let mut devices: Vec<String> = configs
+        .iter()
+        .map(|m| {
+            m.json()["device"]["identifiers"][0]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    devices.sort();
+    assert_eq!(
+        devices,
+        [
+            "porchlight_door_a",
+            "porchlight_door_b",
+            "porchlight_door_c"
+        ],
+        "three devices, one doorbell each"
+    );
+}
+
+#[test]
+fn commands_over_mqtt_run_the_websocket_commands() {
+    let broker = Broker::start();
+    let sub = broker.subscribe(&["porchlight/cmd/#"]);
+    let server = Server::with_config(&config(&broker, "cmd", "mqtt_commands = true"), &[]);
+    let port = server.port();
+    sub.wait_for("porchlight/cmd/availability", WAIT);
+    // The bridge subscribes right after `online`; its status tells when the SUBACK came.
+    let deadline = Instant::now() + WAIT;
+    while !server.stderr().contains("MQTT: connected") {
+        assert!(Instant::now() < deadline);
+        thread::sleep(Duration::from_millis(20));
+    }
+    let publish_until_answered = |topic: &str, payload: &str| -> Value {
+        // A command published before the bridge's SUBACK would be lost; retry until answered.
+        let result = format!("{topic}/result");
+        for _ in 0..50 {
+            broker.publish(topic, payload, false);
+            if let Some(m) = (0..50)
+                .filter_map(|_| sub.next(Duration::from_millis(100)))
+                .find(|m| m.topic == result)
+            {
+                return m.json();
+            }
+        }
+        panic!("no answer on {result}");
+    };
+
+    let answer = publish_until_answered(
+        "porchlight/cmd/command/trigger_doorbell",
+        r#"{"request_id":"r1"}"#,
+    );
+    assert_eq!(answer["type"], "command_result");
+    assert_eq!(answer["success"], true, "{answer}");
+    assert_eq!(answer["request_id"], "r1");
+    assert_eq!(answer["result"]["source"], "mqtt");
+    let id = answer["result"]["id"].as_u64().unwrap();
+    assert_eq!(
+        get(port, &format!("/api/events/{id}"), None).json()["source"],
+        "mqtt",
+        "stored like any ring"
+    );
+
+    let answer = publish_until_answered(
+        "porchlight/cmd/command/set_quality",
+        r#"{"quality":"low","request_id":2}"#,
+    );
+    assert_eq!(answer["result"], json!({"quality": "low"}));
+    let answer =
+        publish_until_answered("porchlight/cmd/command/set_quality", r#"{"quality":"8k"}"#);
+    assert_eq!(answer["type"], "error");
+    assert_eq!(answer["code"], "bad_params");
+    let answer = publish_until_answered("porchlight/cmd/command/reboot", "{}");
+    assert_eq!(answer["code"], "unknown_command");
+    let answer = publish_until_answered("porchlight/cmd/command/get_system_status", "not json");
+    assert_eq!(answer["code"], "bad_json");
+    // Still serving after the bad ones.
+    assert_eq!(get(port, "/api/status", None).status, 200);
+}
+
+#[test]
+fn without_mqtt_commands_command_topics_are_not_read() {
+    let broker = Broker::start();
+    let sub = broker.subscribe(&["porchlight/quiet/#"]);
+    let server = Server::with_config(&config(&broker, "quiet", ""), &[]);
+    sub.wait_for("porchlight/quiet/availability", WAIT);
+    broker.publish("porchlight/quiet/command/trigger_doorbell", "{}", false);
+    // A marker event after the command: if the command had run, its ring would come first.
+    let marker = post_event(server.port(), None, "marker", json!({}));
+    let got = sub.collect_until(WAIT, |got| {
+        got.iter()
+            .any(|m| m.topic == "porchlight/quiet/events/marker")
+    });
+    assert!(
+        !got.iter()
+            .any(|m| m.topic.contains("doorbell_pressed") || m.topic.ends_with("/result")),
+        "{:?}",
+        got.iter().map(|m| &m.topic).collect::<Vec<_>>()
+    );
+    assert_eq!(event_ids(&got, "porchlight/quiet"), vec![id_of(&marker)]);
+}
+
+#[test]
+fn an_unreachable_broker_never_stops_the_server() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let toml = format!("mqtt_url = \"mqtt://127.0.0.1:{port}\"\ndevice_id = \"lonely\"\n");
+    let mut server = Server::with_config(&toml, &[]);
+    let event = post_event(server.port(), None, "still_stored", json!({}));
+    let status = mqtt_status(server.port());
+    assert_eq!(status["connected"], false);
+    assert_eq!(status["backlog"], 1, "{status}");
+    assert!(status["last_published_id"].as_u64().unwrap() < id_of(&event));
+    let deadline = Instant::now() + WAIT;
+    while !server.stderr().contains("MQTT: cannot reach") {
+        assert!(Instant::now() < deadline, "no warning: {}", server.stderr());
+        thread::sleep(Duration::from_millis(20));
+    }
+    server.stop();
+}
+
+#[test]
+fn bad_mqtt_config_exits_2_naming_the_key() {
+    for (toml, key) in [
+        ("mqtt_url = \"http://broker\"", "mqtt_url"),
+        ("mqtt_url = \"mqtt://broker:99999\"", "mqtt_url"),
+        ("mqtt_url = \"mqtts://broker\"", "mqtt_url"),
+        (
+            "mqtt_url = \"mqtt://b\"\ndevice_id = \"Front Door\"",
+            "device_id",
+        ),
+        (
+            "mqtt_url = \"mqtt://b\"\nmqtt_prefix = \"a/#\"",
+            "mqtt_prefix",
+        ),
+        (
+            "mqtt_url = \"mqtt://b\"\nha_discovery_prefix = \"/ha\"",
+            "ha_discovery_prefix",
+        ),
+        (
+            "mqtt_url = \"mqtt://b\"\nha_discovery = \"yes\"",
+            "ha_discovery",
+        ),
+        (
+            "mqtt_url = \"mqtt://b\"\nmqtt_commands = 1",
+            "mqtt_commands",
+        ),
+        ("public_url = \"door.local\"", "public_url"),
+    ] {
+        let dir = TempDir::new("mqtt-bad-config");
+        let file = dir.write("bad.toml", toml);
+        let finished = run_to_exit(
+            &["--check-config", &file.to_string_lossy()],
+            Duration::from_secs(10),
+        );
+        assert_eq!(
+            finished.code(),
+            Some(2),
+            "{toml}: {:?}",
+            finished.stderr_lines()
+        );
+        let lines = finished.stderr_lines();
+        assert!(
+            lines.iter().any(|l| l.contains(key)),
+            "{toml}: the error names {key}: {lines:?}"
+        );
+    }
+}
