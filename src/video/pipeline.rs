@@ -502,19 +502,19 @@ mod tests {
                 break camera.current().unwrap().1;
             }
         };
-        assert_eq!(decoded(), 2);
+        // (The new encoder may have made frame 1 first: it starts on the newest it finds.)
+        let before = decoded();
         let shared = video.decoded_frame(&frame).unwrap();
-        assert_eq!(decoded(), 2);
-        // And a frame the reader decodes first is there for the encoder.
+        assert_eq!(decoded(), before);
+        // And frame 3 is decoded once, whichever of the two asks first.
         camera.publish(camera_frame(3, (640, 480)));
         let frame = camera.current().unwrap().1;
         video.decoded_frame(&frame).unwrap();
-        assert_eq!(decoded(), 3);
         let (mut seq, mut made) = next(low.frames(), 0);
         while made.number != 3 {
             (seq, made) = next(low.frames(), seq);
         }
-        assert_eq!(decoded(), 3);
+        assert_eq!(decoded(), before + 1);
         drop((low, shared));
         shutdown.trigger();
     }

@@ -226,7 +226,7 @@ fn auto_quality_follows_the_viewer() {
     let fixed = thread::spawn(move || watch(port, "quality=medium", SLOW, None, 16.0));
     let auto = thread::spawn(move || watch(port, "quality=auto", SLOW, Some(HOLD), 36.0));
     let fast = thread::spawn(move || watch(port, "quality=auto", 0, None, 14.0));
-    let climb = thread::spawn(move || watch(hd_port, "quality=auto", 0, None, 20.0));
+    let climb = thread::spawn(move || watch(hd_port, "quality=auto", 0, None, 26.0));
     let (fixed, auto, fast, climb) = (
         fixed.join().unwrap(),
         auto.join().unwrap(),
@@ -294,7 +294,8 @@ fn auto_quality_follows_the_viewer() {
     let (fps, presets, _) = between(&fast, 2.0, 14.0);
     assert_eq!(presets, ["medium"]);
     assert!(fps >= 13.0, "{fps} fps");
-    // With a 1280x720 camera it starts on medium and climbs to high, and stays there.
+    // With a 1280x720 camera it starts on medium and climbs to high (after 8 s of keeping up;
+    // on a loaded machine the first windows may not count), and stays there.
     assert_eq!(climb[0].quality.as_deref(), Some("medium"));
     let high = climb
         .iter()
@@ -306,7 +307,7 @@ fn auto_quality_follows_the_viewer() {
             .all(|p| p.quality.as_deref() == Some("high"))
     );
     assert!(
-        climb[high].at < Duration::from_secs(14),
+        climb[high].at < Duration::from_secs(20),
         "high only at {:?}",
         climb[high].at
     );
