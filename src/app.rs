@@ -2,6 +2,7 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::camera::Camera;
@@ -10,6 +11,7 @@ use crate::config::Config;
 use crate::control::Control;
 use crate::events::{EventHub, Retention, Store, StoreError, StoreReader};
 use crate::http::server::{self, Registry};
+use crate::http::throttle::AuthThrottle;
 use crate::metrics::Metrics;
 use crate::outbound::{Outbound, OutboundSettings};
 use crate::sdnotify::{Notifier, Watchdog};
@@ -29,6 +31,8 @@ pub struct Ctx {
     pub camera: Camera,
     /// The shared per-preset encoders.
     pub video: Video,
+    /// Failed authentications per client address (429 after too many).
+    pub auth_throttle: AuthThrottle,
     /// The clip recorder, when clips are recorded.
     pub clips: Option<Recorder>,
     /// The MQTT bridge and webhooks, for status and metrics.
@@ -41,11 +45,135 @@ const DRAIN_TIMEOUT: Duration = Duration::from_millis(1000);
 /// senders before the event writer saves their cursors and stops.
 const DELIVERY_STOP_TIMEOUT: Duration = Duration::from_millis(2000);
 
-/// Runs the server until SIGTERM/SIGINT. An `Err` is a fatal error (exit status 1).
+/// Everything `run` has started, stopped in reverse order by [`Running::stop`] — on a clean
+/// shutdown, and by `Drop` when start-up fails part way (an early `?` return), so no thread is
+/// left unjoined and the store always gets its final checkpoint (the writer does it as it
+/// stops).
+struct Running {
+    shutdown: Shutdown,
+    listener: Option<TcpListener>,
+    registry: Option<Arc<Registry>>,
+    writer: Option<(EventHub, JoinHandle<()>)>,
+    capture: Option<JoinHandle<()>>,
+    motion: Option<JoinHandle<()>>,
+    clip_writer: Option<JoinHandle<()>>,
+    sampler: Option<JoinHandle<()>>,
+    doorbell: Option<JoinHandle<()>>,
+    accept: Option<JoinHandle<()>>,
+    /// The MQTT bridge and webhook senders.
+    delivery: Vec<(String, JoinHandle<()>)>,
+}
+
+impl Running {
+    fn new(shutdown: Shutdown) -> Running {
+        Running {
+            shutdown,
+            listener: None,
+            registry: None,
+            writer: None,
+            capture: None,
+            motion: None,
+            clip_writer: None,
+            sampler: None,
+            doorbell: None,
+            accept: None,
+            delivery: Vec::new(),
+        }
+    }
+
+    /// Stops what was started, last first. `Err` if the event writer panicked (events may
+    /// not have been checkpointed).
+    fn stop(&mut self) -> Result<(), String> {
+        let stopping = Instant::now();
+        self.shutdown.trigger();
+        // The doorbell first: a press being stored finishes before the writer stops.
+        if let Some(doorbell) = self.doorbell.take()
+            && doorbell.join().is_err()
+        {
+            log::error!("the doorbell thread panicked");
+        }
+        if let Some(listener) = &self.listener {
+            server::unblock_accept(listener);
+        }
+        if let Some(registry) = self.registry.take() {
+            let stopping = Instant::now();
+            registry.close_all();
+            while !registry.is_empty() && stopping.elapsed() < DRAIN_TIMEOUT {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if !registry.is_empty() {
+                log::warn!("{} connection(s) still closing at exit", registry.len());
+            }
+        }
+        if let Some(sampler) = self.sampler.take() {
+            sampler.join().ok();
+        }
+        // The camera publishes events (camera_offline/online): stop it before the event writer.
+        if let Some(capture) = self.capture.take()
+            && capture.join().is_err()
+        {
+            log::error!("the camera thread panicked");
+        }
+        // A motion in progress ends with its motion_ended event: before the event writer stops.
+        if let Some(motion) = self.motion.take()
+            && motion.join().is_err()
+        {
+            log::error!("the motion thread panicked");
+        }
+        // The clip writer reports its last recording through the event writer: stop it first.
+        if let Some(clip_writer) = self.clip_writer.take()
+            && clip_writer.join().is_err()
+        {
+            log::error!("the clip writer panicked");
+        }
+        stop_delivery(
+            std::mem::take(&mut self.delivery),
+            stopping + DRAIN_TIMEOUT + DELIVERY_STOP_TIMEOUT,
+        );
+        let mut result = Ok(());
+        if let Some((events, writer)) = self.writer.take() {
+            events.stop();
+            if writer.join().is_err() {
+                result = Err("the event writer panicked".to_string());
+            }
+        }
+        if let Some(accept) = self.accept.take() {
+            accept.join().ok();
+        }
+        result
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Err(err) = self.stop() {
+            log::error!("{err}");
+        }
+    }
+}
+
+/// Runs the server until SIGTERM/SIGINT. An `Err` is a fatal error (exit status 1). The port is
+/// bound before anything else starts, so a taken port (or any other start-up error) touches
+/// neither the data dir nor a device; what did start is stopped again, in reverse order.
 pub fn run(config: Config) -> Result<(), String> {
     // Before any thread exists, so that every thread inherits the mask.
     shutdown::block_signals();
+    // A panic anywhere is one log line; in a connection thread it names the request.
+    crate::http::panics::install_hook();
     let shutdown = Shutdown::new();
+    let mut running = Running::new(shutdown.clone());
+
+    let listener = TcpListener::bind(config.listen)
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    server::widen_backlog(&listener, config.max_connections);
+    server::raise_open_file_limit(config.max_connections);
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the listening address: {e}"))?;
+    let accept_listener = listener
+        .try_clone()
+        .map_err(|e| format!("cannot use the listening socket: {e}"))?;
+    running.listener = Some(listener);
     shutdown::spawn_signal_listener(shutdown.clone())
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;
 
@@ -102,6 +230,7 @@ pub fn run(config: Config) -> Result<(), String> {
     });
     let (events, writer) = EventHub::start(store, reader, Arc::clone(&metrics))
         .map_err(|e| format!("cannot start the event writer: {e}"))?;
+    running.writer = Some((events.clone(), writer));
     let (camera, capture) = Camera::start(
         config.camera.clone(),
         pre_roll.clone(),
@@ -110,6 +239,7 @@ pub fn run(config: Config) -> Result<(), String> {
         shutdown.clone(),
     )
     .map_err(|e| format!("cannot start the camera thread: {e}"))?;
+    running.capture = Some(capture);
     let (clips, clip_writer) = match pre_roll {
         Some(ring) => Recorder::start(
             clip_settings,
@@ -129,6 +259,7 @@ pub fn run(config: Config) -> Result<(), String> {
             (None, None)
         }
     };
+    running.clip_writer = clip_writer;
     let video = Video::new(camera.frames().clone(), shutdown.clone());
     let control = Control::new(events.clone()).with_camera(camera.clone());
     let outbound_settings = OutboundSettings::from_config(&config);
@@ -143,6 +274,7 @@ pub fn run(config: Config) -> Result<(), String> {
         },
     )
     .map_err(|e| format!("cannot start the motion thread: {e}"))?;
+    running.motion = motion;
 
     let status_camera = camera.clone();
     let section = |pick: fn((serde_json::Value, serde_json::Value)) -> serde_json::Value| {
@@ -163,26 +295,17 @@ pub fn run(config: Config) -> Result<(), String> {
     .with_section("mqtt", section(|(mqtt, _)| mqtt))
     .with_section("webhooks", section(|(_, hooks)| hooks));
     let status = StatusHub::new(sampler);
-    let sampler = status
-        .spawn_sampler(
-            Duration::from_secs_f64(config.status_interval_s),
-            shutdown.clone(),
-        )
-        .map_err(|e| format!("cannot start the status thread: {e}"))?;
-
-    let listener = TcpListener::bind(config.listen)
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    server::widen_backlog(&listener, config.max_connections);
-    server::raise_open_file_limit(config.max_connections);
-    let local = listener
-        .local_addr()
-        .map_err(|e| format!("cannot read the listening address: {e}"))?;
-    let accept_listener = listener
-        .try_clone()
-        .map_err(|e| format!("cannot use the listening socket: {e}"))?;
-    // After the bind, so a taken port fails before any pin is exported; before "listening", so a
-    // GPIO error is fatal at startup and READY=1 means the button is read.
-    let doorbell = crate::doorbell::start(
+    running.sampler = Some(
+        status
+            .spawn_sampler(
+                Duration::from_secs_f64(config.status_interval_s),
+                shutdown.clone(),
+            )
+            .map_err(|e| format!("cannot start the status thread: {e}"))?,
+    );
+    // Before "listening", so a GPIO error is fatal at startup and READY=1 means the button is
+    // read.
+    running.doorbell = crate::doorbell::start(
         &config.doorbell,
         crate::doorbell::GpioSettings {
             sysfs_root: &config.gpio_sysfs_root,
@@ -203,21 +326,22 @@ pub fn run(config: Config) -> Result<(), String> {
         shutdown: shutdown.clone(),
         camera,
         video,
+        auth_throttle: AuthThrottle::default(),
         clips,
         outbound: outbound.clone(),
     });
     let registry = Arc::new(Registry::default());
-    let accept = {
+    running.registry = Some(Arc::clone(&registry));
+    running.accept = Some({
         let ctx = Arc::clone(&ctx);
-        let registry = Arc::clone(&registry);
         std::thread::Builder::new()
             .name("accept".into())
             .stack_size(128 * 1024)
             .spawn(move || server::accept_loop(accept_listener, ctx, registry))
             .map_err(|e| format!("cannot start the accept thread: {e}"))?
-    };
+    });
     // Never waits for a broker or receiver: each thread connects (and retries) by itself.
-    let delivery = outbound.start(&outbound_settings, &ctx)?;
+    running.delivery = outbound.start(&outbound_settings, &ctx)?;
     log::info!(
         "listening on http://{local} (camera {}, doorbell {}, {})",
         ctx.config.camera,
@@ -238,59 +362,27 @@ pub fn run(config: Config) -> Result<(), String> {
     while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(notifier.tick())
     {
         let mut vital = vec![
-            ("event writer", &writer),
-            ("accept loop", &accept),
-            ("status sampler", &sampler),
+            ("event writer", running.writer.as_ref().map(|(_, h)| h)),
+            ("accept loop", running.accept.as_ref()),
+            ("status sampler", running.sampler.as_ref()),
+            ("doorbell", running.doorbell.as_ref()),
+            ("motion detector", running.motion.as_ref()),
         ];
-        vital.extend(doorbell.as_ref().map(|handle| ("doorbell", handle)));
         vital.extend(
-            delivery
+            running
+                .delivery
                 .iter()
-                .map(|(name, handle)| (name.as_str(), handle)),
+                .map(|(name, handle)| (name.as_str(), Some(handle))),
         );
-        vital.extend(motion.as_ref().map(|handle| ("motion detector", handle)));
-        let stopped = vital.iter().find(|(_, h)| h.is_finished()).map(|(n, _)| *n);
+        let stopped = vital
+            .iter()
+            .find(|(_, h)| h.is_some_and(JoinHandle::is_finished))
+            .map(|(n, _)| *n);
         watchdog.tick(stopped);
     }
     notifier.stopping();
     let stopping = Instant::now();
-    // The doorbell first: a press being stored finishes before the writer stops.
-    if let Some(doorbell) = doorbell
-        && doorbell.join().is_err()
-    {
-        log::error!("the doorbell thread panicked");
-    }
-    server::unblock_accept(&listener);
-    registry.close_all();
-    while !registry.is_empty() && stopping.elapsed() < DRAIN_TIMEOUT {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    if !registry.is_empty() {
-        log::warn!("{} connection(s) still closing at exit", registry.len());
-    }
-    // The camera publishes events (camera_offline/online): stop it before the event writer.
-    if capture.join().is_err() {
-        log::error!("the camera thread panicked");
-    }
-    // A motion in progress ends with its motion_ended event: before the event writer stops.
-    if let Some(motion) = motion
-        && motion.join().is_err()
-    {
-        log::error!("the motion thread panicked");
-    }
-    // The clip writer reports its last recording through the event writer: stop it first.
-    if let Some(clip_writer) = clip_writer
-        && clip_writer.join().is_err()
-    {
-        log::error!("the clip writer panicked");
-    }
-    stop_delivery(delivery, stopping + DRAIN_TIMEOUT + DELIVERY_STOP_TIMEOUT);
-    events.stop();
-    if writer.join().is_err() {
-        return Err("the event writer panicked".into());
-    }
-    accept.join().ok();
-    sampler.join().ok();
+    running.stop()?;
     log::info!("stopped cleanly in {} ms", stopping.elapsed().as_millis());
     Ok(())
 }

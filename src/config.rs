@@ -207,6 +207,20 @@ config_keys! {
             Ok(origins)
         },
         show: |origins| string_list(origins.iter().cloned());
+    /// without tokens, host names besides loopback and the listen address that requests may use (`["door.local"]`); any other `Host` gets 403, so no web page can reach porchlight by DNS rebinding
+    allowed_hosts: Vec<String> = Vec::<String>::new(),
+        flag: Flag::None,
+        parse: |key, value| {
+            let mut hosts = Vec::new();
+            for item in as_array(key, value)? {
+                let text = item.as_str().ok_or_else(|| {
+                    ConfigError::new(key, "each entry must be a string like \"door.local\"")
+                })?;
+                hosts.push(parse_allowed_host(text).map_err(|e| ConfigError::new(key, e))?);
+            }
+            Ok(hosts)
+        },
+        show: |hosts| string_list(hosts.iter().cloned());
     /// SSE heartbeat interval when no event flows (seconds, 0.05 to 3600); also the WebSocket keep-alive: a client silent this long is pinged, and dropped if it stays silent as long again
     heartbeat_s: f64 = 15.0,
         flag: Flag::None,
@@ -232,6 +246,11 @@ config_keys! {
         flag: Flag::None,
         parse: |key, value| count(key, value, 1, 100_000),
         show: number;
+    /// open TCP connections from one client address; past it that address gets 503 while others are served (1 to 100000; behind a proxy, every client is the proxy)
+    max_connections_per_ip: usize = 32,
+        flag: Flag::None,
+        parse: |key, value| count(key, value, 1, 100_000),
+        show: number;
     /// SSE streams (events and status together); past it 503 with `Retry-After`
     max_sse_clients: usize = 600,
         flag: Flag::None,
@@ -252,7 +271,7 @@ config_keys! {
         flag: Flag::None,
         parse: |key, value| count(key, value, 1, 1_000_000),
         show: number;
-    /// idle keep-alive timeout, and the time a client has to send a request's head (seconds)
+    /// the time a client has to send a whole request, head and body (past it: 408 and close), and the idle keep-alive timeout (seconds)
     request_timeout_s: f64 = 10.0,
         flag: Flag::None,
         parse: |key, value| seconds(key, value, 0.1, 3600.0),
@@ -675,6 +694,27 @@ fn parse_origin(text: &str) -> Result<String, String> {
     }
 }
 
+/// An `allowed_hosts` entry: a host name or IP address as a `Host` header names it, without a
+/// port; kept lower-case, without a trailing dot and IPv6 brackets (as the Host check compares).
+fn parse_allowed_host(text: &str) -> Result<String, String> {
+    let bare = text
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+        .unwrap_or(text);
+    let bare = bare.strip_suffix('.').unwrap_or(bare).to_ascii_lowercase();
+    let is_name = !bare.is_empty()
+        && bare
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if is_name || bare.parse::<std::net::IpAddr>().is_ok() {
+        Ok(bare)
+    } else {
+        Err(format!(
+            "{text:?} is not a host name like \"door.local\" (a name or address, no scheme or port)"
+        ))
+    }
+}
+
 /// An optional string setting: `""` is none, anything else goes through `parse`.
 fn optional<T>(
     key: &str,
@@ -826,6 +866,32 @@ mod tests {
             "README.md's configuration table differs from config::KEYS; it should read:\n\n\
              {header}\n|---|---|---|---|\n{}\n",
             expected.join("\n")
+        );
+    }
+
+    #[test]
+    fn allowed_hosts_are_names_without_ports() {
+        let mut config = Config::default();
+        config
+            .apply_toml("allowed_hosts = [\"Door.Local.\", \"[fe80::1]\", \"192.168.1.5\"]")
+            .unwrap();
+        assert_eq!(
+            config.allowed_hosts,
+            ["door.local", "fe80::1", "192.168.1.5"]
+        );
+        for bad in ["door.local:8080", "http://door.local", "", "a b", "door/x"] {
+            let err = config
+                .apply_toml(&format!("allowed_hosts = [{bad:?}]"))
+                .unwrap_err();
+            assert_eq!(err.key, "allowed_hosts", "{bad}");
+        }
+        assert_eq!(Config::default().max_connections_per_ip, 32);
+        assert_eq!(
+            config
+                .apply_toml("max_connections_per_ip = 0")
+                .unwrap_err()
+                .key,
+            "max_connections_per_ip"
         );
     }
 

@@ -52,7 +52,12 @@ pub struct Subscription<T> {
 
 impl<T> Drop for Subscription<T> {
     fn drop(&mut self) {
-        let mut slots = self.inner.slots.lock().expect("hub lock");
+        // Also runs while a panicking connection thread unwinds: never panic here.
+        let mut slots = self
+            .inner
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         slots.retain(|slot| slot.id != self.id);
     }
 }

@@ -34,6 +34,12 @@ pub struct Metrics {
     /// Refused before a thread was given: over `max_connections` or a failed thread spawn.
     pub connections_refused: AtomicU64,
     pub connections_open: AtomicUsize,
+    /// Requests whose handler panicked (the connection was closed, its resources released).
+    pub handler_panics: AtomicU64,
+    /// Requests that presented a wrong token.
+    pub auth_failures: AtomicU64,
+    /// Requests refused with 429 because their address failed authentication too often.
+    pub auth_throttled: AtomicU64,
     pub events_published: AtomicU64,
     pub events_stored: AtomicU64,
     pub last_event_id: AtomicU64,
@@ -145,6 +151,21 @@ pub const SERIES: &[Series<Metrics>] = &[
         "porchlight_frames_dropped_total",
         "Camera frames lost before publishing (source late or frame corrupt).",
         |m, out| out.atomic(&m.frames_dropped),
+    ),
+    Series::counter(
+        "porchlight_handler_panics_total",
+        "Requests whose handler panicked (connection closed, everything it held released).",
+        |m, out| out.atomic(&m.handler_panics),
+    ),
+    Series::counter(
+        "porchlight_auth_failures_total",
+        "Requests that presented a wrong token.",
+        |m, out| out.atomic(&m.auth_failures),
+    ),
+    Series::counter(
+        "porchlight_auth_throttled_total",
+        "Requests refused with 429 after too many failed tokens from their address.",
+        |m, out| out.atomic(&m.auth_throttled),
     ),
     Series::gauge(
         "porchlight_last_event_id",

@@ -19,6 +19,10 @@ pub enum Replayed<'a> {
     /// Retention deleted events after `from` before the client saw them: the first one still
     /// stored is `to`. Comes first, at most once.
     Gap { from: u64, to: u64 },
+    /// The client's cursor `last_event_id` is ahead of every id the store ever assigned (its
+    /// data dir was wiped or replaced): it should forget it. Live events after `newest_id`
+    /// follow. Comes instead of any replay.
+    Reset { last_event_id: u64, newest_id: u64 },
     /// A stored event newer than anything the stream handled. Not serialised yet: the stream
     /// builds only the form its client speaks, and only if its filter wants the event.
     Event(&'a Event),
@@ -51,8 +55,11 @@ impl Cursor {
     }
 
     /// Hands `deliver` every stored event after `after` that the cursor has not handled, in id
-    /// order (a [`Replayed::Gap`] first if some were deleted), and advances past them. Stops at
-    /// the first error, from the store or from `deliver`.
+    /// order (a [`Replayed::Gap`] first if some were deleted), and advances past them; or, when
+    /// `after` is beyond the newest id ever stored, a [`Replayed::Reset`] and a cursor at that
+    /// newest id. Stops at the first error, from the store or from `deliver`, and with an
+    /// error if a page of the store does not move the cursor (it would otherwise read the
+    /// same page for ever).
     pub fn replay(
         &mut self,
         reader: &StoreReader,
@@ -60,18 +67,27 @@ impl Cursor {
         mut deliver: impl FnMut(Replayed<'_>) -> Result<(), String>,
     ) -> Result<(), String> {
         let bounds = reader.bounds().map_err(|e| e.to_string())?;
-        let first_available = bounds.first_id.unwrap_or(bounds.last_id + 1);
-        if after < bounds.last_id && after + 1 < first_available {
-            deliver(Replayed::Gap {
-                from: after,
-                to: first_available,
+        if after > bounds.last_id {
+            deliver(Replayed::Reset {
+                last_event_id: after,
+                newest_id: bounds.last_id,
             })?;
+            self.last_handled = self.last_handled.max(bounds.last_id);
+        } else {
+            let first_available = bounds
+                .first_id
+                .unwrap_or_else(|| bounds.last_id.saturating_add(1));
+            if after < bounds.last_id && after.saturating_add(1) < first_available {
+                deliver(Replayed::Gap {
+                    from: after,
+                    to: first_available,
+                })?;
+            }
+            self.last_handled = self.last_handled.max(after);
         }
-        self.last_handled = self.last_handled.max(after);
         loop {
-            let page = reader
-                .after(self.last_handled, REPLAY_PAGE)
-                .map_err(|e| e.to_string())?;
+            let from = self.last_handled;
+            let page = reader.after(from, REPLAY_PAGE).map_err(|e| e.to_string())?;
             for event in &page {
                 if self.advance(event.id) {
                     deliver(Replayed::Event(event))?;
@@ -80,6 +96,12 @@ impl Cursor {
             deliver(Replayed::PageEnd)?;
             if (page.len() as u64) < REPLAY_PAGE {
                 return Ok(());
+            }
+            if self.last_handled == from {
+                return Err(format!(
+                    "replay stopped: a page of the store after event {from} moved the cursor no \
+                     further"
+                ));
             }
         }
     }
@@ -117,6 +139,10 @@ mod tests {
             .replay(reader, after, |item| {
                 seen.push(match item {
                     Replayed::Gap { from, to } => format!("gap {from}..{to}"),
+                    Replayed::Reset {
+                        last_event_id,
+                        newest_id,
+                    } => format!("reset {last_event_id}>{newest_id}"),
                     Replayed::Event(e) => e.id.to_string(),
                     Replayed::PageEnd => "page".into(),
                 });
@@ -150,6 +176,49 @@ mod tests {
         // Up to date: nothing to replay, no gap.
         let mut cursor = Cursor::new();
         assert_eq!(replay(&mut cursor, &reader, 6), ["page"]);
+    }
+
+    #[test]
+    fn a_cursor_ahead_of_the_store_is_reset_to_its_newest_id() {
+        let (reader, _) = store_with("reset", 4, 100);
+        let mut cursor = Cursor::new();
+        assert_eq!(replay(&mut cursor, &reader, 1000), ["reset 1000>4", "page"]);
+        assert_eq!(cursor.last_handled(), 4);
+        // Live events after the newest stored id get through.
+        assert!(cursor.advance(5));
+        let mut cursor = Cursor::new();
+        assert_eq!(
+            replay(&mut cursor, &reader, 9_223_372_036_854_775_807),
+            ["reset 9223372036854775807>4", "page"]
+        );
+        // Up to date is not ahead.
+        let mut cursor = Cursor::new();
+        assert_eq!(replay(&mut cursor, &reader, 4), ["page"]);
+        // An empty store: everything is ahead of it.
+        let (empty, _) = store_with("reset-empty", 0, 100);
+        let mut cursor = Cursor::new();
+        assert_eq!(replay(&mut cursor, &empty, 3), ["reset 3>0", "page"]);
+        assert_eq!(cursor.last_handled(), 0);
+    }
+
+    /// Found by a hostile client: with 500+ events, a cursor of 2^64-1 wrapped negative in the
+    /// store, every page was the same first 500 events and the loop never ended. Now the id is
+    /// bounded where it is parsed, ahead-of-store is a reset, and a page that does not move the
+    /// cursor ends the replay.
+    #[test]
+    fn a_huge_cursor_does_not_spin() {
+        let (reader, _) = store_with("huge", 1200, 10_000);
+        for after in [u64::MAX, 1 << 63, (1 << 63) - 1] {
+            let mut cursor = Cursor::new();
+            let seen = replay(&mut cursor, &reader, after);
+            assert_eq!(seen.len(), 2, "{after}: {seen:?}");
+            assert!(seen[0].starts_with("reset"), "{after}: {seen:?}");
+        }
+        // A full replay of 1200 events takes three pages and ends.
+        let mut cursor = Cursor::new();
+        let seen = replay(&mut cursor, &reader, 0);
+        assert_eq!(seen.iter().filter(|s| *s == "page").count(), 3);
+        assert_eq!(cursor.last_handled(), 1200);
     }
 
     #[test]

@@ -430,6 +430,14 @@ fn row_to_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
 const COLUMNS: &str = "id, event_type, timestamp, source, data, has_snapshot,
     (SELECT file_id FROM clips WHERE clips.event_id = events.id)";
 
+/// An id or count as SQLite's signed 64-bit integer. The HTTP layer never passes more than
+/// 2^63-1, but a larger value must not wrap negative here either (it made a replay loop
+/// forever): it saturates, which keeps every comparison's meaning ("after an id no event can
+/// have" matches nothing).
+fn sql_int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
 impl StoreReader {
     pub fn new(dir: &Path) -> StoreReader {
         StoreReader {
@@ -471,10 +479,10 @@ impl StoreReader {
             let mut stmt = conn.prepare_cached(&sql)?;
             let rows = stmt.query_map(
                 params![
-                    q.before.map(|v| v as i64),
-                    q.after.map(|v| v as i64),
+                    q.before.map(sql_int),
+                    q.after.map(sql_int),
                     q.event_type,
-                    q.limit as i64
+                    sql_int(q.limit)
                 ],
                 row_to_event,
             )?;
@@ -487,7 +495,7 @@ impl StoreReader {
         self.with(|conn| {
             let sql = format!("SELECT {COLUMNS} FROM events WHERE id > ?1 ORDER BY id LIMIT ?2");
             let mut stmt = conn.prepare_cached(&sql)?;
-            let rows = stmt.query_map(params![after_id as i64, limit as i64], row_to_event)?;
+            let rows = stmt.query_map(params![sql_int(after_id), sql_int(limit)], row_to_event)?;
             rows.collect()
         })
     }
@@ -496,7 +504,7 @@ impl StoreReader {
         self.with(|conn| {
             let sql = format!("SELECT {COLUMNS} FROM events WHERE id = ?1");
             conn.prepare_cached(&sql)?
-                .query_row(params![id as i64], row_to_event)
+                .query_row(params![sql_int(id)], row_to_event)
                 .optional()
         })
     }
@@ -509,7 +517,7 @@ impl StoreReader {
     pub fn snapshot(&self, id: u64) -> Result<Option<Vec<u8>>, StoreError> {
         self.with(|conn| {
             conn.prepare_cached("SELECT jpeg FROM snapshots WHERE event_id = ?1")?
-                .query_row(params![id as i64], |row| row.get(0))
+                .query_row(params![sql_int(id)], |row| row.get(0))
                 .optional()
         })
     }
@@ -660,6 +668,28 @@ mod tests {
         );
         let replay: Vec<u64> = reader.after(7, 10).unwrap().iter().map(|e| e.id).collect();
         assert_eq!(replay, vec![8, 9, 10]);
+        // Ids past SQLite's range saturate instead of wrapping negative (which matched all).
+        assert!(reader.after(u64::MAX, 10).unwrap().is_empty());
+        assert!(reader.after(1 << 63, 10).unwrap().is_empty());
+        assert!(reader.get(u64::MAX).unwrap().is_none());
+        assert!(reader.snapshot(u64::MAX).unwrap().is_none());
+        assert_eq!(
+            ids(EventQuery {
+                limit: u64::MAX,
+                before: Some(u64::MAX),
+                after: Some(8),
+                ..Default::default()
+            }),
+            vec![10, 9]
+        );
+        assert!(
+            ids(EventQuery {
+                limit: 50,
+                after: Some(u64::MAX),
+                ..Default::default()
+            })
+            .is_empty()
+        );
         assert!(reader.get(11).unwrap().is_none());
         assert_eq!(reader.get(3).unwrap().unwrap().event_type, "even");
         std::fs::remove_dir_all(dir).ok();

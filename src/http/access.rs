@@ -2,6 +2,7 @@
 //! request may act. Checked on every route before anything else runs.
 
 use std::borrow::Cow;
+use std::net::{IpAddr, SocketAddr};
 
 use tiny_http::Request;
 
@@ -24,7 +25,7 @@ pub fn header<'a>(request: &'a Request, name: &'static str) -> Option<&'a str> {
 /// The token a request presents: `Authorization: Bearer`, then `Authorization: Basic` (the
 /// token as the password, any user name), then `?token=`, then the cookie. A malformed Basic
 /// header presents an empty token (refused), never a server error.
-fn presented_token<'a>(request: &'a Request, target: &'a Target) -> Option<Cow<'a, str>> {
+pub fn presented_token<'a>(request: &'a Request, target: &'a Target) -> Option<Cow<'a, str>> {
     if let Some(auth) = header(request, "Authorization") {
         let (scheme, credentials) = auth.trim().split_once(' ').unwrap_or((auth, ""));
         if scheme.eq_ignore_ascii_case("Bearer") {
@@ -131,9 +132,113 @@ pub fn origin_allowed(request: &Request, allowed: &[String]) -> bool {
     }
 }
 
+/// The host a `Host` header names, without its port or IPv6 brackets, lower-cased and without
+/// a trailing dot; `None` if it is not `host[:port]`.
+pub fn host_name(value: &str) -> Option<String> {
+    let host = if let Some(rest) = value.strip_prefix('[') {
+        rest.split_once(']')?.0
+    } else {
+        value.split_once(':').map_or(value, |(host, _)| host)
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+/// (r2) DNS rebinding: a web page at `http://evil.example` whose name the attacker re-points
+/// at 127.0.0.1 reaches a tokenless porchlight as "same origin", with `Host: evil.example`.
+/// So without tokens, a request must name a host that cannot be such a page's: a loopback
+/// name or address, the listen address (any IP address when listening on all of them: an
+/// address is not a name anyone can re-point), or an entry of `allowed_hosts`. With tokens
+/// configured the token is the gate and any `Host` is accepted. A request without `Host`
+/// (HTTP/1.0; no browser sends one) passes.
+pub fn host_allowed(request: &Request, listen: &SocketAddr, allowed_hosts: &[String]) -> bool {
+    host_value_allowed(header(request, "Host"), listen, allowed_hosts)
+}
+
+/// [`host_allowed`] on the `Host` header's value.
+pub fn host_value_allowed(
+    value: Option<&str>,
+    listen: &SocketAddr,
+    allowed_hosts: &[String],
+) -> bool {
+    let Some(value) = value else {
+        return true;
+    };
+    let Some(host) = host_name(value) else {
+        return false;
+    };
+    if host == "localhost" || host.ends_with(".localhost") {
+        return true;
+    }
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        if ip.is_loopback() || ip == listen.ip() || listen.ip().is_unspecified() {
+            return true;
+        }
+    }
+    allowed_hosts.contains(&host)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_names() {
+        assert_eq!(host_name("Door.Local:8080").as_deref(), Some("door.local"));
+        assert_eq!(host_name("[::1]:80").as_deref(), Some("::1"));
+        assert_eq!(host_name("[::1]").as_deref(), Some("::1"));
+        assert_eq!(host_name("localhost.").as_deref(), Some("localhost"));
+        assert_eq!(host_name("127.0.0.1").as_deref(), Some("127.0.0.1"));
+        assert_eq!(host_name(""), None);
+        assert_eq!(host_name("[::1"), None);
+        assert_eq!(host_name(":80"), None);
+    }
+
+    #[test]
+    fn only_names_no_page_can_rebind_are_allowed() {
+        let loopback: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let allowed = ["door.local".to_string()];
+        let ok = |host: &str, listen: &SocketAddr| host_value_allowed(Some(host), listen, &allowed);
+        for host in [
+            "localhost",
+            "LOCALHOST:8080",
+            "localhost.:8080",
+            "app.localhost",
+            "127.0.0.1:8080",
+            "127.9.9.9",
+            "[::1]:8080",
+            "[::ffff:127.0.0.1]",
+            "door.local:8080",
+            "Door.Local",
+        ] {
+            assert!(ok(host, &loopback), "{host}");
+        }
+        for host in [
+            "evil-rebind.example:8080",
+            "evil.example",
+            "localhost.evil.example",
+            "127.0.0.1.evil.example",
+            "192.168.1.20:8080",
+            "door.local.evil",
+            "",
+            "[::1",
+        ] {
+            assert!(!ok(host, &loopback), "{host}");
+        }
+        // Listening on one LAN address: that address; on all: any address, still no names.
+        let lan: SocketAddr = "192.168.1.20:8080".parse().unwrap();
+        assert!(ok("192.168.1.20:8080", &lan));
+        assert!(!ok("192.168.1.21:8080", &lan));
+        let all: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        assert!(ok("192.168.1.21:8080", &all));
+        assert!(ok("[fe80::1]:8080", &"[::]:8080".parse().unwrap()));
+        assert!(!ok("evil.example:8080", &all));
+        assert!(host_value_allowed(None, &loopback, &[]));
+    }
 
     #[test]
     fn basic_credentials_carry_the_token_as_password() {

@@ -6,9 +6,10 @@ use serde_json::{Value, json};
 use tiny_http::Request;
 
 use super::caching;
-use super::query::Target;
+use super::query::{IdFloor, Target, parse_limit};
 use super::reply::{self, Reply};
 use super::router::Outcome;
+use super::server::Conn;
 use crate::app::Ctx;
 use crate::events::event::{MAX_BODY_BYTES, parse_posted_event, valid_event_type};
 use crate::events::{EventQuery, SharedEvent, StoreError};
@@ -29,8 +30,34 @@ pub fn store_error(err: &StoreError) -> Reply {
     }
 }
 
-/// Reads a JSON body of at most [`MAX_BODY_BYTES`]; the error reply says what was wrong.
-fn read_body(request: &mut Request) -> Result<Vec<u8>, Outcome> {
+/// Whether the request says its body is JSON (`application/json`, any parameters, any case).
+/// A browser can send `text/plain` across origins without asking first (a "simple" request);
+/// it cannot send `application/json` that way, so a JSON route that insists on it cannot be
+/// driven by a cross-site form.
+fn declares_json(request: &Request) -> bool {
+    super::access::header(request, "Content-Type").is_some_and(|value| {
+        value
+            .split(';')
+            .next()
+            .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+    })
+}
+
+/// Reads a JSON body of at most [`MAX_BODY_BYTES`], declared as `application/json`; the error
+/// reply says what was wrong. A body that stops short of its `Content-Length` is a 400 and a
+/// body slower than the request's deadline a 408; either closes the connection.
+fn read_json_body(request: &mut Request) -> Result<Vec<u8>, Outcome> {
+    if !declares_json(request) {
+        return Err(Outcome::Reply {
+            reply: reply::error(
+                415,
+                "unsupported_media_type",
+                "the body must be JSON, sent with Content-Type: application/json",
+            ),
+            // The unread body (at most 64 KiB) is drained before the next request is read.
+            close: false,
+        });
+    }
     let too_large = || Outcome::Reply {
         reply: reply::error(
             413,
@@ -47,11 +74,21 @@ fn read_body(request: &mut Request) -> Result<Vec<u8>, Outcome> {
         .as_reader()
         .take(MAX_BODY_BYTES as u64 + 1)
         .read_to_end(&mut body);
-    if read.is_err() {
-        return Err(Outcome::Reply {
-            reply: reply::error(400, "bad_request", "the request body could not be read"),
-            close: true,
-        });
+    if let Err(err) = read {
+        let reply = match err.kind() {
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => reply::error(
+                408,
+                "request_timeout",
+                "the request did not arrive within request_timeout_s",
+            ),
+            std::io::ErrorKind::UnexpectedEof => reply::error(
+                400,
+                "bad_request",
+                "the body is shorter than its Content-Length",
+            ),
+            _ => reply::error(400, "bad_request", "the request body could not be read"),
+        };
+        return Err(Outcome::Reply { reply, close: true });
     }
     if body.len() > MAX_BODY_BYTES {
         return Err(too_large());
@@ -69,10 +106,10 @@ pub fn status(ctx: &Ctx) -> Reply {
 
 pub fn list_events(target: &Target, ctx: &Ctx) -> Reply {
     let parsed = (|| -> Result<EventQuery, String> {
-        let limit = target
-            .get_u64("limit")?
-            .unwrap_or(DEFAULT_LIMIT)
-            .min(MAX_LIMIT);
+        let limit = match target.get("limit") {
+            None => DEFAULT_LIMIT,
+            Some(text) => parse_limit(text, MAX_LIMIT)?,
+        };
         let event_type = match target.get("type") {
             None => None,
             Some(t) if valid_event_type(t) => Some(t.to_string()),
@@ -80,8 +117,8 @@ pub fn list_events(target: &Target, ctx: &Ctx) -> Reply {
         };
         Ok(EventQuery {
             limit,
-            before: target.get_u64("before")?,
-            after: target.get_u64("after")?,
+            before: target.get_event_id("before", IdFloor::One)?,
+            after: target.get_event_id("after", IdFloor::ZeroMeansStart)?,
             event_type,
         })
     })();
@@ -120,7 +157,7 @@ pub fn event_snapshot(request: &Request, id: u64, ctx: &Ctx) -> Reply {
 }
 
 pub fn post_event(request: &mut Request, ctx: &Ctx) -> Outcome {
-    let body = match read_body(request) {
+    let body = match read_json_body(request) {
         Ok(body) => body,
         Err(outcome) => return outcome,
     };
@@ -212,12 +249,13 @@ pub fn metrics(ctx: &Ctx) -> Reply {
 
 /// `POST /api/login {"token": T}`: checks the token and sets it as an HttpOnly cookie, so the
 /// dashboard's `<img>` and `EventSource` requests carry it.
-pub fn login(request: &mut Request, ctx: &Ctx) -> Outcome {
-    let body = match read_body(request) {
+pub fn login(request: &mut Request, conn: &Conn, ctx: &Ctx) -> Outcome {
+    let body = match read_json_body(request) {
         Ok(body) => body,
         Err(outcome) => return outcome,
     };
-    let token = match serde_json::from_slice::<Value>(&body) {
+    // The one route open without a token: its JSON goes through the same depth check as all.
+    let token = match crate::json::parse_untrusted(&body) {
         Ok(Value::Object(map)) => match map.get("token") {
             Some(Value::String(t)) => t.clone(),
             _ => {
@@ -241,7 +279,11 @@ pub fn login(request: &mut Request, ctx: &Ctx) -> Outcome {
                 .with_header(reply::header("Set-Cookie", &cookie))
                 .into()
         }
-        None => reply::error(401, "unauthorized", "the token is not valid").into(),
+        None => {
+            let address = super::server::client_address(&conn.peer);
+            super::router::auth_failed(address, &token, request.method(), "/api/login", ctx);
+            reply::error(401, "unauthorized", "the token is not valid").into()
+        }
     }
 }
 

@@ -22,10 +22,11 @@ use tiny_http::{Method, Request};
 
 use super::chunked::write_all_vectored;
 use super::cors;
+use super::panics;
 use super::query::{Target, client_id};
 use super::reply;
-use super::router::respond;
-use super::server::Conn;
+use super::router::{respond, respond_stream_head};
+use super::server::{Conn, HangupCheck};
 use crate::app::Ctx;
 use crate::latest::Next;
 use crate::metrics::ClientKind;
@@ -43,8 +44,11 @@ const SEND_BUFFER: libc::c_int = 64 * 1024;
 const RESEND_UNCHANGED: Duration = Duration::from_secs(1);
 /// How long the loop waits for a frame before checking shutdown and resending.
 const WAIT: Duration = Duration::from_millis(500);
-/// Highest `fps=` accepted.
-const MAX_FPS: f64 = 60.0;
+/// Lowest `fps=` accepted (the contract's bound): one frame every ten seconds. Anything slower
+/// is not video, and tiny rates overflowed the frame interval (`1e-320` panicked).
+const MIN_FPS: f64 = 0.1;
+/// `fps=` is capped at the preset's own rate; `source` has no fixed one, so at this.
+const SOURCE_MAX_FPS: f64 = 120.0;
 
 pub(super) const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\n\
 Content-Type: multipart/x-mixed-replace; boundary=frame\r\n\
@@ -82,16 +86,7 @@ fn parse_request(target: &Target, conn: &Conn, ctx: &Ctx) -> Result<VideoRequest
     };
     let fps = match target.get("fps") {
         None => None,
-        Some(text) => {
-            let fps = text
-                .parse::<f64>()
-                .ok()
-                .filter(|f| f.is_finite() && *f > 0.0 && *f <= MAX_FPS)
-                .ok_or_else(|| {
-                    format!("fps={text:?} must be a number above 0 and at most {MAX_FPS}")
-                })?;
-            Some(fps)
-        }
+        Some(text) => Some(parse_fps(text, quality)?),
     };
     Ok(VideoRequest {
         client_id,
@@ -99,6 +94,29 @@ fn parse_request(target: &Target, conn: &Conn, ctx: &Ctx) -> Result<VideoRequest
         auto,
         fps,
     })
+}
+
+/// `fps=`: a plain decimal number (`2`, `0.5`, `1e1`), at least [`MIN_FPS`]; above the
+/// preset's own rate it is that rate. `nan`, `inf`, signs, hex and empty text are refused.
+fn parse_fps(text: &str, quality: Quality) -> Result<f64, String> {
+    let refuse = || format!("fps={text:?} must be a number of at least {MIN_FPS}");
+    let plain = !text.is_empty()
+        && text.bytes().any(|b| b.is_ascii_digit())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'))
+        && text.as_bytes()[0] != b'-'
+        && text.as_bytes()[0] != b'+';
+    if !plain {
+        return Err(refuse());
+    }
+    let fps: f64 = text.parse().map_err(|_| refuse())?;
+    // NaN cannot come from digits; a huge exponent gives infinity, which is "above the rate".
+    if fps.is_nan() || fps < MIN_FPS {
+        return Err(refuse());
+    }
+    let max = quality.max_fps().map_or(SOURCE_MAX_FPS, f64::from);
+    Ok(fps.min(max))
 }
 
 fn set_send_buffer(conn: &Conn) {
@@ -121,11 +139,18 @@ pub fn stream(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
         Err(message) => return respond(request, reply::error(400, "bad_request", &message), ctx),
     };
     let limit = ctx.config.max_video_clients;
+    let mut head = HEAD.to_vec();
+    head.extend_from_slice(cors::head_lines(&request, &ctx.config.allowed_origins).as_bytes());
+    head.extend_from_slice(b"\r\n");
+    // A HEAD says what a GET would get, and starts nothing: no slot, no encoder.
+    if *request.method() == Method::Head {
+        let limit = (ClientKind::Video, "video client", limit);
+        return respond_stream_head(request, &head, limit, ctx);
+    }
     let Some(_slot) = ctx.metrics.admit(ClientKind::Video, limit) else {
         respond(request, reply::over_limit("video client", limit), ctx);
         return false;
     };
-    let head_only = *request.method() == Method::Head;
     let mut adapter = asked.auto.then(|| {
         let camera = ctx.camera.frames().current();
         let source = camera.map_or((1280, 720), |(_, frame)| (frame.width, frame.height));
@@ -142,18 +167,13 @@ pub fn stream(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
             return false;
         }
     };
-    // The head, then (for GET) the body's opening delimiter, in one write.
-    let mut head = HEAD.to_vec();
-    head.extend_from_slice(cors::head_lines(&request, &ctx.config.allowed_origins).as_bytes());
-    head.extend_from_slice(b"\r\n");
-    if !head_only {
-        head.extend_from_slice(MULTIPART_OPENING);
-    }
+    // The head, then the body's opening delimiter, in one write.
+    head.extend_from_slice(MULTIPART_OPENING);
     // Taking the writer takes the connection over from tiny_http; frames go straight to the
     // socket (vectored), so the writer itself is only held until the stream ends.
     let _writer = request.into_writer();
     let mut socket = &conn.socket;
-    if socket.write_all(&head).is_err() || head_only {
+    if socket.write_all(&head).is_err() {
         return false;
     }
     set_send_buffer(conn);
@@ -173,7 +193,14 @@ pub fn stream(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
     let mut skipped: u64 = 0;
     // For `auto`: what the viewer took and missed since its last write, and its last frame.
     let (mut taken, mut missed_since, mut last_number) = (0, 0, 0);
+    // Nothing is written while no frame is due (a low `fps`, an unchanged picture), so a viewer
+    // that left is noticed by checking for its hang-up, not by a failing write.
+    let mut hangup = HangupCheck::new();
+    panics::injected("stream", &target.path);
     let reason = loop {
+        if hangup.client_gone(conn) {
+            break "closed the connection";
+        }
         let (seq, frame) = match watch.frames().wait_newer(last_seq, WAIT) {
             Next::Item(seq, frame) => (seq, frame),
             Next::Timeout if ctx.shutdown.is_triggered() => break "server shutting down",
@@ -257,4 +284,49 @@ pub fn stream(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
         asked.client_id
     );
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fps_is_a_plain_number_of_at_least_a_tenth() {
+        assert_eq!(parse_fps("2", Quality::Medium), Ok(2.0));
+        assert_eq!(parse_fps("0.1", Quality::Medium), Ok(0.1));
+        assert_eq!(parse_fps("1e0", Quality::Low), Ok(1.0));
+        // Above the preset's rate: the preset's rate.
+        assert_eq!(parse_fps("60", Quality::Low), Ok(10.0));
+        assert_eq!(parse_fps("1e308", Quality::High), Ok(20.0));
+        assert_eq!(parse_fps("1e999", Quality::Medium), Ok(15.0));
+        assert_eq!(parse_fps("1e999", Quality::Source), Ok(SOURCE_MAX_FPS));
+        for bad in [
+            "",
+            "0",
+            "0.09",
+            "1e-320",
+            "0.0000001",
+            "-1",
+            "+5",
+            "nan",
+            "NaN",
+            "inf",
+            "-inf",
+            "infinity",
+            "0x10",
+            "1,5",
+            " 2",
+            "2 ",
+            "e",
+            ".",
+            "1e",
+            "--1",
+            "5fps",
+        ] {
+            assert!(
+                parse_fps(bad, Quality::Medium).is_err(),
+                "{bad:?} was accepted"
+            );
+        }
+    }
 }

@@ -32,16 +32,57 @@ impl Target {
             .map(|(_, v)| v.as_str())
     }
 
-    /// A numeric parameter: absent → `Ok(None)`, not a non-negative integer → `Err` with a
-    /// message naming the parameter.
-    pub fn get_u64(&self, key: &str) -> Result<Option<u64>, String> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(text) => text
-                .parse::<u64>()
-                .map(Some)
-                .map_err(|_| format!("{key}={text:?} is not a non-negative integer")),
-        }
+    /// An event id parameter (see [`parse_event_id`]): absent → `Ok(None)`, else the id or an
+    /// error naming the parameter.
+    pub fn get_event_id(&self, key: &str, from: IdFloor) -> Result<Option<u64>, String> {
+        self.get(key)
+            .map(|text| parse_event_id(text, from).map_err(|why| format!("{key}={text:?} {why}")))
+            .transpose()
+    }
+}
+
+/// Largest event id: SQLite's integers are signed 64-bit, so ids are 1..=2^63-1.
+pub const MAX_EVENT_ID: u64 = i64::MAX.unsigned_abs();
+
+/// Whether an id parameter may be 0.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum IdFloor {
+    /// A cursor (`last_event_id`, `after`): 0 means "from the start".
+    ZeroMeansStart,
+    /// A bound or an event (`before`, `/api/events/{id}`): ids start at 1.
+    One,
+}
+
+/// An event id as a client writes it: decimal digits only (no sign, space, hex or exponent),
+/// in 1..=2^63-1 (0 allowed for a cursor). Every id a client sends goes through here, so no
+/// larger number ever reaches the store, where it would wrap negative. The error says why, for
+/// the caller to put after the parameter's name.
+pub fn parse_event_id(text: &str, floor: IdFloor) -> Result<u64, String> {
+    let lowest = match floor {
+        IdFloor::ZeroMeansStart => 0,
+        IdFloor::One => 1,
+    };
+    let refuse = || format!("must be an event id, an integer from {lowest} to {MAX_EVENT_ID}");
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(refuse());
+    }
+    match text.parse::<u64>() {
+        Ok(id) if (lowest..=MAX_EVENT_ID).contains(&id) => Ok(id),
+        _ => Err(refuse()),
+    }
+}
+
+/// `limit=`: digits only; 1 to `max`, larger is `max` (however many digits), 0 is refused.
+pub fn parse_limit(text: &str, max: u64) -> Result<u64, String> {
+    let refuse = || format!("limit={text:?} must be an integer from 1 to {max}");
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(refuse());
+    }
+    match text.parse::<u64>() {
+        Ok(0) => Err(refuse()),
+        Ok(n) => Ok(n.min(max)),
+        // More digits than a u64 holds: still just "larger than max".
+        Err(_) => Ok(max),
     }
 }
 
@@ -102,9 +143,54 @@ mod tests {
         assert_eq!(t.get("type"), Some("door_bell"));
         assert_eq!(t.get("x"), Some("a b"));
         assert_eq!(t.get("flag"), Some(""));
-        assert_eq!(t.get_u64("limit"), Ok(Some(5)));
-        assert!(t.get_u64("type").is_err());
-        assert_eq!(t.get_u64("missing"), Ok(None));
+        assert_eq!(t.get_event_id("limit", IdFloor::One), Ok(Some(5)));
+        assert!(t.get_event_id("type", IdFloor::One).is_err());
+        assert_eq!(t.get_event_id("missing", IdFloor::One), Ok(None));
+    }
+
+    #[test]
+    fn event_ids_are_bounded_decimal_integers() {
+        use IdFloor::*;
+        assert_eq!(parse_event_id("1", One), Ok(1));
+        assert_eq!(parse_event_id("0", ZeroMeansStart), Ok(0));
+        assert_eq!(parse_event_id("007", One), Ok(7));
+        assert_eq!(
+            parse_event_id("9223372036854775807", One),
+            Ok(9_223_372_036_854_775_807)
+        );
+        for bad in [
+            "0",
+            "9223372036854775808",
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999999999999999",
+            "-1",
+            "+1",
+            " 1",
+            "1 ",
+            "1.0",
+            "1e3",
+            "0x10",
+            "",
+            "one",
+            "١",
+        ] {
+            assert!(parse_event_id(bad, One).is_err(), "{bad:?}");
+        }
+        assert!(parse_event_id("-0", ZeroMeansStart).is_err());
+        let message = parse_event_id("18446744073709551615", ZeroMeansStart).unwrap_err();
+        assert!(message.contains("9223372036854775807"), "{message}");
+    }
+
+    #[test]
+    fn limits_are_capped_not_wrapped() {
+        assert_eq!(parse_limit("5", 500), Ok(5));
+        assert_eq!(parse_limit("500", 500), Ok(500));
+        assert_eq!(parse_limit("501", 500), Ok(500));
+        assert_eq!(parse_limit("18446744073709551616", 500), Ok(500));
+        for bad in ["0", "-1", "", "1.5", "+3", "ten", "1e2"] {
+            assert!(parse_limit(bad, 500).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -2,17 +2,22 @@
 //! role, then answered. Handlers return a [`Outcome`]; streaming handlers write the socket
 //! themselves and end the connection when they finish.
 
+use std::io::Write;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use tiny_http::{Method, Request};
 
 use super::access;
-use super::query::Target;
+use super::query::{IdFloor, Target, parse_event_id};
 use super::reply::{self, Reply};
-use super::server::Conn;
-use super::{api, clip, cors, mjpeg, sse, static_files, ws};
+use super::server::{self, Conn};
+use super::throttle::{self, AfterFailure};
+use super::{api, clip, cors, mjpeg, panics, sse, static_files, ws};
 use crate::app::Ctx;
 use crate::auth::Role;
+use crate::metrics::ClientKind;
 
 /// What a handler did with the request.
 pub enum Outcome {
@@ -62,30 +67,39 @@ impl Route {
     }
 }
 
+/// What a 405 lists in `Allow` for a route answering GET (which always answers HEAD too).
+pub const ALLOW_GET: &str = "GET, HEAD";
+/// ... for a route answering POST only.
+pub const ALLOW_POST: &str = "POST";
+/// ... for `/api/events`.
+pub const ALLOW_GET_POST: &str = "GET, HEAD, POST";
+
+/// The 405 for `method` on a route that allows `allowed`, with `Allow` as RFC 9110 asks.
+pub fn method_not_allowed(method: &Method, allowed: &str) -> Reply {
+    reply::error(
+        405,
+        "method_not_allowed",
+        &format!("{method} is not allowed here; use {allowed}"),
+    )
+    .with_header(reply::header("Allow", allowed))
+}
+
 /// The route for a method and path, or the 4xx to answer (public for the fuzz targets).
 pub fn resolve(method: &Method, path: &str) -> Result<Route, Reply> {
     let get = matches!(method, Method::Get | Method::Head);
     let post = *method == Method::Post;
-    let wrong_method = |allowed: &str| {
-        reply::error(
-            405,
-            "method_not_allowed",
-            &format!("{method} is not allowed here; use {allowed}"),
-        )
-        .with_header(reply::header("Allow", allowed))
-    };
     let only_get = |route: Route| {
         if get {
             Ok(route)
         } else {
-            Err(wrong_method("GET"))
+            Err(method_not_allowed(method, ALLOW_GET))
         }
     };
     let only_post = |route: Route| {
         if post {
             Ok(route)
         } else {
-            Err(wrong_method("POST"))
+            Err(method_not_allowed(method, ALLOW_POST))
         }
     };
     let segments: Vec<&str> = path.split('/').skip(1).collect();
@@ -98,7 +112,7 @@ pub fn resolve(method: &Method, path: &str) -> Result<Route, Reply> {
             if get {
                 Ok(Route::EventsList)
             } else {
-                Err(wrong_method("GET, POST"))
+                Err(method_not_allowed(method, ALLOW_GET_POST))
             }
         }
         ["api", "events", id] => only_get(Route::Event(parse_id(id)?)),
@@ -121,24 +135,21 @@ pub fn resolve(method: &Method, path: &str) -> Result<Route, Reply> {
 }
 
 fn parse_id(text: &str) -> Result<u64, Reply> {
-    text.parse().map_err(|_| {
-        reply::error(
-            400,
-            "bad_request",
-            &format!("event id {text:?} is not a number"),
-        )
-    })
+    parse_event_id(text, IdFloor::One)
+        .map_err(|why| reply::error(400, "bad_request", &format!("event id {text:?} {why}")))
 }
 
 /// Answers one request. Returns whether the connection may carry another request.
 pub fn handle(mut request: Request, conn: &Conn, ctx: &Ctx) -> bool {
     ctx.metrics.http_requests.fetch_add(1, Ordering::Relaxed);
     let target = Target::parse(request.url());
+    let _scope = panics::RequestScope::enter(request.method().as_str(), &target.path, &conn.peer);
+    panics::injected("route", &target.path);
     if cors::is_preflight(&request) {
         let reply = cors::preflight(&request, &ctx.config.allowed_origins);
         return respond(request, reply, ctx);
     }
-    let (reply, close) = match admit(&mut request, &target, ctx) {
+    let (reply, close) = match admit(&mut request, &target, conn, ctx) {
         Err(reply) => (reply, false),
         // Streams take the connection over and end it when they finish.
         Ok(Route::StreamEvents) => return sse::events(request, &target, conn, ctx),
@@ -146,7 +157,7 @@ pub fn handle(mut request: Request, conn: &Conn, ctx: &Ctx) -> bool {
         Ok(Route::StreamVideo) => return mjpeg::stream(request, &target, conn, ctx),
         Ok(Route::EventClip(id)) => return clip::serve(request, id, &target, conn, ctx),
         Ok(Route::WebSocket) => return ws::serve(request, &target, conn, ctx),
-        Ok(route) => match answer(route, &mut request, &target, ctx) {
+        Ok(route) => match answer(route, &mut request, &target, conn, ctx) {
             Outcome::Reply { reply, close } => (reply, close),
         },
     };
@@ -182,6 +193,28 @@ pub fn respond(request: Request, reply: Reply, ctx: &Ctx) -> bool {
     request.respond(reply).is_ok() && !unread_body
 }
 
+/// Answers a HEAD of a stream: the status and headers a GET would get now — 503 over the
+/// stream kind's limit, else the stream's own head (`head`, up to its blank line) — and no
+/// body. No slot is taken and no stream opened. The connection then closes, as after a stream.
+pub fn respond_stream_head(
+    request: Request,
+    head: &[u8],
+    (kind, what, limit): (ClientKind, &str, usize),
+    ctx: &Ctx,
+) -> bool {
+    if ctx.metrics.clients(kind) >= limit {
+        respond(request, reply::over_limit(what, limit), ctx);
+        return false;
+    }
+    let end = head
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(head.len(), |at| at + 4);
+    let mut out = request.into_writer();
+    out.write_all(&head[..end]).and_then(|()| out.flush()).ok();
+    false
+}
+
 fn has_chunked_body(request: &Request) -> bool {
     request
         .headers()
@@ -189,19 +222,92 @@ fn has_chunked_body(request: &Request) -> bool {
         .any(|h| h.field.equiv("Transfer-Encoding"))
 }
 
-/// Resolves the route and checks the caller may use it: token, role, origin.
-fn admit(request: &mut Request, target: &Target, ctx: &Ctx) -> Result<Route, Reply> {
+/// Resolves the route and checks the caller may use it: host, token (throttled), role, origin.
+fn admit(request: &mut Request, target: &Target, conn: &Conn, ctx: &Ctx) -> Result<Route, Reply> {
+    let tokens = &ctx.config.tokens;
+    if tokens.is_empty()
+        && !access::host_allowed(request, &ctx.config.listen, &ctx.config.allowed_hosts)
+    {
+        return Err(reply::error(
+            403,
+            "host_not_allowed",
+            "this Host is not this server's: use localhost or its address, or add the name \
+             to allowed_hosts",
+        ));
+    }
     let route = resolve(request.method(), &target.path)?;
+    let address = server::client_address(&conn.peer);
     if let Route::Login = route {
+        // Open without a token, but not to other origins: a foreign page must not log the
+        // browser in with a token of the attacker's choosing (login CSRF).
+        refuse_foreign_post(request, ctx)?;
+        if !tokens.is_empty() {
+            refuse_throttled(address, ctx)?;
+        }
         return Ok(route);
     }
-    let role = match access::role_of(request, target, &ctx.config.tokens) {
+    let presented = access::presented_token(request, target).filter(|_| !tokens.is_empty());
+    if presented.is_some() {
+        refuse_throttled(address, ctx)?;
+    }
+    let role = match access::role_of(request, target, tokens) {
         Ok(role) => role,
-        // The dashboard must load to show its login form; its files hold no data.
-        Err(_) if route == Route::Static => return Ok(Route::StaticWithoutToken),
-        Err(denied) => return Err(denied),
+        Err(denied) => {
+            if let Some(token) = presented {
+                auth_failed(address, &token, request.method(), &target.path, ctx);
+            }
+            // The dashboard must load to show its login form; its files hold no data.
+            if route == Route::Static {
+                return Ok(Route::StaticWithoutToken);
+            }
+            return Err(denied);
+        }
     };
     access::require(role, route.required_role())?;
+    refuse_foreign_post(request, ctx)?;
+    Ok(route)
+}
+
+/// 429 with `Retry-After` while `address` is blocked for failed authentication.
+fn refuse_throttled(address: IpAddr, ctx: &Ctx) -> Result<(), Reply> {
+    match ctx.auth_throttle.blocked(address, Instant::now()) {
+        None => Ok(()),
+        Some(left) => {
+            ctx.metrics.auth_throttled.fetch_add(1, Ordering::Relaxed);
+            let secs = throttle::retry_after_secs(left);
+            Err(reply::error(
+                429,
+                "too_many_failures",
+                &format!("too many failed authentications from this address; retry in {secs} s"),
+            )
+            .with_header(reply::header("Retry-After", &secs.to_string())))
+        }
+    }
+}
+
+/// Counts and logs the wrong `token` from `address` (the token itself is never logged).
+pub fn auth_failed(address: IpAddr, token: &str, method: &Method, path: &str, ctx: &Ctx) {
+    ctx.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
+    let shown: String = path.chars().take(100).collect();
+    match ctx.auth_throttle.failed(address, token, Instant::now()) {
+        AfterFailure::Repeated => log::debug!(
+            "authentication failed from {address} on {method} {shown:?}: the same wrong token \
+             again"
+        ),
+        AfterFailure::Counted { failures } => log::warn!(
+            "authentication failed from {address} on {method} {shown:?}: wrong token \
+             ({failures} in the last minute)"
+        ),
+        AfterFailure::Blocked(length) => log::warn!(
+            "authentication failed from {address} on {method} {shown:?}: wrong token; \
+             refusing its tokens for {} s (429)",
+            length.as_secs()
+        ),
+    }
+}
+
+/// 403 for a POST from a browser page of another origin (unless listed in `allowed_origins`).
+fn refuse_foreign_post(request: &Request, ctx: &Ctx) -> Result<(), Reply> {
     if *request.method() == Method::Post
         && !access::origin_allowed(request, &ctx.config.allowed_origins)
     {
@@ -211,14 +317,14 @@ fn admit(request: &mut Request, target: &Target, ctx: &Ctx) -> Result<Route, Rep
             "cross-origin requests are refused; add the page's origin to allowed_origins",
         ));
     }
-    Ok(route)
+    Ok(())
 }
 
-fn answer(route: Route, request: &mut Request, target: &Target, ctx: &Ctx) -> Outcome {
+fn answer(route: Route, request: &mut Request, target: &Target, conn: &Conn, ctx: &Ctx) -> Outcome {
     match route {
         Route::Static => static_files::serve(request, &target.path, ctx).into(),
         Route::StaticWithoutToken => static_files::serve_untrusted(request, target, ctx).into(),
-        Route::Login => api::login(request, ctx),
+        Route::Login => api::login(request, conn, ctx),
         Route::WhoAmI => api::whoami(request, target, ctx).into(),
         Route::Status => api::status(ctx).into(),
         Route::EventsList => api::list_events(target, ctx).into(),

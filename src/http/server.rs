@@ -8,17 +8,19 @@
 //! the client gets a 503 instead of the server falling over.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::net::{Shutdown as SocketShutdown, SocketAddr, TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::{IpAddr, Shutdown as SocketShutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use tiny_http::{ClientConnection, HeadLimits};
 
 use super::router;
 use crate::app::Ctx;
+use crate::metrics::Metrics;
 
 /// Stack of each connection thread. Measured need: SQLite reads and JSON handling stay far
 /// below this; only touched pages cost memory, so the figure bounds, not allocates.
@@ -34,6 +36,22 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// Whether the client has hung up (or the connection broke), found without reading or
+    /// writing: a stream that is waiting — MJPEG between frames, SSE between heartbeats — asks
+    /// this every second or so, so a viewer that left frees its slot at once instead of when a
+    /// write finally fails. `POLLRDHUP` is the client's FIN (it closed, or shut down its
+    /// sending side, which no streaming client does while it still wants the stream).
+    pub fn client_gone(&self) -> bool {
+        let mut poll = libc::pollfd {
+            fd: self.socket.as_raw_fd(),
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: poll on one pollfd we own, with a zero timeout; it only writes `revents`.
+        let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+        ready > 0 && poll.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+    }
+
     /// A hook that closes this connection, for the hubs' eviction.
     pub fn closer(&self) -> Option<Box<dyn FnOnce() + Send>> {
         let socket = self.socket.try_clone().ok()?;
@@ -43,32 +61,128 @@ impl Conn {
     }
 }
 
-/// Open connections, so that shutdown can close every one of them.
+/// The server's books on open connections: every socket (so shutdown can close them all) and
+/// how many each client address holds (for `max_connections_per_ip`). Entries are only ever
+/// added by [`Registry::admit`] and removed by the [`Admission`] it returns, whose `Drop` runs
+/// however the connection's thread ends — normally, by an error, or by a panic.
 #[derive(Default)]
 pub struct Registry {
-    open: Mutex<HashMap<u64, TcpStream>>,
+    books: Mutex<Books>,
+}
+
+#[derive(Default)]
+struct Books {
+    open: HashMap<u64, TcpStream>,
+    per_address: HashMap<IpAddr, usize>,
+}
+
+/// Why a connection was not admitted.
+#[derive(Debug, PartialEq)]
+pub enum Refusal {
+    /// `max_connections` are open.
+    Full,
+    /// This client address already holds `max_connections_per_ip`.
+    AddressFull(usize),
+}
+
+/// Limits [`Registry::admit`] enforces.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    pub total: usize,
+    pub per_address: usize,
+}
+
+/// One admitted connection's place in the books: its registry entry, its share of its address's
+/// count and of `connections_open`. Dropping it gives all three back; it is owned by the
+/// connection's thread (or, if that thread never starts, by the closure that failed to spawn),
+/// so no path out of a connection — a panic included — can leak them.
+pub struct Admission {
+    id: u64,
+    address: IpAddr,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.registry.release(self.id, self.address);
+        self.metrics.connections_open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The address a limit is counted against: an IPv4 client reaching an IPv6 socket as
+/// `::ffff:a.b.c.d` is the IPv4 address it is.
+pub fn client_address(peer: &SocketAddr) -> IpAddr {
+    match peer.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
 }
 
 impl Registry {
-    fn insert(&self, id: u64, socket: TcpStream) {
-        self.open.lock().expect("registry lock").insert(id, socket);
+    /// A poisoned lock still holds consistent books (nothing panics while holding it), and a
+    /// release must work during unwinding: take the guard either way.
+    fn books(&self) -> MutexGuard<'_, Books> {
+        self.books.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn remove(&self, id: u64) {
-        self.open.lock().expect("registry lock").remove(&id);
+    /// Admits connection `id` from `peer` under `limits`, keeping `socket` (a second handle)
+    /// so shutdown can close it.
+    pub fn admit(
+        self: &Arc<Self>,
+        id: u64,
+        peer: &SocketAddr,
+        socket: TcpStream,
+        limits: ConnectionLimits,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Admission, Refusal> {
+        let address = client_address(peer);
+        let mut books = self.books();
+        if books.open.len() >= limits.total {
+            return Err(Refusal::Full);
+        }
+        let held = books.per_address.get(&address).copied().unwrap_or(0);
+        if held >= limits.per_address {
+            return Err(Refusal::AddressFull(held));
+        }
+        books.open.insert(id, socket);
+        *books.per_address.entry(address).or_insert(0) += 1;
+        metrics.connections_open.fetch_add(1, Ordering::AcqRel);
+        Ok(Admission {
+            id,
+            address,
+            registry: Arc::clone(self),
+            metrics: Arc::clone(metrics),
+        })
+    }
+
+    fn release(&self, id: u64, address: IpAddr) {
+        let mut books = self.books();
+        books.open.remove(&id);
+        if let Some(held) = books.per_address.get_mut(&address) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                books.per_address.remove(&address);
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.open.lock().expect("registry lock").len()
+        self.books().open.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// Connections `address` holds now.
+    pub fn held_by(&self, address: IpAddr) -> usize {
+        self.books().per_address.get(&address).copied().unwrap_or(0)
+    }
+
     /// Closes every open connection.
     pub fn close_all(&self) {
-        for socket in self.open.lock().expect("registry lock").values() {
+        for socket in self.books().open.values() {
             socket.shutdown(SocketShutdown::Both).ok();
         }
     }
@@ -137,12 +251,17 @@ pub fn unblock_accept(listener: &TcpListener) {
 /// Accepts until shutdown. Runs on its own thread.
 pub fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, registry: Arc<Registry>) {
     let next_id = AtomicU64::new(1);
-    let limits = HeadLimits {
+    let head_limits = HeadLimits {
         max_line_bytes: 8 * 1024,
         max_headers: 100,
-        head_deadline: Duration::from_secs_f64(ctx.config.request_timeout_s),
+        request_deadline: Duration::from_secs_f64(ctx.config.request_timeout_s),
+    };
+    let limits = ConnectionLimits {
+        total: ctx.config.max_connections,
+        per_address: ctx.config.max_connections_per_ip,
     };
     let mut last_error_log: Option<Instant> = None;
+    let mut last_address_log: Option<Instant> = None;
     loop {
         let accepted = listener.accept();
         if ctx.shutdown.is_triggered() {
@@ -168,61 +287,71 @@ pub fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, registry: Arc<Registry>
             log::debug!("dropping connection from {peer}: {err}");
             continue;
         }
-        let open = ctx.metrics.connections_open.fetch_add(1, Ordering::AcqRel);
-        if open >= ctx.config.max_connections {
-            ctx.metrics.connections_open.fetch_sub(1, Ordering::AcqRel);
-            refuse(stream, "the server has too many connections open");
+        let refuse_counted = |stream: TcpStream, why: &str| {
             ctx.metrics
                 .connections_refused
                 .fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
+            refuse(stream, why);
+        };
         let id = next_id.fetch_add(1, Ordering::Relaxed);
         let (socket, registered) = match (stream.try_clone(), stream.try_clone()) {
             (Ok(a), Ok(b)) => (a, b),
             _ => {
-                ctx.metrics.connections_open.fetch_sub(1, Ordering::AcqRel);
-                refuse(stream, "the server is out of file descriptors");
-                ctx.metrics
-                    .connections_refused
-                    .fetch_add(1, Ordering::Relaxed);
+                refuse_counted(stream, "the server is out of file descriptors");
                 continue;
             }
         };
-        registry.insert(id, registered);
+        let admission = match registry.admit(id, &peer, registered, limits, &ctx.metrics) {
+            Ok(admission) => admission,
+            Err(Refusal::Full) => {
+                refuse_counted(stream, "the server has too many connections open");
+                continue;
+            }
+            Err(Refusal::AddressFull(held)) => {
+                if last_address_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                    log::warn!(
+                        "refusing connections from {}: it holds {held} \
+                         (max_connections_per_ip = {})",
+                        peer.ip(),
+                        limits.per_address
+                    );
+                    last_address_log = Some(Instant::now());
+                }
+                refuse_counted(
+                    stream,
+                    "this address has too many connections open (max_connections_per_ip)",
+                );
+                continue;
+            }
+        };
         // The stream travels in a slot so that, if the thread cannot be spawned, we get it back
-        // to answer 503 on it.
+        // to answer 503 on it. The admission travels into the thread: if spawning fails, the
+        // closure is dropped here and the admission with it.
         let slot = Arc::new(Mutex::new(Some(stream)));
         let thread_slot = Arc::clone(&slot);
         let thread_ctx = Arc::clone(&ctx);
-        let thread_registry = Arc::clone(&registry);
         let spawned = std::thread::Builder::new()
             .name(format!("conn-{id}"))
             .stack_size(CONNECTION_STACK_BYTES)
             .spawn(move || {
-                let stream = thread_slot.lock().expect("slot").take();
+                let _admission = admission;
+                let stream = thread_slot
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
                 if let Some(stream) = stream {
                     let conn = Conn { id, peer, socket };
-                    serve_connection(stream, &conn, &thread_ctx, limits);
+                    serve_connection(stream, &conn, &thread_ctx, head_limits);
                 }
-                thread_registry.remove(id);
-                thread_ctx
-                    .metrics
-                    .connections_open
-                    .fetch_sub(1, Ordering::AcqRel);
             });
         if let Err(err) = spawned {
-            registry.remove(id);
-            ctx.metrics.connections_open.fetch_sub(1, Ordering::AcqRel);
-            ctx.metrics
-                .connections_refused
-                .fetch_add(1, Ordering::Relaxed);
             if last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
                 log::warn!("cannot start a thread for {peer}: {err}; answering 503");
                 last_error_log = Some(Instant::now());
             }
-            if let Some(stream) = slot.lock().expect("slot").take() {
-                refuse(
+            let stream = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+            if let Some(stream) = stream {
+                refuse_counted(
                     stream,
                     "the server cannot take another connection right now",
                 );
@@ -254,13 +383,170 @@ fn refuse(mut stream: TcpStream, why: &str) {
     stream.shutdown(SocketShutdown::Both).ok();
 }
 
-/// Reads and answers requests in order until the client or a handler ends the connection.
+/// Reads and answers requests in order until the client or a handler ends the connection. A
+/// handler that panics ends the connection: the panic is logged once, with its request
+/// (`panics::install_hook`), and everything the connection held is released by the guards
+/// that own it as the stack unwinds (slots, subscriptions, the registry entry, the socket).
 fn serve_connection(stream: TcpStream, conn: &Conn, ctx: &Ctx, limits: HeadLimits) {
     let requests = ClientConnection::from_tcp_stream(stream, limits);
     for request in requests {
-        let keep_open = router::handle(request, conn, ctx);
-        if !keep_open || ctx.shutdown.is_triggered() {
-            break;
+        let handled = panic::catch_unwind(AssertUnwindSafe(|| router::handle(request, conn, ctx)));
+        match handled {
+            Ok(true) if !ctx.shutdown.is_triggered() => {}
+            Ok(_) => break,
+            Err(_) => {
+                ctx.metrics.handler_panics.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+    linger_close(&conn.socket);
+}
+
+/// Paces [`Conn::client_gone`] checks in a loop that may wake often (a poll a frame would be
+/// cheap, but a second is soon enough).
+pub struct HangupCheck {
+    every: Duration,
+    last: Instant,
+}
+
+impl HangupCheck {
+    /// How long a waiting stream may take to notice a client that left.
+    pub const INTERVAL: Duration = Duration::from_secs(1);
+
+    pub fn new() -> HangupCheck {
+        HangupCheck {
+            every: HangupCheck::INTERVAL,
+            last: Instant::now(),
+        }
+    }
+
+    /// Whether `conn`'s client has gone, checked at most once per interval.
+    pub fn client_gone(&mut self, conn: &Conn) -> bool {
+        if self.last.elapsed() < self.every {
+            return false;
+        }
+        self.last = Instant::now();
+        conn.client_gone()
+    }
+}
+
+impl Default for HangupCheck {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Most the server reads and discards from a client after its last answer.
+const LINGER_BYTES: usize = 64 * 1024;
+/// Longest the server waits for a client to close after its last answer.
+const LINGER_TIME: Duration = Duration::from_millis(500);
+
+/// Closes the way RFC 9112 §9.6 asks: send FIN first, then read what the client still sends
+/// (briefly, boundedly) before closing. Closing a socket with unread bytes in it sends a reset,
+/// which can destroy the error answer we just wrote before the client reads it — exactly when
+/// it matters, after a malformed or refused request whose rest is still arriving.
+fn linger_close(socket: &TcpStream) {
+    if socket.shutdown(SocketShutdown::Write).is_err() {
+        return;
+    }
+    let deadline = Instant::now() + LINGER_TIME;
+    let mut discarded = 0;
+    let mut buf = [0u8; 4096];
+    let mut reader = socket;
+    while discarded < LINGER_BYTES {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || socket.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match reader.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => discarded += n,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn socket_pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        (client, server)
+    }
+
+    const LIMITS: ConnectionLimits = ConnectionLimits {
+        total: 3,
+        per_address: 2,
+    };
+
+    /// The admission is what a panicking connection thread owns: unwinding must give back its
+    /// registry entry, its address's share and the open-connection gauge.
+    #[test]
+    fn a_panic_releases_the_admission() {
+        let registry = Arc::new(Registry::default());
+        let metrics = Arc::new(Metrics::new());
+        let (_client, server) = socket_pair();
+        let peer: SocketAddr = "192.0.2.7:4000".parse().unwrap();
+        let admission = registry
+            .admit(1, &peer, server, LIMITS, &metrics)
+            .expect("admitted");
+        assert_eq!(registry.len(), 1);
+        assert_eq!(registry.held_by(peer.ip()), 1);
+        assert_eq!(metrics.connections_open.load(Ordering::Relaxed), 1);
+        let result = panic::catch_unwind(AssertUnwindSafe(move || {
+            let _owned = admission;
+            panic!("a handler bug");
+        }));
+        assert!(result.is_err());
+        assert_eq!(registry.len(), 0);
+        assert_eq!(registry.held_by(peer.ip()), 0);
+        assert_eq!(metrics.connections_open.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn limits_count_per_address_and_in_all() {
+        let registry = Arc::new(Registry::default());
+        let metrics = Arc::new(Metrics::new());
+        let a: SocketAddr = "192.0.2.1:1".parse().unwrap();
+        // The same IPv4 client seen through an IPv6 socket counts as the same address.
+        let a_mapped: SocketAddr = "[::ffff:192.0.2.1]:2".parse().unwrap();
+        let b: SocketAddr = "192.0.2.2:1".parse().unwrap();
+        let c: SocketAddr = "[2001:db8::3]:1".parse().unwrap();
+        let mut held = Vec::new();
+        let mut admit = |id, peer: &SocketAddr| {
+            let (client, server) = socket_pair();
+            held.push(client);
+            registry.admit(id, peer, server, LIMITS, &metrics)
+        };
+        let first = admit(1, &a).unwrap();
+        let second = admit(2, &a_mapped).unwrap();
+        assert_eq!(admit(3, &a).err(), Some(Refusal::AddressFull(2)));
+        let third = admit(4, &b).unwrap();
+        assert_eq!(admit(5, &c).err(), Some(Refusal::Full));
+        drop(first);
+        assert_eq!(admit(6, &c).map(|_| ()).err(), None);
+        drop((second, third));
+        assert!(registry.is_empty());
+        assert_eq!(metrics.connections_open.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_client_that_closed_is_noticed_without_io() {
+        let (client, server) = socket_pair();
+        let conn = Conn {
+            id: 1,
+            peer: client.local_addr().unwrap(),
+            socket: server,
+        };
+        assert!(!conn.client_gone());
+        drop(client);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !conn.client_gone() {
+            assert!(Instant::now() < deadline, "a closed client was not noticed");
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 }

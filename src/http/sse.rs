@@ -19,15 +19,16 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::select;
 use serde_json::json;
-use tiny_http::Request;
+use tiny_http::{Method, Request};
 
 use super::access::header;
 use super::chunked::{StreamBody, transfer_encoding_header, uses_chunks};
 use super::cors;
-use super::query::{Target, client_id};
+use super::panics;
+use super::query::{IdFloor, Target, client_id, parse_event_id};
 use super::reply;
-use super::router::respond;
-use super::server::Conn;
+use super::router::{respond, respond_stream_head};
+use super::server::{Conn, HangupCheck};
 use crate::app::Ctx;
 use crate::events::event::valid_event_type;
 use crate::events::{Cursor, Replayed};
@@ -43,6 +44,16 @@ X-Content-Type-Options: nosniff\r\n";
 /// The reconnection delay clients are told, in the first block.
 const RETRY: &str = "retry: 3000\n";
 
+/// The response head of a stream, with the framing and CORS lines this request gets (also what
+/// a HEAD of the stream is answered with).
+fn stream_head(request: &Request, ctx: &Ctx) -> String {
+    format!(
+        "{HEAD}{}{}\r\n",
+        transfer_encoding_header(request.http_version()),
+        cors::head_lines(request, &ctx.config.allowed_origins)
+    )
+}
+
 /// Sends the response head (with the framing and CORS lines this request gets) and returns the
 /// body to write events to. Keeps the connection's writer from tiny_http in `held`, unused:
 /// the body writes to the socket itself.
@@ -53,11 +64,7 @@ fn open_stream<'c>(
     held: &mut Option<Box<dyn Write + Send>>,
 ) -> std::io::Result<StreamBody<'c>> {
     let chunked = uses_chunks(request.http_version());
-    let head = format!(
-        "{HEAD}{}{}\r\n",
-        transfer_encoding_header(request.http_version()),
-        cors::head_lines(&request, &ctx.config.allowed_origins)
-    );
+    let head = stream_head(&request, ctx);
     *held = Some(request.into_writer());
     let mut socket = &conn.socket;
     socket.write_all(head.as_bytes())?;
@@ -94,10 +101,10 @@ fn parse_request(
     // The header is what EventSource resends on reconnect, so it wins over the URL.
     let last_event_id = match header(request, "Last-Event-ID").map(str::trim) {
         Some(text) if !text.is_empty() => Some(
-            text.parse::<u64>()
-                .map_err(|_| format!("Last-Event-ID {text:?} is not an event id"))?,
+            parse_event_id(text, IdFloor::ZeroMeansStart)
+                .map_err(|why| format!("Last-Event-ID {text:?} {why}"))?,
         ),
-        _ => target.get_u64("last_event_id")?,
+        _ => target.get_event_id("last_event_id", IdFloor::ZeroMeansStart)?,
     };
     Ok(EventStreamRequest {
         client_id,
@@ -144,7 +151,8 @@ impl EventStream<'_> {
         Ok(())
     }
 
-    /// Sends a `gap` if events after `after` were deleted, then every stored event after it.
+    /// Sends a `gap` if events after `after` were deleted, then every stored event after it;
+    /// or a `reset` if `after` is beyond every stored id.
     fn replay(&mut self, after: u64) -> Result<(), String> {
         let mut cursor = std::mem::take(&mut self.cursor);
         let result = cursor.replay(self.ctx.events.reader(), after, |item| {
@@ -152,6 +160,13 @@ impl EventStream<'_> {
                 Replayed::Gap { from, to } => {
                     let gap = json!({"from": from, "to": to});
                     write!(self.out, "event: gap\ndata: {gap}\n\n")
+                }
+                Replayed::Reset {
+                    last_event_id,
+                    newest_id,
+                } => {
+                    let reset = json!({"last_event_id": last_event_id, "newest_id": newest_id});
+                    write!(self.out, "event: reset\ndata: {reset}\n\n")
                 }
                 // The cursor has already let this id through.
                 Replayed::Event(event) if self.wants(&event.event_type) => {
@@ -175,6 +190,11 @@ pub fn events(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
         Ok(asked) => asked,
         Err(message) => return respond(request, reply::error(400, "bad_request", &message), ctx),
     };
+    if *request.method() == Method::Head {
+        let limit = (ClientKind::Sse, "SSE client", ctx.config.max_sse_clients);
+        let head = stream_head(&request, ctx);
+        return respond_stream_head(request, head.as_bytes(), limit, ctx);
+    }
     let Some(_slot) = ctx
         .metrics
         .admit(ClientKind::Sse, ctx.config.max_sse_clients)
@@ -215,6 +235,7 @@ pub fn events(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
             .map(|n| format!(", replaying after event {n}"))
             .unwrap_or_default()
     );
+    panics::injected("stream", &target.path);
     if let Some(Err(err)) = asked.last_event_id.map(|after| stream.replay(after)) {
         log::info!(
             "SSE client {} dropped during replay: {err}",
@@ -226,7 +247,11 @@ pub fn events(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
     let stop = ctx.shutdown.signal();
     let mut next_heartbeat = Instant::now() + heartbeat;
     let reason = loop {
-        let wait = next_heartbeat.saturating_duration_since(Instant::now());
+        // Wake at least every HangupCheck::INTERVAL, so a client that left between heartbeats
+        // frees its slot within a second or two, not a heartbeat later.
+        let wait = next_heartbeat
+            .saturating_duration_since(Instant::now())
+            .min(HangupCheck::INTERVAL);
         select! {
             recv(subscription.rx) -> first => {
                 let Ok(first) = first else {
@@ -245,6 +270,12 @@ pub fn events(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
             }
             recv(stop) -> _ => break "server shutting down",
             default(wait) => {
+                if Instant::now() < next_heartbeat {
+                    if conn.client_gone() {
+                        break "closed the connection";
+                    }
+                    continue;
+                }
                 let beat = json!({"timestamp": crate::clock::round_ms(crate::clock::unix_now())});
                 let written = write!(stream.out, "event: heartbeat\ndata: {beat}\n\n")
                     .and_then(|()| stream.out.flush());
@@ -280,6 +311,11 @@ pub fn status(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
         Ok(id) => id,
         Err(message) => return respond(request, reply::error(400, "bad_request", &message), ctx),
     };
+    if *request.method() == Method::Head {
+        let limit = (ClientKind::Sse, "SSE client", ctx.config.max_sse_clients);
+        let head = stream_head(&request, ctx);
+        return respond_stream_head(request, head.as_bytes(), limit, ctx);
+    }
     let Some(_slot) = ctx
         .metrics
         .admit(ClientKind::Sse, ctx.config.max_sse_clients)
@@ -304,6 +340,7 @@ pub fn status(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
         return false;
     }
     log::info!("status client {client_id} connected from {}", conn.peer);
+    panics::injected("stream", &target.path);
     let stop = ctx.shutdown.signal();
     let reason = loop {
         select! {
@@ -316,6 +353,12 @@ pub fn status(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
                 }
             }
             recv(stop) -> _ => break "server shutting down",
+            // status_interval_s may be long: notice a client that left in between.
+            default(HangupCheck::INTERVAL) => {
+                if conn.client_gone() {
+                    break "closed the connection";
+                }
+            }
         }
     };
     log::info!("status client {client_id} disconnected: {reason}");

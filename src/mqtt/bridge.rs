@@ -387,6 +387,7 @@ impl Bridge {
             }
             Parsed::Run(request) => {
                 let name = request.command.name().to_string();
+                let request_id = protocol::RequestId::from_value(&request.request_id);
                 let outcome = run_from(
                     "mqtt",
                     request.command,
@@ -397,18 +398,18 @@ impl Bridge {
                 let answer = match outcome {
                     Outcome::Done(result) => {
                         log::info!("MQTT command {name}: done");
-                        protocol::command_result(request.command, &request.request_id, Ok(result))
+                        protocol::command_result(request.command, &request_id, Ok(result))
                     }
                     Outcome::Failed(error) => {
                         log::warn!("MQTT command {name} failed: {error}");
-                        protocol::command_result(request.command, &request.request_id, Err(error))
+                        protocol::command_result(request.command, &request_id, Err(error))
                     }
                     Outcome::Refused(code, message) => {
                         log::warn!("MQTT command {name} refused: {message}");
                         protocol::error(&protocol::Refusal {
                             code,
                             message,
-                            request_id: Some(request.request_id),
+                            request_id: Some(request_id),
                         })
                     }
                 };

@@ -10,7 +10,7 @@
 
 use serde_json::Value;
 
-use crate::http::ws::protocol::{CommandName, ErrorCode, Refusal};
+use crate::http::ws::protocol::{CommandName, ErrorCode, Refusal, RequestId};
 
 /// Largest command payload read; anything longer is refused unparsed.
 const MAX_PAYLOAD: usize = 16 * 1024;
@@ -64,7 +64,7 @@ pub fn parse(prefix: &str, topic: &str, payload: &[u8], retained: bool) -> Parse
         refusal: Refusal {
             code,
             message,
-            request_id,
+            request_id: request_id.as_ref().map(RequestId::from_value),
         },
     };
     let mut params = if payload.iter().all(u8::is_ascii_whitespace) {
@@ -201,7 +201,7 @@ mod tests {
         ) {
             Parsed::Refuse { name, refusal } => {
                 assert_eq!(name, "reboot");
-                assert_eq!(refusal.request_id, Some(json!(1)));
+                assert_eq!(refusal.request_id.as_ref().map(RequestId::text), Some("1"));
             }
             other => panic!("{other:?}"),
         }

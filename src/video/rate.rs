@@ -18,11 +18,12 @@ pub struct Decimator {
 }
 
 impl Decimator {
-    /// `None` or a non-positive rate: every frame passes.
+    /// `None`, a non-positive rate, or one whose interval no `Duration` holds: every frame
+    /// passes. (Callers bound client rates first; this only refuses to panic.)
     pub fn new(fps: Option<f64>) -> Decimator {
         let interval = fps
             .filter(|f| f.is_finite() && *f > 0.0)
-            .map(|f| Duration::from_secs_f64(1.0 / f));
+            .and_then(|f| Duration::try_from_secs_f64(1.0 / f).ok());
         Decimator {
             interval,
             due: None,
@@ -157,6 +158,22 @@ mod tests {
         assert_eq!(thin(30.0, Some(1.0), 10, &[0]), 10);
         assert_eq!(thin(15.0, None, 10, &[0]), 150);
         assert_eq!(thin(15.0, Some(30.0), 10, &[0]), 150);
+    }
+
+    /// Found by a hostile client: `fps=1e-320` made `1 / fps` infinite and the interval
+    /// conversion panicked. A rate no interval can hold lets every frame through instead.
+    #[test]
+    fn an_impossible_rate_does_not_panic() {
+        for fps in [
+            1e-320,
+            f64::MIN_POSITIVE,
+            0.0,
+            -1.0,
+            f64::NAN,
+            f64::INFINITY,
+        ] {
+            assert_eq!(thin(15.0, Some(fps), 1, &[0]), 15, "{fps}");
+        }
     }
 
     #[test]

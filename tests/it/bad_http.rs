@@ -95,28 +95,32 @@ fn garbage_bytes() {
     assert_responsive(port, "a connection sent garbage");
     assert_rejected(&bad, &[], "garbage bytes");
 
-    for (what, bytes) in [
-        ("no version", &b"GET /api/status\r\n\r\n"[..]),
-        ("bad version", &b"GET /api/status HTTP/9.9\r\nHost: x\r\n\r\n"[..]),
-        ("header without colon", &b"GET /api/status HTTP/1.1\r\nHost x\r\n\r\n"[..]),
-        ("NUL in request line", &b"GET /api/\0status HTTP/1.1\r\nHost: x\r\n\r\n"[..]),
+    // (r2) A malformed request is a 400 and an unknown HTTP version a 505, with the JSON error.
+    for (what, bytes, expected) in [
+        ("no version", &b"GET /api/status\r\n\r\n"[..], 400),
+        ("bad version", &b"GET /api/status HTTP/9.9\r\nHost: localhost\r\n\r\n"[..], 505),
+        ("header without colon", &b"GET /api/status HTTP/1.1\r\nHost x\r\n\r\n"[..], 400),
+        ("NUL in request line", &b"GET /api/\0status HTTP/1.1\r\nHost: localhost\r\n\r\n"[..], 400),
         (
             "bad content-length",
-            &b"POST /api/events HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}"[..],
+            &b"POST /api/events HTTP/1.1\r\nHost: localhost\r\nContent-Length: abc\r\n\r\n{}"[..],
+            400,
         ),
         (
             "negative content-length",
-            &b"POST /api/events HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n{}"[..],
+            &b"POST /api/events HTTP/1.1\r\nHost: localhost\r\nContent-Length: -1\r\n\r\n{}"[..],
+            400,
         ),
         (
             "conflicting content-lengths",
-            &b"POST /api/events HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 40\r\n\r\n{}"[..],
+            &b"POST /api/events HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\nContent-Length: 40\r\n\r\n{}"[..],
+            400,
         ),
     ] {
         let mut bad = connect(port);
         let _ = bad.write_all(bytes);
         assert_responsive(port, what);
-        assert_rejected(&bad, &[], what);
+        assert_rejected(&bad, &[expected], what);
     }
     // Nothing of that was stored.
     assert!(all_events(port, None).is_empty());
@@ -139,7 +143,7 @@ fn http2_request_lines_are_answered_or_closed() {
         ("HTTP/2 preface", &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..]),
         (
             "HTTP/2.0 GET",
-            &b"GET /api/status HTTP/2.0\r\nHost: x\r\nConnection: close\r\n\r\n"[..],
+            &b"GET /api/status HTTP/2.0\r\nHost: localhost\r\nConnection: close\r\n\r\n"[..],
         ),
     ] {
         let mut bad = connect(port);
@@ -194,7 +198,7 @@ fn request_line_of_64_kib() {
     let bad = connect(port);
     let mut bytes = b"GET /".to_vec();
     bytes.extend(std::iter::repeat_n(b'a', 64 * 1024));
-    bytes.extend_from_slice(b" HTTP/1.1\r\nHost: x\r\n\r\n");
+    bytes.extend_from_slice(b" HTTP/1.1\r\nHost: localhost\r\n\r\n");
     let writer = write_in_background(&bad, bytes);
     assert_responsive(port, "a 64 KiB request line was being sent");
     assert_rejected(&bad, &[414], "64 KiB request line");
@@ -220,7 +224,7 @@ fn header_line_of_64_kib_and_too_many_headers() {
     let port = server.port();
 
     let bad = connect(port);
-    let mut bytes = b"GET /api/status HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+    let mut bytes = b"GET /api/status HTTP/1.1\r\nHost: localhost\r\nX-Big: ".to_vec();
     bytes.extend(std::iter::repeat_n(b'h', 64 * 1024));
     bytes.extend_from_slice(b"\r\n\r\n");
     let writer = write_in_background(&bad, bytes);
@@ -236,7 +240,8 @@ fn header_line_of_64_kib_and_too_many_headers() {
 
     // 100 header lines (Host included) are allowed, 101 are not.
     let head_with = |n: usize| {
-        let mut head = String::from("GET /api/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+        let mut head =
+            String::from("GET /api/status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
         for i in 0..n - 2 {
             head.push_str(&format!("X-H-{i}: v\r\n"));
         }
@@ -263,7 +268,7 @@ fn huge_header_line_does_not_grow_memory() {
     assert_responsive(port, "warming up");
     let before = rss_bytes(server.pid());
     let bad = connect(port);
-    let mut bytes = b"GET /api/status HTTP/1.1\r\nHost: x\r\nX-Huge: ".to_vec();
+    let mut bytes = b"GET /api/status HTTP/1.1\r\nHost: localhost\r\nX-Huge: ".to_vec();
     bytes.extend(std::iter::repeat_n(b'm', 16 << 20));
     let writer = write_in_background(&bad, bytes);
     assert_rejected(&bad, &[431], "16 MiB header line");
@@ -283,7 +288,7 @@ fn half_a_request_then_silence_is_dropped() {
     let port = server.port();
     let mut stalled = connect(port);
     stalled
-        .write_all(b"GET /api/status HTTP/1.1\r\nHost: x\r\n")
+        .write_all(b"GET /api/status HTTP/1.1\r\nHost: localhost\r\n")
         .unwrap();
     let sent = Instant::now();
     assert_responsive(port, "a half-sent request is open");
@@ -323,7 +328,7 @@ fn slowloris_drip_is_cut_off_by_the_head_deadline() {
     let mut drip = connect(port);
     drip.set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
-    let head = b"GET /api/status HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+    let head = b"GET /api/status HTTP/1.1\r\nHost: localhost\r\nX-Slow: ";
     drip.write_all(head).unwrap();
     let started = Instant::now();
     let mut buf = [0u8; 1024];
@@ -399,7 +404,11 @@ fn idle_connections_are_closed() {
 
 #[test]
 fn many_stalled_connections_do_not_block_others() {
-    let server = Server::with_config("request_timeout_s = 5\n", &[]);
+    // Every test client is 127.0.0.1: lift the per-address cap to test the total.
+    let server = Server::with_config(
+        "request_timeout_s = 5\nmax_connections_per_ip = 1000\n",
+        &[],
+    );
     let port = server.port();
     let stalled: Vec<TcpStream> = (0..150)
         .map(|i| {
@@ -407,7 +416,7 @@ fn many_stalled_connections_do_not_block_others() {
             let part: &[u8] = match i % 3 {
                 0 => b"",
                 1 => b"GET /api/sta",
-                _ => b"POST /api/events HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"ev",
+                _ => b"POST /api/events HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n{\"ev",
             };
             s.write_all(part).unwrap();
             s

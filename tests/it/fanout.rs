@@ -40,7 +40,8 @@ fn two_hundred_clients_each_receive_every_event_in_order() {
     const EVENTS: usize = 100;
     const PRODUCERS: usize = 2;
 
-    let server = Server::start(&[]);
+    // Every test client is 127.0.0.1: lift the per-address cap.
+    let server = Server::with_config("max_connections_per_ip = 1000\n", &[]);
     let port = server.port();
     assert_eq!(get(port, "/api/status", None).status, 200);
     let idle_rss = rss_bytes(server.pid());

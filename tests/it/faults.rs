@@ -172,6 +172,39 @@ fn a_read_only_data_dir_serves_reads_and_refuses_writes_with_503() {
     assert_eq!(get(port, "/api/status", None).status, 200);
 }
 
+/// A uid that no process on this machine runs as and no account has, picked at random from a
+/// wide range so two test runs at once (other checkouts on the same machine) do not share it.
+fn unused_uid() -> u32 {
+    let mut used = std::collections::HashSet::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(status) = std::fs::read_to_string(entry.path().join("status")) {
+            for line in status.lines().filter(|l| l.starts_with("Uid:")) {
+                used.extend(
+                    line.split_whitespace()
+                        .skip(1)
+                        .filter_map(|v| v.parse::<u32>().ok()),
+                );
+            }
+        }
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    used.extend(
+        passwd
+            .lines()
+            .filter_map(|l| l.split(':').nth(2))
+            .filter_map(|v| v.parse::<u32>().ok()),
+    );
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+        ^ std::process::id().wrapping_mul(2_654_435_761);
+    (0..1000u32)
+        .map(|i| 200_000 + (seed.wrapping_add(i.wrapping_mul(7919)) % 1_000_000_000))
+        .find(|uid| !used.contains(uid))
+        .expect("an unused uid")
+}
+
 #[test]
 fn no_thread_for_a_connection_is_answered_with_503_not_a_crash() {
     if !is_root() {
@@ -186,12 +219,16 @@ fn no_thread_for_a_connection_is_answered_with_503_not_a_crash() {
         .unwrap();
     assert!(status.success());
     let data = dir.join("data");
-    // nobody (65534) with at most 12 threads in all: the server's own 5 leave room for about
-    // 7 connection threads.
+    // A uid no process runs as, with at most 12 threads in all: the server's own 5 leave room
+    // for about 7 connection threads. Not `nobody`: RLIMIT_NPROC counts every process of the
+    // uid on the machine, so any other `nobody` process (a daemon, another test) broke this.
+    let uid = unused_uid();
+    let reuid = format!("--reuid={uid}");
+    let regid = format!("--regid={uid}");
     let wrapper = [
         "setpriv",
-        "--reuid=65534",
-        "--regid=65534",
+        reuid.as_str(),
+        regid.as_str(),
         "--clear-groups",
         "prlimit",
         "--nproc=12",
@@ -206,7 +243,7 @@ fn no_thread_for_a_connection_is_answered_with_503_not_a_crash() {
     for _ in 0..40 {
         let mut stream = connect(port);
         stream
-            .write_all(b"GET /api/status HTTP/1.1\r\nHost: x\r\n\r\n")
+            .write_all(b"GET /api/status HTTP/1.1\r\nHost: localhost\r\n\r\n")
             .unwrap();
         let mut head = [0u8; 12];
         stream.read_exact(&mut head).unwrap();
@@ -244,7 +281,8 @@ fn no_thread_for_a_connection_is_answered_with_503_not_a_crash() {
 
 #[test]
 fn three_hundred_half_open_connections_do_not_stop_normal_clients() {
-    let server = Server::start(&[]);
+    // Every test client is 127.0.0.1: lift the per-address cap to test the total.
+    let server = Server::with_config("max_connections_per_ip = 1000\n", &[]);
     let port = server.port();
     let mut stalled = Vec::new();
     for i in 0..300 {
@@ -252,7 +290,7 @@ fn three_hundred_half_open_connections_do_not_stop_normal_clients() {
         // Half a request, then nothing: a slowloris.
         write!(
             stream,
-            "GET /api/status?n={i} HTTP/1.1\r\nHost: x\r\nX-Slow:"
+            "GET /api/status?n={i} HTTP/1.1\r\nHost: localhost\r\nX-Slow:"
         )
         .unwrap();
         stalled.push(stream);
@@ -280,7 +318,7 @@ fn a_client_reading_one_byte_a_second_is_dropped_without_hurting_others() {
     let mut normal = Sse::connect(port, "/stream/events");
 
     let mut slow = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    slow.write_all(b"GET /stream/events HTTP/1.1\r\nHost: x\r\n\r\n")
+    slow.write_all(b"GET /stream/events HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let slow_reader = {

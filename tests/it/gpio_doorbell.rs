@@ -276,6 +276,8 @@ fn start_on_gpio17(gpio: &FakeGpio, doorbell: &str, cooldown_ms: u64) -> Server 
 }
 
 const RELEASED_17: &str = "GPIO 17 (sysfs 529 on pinctrl-bcm2835): button released";
+/// What the server logs for each ring.
+const RING: &str = "doorbell pressed (event";
 
 /// The stored GPIO presses are exactly `n`, and the same ones came live over SSE.
 fn assert_rings(server: &Server, sse: &mut Sse, n: usize) {
@@ -349,33 +351,39 @@ fn bouncy_presses_and_a_long_hold_ring_exactly_once_each() {
 
 #[test]
 fn a_second_press_within_the_cooldown_is_not_a_new_ring() {
+    const COOLDOWN: Duration = Duration::from_millis(3000);
     let gpio = FakeGpio::new(PI_CHIPS);
-    let server = start_on_gpio17(&gpio, "gpio:17:active-low:debounce=20", 600);
+    let server = start_on_gpio17(&gpio, "gpio:17:active-low:debounce=20", 3000);
     let mut sse = Sse::connect(server.port(), "/stream/events?types=doorbell_pressed");
     let button = Button {
         gpio: &gpio,
         sysfs: 529,
         active_low: true,
     };
-    // A double tap: released long enough to count as a release, pressed again 250 ms after
-    // the first ring.
+    // A double tap. Each step waits for the server to have read the last one (its log), so a
+    // loaded machine that reads the pin late changes nothing; the cooldown is long enough that
+    // the second press is well inside it however slow that was.
     button.set(true);
-    hold(100);
+    wait_log(&server, RING, 1);
+    let first_ring_seen = Instant::now();
     button.set(false);
-    hold(150);
+    wait_log(&server, RELEASED_17, 1);
     button.set(true);
-    hold(100);
-    button.set(false);
     wait_log(
         &server,
-        "pressed again within the 600 ms cooldown; not a new ring",
+        "pressed again within the 3000 ms cooldown; not a new ring",
         1,
     );
+    button.set(false);
     wait_log(&server, RELEASED_17, 2);
-    // Once the cooldown is over, a press rings again.
-    hold(600);
+    // Once the cooldown is over (counted from the ring, which the server made before the test
+    // saw it), a press rings again.
+    thread::sleep(
+        (first_ring_seen + COOLDOWN + Duration::from_millis(100))
+            .saturating_duration_since(Instant::now()),
+    );
     button.set(true);
-    hold(100);
+    wait_log(&server, RING, 2);
     button.set(false);
     wait_log(&server, RELEASED_17, 3);
     assert_rings(&server, &mut sse, 2);

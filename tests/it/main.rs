@@ -18,6 +18,7 @@ mod durability;
 mod fanout;
 mod faults;
 mod gpio_doorbell;
+mod hostile;
 mod interop;
 mod motion;
 mod mqtt;

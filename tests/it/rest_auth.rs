@@ -508,7 +508,7 @@ fn bad_event_posts_are_4xx_json_and_store_nothing() {
     stream
         .write_all(
             format!(
-                "POST /api/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\n\
+                "POST /api/events HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {ADMIN}\r\n\
                  Content-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n{{"
             )
             .as_bytes(),
@@ -524,7 +524,7 @@ fn bad_event_posts_are_4xx_json_and_store_nothing() {
     // A chunked body over the limit is refused as well (413, or 411 if chunked is refused).
     let mut stream = connect(port);
     let mut req = format!(
-        "POST /api/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\n\
+        "POST /api/events HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {ADMIN}\r\n\
          Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
     )
     .into_bytes();
@@ -953,8 +953,8 @@ fn keep_alive_pipelining_and_expect_continue() {
     let mut stream = connect(port);
     let body = json!({"event_type": "pipelined", "data": {}}).to_string();
     let both = format!(
-        "POST /api/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}GET /api/events?limit=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+        "POST /api/events HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}GET /api/events?limit=1 HTTP/1.1\r\nHost: localhost\r\n\r\n",
         body.len()
     );
     stream.write_all(both.as_bytes()).unwrap();
@@ -969,7 +969,7 @@ fn keep_alive_pipelining_and_expect_continue() {
     let mut stream = connect(port);
     let body = json!({"event_type": "expect_test", "data": {"pad": "e".repeat(2000)}}).to_string();
     let head = format!(
-        "POST /api/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+        "POST /api/events HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
         body.len()
     );

@@ -45,7 +45,8 @@ async def ws_ids(server, ready, count):
 
 
 def test_100_websocket_and_100_sse_clients_receive_every_event_in_order(make_server):
-    s = make_server()
+    # Every client here is 127.0.0.1: lift the per-address connection cap (default 32).
+    s = make_server(config="max_connections_per_ip = 1000\n")
     clients, events = 100, 100
 
     async def body():

@@ -109,7 +109,7 @@ def test_a_request_that_is_not_a_websocket_handshake_gets_a_json_error(server):
     assert status == 400
 
     status, headers, body = http_get_ws(server, GOOD, method="POST")
-    assert status == 405 and headers["Allow"] == "GET"
+    assert status == 405 and headers["Allow"] == "GET, HEAD"
 
 
 @pytest.mark.parametrize("query", ["?client_id=has%20space", "?last_event_id=abc",

@@ -10,6 +10,7 @@ use std::time::Duration;
 pub struct Spawned {
     pub child: Child,
     data_dir: std::path::PathBuf,
+    config: Option<std::path::PathBuf>,
 }
 
 impl Drop for Spawned {
@@ -20,15 +21,38 @@ impl Drop for Spawned {
         }
         self.child.wait().ok();
         std::fs::remove_dir_all(&self.data_dir).ok();
+        if let Some(config) = &self.config {
+            std::fs::remove_file(config).ok();
+        }
     }
 }
+
+/// What the benchmark's config file sets when `extra` names none: every benchmark client
+/// connects from 127.0.0.1, which the default `max_connections_per_ip` (32) would cap.
+const BENCH_CONFIG: &str = "max_connections_per_ip = 100000\n";
 
 /// Starts the server with `extra` arguments; returns it and the address it listens on.
 pub fn spawn_server(extra: &[String], tag: &str) -> Result<(Spawned, SocketAddr), String> {
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
     let binary = me.with_file_name("porchlight");
-    let data_dir = std::env::temp_dir().join(format!("porchlight-{tag}-{}", std::process::id()));
-    let mut child = Command::new(&binary)
+    let base = format!("porchlight-{tag}-{}", std::process::id());
+    let data_dir = std::env::temp_dir().join(&base);
+    let config = if extra
+        .iter()
+        .any(|a| a == "--config" || a.starts_with("--config="))
+    {
+        None
+    } else {
+        let path = std::env::temp_dir().join(format!("{base}.toml"));
+        std::fs::write(&path, BENCH_CONFIG)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        Some(path)
+    };
+    let mut command = Command::new(&binary);
+    if let Some(config) = &config {
+        command.arg("--config").arg(config);
+    }
+    let mut child = command
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&data_dir)
         .args(extra)
@@ -49,7 +73,11 @@ pub fn spawn_server(extra: &[String], tag: &str) -> Result<(Spawned, SocketAddr)
             }
         }
     });
-    let spawned = Spawned { child, data_dir };
+    let spawned = Spawned {
+        child,
+        data_dir,
+        config,
+    };
     let addr = rx
         .recv_timeout(Duration::from_secs(20))
         .map_err(|_| "the server did not report its address within 20 s".to_string())?;

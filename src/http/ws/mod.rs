@@ -48,6 +48,16 @@ pub fn serve(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool 
             return false;
         }
     };
+    // A HEAD gets what a GET without a handshake would; with one, it still cannot upgrade.
+    if *request.method() == Method::Head {
+        let reply = reply::error(
+            400,
+            "bad_request",
+            "a WebSocket is opened with GET; HEAD cannot upgrade",
+        );
+        respond(request, reply, ctx);
+        return false;
+    }
     let Some(_slot) = ctx
         .metrics
         .admit(ClientKind::WebSocket, ctx.config.max_ws_clients)
@@ -70,15 +80,15 @@ pub fn serve(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool 
     let switching =
         Response::empty(101).with_header(reply::header("Sec-WebSocket-Accept", &accept_key));
     let upgraded = request.upgrade("websocket", switching);
-    let (incoming, reader) = match transport::spawn_reader(upgraded, format!("ws-read-{}", conn.id))
-    {
-        Ok(started) => started,
-        Err(err) => {
-            log::warn!("cannot start a reader thread for {}: {err}", conn.peer);
-            refuse_after_upgrade(conn);
-            return false;
-        }
-    };
+    let (incoming, reader) =
+        match transport::spawn_reader(upgraded, format!("ws-read-{}", conn.id), &conn.socket) {
+            Ok(started) => started,
+            Err(err) => {
+                log::warn!("cannot start a reader thread for {}: {err}", conn.peer);
+                refuse_after_upgrade(conn);
+                return false;
+            }
+        };
     log::info!(
         "WebSocket client {} connected from {} as {}{}",
         opened.client_id,
@@ -90,11 +100,12 @@ pub fn serve(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool 
             .unwrap_or_default()
     );
     let client_id = opened.client_id.clone();
+    super::panics::injected("stream", &target.path);
     let (reason, sent) =
         Session::new(&conn.socket, ctx, opened, latch).run(&incoming, subscription);
-    // Also ends the reader thread: its read returns once the socket is shut down.
-    conn.socket.shutdown(SocketShutdown::Both).ok();
-    reader.join().ok();
+    // Dropping `reader` (here, or while unwinding from a panic) shuts the socket down, which
+    // ends the reader thread, and joins it.
+    drop(reader);
     log::info!("WebSocket client {client_id} disconnected: {reason} ({sent} events sent)");
     false
 }
@@ -107,11 +118,9 @@ fn check(
     conn: &Conn,
     ctx: &Ctx,
 ) -> Result<(Opened, String), Reply> {
-    if *request.method() != Method::Get {
-        return Err(
-            reply::error(405, "method_not_allowed", "a WebSocket opens with GET")
-                .with_header(reply::header("Allow", "GET")),
-        );
+    if !matches!(request.method(), Method::Get | Method::Head) {
+        let allowed = super::router::ALLOW_GET;
+        return Err(super::router::method_not_allowed(request.method(), allowed));
     }
     // Browsers let any page open a WebSocket to any host: the Origin check is what keeps a
     // foreign page from driving the doorbell with the user's cookie.
@@ -131,7 +140,9 @@ fn check(
     let bad_request = |message: String| reply::error(400, "bad_request", &message);
     let client_id =
         super::query::client_id(target.get("client_id"), "ws", conn.id).map_err(bad_request)?;
-    let last_event_id = target.get_u64("last_event_id").map_err(bad_request)?;
+    let last_event_id = target
+        .get_event_id("last_event_id", super::query::IdFloor::ZeroMeansStart)
+        .map_err(bad_request)?;
     // The router has already checked the token; this reads the role it grants.
     let role = access::role_of(request, target, &ctx.config.tokens)?;
     Ok((

@@ -3,6 +3,8 @@
 //! its own), and the text of what the server answers. `live_event` is not here: it is framed
 //! once per event on the event writer thread (`PublishedEvent::ws_frame`).
 
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use super::subscriptions::ALL;
@@ -42,6 +44,63 @@ impl ErrorCode {
     }
 }
 
+/// A message's `request_id`, kept as the exact JSON text the client sent, so the answer echoes
+/// it byte for byte: a 92-digit integer, `2^64+1`, `1.10` or `"\u0041"` come back as written,
+/// not as the nearest float or a re-escaped string.
+#[derive(Clone, Debug)]
+pub struct RequestId(Box<RawValue>);
+
+impl RequestId {
+    /// `null`: what a command without a `request_id` is answered with.
+    pub fn null() -> RequestId {
+        RequestId(RawValue::NULL.to_owned())
+    }
+
+    /// The JSON text as sent.
+    pub fn text(&self) -> &str {
+        self.0.get()
+    }
+
+    /// An id that arrived as a parsed value (an MQTT command's): its JSON serialisation.
+    pub fn from_value(value: &Value) -> RequestId {
+        serde_json::value::to_raw_value(value).map_or_else(|_| RequestId::null(), RequestId)
+    }
+}
+
+impl PartialEq for RequestId {
+    fn eq(&self, other: &RequestId) -> bool {
+        self.text() == other.text()
+    }
+}
+
+impl Serialize for RequestId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+/// Only the `request_id` of a message, as raw text (other keys are skipped unparsed).
+#[derive(Deserialize)]
+struct RawRequestId {
+    #[serde(default, deserialize_with = "present")]
+    request_id: Option<Box<RawValue>>,
+}
+
+/// A key that is there, `null` included, is `Some`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(Some)
+}
+
+/// The `request_id` of `text` (already checked to be a JSON object within the depth limit),
+/// exactly as written. A message naming `request_id` twice (which JSON parsers settle
+/// differently) gets the value `object` kept, re-serialised.
+fn raw_request_id(text: &str, object: &Map<String, Value>) -> Option<RequestId> {
+    match serde_json::from_str::<RawRequestId>(text) {
+        Ok(raw) => raw.request_id.map(RequestId),
+        Err(_) => object.get("request_id").map(RequestId::from_value),
+    }
+}
+
 /// A message that cannot be acted on: answered with an `error` message, and the connection
 /// stays open.
 #[derive(Debug, PartialEq)]
@@ -49,7 +108,7 @@ pub struct Refusal {
     pub code: ErrorCode,
     pub message: String,
     /// The message's `request_id`, echoed when it had one.
-    pub request_id: Option<Value>,
+    pub request_id: Option<RequestId>,
 }
 
 /// The `system_command`s there are.
@@ -105,7 +164,7 @@ pub enum ClientMessage {
     SystemCommand {
         command: CommandName,
         params: Value,
-        request_id: Value,
+        request_id: RequestId,
     },
     /// `None`: the current default quality.
     RequestVideoStream {
@@ -116,7 +175,7 @@ pub enum ClientMessage {
 
 /// Parses one text message.
 pub fn parse(text: &str) -> Result<ClientMessage, Refusal> {
-    let refuse = |code, message: String, request_id: Option<&Value>| Refusal {
+    let refuse = |code, message: String, request_id: Option<&RequestId>| Refusal {
         code,
         message,
         request_id: request_id.cloned(),
@@ -135,7 +194,8 @@ pub fn parse(text: &str) -> Result<ClientMessage, Refusal> {
             None,
         ));
     };
-    let request_id = object.remove("request_id");
+    let request_id = raw_request_id(text, &object);
+    object.remove("request_id");
     let bad_params = |message: String| refuse(ErrorCode::BadParams, message, request_id.as_ref());
     let kind = match object.get("type") {
         Some(Value::String(kind)) => kind.as_str(),
@@ -177,7 +237,7 @@ pub fn parse(text: &str) -> Result<ClientMessage, Refusal> {
             Ok(ClientMessage::SystemCommand {
                 command,
                 params: object.remove("params").unwrap_or(Value::Null),
-                request_id: request_id.unwrap_or(Value::Null),
+                request_id: request_id.unwrap_or_else(RequestId::null),
             })
         }
         "request_video_stream" => match object.get("quality") {
@@ -254,34 +314,54 @@ pub fn subscription_changed(kind: &str, types: &[String]) -> String {
 /// running.
 pub fn command_result(
     command: CommandName,
-    request_id: &Value,
+    request_id: &RequestId,
     outcome: Result<Value, String>,
 ) -> String {
-    let mut message = json!({
-        "type": "command_result",
-        "command": command.name(),
-        "request_id": request_id,
-    });
-    match outcome {
-        Ok(result) => {
-            message["success"] = Value::Bool(true);
-            message["result"] = result;
-        }
-        Err(error) => {
-            message["success"] = Value::Bool(false);
-            message["error"] = Value::String(error);
-        }
+    /// The message, in the contract's key order, with the `request_id` as sent.
+    #[derive(Serialize)]
+    struct CommandResult<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        command: &'static str,
+        request_id: &'a RequestId,
+        success: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        result: Option<Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
     }
-    message.to_string()
+    let (success, result, error) = match outcome {
+        Ok(result) => (true, Some(result), None),
+        Err(error) => (false, None, Some(error)),
+    };
+    serde_json::to_string(&CommandResult {
+        kind: "command_result",
+        command: command.name(),
+        request_id,
+        success,
+        result,
+        error,
+    })
+    .expect("a command result serialises")
 }
 
 pub fn error(refusal: &Refusal) -> String {
-    let mut message = json!({"type": "error", "code": refusal.code.as_str()});
-    if let Some(request_id) = &refusal.request_id {
-        message["request_id"] = request_id.clone();
+    #[derive(Serialize)]
+    struct Error<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        code: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        request_id: Option<&'a RequestId>,
+        message: &'a str,
     }
-    message["message"] = Value::String(refusal.message.clone());
-    message.to_string()
+    serde_json::to_string(&Error {
+        kind: "error",
+        code: refusal.code.as_str(),
+        request_id: refusal.request_id.as_ref(),
+        message: &refusal.message,
+    })
+    .expect("an error message serialises")
 }
 
 /// Where this client's MJPEG stream is: `/stream/video/<client_id>?quality=Q`.
@@ -303,6 +383,12 @@ pub fn pong(timestamp: f64) -> String {
 /// saw them; `to` is the first one still stored.
 pub fn gap(from: u64, to: u64) -> String {
     json!({"type": "gap", "from": from, "to": to}).to_string()
+}
+
+/// Like SSE's `event: reset`: `last_event_id` is beyond every id the store ever assigned (it
+/// was wiped or replaced); live events after `newest_id` follow.
+pub fn reset(last_event_id: u64, newest_id: u64) -> String {
+    json!({"type": "reset", "last_event_id": last_event_id, "newest_id": newest_id}).to_string()
 }
 
 #[cfg(test)]
@@ -330,7 +416,7 @@ mod tests {
             Ok(ClientMessage::SystemCommand {
                 command: CommandName::SetQuality,
                 params: json!({"quality": "low"}),
-                request_id: json!("r1"),
+                request_id: RequestId(RawValue::from_string("\"r1\"".into()).unwrap()),
             })
         );
         assert_eq!(
@@ -338,7 +424,7 @@ mod tests {
             Ok(ClientMessage::SystemCommand {
                 command: CommandName::GetSystemStatus,
                 params: Value::Null,
-                request_id: Value::Null,
+                request_id: RequestId::null(),
             })
         );
         assert_eq!(
@@ -408,7 +494,7 @@ mod tests {
     #[test]
     fn a_refusal_echoes_the_request_id_it_was_given() {
         let refusal = refused(r#"{"type":"system_command","command":"reboot","request_id":42}"#);
-        assert_eq!(refusal.request_id, Some(json!(42)));
+        assert_eq!(refusal.request_id.as_ref().map(RequestId::text), Some("42"));
         let message: Value = serde_json::from_str(&error(&refusal)).unwrap();
         assert_eq!(message["type"], "error");
         assert_eq!(message["code"], "unknown_command");
@@ -418,24 +504,50 @@ mod tests {
         assert!(without.get("request_id").is_none());
     }
 
-    /// Found by fuzzing (ws_message): a huge numeric request_id came back one ulp off, because
-    /// serde_json's default float parser is not correctly rounded. With `float_roundtrip` the
-    /// echo parses back to exactly the number the client sent.
+    /// Found by fuzzing (ws_message): a huge numeric request_id came back one ulp off; a hostile
+    /// probe then found a 92-digit integer echoed as `1e+92`. The id is echoed as its text.
     #[test]
-    fn a_huge_numeric_request_id_is_echoed_exactly() {
-        let id = "4".repeat(91) + "3";
-        let refusal = refused(&format!(r#"{{"request_id":{id}}}"#));
-        let sent: Value = serde_json::from_str(&id).unwrap();
-        assert_eq!(refusal.request_id.as_ref(), Some(&sent));
-        let message: Value = serde_json::from_str(&error(&refusal)).unwrap();
-        assert_eq!(message["request_id"], sent);
+    fn a_request_id_is_echoed_exactly_as_sent() {
+        for id in [
+            "4".repeat(91) + "3",
+            "1".to_string() + &"0".repeat(91),
+            "18446744073709551617".to_string(),
+            "-0".to_string(),
+            "1.10".to_string(),
+            "1E+2".to_string(),
+            r#""\u0041\/""#.to_string(),
+            r#"{"b": [1, 2.50], "a": null}"#.to_string(),
+            "null".to_string(),
+        ] {
+            let unknown = format!(r#"{{"type":"system_command","command":"x","request_id":{id}}}"#);
+            let sent = error(&refused(&unknown));
+            assert!(sent.contains(&format!(r#""request_id":{id},"#)), "{sent}");
+            let text = format!(
+                r#"{{"request_id" : {id} , "type":"system_command","command":"get_system_status"}}"#
+            );
+            let Ok(ClientMessage::SystemCommand { request_id, .. }) = parse(&text) else {
+                panic!("{text}");
+            };
+            let answer = command_result(CommandName::GetSystemStatus, &request_id, Ok(json!(1)));
+            assert!(
+                answer.contains(&format!(r#""request_id":{id},"#)),
+                "{answer}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_repeated_request_id_echoes_the_one_the_message_keeps() {
+        let refusal = refused(r#"{"request_id":1,"request_id":2}"#);
+        assert_eq!(refusal.request_id.as_ref().map(RequestId::text), Some("2"));
     }
 
     #[test]
     fn command_results_have_the_contract_shape() {
+        let r = RequestId(RawValue::from_string("\"r\"".into()).unwrap());
         let ok: Value = serde_json::from_str(&command_result(
             CommandName::SetQuality,
-            &json!("r"),
+            &r,
             Ok(json!({"quality": "low"})),
         ))
         .unwrap();
@@ -446,7 +558,7 @@ mod tests {
         );
         let failed: Value = serde_json::from_str(&command_result(
             CommandName::RestartPipeline,
-            &Value::Null,
+            &RequestId::null(),
             Err("no camera".into()),
         ))
         .unwrap();

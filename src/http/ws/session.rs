@@ -414,7 +414,7 @@ impl<'a> Session<'a> {
         &mut self,
         command: CommandName,
         params: &serde_json::Value,
-        request_id: serde_json::Value,
+        request_id: protocol::RequestId,
     ) -> Result<(), End> {
         let outcome = commands::run(command, params, self.opened.role, self.ctx);
         let answer = match outcome {
@@ -454,6 +454,12 @@ impl<'a> Session<'a> {
             .replay(ctx.events.reader(), after, |item| match item {
                 Replayed::Gap { from, to } => ws
                     .send(Message::Text(protocol::gap(from, to)))
+                    .map_err(|e| e.to_string()),
+                Replayed::Reset {
+                    last_event_id,
+                    newest_id,
+                } => ws
+                    .send(Message::Text(protocol::reset(last_event_id, newest_id)))
                     .map_err(|e| e.to_string()),
                 Replayed::Event(event) if subscriptions.wants(&event.event_type) => {
                     let frame = live_event_frame(&event.to_json().to_string());

@@ -91,12 +91,32 @@ impl Write for Transport<'_> {
     }
 }
 
-/// Starts the reader thread over the upgraded `stream`. The channel disconnects when the client
-/// closes its side or the socket is shut down (which is how the session stops the thread).
-pub fn spawn_reader(
+/// The reader thread, owned by the session's connection thread. Dropping it — when the
+/// session ends, or while unwinding from a panic — shuts the socket down, which ends the
+/// thread's blocking read, and joins it: a session never leaves its reader (and the reader's
+/// handle on the socket) behind.
+pub struct Reader<'a> {
+    socket: &'a TcpStream,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Reader<'_> {
+    fn drop(&mut self) {
+        self.socket.shutdown(std::net::Shutdown::Both).ok();
+        if let Some(thread) = self.thread.take() {
+            thread.join().ok();
+        }
+    }
+}
+
+/// Starts the reader thread over the upgraded `stream` (whose socket is `socket`). The channel
+/// disconnects when the client closes its side or the socket is shut down (which is how the
+/// returned [`Reader`] stops the thread).
+pub fn spawn_reader<'a>(
     mut stream: Box<dyn ReadWrite + Send>,
     name: String,
-) -> io::Result<(Receiver<Vec<u8>>, JoinHandle<()>)> {
+    socket: &'a TcpStream,
+) -> io::Result<(Receiver<Vec<u8>>, Reader<'a>)> {
     let (tx, rx) = crossbeam_channel::bounded(CHUNKS_QUEUED);
     let handle = std::thread::Builder::new()
         .name(name)
@@ -122,7 +142,11 @@ pub fn spawn_reader(
                 }
             }
         })?;
-    Ok((rx, handle))
+    let reader = Reader {
+        socket,
+        thread: Some(handle),
+    };
+    Ok((rx, reader))
 }
 
 #[cfg(test)]

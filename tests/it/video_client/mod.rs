@@ -229,11 +229,14 @@ pub fn rate(parts: &[Part]) -> f64 {
     (parts.len() - 1) as f64 / span
 }
 
-/// Asserts `measured` is within 10% of `expected`.
+/// Asserts a stream ran at `expected` fps: never more than 10 % faster (a rate limit or a
+/// source's pace is a ceiling, and nothing may burst past it), and not slower than 60 % of it.
+/// The floor is loose on purpose: a machine loaded by other work makes frames late, never early,
+/// so only the ceiling is exact; the floor catches a stream that stalled or halved.
 pub fn assert_rate(measured: f64, expected: f64, what: &str) {
     assert!(
-        (measured - expected).abs() <= expected * 0.10,
-        "{what}: {measured:.2} fps, expected {expected} ± 10%"
+        measured <= expected * 1.10 && measured >= expected * 0.60,
+        "{what}: {measured:.2} fps, expected {expected} (at most +10 %, at least -40 %)"
     );
 }
 

@@ -5,13 +5,13 @@ use std::io::Result as IoResult;
 use std::io::{BufReader, BufWriter, ErrorKind, Read};
 
 use std::net::{SocketAddr, TcpStream};
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use crate::common::{HTTPVersion, Method};
 use crate::util::RefinedTcpStream;
+use crate::util::{Deadline, DeadlineStream};
 use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
-use crate::Request;
+use crate::{Header, Request, Response, StatusCode};
 
 /// A ClientConnection is an object that will store a socket to a client
 /// and return Request objects.
@@ -21,14 +21,14 @@ pub struct ClientConnection {
 
     // sequence of Readers to the stream, so that the data is not read in
     //  the wrong order
-    source: SequentialReaderBuilder<BufReader<RefinedTcpStream>>,
+    source: SequentialReaderBuilder<BufReader<DeadlineStream>>,
 
     // sequence of Writers to the stream, to avoid writing response #2 before
     //  response #1
     sink: SequentialWriterBuilder<BufWriter<RefinedTcpStream>>,
 
     // Reader to read the next header from
-    next_header_source: SequentialReader<BufReader<RefinedTcpStream>>,
+    next_header_source: SequentialReader<BufReader<DeadlineStream>>,
 
     // set to true if we know that the previous request is the last one
     no_more_requests: bool,
@@ -38,19 +38,24 @@ pub struct ClientConnection {
 
     // porchlight patch: bounds on what one request head may cost.
     limits: HeadLimits,
+
+    // porchlight patch: the deadline of the request being read (head and body).
+    deadline: Deadline,
 }
 
-/// porchlight patch: bounds on one request head, so that a client cannot make the server
-/// allocate without limit (tiny_http 0.12 reads lines byte by byte with no cap) or hold a
-/// connection forever by trickling a request one byte at a time.
+/// porchlight patch: bounds on one request, so that a client cannot make the server allocate
+/// without limit (tiny_http 0.12 reads lines byte by byte with no cap) or hold a connection
+/// forever by trickling a request one byte at a time.
 #[derive(Clone, Copy, Debug)]
 pub struct HeadLimits {
     /// Longest request line or header line, in bytes (longer: 414 or 431, then close).
     pub max_line_bytes: usize,
     /// Most header lines in one request (more: 431, then close).
     pub max_headers: usize,
-    /// Longest time from the first byte of a request line to the end of its headers.
-    pub head_deadline: Duration,
+    /// Longest time from the first byte of a request to the last byte of its body (past it:
+    /// 408, then close). Covers the head, the body as a handler reads it, and the draining
+    /// of a body it did not read.
+    pub request_deadline: Duration,
 }
 
 impl Default for HeadLimits {
@@ -58,7 +63,7 @@ impl Default for HeadLimits {
         HeadLimits {
             max_line_bytes: 8 * 1024,
             max_headers: 100,
-            head_deadline: Duration::from_secs(10),
+            request_deadline: Duration::from_secs(10),
         }
     }
 }
@@ -66,31 +71,69 @@ impl Default for HeadLimits {
 /// Error that can happen when reading a request.
 #[derive(Debug)]
 enum ReadError {
-    WrongRequestLine,
-    WrongHeader(HTTPVersion),
+    /// porchlight patch: the request breaks HTTP/1.1's framing or syntax (RFC 9112): answered
+    /// 400 with a JSON error naming what was wrong, then the connection closes — where the
+    /// next request would start is unknown.
+    Malformed(&'static str),
+    /// porchlight patch: a well-formed version other than HTTP/1.0 and HTTP/1.1: 505.
+    VersionNotSupported,
+    /// porchlight patch: a transfer coding other than `chunked`: 501 (RFC 9112 §6.1).
+    NotImplemented(&'static str),
     /// the client sent an unrecognized `Expect` header
-    ExpectationFailed(HTTPVersion),
-    ReadIoError(IoError),
+    ExpectationFailed,
+    /// porchlight patch: the request's deadline passed: 408.
+    TimedOut,
+    /// The connection ended or broke before a request began: close without an answer.
+    ReadIoError(#[allow(dead_code)] IoError),
     /// porchlight patch: the request line was longer than `max_line_bytes`.
     RequestLineTooLong,
     /// porchlight patch: a header line was too long, or there were too many.
     HeadersTooLarge,
 }
 
-/// porchlight patch: marks a line that went past `max_line_bytes`.
-#[derive(Debug)]
-struct LineTooLong;
+/// porchlight patch: why a head line could not be read.
+enum LineError {
+    Io(IoError),
+    TooLong,
+    Malformed(&'static str),
+}
 
-impl std::fmt::Display for LineTooLong {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("request head line too long")
+impl LineError {
+    /// The `ReadError` for this line error; `too_long` is what an overlong line means here.
+    fn into_read_error(self, too_long: ReadError) -> ReadError {
+        match self {
+            LineError::TooLong => too_long,
+            LineError::Malformed(why) => ReadError::Malformed(why),
+            LineError::Io(e) if e.kind() == ErrorKind::TimedOut => ReadError::TimedOut,
+            LineError::Io(e) => ReadError::ReadIoError(e),
+        }
     }
 }
 
-impl std::error::Error for LineTooLong {}
+/// porchlight patch: RFC 9110 `tchar`, what method and header names are made of.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
 
-fn is_line_too_long(err: &IoError) -> bool {
-    err.get_ref().map_or(false, |inner| inner.is::<LineTooLong>())
+/// porchlight patch: a JSON error answer (`{"error": code, "message": text}`, as porchlight's
+/// own errors), after which the connection closes.
+fn error_response(status: u16, code: &str, message: &str) -> Response<std::io::Cursor<Vec<u8>>> {
+    let escaped: String = message
+        .chars()
+        .flat_map(|c| match c {
+            '"' => vec!['\\', '"'],
+            '\\' => vec!['\\', '\\'],
+            c => vec![c],
+        })
+        .collect();
+    let body = format!("{{\"error\": \"{code}\", \"message\": \"{escaped}\"}}");
+    let header = |name: &str, value: &str| Header::from_bytes(name, value).unwrap();
+    Response::from_data(body.into_bytes())
+        .with_status_code(StatusCode(status))
+        .with_header(header("Content-Type", "application/json"))
+        .with_header(header("Cache-Control", "no-store"))
+        .with_header(header("X-Content-Type-Options", "nosniff"))
+        .with_header(header("Connection", "close"))
 }
 
 impl ClientConnection {
@@ -102,6 +145,8 @@ impl ClientConnection {
         let remote_addr = read_socket.peer_addr();
         let secure = read_socket.secure();
 
+        let deadline = Deadline::default();
+        let read_socket = DeadlineStream::new(read_socket, deadline.clone());
         let mut source = SequentialReaderBuilder::new(BufReader::with_capacity(1024, read_socket));
         let first_header = source.next().unwrap();
 
@@ -113,6 +158,7 @@ impl ClientConnection {
             no_more_requests: false,
             secure,
             limits: HeadLimits::default(),
+            deadline,
         }
     }
 
@@ -134,37 +180,63 @@ impl ClientConnection {
     ///
     /// Reads until `CRLF` is reached. The next read will start
     ///  at the first byte of the new line.
-    /// porchlight patch: `head_started` is set when the first byte of a request arrives; every
-    /// line of that head must then be complete within `head_deadline` (an idle keep-alive
-    /// connection is bounded by the socket's read timeout instead).
-    fn read_next_line(&mut self, head_started: &mut Option<Instant>) -> IoResult<AsciiString> {
+    /// porchlight patch: strict lines. A bare LF or a bare CR, a control byte other than
+    /// HTAB (NUL included) or a byte outside ASCII makes the request malformed (400): such
+    /// bytes are where request smuggling and header injection live. A line may not exceed
+    /// `max_line_bytes`. The first byte of a request starts its deadline.
+    fn read_next_line(&mut self) -> Result<AsciiString, LineError> {
         let mut buf = Vec::new();
         let mut prev_byte_was_cr = false;
 
         loop {
             if buf.len() > self.limits.max_line_bytes {
-                return Err(IoError::new(ErrorKind::InvalidData, LineTooLong));
-            }
-            if head_started.map_or(false, |t| t.elapsed() > self.limits.head_deadline) {
-                return Err(IoError::new(ErrorKind::TimedOut, "request head took too long"));
+                return Err(LineError::TooLong);
             }
             let byte = self.next_header_source.by_ref().bytes().next();
-            if head_started.is_none() {
-                *head_started = Some(Instant::now());
+            if self.deadline.get().is_none() {
+                self.deadline
+                    .set(Instant::now() + self.limits.request_deadline);
             }
 
             let byte = match byte {
-                Some(b) => b?,
-                None => return Err(IoError::new(ErrorKind::ConnectionAborted, "Unexpected EOF")),
+                Some(b) => b.map_err(LineError::Io)?,
+                None => {
+                    return Err(LineError::Io(IoError::new(
+                        ErrorKind::ConnectionAborted,
+                        "Unexpected EOF",
+                    )))
+                }
             };
 
-            if byte == b'\n' && prev_byte_was_cr {
-                buf.pop(); // removing the '\r'
+            if prev_byte_was_cr {
+                if byte != b'\n' {
+                    return Err(LineError::Malformed("a bare CR in the request head"));
+                }
                 return AsciiString::from_ascii(buf)
-                    .map_err(|_| IoError::new(ErrorKind::InvalidInput, "Header is not in ASCII"));
+                    .map_err(|_| LineError::Malformed("a byte outside ASCII in the request head"));
             }
-
-            prev_byte_was_cr = byte == b'\r';
+            match byte {
+                b'\r' => {
+                    prev_byte_was_cr = true;
+                    continue;
+                }
+                b'\n' => {
+                    return Err(LineError::Malformed(
+                        "a bare LF in the request head; lines end with CRLF",
+                    ))
+                }
+                b'\t' => {}
+                0 => return Err(LineError::Malformed("a NUL byte in the request head")),
+                0x01..=0x1f | 0x7f => {
+                    return Err(LineError::Malformed("a control byte in the request head"))
+                }
+                0x80..=0xff => {
+                    return Err(LineError::Malformed(
+                        "a byte outside ASCII in the request head",
+                    ))
+                }
+                _ => {}
+            }
 
             buf.push(byte);
         }
@@ -173,36 +245,26 @@ impl ClientConnection {
     /// Reads a request from the stream.
     /// Blocks until the header has been read.
     fn read(&mut self) -> Result<Request, ReadError> {
+        // porchlight patch: between requests only the socket's idle timeout applies; the next
+        // request's deadline starts with its first byte (`read_next_line`).
+        self.deadline.clear();
         let (method, path, version, headers) = {
             // reading the request line
-            let mut head_started = None;
             let (method, path, version) = {
                 let line = self
-                    .read_next_line(&mut head_started)
-                    .map_err(|e| {
-                        if is_line_too_long(&e) {
-                            ReadError::RequestLineTooLong
-                        } else {
-                            ReadError::ReadIoError(e)
-                        }
-                    })?;
+                    .read_next_line()
+                    .map_err(|e| e.into_read_error(ReadError::RequestLineTooLong))?;
 
-                parse_request_line(
-                    line.as_str().trim(), // TODO: remove this conversion
-                )?
+                parse_request_line(line.as_str())?
             };
 
             // getting all headers
             let headers = {
                 let mut headers = Vec::new();
                 loop {
-                    let line = self.read_next_line(&mut head_started).map_err(|e| {
-                        if is_line_too_long(&e) {
-                            ReadError::HeadersTooLarge
-                        } else {
-                            ReadError::ReadIoError(e)
-                        }
-                    })?;
+                    let line = self
+                        .read_next_line()
+                        .map_err(|e| e.into_read_error(ReadError::HeadersTooLarge))?;
 
                     if line.is_empty() {
                         break;
@@ -210,11 +272,7 @@ impl ClientConnection {
                     if headers.len() >= self.limits.max_headers {
                         return Err(ReadError::HeadersTooLarge);
                     }
-                    headers.push(match FromStr::from_str(line.as_str().trim()) {
-                        // TODO: remove this conversion
-                        Ok(h) => h,
-                        _ => return Err(ReadError::WrongHeader(version)),
-                    });
+                    headers.push(parse_header_line(line.as_str())?);
                 }
 
                 headers
@@ -222,6 +280,8 @@ impl ClientConnection {
 
             (method, path, version, headers)
         };
+
+        check_framing(&version, &headers)?;
 
         // building the writer for the request
         let writer = self.sink.next().unwrap();
@@ -235,7 +295,7 @@ impl ClientConnection {
             self.secure,
             method,
             path,
-            version.clone(),
+            version,
             headers,
             *self.remote_addr.as_ref().unwrap(),
             data_source,
@@ -244,16 +304,119 @@ impl ClientConnection {
         .map_err(|e| {
             use crate::request;
             match e {
-                request::RequestCreationError::CreationIoError(e) => ReadError::ReadIoError(e),
-                request::RequestCreationError::ExpectationFailed => {
-                    ReadError::ExpectationFailed(version)
-                }
+                request::RequestCreationError::CreationIoError(e) => match e.kind() {
+                    ErrorKind::TimedOut => ReadError::TimedOut,
+                    // porchlight patch: the client ended its side inside a small body.
+                    ErrorKind::ConnectionAborted | ErrorKind::UnexpectedEof => {
+                        ReadError::Malformed("the body is shorter than its Content-Length")
+                    }
+                    _ => ReadError::ReadIoError(e),
+                },
+                request::RequestCreationError::ExpectationFailed => ReadError::ExpectationFailed,
             }
         })?;
 
         // return the request
-        Ok(request)
+        Ok(request.with_deadline(self.deadline.clone()))
     }
+}
+
+/// porchlight patch: the values of every header named `name`, each comma-separated list
+/// split into its trimmed elements.
+fn list_values<'a>(headers: &'a [Header], name: &'static str) -> Vec<&'a str> {
+    headers
+        .iter()
+        .filter(|h| h.field.equiv(name))
+        .flat_map(|h| h.value.as_str().split(','))
+        .map(|v| v.trim_matches(|c| c == ' ' || c == '\t'))
+        .collect()
+}
+
+/// porchlight patch: the request framing rules of RFC 9112 §6 that tiny_http did not check,
+/// so that no two parsers (ours and a proxy's in front of us) can disagree on where a request
+/// ends. `Content-Length`: digits only, and every copy the same value. `Transfer-Encoding`:
+/// only `chunked`, never beside `Content-Length`, never in HTTP/1.0. HTTP/1.1 needs exactly one
+/// valid `Host`.
+fn check_framing(version: &HTTPVersion, headers: &[Header]) -> Result<(), ReadError> {
+    let hosts: Vec<&Header> = headers.iter().filter(|h| h.field.equiv("Host")).collect();
+    match hosts.as_slice() {
+        [] if *version >= HTTPVersion(1, 1) => {
+            return Err(ReadError::Malformed("an HTTP/1.1 request needs a Host header"))
+        }
+        [] => {}
+        [host] if valid_host(host.value.as_str()) => {}
+        [_] => return Err(ReadError::Malformed("the Host header is not a valid host[:port]")),
+        _ => return Err(ReadError::Malformed("more than one Host header")),
+    }
+
+    let lengths = list_values(headers, "Content-Length");
+    if !lengths.is_empty() {
+        let mut value: Option<u64> = None;
+        for text in &lengths {
+            if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ReadError::Malformed(
+                    "Content-Length must be a non-negative decimal integer",
+                ));
+            }
+            let n: u64 = text
+                .parse()
+                .map_err(|_| ReadError::Malformed("Content-Length is too large"))?;
+            if value.is_some_and(|v| v != n) {
+                return Err(ReadError::Malformed(
+                    "Content-Length is given more than once with different values",
+                ));
+            }
+            value = Some(n);
+        }
+        if value.is_some_and(|n| std::convert::TryFrom::try_from(n).map_or(true, |_: usize| false)) {
+            return Err(ReadError::Malformed("Content-Length is too large"));
+        }
+    }
+
+    let codings = list_values(headers, "Transfer-Encoding");
+    if headers.iter().any(|h| h.field.equiv("Transfer-Encoding")) {
+        if !lengths.is_empty() {
+            return Err(ReadError::Malformed(
+                "Transfer-Encoding and Content-Length together are ambiguous",
+            ));
+        }
+        if *version < HTTPVersion(1, 1) {
+            return Err(ReadError::Malformed(
+                "Transfer-Encoding is not allowed in an HTTP/1.0 request",
+            ));
+        }
+        if codings.iter().any(|c| c.is_empty()) {
+            return Err(ReadError::Malformed("an empty Transfer-Encoding"));
+        }
+        if codings.len() != 1 || !codings[0].eq_ignore_ascii_case("chunked") {
+            return Err(ReadError::NotImplemented(
+                "the only transfer coding accepted is chunked",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// porchlight patch: `host[:port]` as RFC 9110 §7.2 allows it: a reg-name or IPv4 address, or
+/// an IPv6 address in brackets, then an optional decimal port.
+fn valid_host(value: &str) -> bool {
+    let port_ok = |port: &str| port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit());
+    if let Some(rest) = value.strip_prefix('[') {
+        let Some((v6, after)) = rest.split_once(']') else {
+            return false;
+        };
+        return (after.is_empty() || after.strip_prefix(':').map_or(false, port_ok))
+            && !v6.is_empty()
+            && v6
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+    }
+    let (host, port) = value.split_once(':').unwrap_or((value, ""));
+    port_ok(port)
+        && !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b))
 }
 
 impl Iterator for ClientConnection {
@@ -262,148 +425,144 @@ impl Iterator for ClientConnection {
     /// Blocks until the next Request is available.
     /// Returns None when no new Requests will come from the client.
     fn next(&mut self) -> Option<Request> {
-        use crate::{Response, StatusCode};
-
         // the client sent a "connection: close" header in this previous request
         //  or is using HTTP 1.0, meaning that no new request will come
         if self.no_more_requests {
             return None;
         }
 
-        loop {
-            let rq = match self.read() {
-                Err(ReadError::WrongRequestLine) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
-                    return None; // we don't know where the next request would start,
-                                 // se we have to close
-                }
-
-                Err(ReadError::WrongHeader(ver)) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
-                    response.raw_print(writer, ver, &[], false, None).ok();
-                    return None; // we don't know where the next request would start,
-                                 // se we have to close
-                }
-
-                Err(ReadError::RequestLineTooLong) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(414));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
-                    return None;
-                }
-
-                Err(ReadError::HeadersTooLarge) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(431));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
-                    return None;
-                }
-
-                Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::TimedOut => {
-                    // request timeout
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(408));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
-                    return None; // closing the connection
-                }
-
-                Err(ReadError::ExpectationFailed(ver)) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(417));
-                    response.raw_print(writer, ver, &[], true, None).ok();
-                    return None; // TODO: should be recoverable, but needs handling in case of body
-                }
-
-                Err(ReadError::ReadIoError(_)) => return None,
-
-                Ok(rq) => rq,
-            };
-
-            // checking HTTP version
-            if *rq.http_version() > (1, 1) {
-                // porchlight patch: answer through this request's own writer. Upstream took the
-                // *next* writer from the sink while `rq` still held this one; the sink hands
-                // writers out in order, so that write waited forever and leaked the thread.
-                // The framing of anything after an HTTP/2 line is unknown: close.
-                let writer = rq.into_writer();
-                let response = Response::from_string(
-                    "This server only supports HTTP versions 1.0 and 1.1".to_owned(),
-                )
-                .with_status_code(StatusCode(505));
+        let rq = match self.read() {
+            Ok(rq) => rq,
+            // porchlight patch: every refusal is a JSON error, and the connection closes after
+            // it: where the next request would start is unknown.
+            Err(ReadError::ReadIoError(_)) => return None,
+            Err(err) => {
+                let response = match err {
+                    ReadError::Malformed(why) => error_response(400, "bad_request", why),
+                    ReadError::VersionNotSupported => error_response(
+                        505,
+                        "http_version_not_supported",
+                        "only HTTP/1.0 and HTTP/1.1 are supported",
+                    ),
+                    ReadError::NotImplemented(why) => error_response(501, "not_implemented", why),
+                    ReadError::ExpectationFailed => error_response(
+                        417,
+                        "expectation_failed",
+                        "the only Expect accepted is 100-continue",
+                    ),
+                    ReadError::TimedOut => error_response(
+                        408,
+                        "request_timeout",
+                        "the request did not arrive within request_timeout_s",
+                    ),
+                    ReadError::RequestLineTooLong => error_response(
+                        414,
+                        "uri_too_long",
+                        "the request line is longer than 8 KiB",
+                    ),
+                    ReadError::HeadersTooLarge => error_response(
+                        431,
+                        "headers_too_large",
+                        "a header line is longer than 8 KiB, or there are more than 100",
+                    ),
+                    ReadError::ReadIoError(_) => unreachable!("handled above"),
+                };
+                let writer = self.sink.next().unwrap();
                 response
                     .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
                     .ok();
                 return None;
             }
+        };
 
-            // updating the status of the connection
-            let connection_header = rq
-                .headers()
-                .iter()
-                .find(|h| h.field.equiv("Connection"))
-                .map(|h| h.value.as_str());
+        // updating the status of the connection
+        let connection_header = rq
+            .headers()
+            .iter()
+            .find(|h| h.field.equiv("Connection"))
+            .map(|h| h.value.as_str());
 
-            let lowercase = connection_header.map(|h| h.to_ascii_lowercase());
+        let lowercase = connection_header.map(|h| h.to_ascii_lowercase());
 
-            match lowercase {
-                Some(ref val) if val.contains("close") => self.no_more_requests = true,
-                Some(ref val) if val.contains("upgrade") => self.no_more_requests = true,
-                Some(ref val)
-                    if !val.contains("keep-alive") && *rq.http_version() == HTTPVersion(1, 0) =>
-                {
-                    self.no_more_requests = true
-                }
-                None if *rq.http_version() == HTTPVersion(1, 0) => self.no_more_requests = true,
-                _ => (),
-            };
+        match lowercase {
+            Some(ref val) if val.contains("close") => self.no_more_requests = true,
+            Some(ref val) if val.contains("upgrade") => self.no_more_requests = true,
+            Some(ref val)
+                if !val.contains("keep-alive") && *rq.http_version() == HTTPVersion(1, 0) =>
+            {
+                self.no_more_requests = true
+            }
+            None if *rq.http_version() == HTTPVersion(1, 0) => self.no_more_requests = true,
+            _ => (),
+        };
 
-            // returning the request
-            return Some(rq);
-        }
+        // returning the request
+        Some(rq)
     }
 }
 
-/// Parses a "HTTP/1.1" string.
+/// Parses a "HTTP/1.1" string. porchlight patch: `HTTP/d.d` other than 1.0 and 1.1 is a
+/// version we do not speak (505); anything else is not a version at all (400).
 fn parse_http_version(version: &str) -> Result<HTTPVersion, ReadError> {
-    let (major, minor) = match version {
-        "HTTP/0.9" => (0, 9),
-        "HTTP/1.0" => (1, 0),
-        "HTTP/1.1" => (1, 1),
-        "HTTP/2.0" => (2, 0),
-        "HTTP/3.0" => (3, 0),
-        _ => return Err(ReadError::WrongRequestLine),
-    };
-
-    Ok(HTTPVersion(major, minor))
+    match version.as_bytes() {
+        b"HTTP/1.0" => Ok(HTTPVersion(1, 0)),
+        b"HTTP/1.1" => Ok(HTTPVersion(1, 1)),
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            Err(ReadError::VersionNotSupported)
+        }
+        _ => Err(ReadError::Malformed("the request line's HTTP version is malformed")),
+    }
 }
 
 /// Parses the request line of the request.
 /// eg. GET / HTTP/1.1
+/// porchlight patch: exactly `METHOD SP target SP version`; the method a token, the target an
+/// absolute path (origin-form, RFC 9112 §3.2.1) or `*` (for OPTIONS).
 fn parse_request_line(line: &str) -> Result<(Method, String, HTTPVersion), ReadError> {
-    let mut parts = line.split(' ');
+    let parts: Vec<&str> = line.split(' ').collect();
+    let [method, path, version] = parts.as_slice() else {
+        return Err(ReadError::Malformed(
+            "the request line must be METHOD SP target SP HTTP-version",
+        ));
+    };
+    let version = parse_http_version(version)?;
+    if method.is_empty() || !method.bytes().all(is_tchar) {
+        return Err(ReadError::Malformed("the request method is not a token"));
+    }
+    if !(path.starts_with('/') || *path == "*") || path.contains('\t') {
+        return Err(ReadError::Malformed(
+            "the request target must be an absolute path",
+        ));
+    }
+    let method = method
+        .parse()
+        .map_err(|_| ReadError::Malformed("the request method is not a token"))?;
+    Ok((method, (*path).to_owned(), version))
+}
 
-    let method = parts.next().and_then(|w| w.parse().ok());
-    let path = parts.next().map(ToOwned::to_owned);
-    let version = parts.next().and_then(|w| parse_http_version(w).ok());
-
-    method
-        .and_then(|method| Some((method, path?, version?)))
-        .ok_or(ReadError::WrongRequestLine)
+/// porchlight patch: `name: value`, the name a token right before the colon (no whitespace,
+/// RFC 9112 §5.1), no obsolete line folding; the value trimmed of spaces and tabs.
+fn parse_header_line(line: &str) -> Result<Header, ReadError> {
+    if line.starts_with(' ') || line.starts_with('\t') {
+        return Err(ReadError::Malformed("obsolete header line folding"));
+    }
+    let Some((name, value)) = line.split_once(':') else {
+        return Err(ReadError::Malformed("a header line without a colon"));
+    };
+    if name.is_empty() || !name.bytes().all(is_tchar) {
+        return Err(ReadError::Malformed("a header name is not a token"));
+    }
+    let value = value.trim_matches(|c| c == ' ' || c == '\t');
+    Header::from_bytes(name.as_bytes(), value.as_bytes())
+        .map_err(|()| ReadError::Malformed("a header line is malformed"))
 }
 
 #[cfg(test)]
 mod test {
+    use super::ReadError;
+
     #[test]
     fn test_parse_request_line() {
         let (method, path, ver) = super::parse_request_line("GET /hello HTTP/1.1").unwrap();
@@ -414,5 +573,109 @@ mod test {
 
         assert!(super::parse_request_line("GET /hello").is_err());
         assert!(super::parse_request_line("qsd qsd qsd").is_err());
+    }
+
+    #[test]
+    fn request_lines_are_strict() {
+        for bad in [
+            "GET  / HTTP/1.1",
+            "GET / HTTP/1.1 ",
+            " GET / HTTP/1.1",
+            "GET / HTTP/1.1 extra",
+            "G(T / HTTP/1.1",
+            "GET hello HTTP/1.1",
+            "GET http://evil/ HTTP/1.1",
+            "GET / HTTP/1",
+            "GET / HTTX/1.1",
+            "GET / http/1.1",
+            "GET / HTTP/10.1",
+        ] {
+            assert!(
+                matches!(super::parse_request_line(bad), Err(ReadError::Malformed(_))),
+                "{bad:?}"
+            );
+        }
+        for other in ["GET / HTTP/2.0", "GET / HTTP/0.9", "GET / HTTP/1.2", "PRI * HTTP/2.0"] {
+            assert!(
+                matches!(super::parse_request_line(other), Err(ReadError::VersionNotSupported)),
+                "{other:?}"
+            );
+        }
+        assert!(super::parse_request_line("OPTIONS * HTTP/1.1").is_ok());
+        assert!(super::parse_request_line("BREW /pot HTTP/1.0").is_ok());
+    }
+
+    #[test]
+    fn header_lines_are_strict() {
+        assert!(super::parse_header_line("Host: x").is_ok());
+        let h = super::parse_header_line("X-A:\t v \t").unwrap();
+        assert_eq!(h.value.as_str(), "v");
+        for bad in ["Host : x", " Host: x", "\tcontinued", "Ho st: x", "NoColon", ": x", "X(y): z"] {
+            assert!(super::parse_header_line(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    fn framing(version: (u8, u8), headers: &[(&str, &str)]) -> Result<(), String> {
+        let headers: Vec<crate::Header> = headers
+            .iter()
+            .map(|(k, v)| crate::Header::from_bytes(*k, *v).unwrap())
+            .collect();
+        super::check_framing(&crate::common::HTTPVersion(version.0, version.1), &headers)
+            .map_err(|e| format!("{e:?}"))
+    }
+
+    #[test]
+    fn framing_is_unambiguous() {
+        let host = ("Host", "example:80");
+        assert!(framing((1, 1), &[host]).is_ok());
+        assert!(framing((1, 0), &[]).is_ok());
+        assert!(framing((1, 1), &[host, ("Content-Length", "12")]).is_ok());
+        assert!(framing((1, 1), &[host, ("Content-Length", "5"), ("Content-Length", "5")]).is_ok());
+        assert!(framing((1, 1), &[host, ("Content-Length", "5, 5")]).is_ok());
+        assert!(framing((1, 1), &[host, ("Transfer-Encoding", "chunked")]).is_ok());
+        assert!(framing((1, 1), &[host, ("Transfer-Encoding", "Chunked")]).is_ok());
+        for (what, headers) in [
+            ("no host", vec![]),
+            ("two hosts", vec![host, ("Host", "other")]),
+            ("bad host", vec![("Host", "a b")]),
+            ("host with path", vec![("Host", "a/b")]),
+            ("host with user", vec![("Host", "u@a")]),
+            ("empty host", vec![("Host", "")]),
+            ("hex length", vec![host, ("Content-Length", "0x2")]),
+            ("negative length", vec![host, ("Content-Length", "-1")]),
+            ("signed length", vec![host, ("Content-Length", "+1")]),
+            ("list of lengths", vec![host, ("Content-Length", "2, 40")]),
+            ("23 digits", vec![host, ("Content-Length", "12345678901234567890123")]),
+            ("empty length", vec![host, ("Content-Length", "")]),
+            ("two lengths", vec![host, ("Content-Length", "0"), ("Content-Length", "70")]),
+            ("te and cl", vec![host, ("Transfer-Encoding", "chunked"), ("Content-Length", "3")]),
+            ("empty te", vec![host, ("Transfer-Encoding", "")]),
+        ] {
+            assert!(
+                framing((1, 1), &headers)
+                    .unwrap_err()
+                    .starts_with("Malformed"),
+                "{what}"
+            );
+        }
+        assert!(framing((1, 0), &[("Transfer-Encoding", "chunked")]).is_err());
+        for coding in ["gzip", "gzip, chunked", "chunked, gzip", "chunked, chunked", "xchunked"] {
+            assert!(
+                framing((1, 1), &[host, ("Transfer-Encoding", coding)])
+                    .unwrap_err()
+                    .starts_with("NotImplemented"),
+                "{coding}"
+            );
+        }
+    }
+
+    #[test]
+    fn hosts() {
+        for ok in ["localhost", "localhost:8080", "127.0.0.1:1", "[::1]", "[::1]:80", "door.local", "a:"] {
+            assert!(super::valid_host(ok), "{ok}");
+        }
+        for bad in ["", ":80", "[::1", "[]", "a:b", "a:1:2", "[::1]x", "a b", "a/b", "a@b", "[::1]:123456"] {
+            assert!(!super::valid_host(bad), "{bad}");
+        }
     }
 }

@@ -95,6 +95,27 @@ impl Connection {
         }
     }
 
+    /// porchlight patch: the read timeout, so a request deadline can shorten it and restore it.
+    pub(crate) fn read_timeout(&self) -> std::io::Result<Option<std::time::Duration>> {
+        match self {
+            Self::Tcp(s) => s.read_timeout(),
+            #[cfg(unix)]
+            Self::Unix(s) => s.read_timeout(),
+        }
+    }
+
+    /// porchlight patch: see [`Connection::read_timeout`].
+    pub(crate) fn set_read_timeout(
+        &self,
+        timeout: Option<std::time::Duration>,
+    ) -> std::io::Result<()> {
+        match self {
+            Self::Tcp(s) => s.set_read_timeout(timeout),
+            #[cfg(unix)]
+            Self::Unix(s) => s.set_read_timeout(timeout),
+        }
+    }
+
     pub(crate) fn try_clone(&self) -> std::io::Result<Self> {
         match self {
             Self::Tcp(s) => s.try_clone().map(Self::from),

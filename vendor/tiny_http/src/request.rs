@@ -74,6 +74,9 @@ pub struct Request {
 
     // If Some, a message must be sent after responding
     notify_when_responded: Option<Sender<()>>,
+
+    // porchlight patch: the connection's request deadline, cleared when the request upgrades.
+    deadline: Option<crate::util::Deadline>,
 }
 
 struct NotifyOnDrop<R> {
@@ -97,6 +100,34 @@ impl<R: Write> Write for NotifyOnDrop<R> {
 impl<R> Drop for NotifyOnDrop<R> {
     fn drop(&mut self) {
         self.sender.send(()).unwrap();
+    }
+}
+
+/// porchlight patch: most raw bytes a chunked request body may take, chunk framing included.
+/// chunked_transfer's decoder buffers a chunk-size line until its CR, so without this an
+/// endless size line would grow memory for as long as the request's deadline lets it.
+const MAX_CHUNKED_RAW_BYTES: u64 = 1024 * 1024;
+
+/// porchlight patch: a reader that fails once it has given `left` bytes.
+struct Bounded<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            return Err(IoError::new(
+                ErrorKind::InvalidData,
+                "the chunked body is larger than porchlight reads",
+            ));
+        }
+        let room = buf
+            .len()
+            .min(std::convert::TryFrom::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..room])?;
+        self.left -= n as u64;
+        Ok(n)
     }
 }
 
@@ -152,10 +183,13 @@ where
         // header must be ignored (RFC2616 #4.4)
         None
     } else {
+        // porchlight patch: a list of equal values (`5, 5`) is one length; the connection
+        // has already refused anything else.
         headers
             .iter()
             .find(|h: &&Header| h.field.equiv("Content-Length"))
-            .and_then(|h| FromStr::from_str(h.value.as_str()).ok())
+            .and_then(|h| h.value.as_str().split(',').next())
+            .and_then(|v| FromStr::from_str(v.trim()).ok())
     };
 
     // true if the client sent a `Expect: 100-continue` header
@@ -218,7 +252,13 @@ where
     } else if transfer_encoding.is_some() {
         // if a transfer-encoding was specified, then "chunked" is ALWAYS applied
         // over the message (RFC2616 #3.6)
-        Box::new(FusedReader::new(Decoder::new(source_data))) as Box<dyn Read + Send + 'static>
+        // porchlight patch: the decoder reads a chunk-size line into memory without a limit;
+        // bound the raw bytes it may read at all.
+        let bounded = Bounded {
+            inner: source_data,
+            left: MAX_CHUNKED_RAW_BYTES,
+        };
+        Box::new(FusedReader::new(Decoder::new(bounded))) as Box<dyn Read + Send + 'static>
     } else {
         // if we have neither a Content-Length nor a Transfer-Encoding,
         // assuming that we have no data
@@ -238,6 +278,7 @@ where
         body_length: content_length,
         must_send_continue: expects_continue,
         notify_when_responded: None,
+        deadline: None,
     })
 }
 
@@ -308,6 +349,12 @@ impl Request {
         response: Response<R>,
     ) -> Box<dyn ReadWrite + Send> {
         use crate::util::CustomStream;
+
+        // porchlight patch: an upgraded connection lives as long as its protocol keeps it
+        // alive; the request deadline no longer applies.
+        if let Some(deadline) = self.deadline.take() {
+            deadline.clear();
+        }
 
         response
             .raw_print(
@@ -467,6 +514,12 @@ impl Request {
             ErrorKind::ConnectionReset => Ok(()),
             _ => Err(err),
         })
+    }
+
+    /// porchlight patch: the connection's deadline, so that an upgrade can lift it.
+    pub(crate) fn with_deadline(mut self, deadline: crate::util::Deadline) -> Self {
+        self.deadline = Some(deadline);
+        self
     }
 
     pub(crate) fn with_notify_sender(mut self, sender: Sender<()>) -> Self {

@@ -54,6 +54,12 @@ where
         };
 
         match self.reader.read(buf) {
+            // porchlight patch: the client ended its side before the body was complete. Say
+            // so instead of returning a short body as if it were the whole of it.
+            Ok(0) if !buf.is_empty() => Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the body is shorter than its Content-Length",
+            )),
             Ok(len) => {
                 self.size -= len;
                 Ok(len)

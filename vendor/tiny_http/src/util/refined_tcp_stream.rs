@@ -1,6 +1,7 @@
 use std::io::Result as IoResult;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::time::Duration;
 
 use crate::connection::Connection;
 #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
@@ -42,6 +43,22 @@ impl Stream {
             Stream::Http(tcp_stream) => tcp_stream.peer_addr(),
             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
             Stream::Https(ssl_stream) => ssl_stream.peer_addr(),
+        }
+    }
+
+    fn read_timeout(&self) -> IoResult<Option<Duration>> {
+        match self {
+            Stream::Http(tcp_stream) => tcp_stream.read_timeout(),
+            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
+            Stream::Https(_) => Ok(None),
+        }
+    }
+
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> IoResult<()> {
+        match self {
+            Stream::Http(tcp_stream) => tcp_stream.set_read_timeout(timeout),
+            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
+            Stream::Https(_) => Ok(()),
         }
     }
 
@@ -120,6 +137,16 @@ impl RefinedTcpStream {
 
     pub(crate) fn peer_addr(&mut self) -> IoResult<Option<SocketAddr>> {
         self.stream.peer_addr()
+    }
+
+    /// porchlight patch: the socket's read timeout (`None`: blocks without limit).
+    pub(crate) fn read_timeout(&self) -> IoResult<Option<Duration>> {
+        self.stream.read_timeout()
+    }
+
+    /// porchlight patch: sets the socket's read timeout (shared by every handle on it).
+    pub(crate) fn set_read_timeout(&self, timeout: Option<Duration>) -> IoResult<()> {
+        self.stream.set_read_timeout(timeout)
     }
 }
 
