@@ -55,6 +55,19 @@ impl Read for Throttled {
     }
 }
 
+fn set_receive_buffer(stream: &TcpStream, bytes: libc::c_int) {
+    // SAFETY: setsockopt on a socket we own, with a pointer to a live c_int of the right size.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
 /// One part as it arrived.
 struct Part {
     at: Duration,
@@ -74,17 +87,7 @@ fn watch(
     let stream = connect(port);
     // A small receive buffer, like a slow link's in-flight data: the server feels the rate
     // within a second instead of filling megabytes of kernel buffer first.
-    let size: libc::c_int = 16 * 1024;
-    // SAFETY: setsockopt on a socket we own, with a pointer to a live c_int of the right size.
-    unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&size as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    set_receive_buffer(&stream, 16 * 1024);
     stream
         .set_read_timeout(Some(Duration::from_secs(15)))
         .unwrap();
@@ -117,10 +120,14 @@ fn watch(
     assert_eq!(read_line(&mut reader, &mut line), "--frame");
     let mut parts = Vec::new();
     let mut body = Vec::new();
-    let mut speed_up_at = None;
+    let (mut speed_up_at, mut sped_up) = (None, false);
     while started.elapsed().as_secs_f64() < seconds {
         if speed_up_at.is_some_and(|at| started.elapsed() >= at) {
+            // A fast link: no limit, and a receive buffer big enough that a reader thread
+            // waiting for the CPU on a loaded machine does not stall the stream.
             shared_rate.store(0, Ordering::Relaxed);
+            set_receive_buffer(&reader.get_ref().stream, 1024 * 1024);
+            speed_up_at = None;
         }
         let (mut length, mut quality) = (None, None);
         loop {
@@ -139,7 +146,8 @@ fn watch(
         reader.read_exact(&mut body).unwrap();
         assert_eq!(read_line(&mut reader, &mut line), "");
         assert_eq!(read_line(&mut reader, &mut line), "--frame");
-        if speed_up_at.is_none() && quality.as_deref() == Some("low") {
+        if !sped_up && speed_up_at.is_none() && quality.as_deref() == Some("low") {
+            sped_up = true;
             speed_up_at = unlimited_after.map(|after| started.elapsed() + after);
         }
         parts.push(Part {
@@ -224,7 +232,7 @@ fn auto_quality_follows_the_viewer() {
     let hd_port = hd.port();
     // All at once: each reader has its own connection; a slow one delays no one.
     let fixed = thread::spawn(move || watch(port, "quality=medium", SLOW, None, 16.0));
-    let auto = thread::spawn(move || watch(port, "quality=auto", SLOW, Some(HOLD), 36.0));
+    let auto = thread::spawn(move || watch(port, "quality=auto", SLOW, Some(HOLD), 44.0));
     let fast = thread::spawn(move || watch(port, "quality=auto", 0, None, 14.0));
     let climb = thread::spawn(move || watch(hd_port, "quality=auto", 0, None, 26.0));
     let (fixed, auto, fast, climb) = (
@@ -279,9 +287,11 @@ fn auto_quality_follows_the_viewer() {
         .iter()
         .find(|p| p.at >= down.at && p.quality.as_deref() == Some("medium"))
         .expect("auto never climbed back to medium");
-    let by = down.at + HOLD + Duration::from_secs(8);
+    // (Tried 15 s after the step down if all went smoothly; a loaded machine's hiccup that
+    // counts as not keeping up starts the wait over.)
+    let by = down.at + HOLD + Duration::from_secs(16);
     assert!(up.at < by, "medium only at {:?}", up.at);
-    let (fps, presets, rate) = between(&auto, up.at.as_secs_f64() + 1.0, 36.0);
+    let (fps, presets, rate) = between(&auto, up.at.as_secs_f64() + 1.0, 44.0);
     assert_eq!(presets, ["medium"]);
     println!(
         "auto after the reader sped up: medium from {:.1} s, then {fps:.1} fps, {:.0} KB/s",
