@@ -155,7 +155,7 @@ config_keys! {
         flag: Flag::Value("--listen", "ADDR:PORT"),
         parse: |key, value| parse_listen(as_str(key, value)?).map_err(|e| ConfigError::new(key, e)),
         show: quoted_display;
-    /// event store (`events.sqlite3`) and snapshots; survives restarts and power cuts
+    /// event store (`events.sqlite3`), snapshots and clips (`clips/`); survives restarts and power cuts
     data_dir: PathBuf = "./porchlight-data",
         flag: Flag::Value("--data-dir", "DIR"),
         parse: |key, value| non_empty_path(key, as_str(key, value)?),

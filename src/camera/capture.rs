@@ -365,10 +365,12 @@ impl Capture {
             status.state = self.health.state();
         }
         let frame = Arc::new(frame);
+        self.shared.frames.publish(Arc::clone(&frame));
+        // The clips' pre-roll keeps it too (after the publish, so the live frame is never later
+        // for it).
         if let Some(history) = &self.shared.history {
-            history.push(Arc::clone(&frame));
+            history.push(frame);
         }
-        self.shared.frames.publish(frame);
         if arrived.started_streaming {
             let spec = self.shared.spec.to_string();
             log::info!(

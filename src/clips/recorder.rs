@@ -567,6 +567,19 @@ impl Writer {
             self.cursor = newest.number;
         }
         let pre_roll = self.shared.ring.since(from);
+        if self.shared.ring.take_trimmed_by_bytes() > 0
+            && let Some(first) = pre_roll.first()
+            && first.captured_at > from
+        {
+            log::info!(
+                "clip {file_id}: {:.1} s of pre-roll, not {:.1} s: the pre-roll's {} MiB holds \
+                 no more of this camera's frames",
+                at.saturating_duration_since(first.captured_at)
+                    .as_secs_f64(),
+                settings.pre.as_secs_f64(),
+                self.shared.ring.max_bytes() / (1024 * 1024)
+            );
+        }
         let cursor = self.cursor;
         for frame in pre_roll.iter().filter(|f| f.number <= cursor) {
             if let Err(err) = self.write(frame) {

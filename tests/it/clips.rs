@@ -85,19 +85,22 @@ fn play(port: u16, url: &str) -> Vec<Part> {
         .next_part_or_end(IO_TIMEOUT)
         .unwrap_or_else(|e| panic!("{url}: after {} parts: {e}", parts.len()))
     {
-        // The stored frame is the camera's: its own number and time are in its COM segment.
-        assert_eq!(synthetic_frame_number(&part.jpeg), part.frame_id, "{url}");
-        let comment = jpeg_comment(&part.jpeg).unwrap();
-        let stamped: f64 = comment
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("t="))
-            .and_then(|t| t.parse().ok())
-            .unwrap_or_else(|| panic!("no time in {comment:?}"));
-        assert!(
-            (stamped - part.timestamp).abs() < 0.002,
-            "X-Timestamp {} but the frame says {stamped}",
-            part.timestamp
-        );
+        // A synthetic camera's frame says its own number and time (COM segment): the stored
+        // frame is the camera's, untouched. (Footage from a file says nothing of the kind.)
+        let comment = jpeg_comment(&part.jpeg).unwrap_or_default();
+        if comment.starts_with("porchlight frame=") {
+            assert_eq!(synthetic_frame_number(&part.jpeg), part.frame_id, "{url}");
+            let stamped: f64 = comment
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("t="))
+                .and_then(|t| t.parse().ok())
+                .unwrap_or_else(|| panic!("no time in {comment:?}"));
+            assert!(
+                (stamped - part.timestamp).abs() < 0.002,
+                "X-Timestamp {} but the frame says {stamped}",
+                part.timestamp
+            );
+        }
         parts.push(part);
     }
     assert!(!parts.is_empty(), "{url} played no frame");
@@ -203,6 +206,7 @@ fn a_press_records_from_pre_before_to_post_after_and_plays_at_the_recorded_pace(
 
     wait_recordings_stored(port, 1, Duration::from_secs(30));
     let parts = play(port, &url);
+    assert!(jpeg_comment(&parts[0].jpeg).is_some_and(|c| c.starts_with("porchlight frame=")));
     assert_consecutive(&parts);
     let (first, last) = (&parts[0], parts.last().unwrap());
     assert!(
@@ -622,4 +626,76 @@ fn a_full_disk_stops_recording_with_an_alert_and_the_server_goes_on() {
     assert!(metric(&metrics(port, None), "porchlight_clip_write_errors_total").unwrap() >= 1.0);
     let log = server.stderr();
     assert!(log.contains("clip recording stopped"), "{log}");
+}
+
+#[test]
+fn the_detectors_motion_holds_the_recording_open_until_it_ends() {
+    // 20 s of footage: still bars, then a white square crossing slowly from 3 s to about 15 s.
+    let dir = TempDir::new("clip-motion");
+    let footage = dir.join("crossing.mjpeg");
+    let (ok, _, err) = run_tool(
+        "ffmpeg",
+        &[
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "smptebars=s=320x240:r=15",
+            "-f",
+            "lavfi",
+            "-i",
+            "color=c=white:s=40x40:r=15",
+            "-filter_complex",
+            "[0][1]overlay=x='-40+max(t-3\\,0)*30':y=60:eval=frame,noise=alls=10:allf=t+u",
+            "-t",
+            "20",
+            "-q:v",
+            "5",
+            "-f",
+            "mjpeg",
+            &footage.to_string_lossy(),
+        ],
+        Duration::from_secs(180),
+    );
+    assert!(ok, "ffmpeg: {err}");
+    let (pre, post) = (1.0, 2.0);
+    let server = Server::with_config(
+        &format!("clip_pre_s = {pre:?}\nclip_post_s = {post:?}\nmotion_cooldown_s = 1.0\n"),
+        &["--camera", &format!("file:{}@15", footage.display())],
+    );
+    let port = server.port();
+    let mut sse = Sse::connect(port, "/stream/events?types=motion_detected,motion_ended");
+    let detected = sse.expect_event().json();
+    assert_eq!(detected["event_type"], "motion_detected", "{detected}");
+    let url = clip_url(&detected);
+    let ended = sse
+        .next_event(Duration::from_secs(30))
+        .expect("motion_ended")
+        .json();
+    assert_eq!(ended["data"]["motion_event_id"], detected["id"]);
+    wait_recordings_stored(port, 1, Duration::from_secs(20));
+    let parts = play(port, &url);
+    assert_consecutive(&parts);
+    // Not pre + post long: it ran until the motion ended, then post more.
+    let t = detected["timestamp"].as_f64().unwrap();
+    let motion_end = t + ended["data"]["duration_s"].as_f64().unwrap();
+    let (first, last) = (parts[0].timestamp, parts.last().unwrap().timestamp);
+    assert!(
+        (first - (t - pre)).abs() <= EDGE,
+        "starts {:.2} s from the event",
+        first - t
+    );
+    assert!(
+        last >= motion_end + post - 1.0,
+        "the clip ends {:.2} s after the event, the motion {:.2} s",
+        last - t,
+        motion_end - t
+    );
+    assert!(
+        last - first > pre + post + 4.0,
+        "{:.2} s long",
+        last - first
+    );
 }

@@ -47,7 +47,7 @@ export function onEvent(event) {
   pictureButton.hidden = !picture;
   if (picture) {
     img.src = picture;
-    pictureButton.onclick = () => openViewer(picture, `Doorbell · ${when} · event #${event.id}`, `porchlight-event-${event.id}.jpg`);
+    pictureButton.onclick = () => openViewer(picture, `Doorbell · ${when} · event #${event.id}`, `porchlight-event-${event.id}.jpg`, event.clip_url);
   }
   $('doorbell-when').textContent = `Rang at ${when}`;
   banner.hidden = false;

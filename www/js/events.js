@@ -270,7 +270,7 @@ function thumbnail(event, when) {
     type: 'button',
     class: 'thumb',
     'aria-label': `Enlarge the picture of event #${event.id}`,
-    onclick: () => openViewer(event.snapshot_url, caption, `porchlight-event-${event.id}.jpg`, event.data?.box),
+    onclick: () => openViewer(event.snapshot_url, caption, `porchlight-event-${event.id}.jpg`, event.clip_url, event.data?.box),
   }, img);
   img.addEventListener('error', () => button.replaceWith(el('div', { class: 'no-thumb', text: 'Picture not available' })));
   return button;

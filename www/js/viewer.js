@@ -1,24 +1,27 @@
 // The picture viewer: a modal <dialog> (keyboard: Esc closes, focus stays inside) showing an
-// event's snapshot or a live snapshot large, with a link to save it.
+// event's snapshot (or its clip) or a live snapshot large, with a link to save it.
 
-import { $ } from './dom.js';
+import { $, isLocalPath } from './dom.js';
 
 const dialog = $('viewer');
 const image = $('viewer-img');
 let blobUrl = null;
 
-export function openViewer(src, caption, filename, box) {
+export function openViewer(src, caption, filename, clip, box) {
   releaseBlob();
   const b = $('viewer-box'); // framed over the picture: [x, y, w, h] fractions of it
   b.hidden = !(Array.isArray(box) && box.length === 4 && box.every((v) => v >= 0 && v <= 1));
   ['left', 'top', 'width', 'height'].forEach((k, i) => { b.style[k] = `${box?.[i] * 100}%`; });
   if (src.startsWith('blob:')) blobUrl = src;
-  image.src = src;
+  const play = isLocalPath(clip);
+  image.style.backgroundImage = play ? `url("${src}")` : '';
+  image.src = play ? clip : src;
   image.alt = caption;
   $('viewer-caption').textContent = caption;
   const save = $('viewer-save');
-  save.href = src;
-  save.download = filename;
+  save.href = play ? `${clip}?download=1` : src;
+  save.download = filename.replace('.jpg', play ? '.mkv' : '.jpg');
+  save.textContent = `Save ${play ? 'clip' : 'picture'}`;
   if (!dialog.open) dialog.showModal();
   $('viewer-close').focus();
 }
