@@ -1,6 +1,5 @@
-// Live video: an <img> on the MJPEG stream, a quality choice kept per browser, a snapshot
-// button, and an overlay that says plainly when the camera is offline or the stream is down.
-// The stream stops while the page is hidden: a phone in a pocket should not pull video.
+// Live video: an <img> on the MJPEG stream, a quality kept per browser, a snapshot button, an
+// overlay when the camera or stream is down. A hidden page (a phone in a pocket) pulls none.
 
 import { $, clientId, backoff, fmtWhen, pictureName } from './dom.js';
 import { openViewer } from './viewer.js';
@@ -55,8 +54,7 @@ export function connect() {
 
 function setPlaying(on) {
   playing = on;
-  if (on) img.parentElement.dataset.playing = '';
-  else delete img.parentElement.dataset.playing;
+  img.parentElement.toggleAttribute('data-playing', on);
 }
 
 function stop() {
@@ -74,16 +72,16 @@ function onFrame() {
     if (!cameraTrouble()) overlay(null);
   }
   const [w, h] = [img.naturalWidth, img.naturalHeight];
-  // With auto, the preset in use: the smallest whose size (320x240, doubled) holds the picture.
+  // auto's preset: the smallest (320x240, doubled per step) that holds the picture.
   const preset = ['low', 'medium', 'high'].find((_, i) => w <= 320 << i && h <= 240 << i);
   const text = `${quality === 'auto' ? `auto: ${preset} · ` : ''}${w}×${h}`;
   if (text !== shown) $('video-info').textContent = shown = text;
 }
 
-/** Chromium fires `load` once, at the first part, and no `error` when a playing stream is cut
- *  (its picture just loses its size): so look at the size too. */
+/** Chromium fires `load` only at the first part, and no `error` when a playing stream is cut
+ *  (the picture loses its size): so watch the size. */
 function watch() {
-  if (wanted && img.naturalWidth > 0 && img.src) onFrame(); // its size changes with auto's preset
+  if (wanted && img.naturalWidth > 0 && img.src) onFrame(); // auto may change the size
   if (wanted && playing && img.naturalWidth === 0) onError();
   if (retryTimer && !cameraTrouble()) {
     const seconds = Math.max(0, Math.ceil((retryAt - Date.now()) / 1000));
