@@ -22,6 +22,7 @@ pub mod mqtt;
 pub mod outbound;
 pub mod sdnotify;
 pub mod shutdown;
+pub mod stack;
 pub mod status;
 pub mod url;
 pub mod video;

@@ -48,6 +48,8 @@ pub struct Metrics {
     pub sse_events_sent: AtomicU64,
     pub ws_events_sent: AtomicU64,
     pub clients_evicted: AtomicU64,
+    /// An event client's socket was full, so its own thread took over sending to it.
+    pub event_handoffs: AtomicU64,
     pub clients_rejected: AtomicU64,
     pub frames_captured: AtomicU64,
     /// Camera frames lost before publishing (the source was late, or sent a corrupt frame).
@@ -136,6 +138,12 @@ pub const SERIES: &[Series<Metrics>] = &[
         "porchlight_clients_evicted_total",
         "Streaming clients disconnected for falling behind.",
         |m, out| out.atomic(&m.clients_evicted),
+    ),
+    Series::counter(
+        "porchlight_event_handoffs_total",
+        "Times an event client's socket was full, so its own thread took over sending to it \
+         from the event writer (it hands back once it has caught up).",
+        |m, out| out.atomic(&m.event_handoffs),
     ),
     Series::counter(
         "porchlight_clients_rejected_total",

@@ -20,13 +20,18 @@ fuzz_target!(|data: &[u8]| {
         clip_file: None,
     };
     let published = PublishedEvent::new(event.clone());
-    let block = std::str::from_utf8(&published.sse).expect("SSE block is UTF-8");
+    let block = std::str::from_utf8(published.sse()).expect("SSE block is UTF-8");
     assert_eq!(
         block.matches('\n').count(),
         4,
         "event data broke out of its line: {block:?}"
     );
     assert!(block.starts_with("id: 1\nevent: "));
+    // The chunk an HTTP/1.1 stream sends is that block framed: size line, block, CRLF.
+    let chunk = published.sse_chunk();
+    let size_line = format!("{:x}\r\n", block.len());
+    assert!(chunk.starts_with(size_line.as_bytes()) && chunk.ends_with(b"\r\n"));
+    assert_eq!(&chunk[size_line.len()..chunk.len() - 2], block.as_bytes());
     let back: serde_json::Value = serde_json::from_str(&published.json).unwrap();
     assert_eq!(back, event.to_json());
 });

@@ -145,8 +145,12 @@ pub struct PublishedEvent {
     pub event: Event,
     /// The event object as one line of JSON (REST answers).
     pub json: String,
-    /// The whole SSE block: `id`, `event`, `data` lines and the blank line.
-    pub sse: Vec<u8>,
+    /// The SSE block (`id`, `event`, `data` lines and the blank line) framed as one chunk of a
+    /// chunked body: size line, block, CRLF. Every HTTP/1.1 stream sends exactly these bytes;
+    /// an HTTP/1.0 one sends the block inside ([`PublishedEvent::sse`]).
+    sse_chunk: Vec<u8>,
+    /// Where the block starts in `sse_chunk` (after the size line).
+    sse_start: usize,
     /// The WebSocket message `{"type": "live_event", "event": {...}}` as one complete text
     /// frame. Server frames are never masked, so these exact bytes are right for every
     /// WebSocket client: a session writes them as they are instead of framing a copy per client.
@@ -158,14 +162,30 @@ pub type SharedEvent = Arc<PublishedEvent>;
 impl PublishedEvent {
     pub fn new(event: Event) -> PublishedEvent {
         let json = event.to_json().to_string();
-        let sse = sse_block(&event, &json);
+        let block = sse_block(&event, &json);
+        let size_line = format!("{:x}\r\n", block.len());
+        let mut sse_chunk = Vec::with_capacity(size_line.len() + block.len() + 2);
+        sse_chunk.extend_from_slice(size_line.as_bytes());
+        sse_chunk.extend_from_slice(&block);
+        sse_chunk.extend_from_slice(b"\r\n");
         let ws_frame = live_event_frame(&json);
         PublishedEvent {
             event,
             json,
-            sse,
+            sse_chunk,
+            sse_start: size_line.len(),
             ws_frame,
         }
+    }
+
+    /// The SSE block: `id`, `event`, `data` lines and the blank line.
+    pub fn sse(&self) -> &[u8] {
+        &self.sse_chunk[self.sse_start..self.sse_chunk.len() - 2]
+    }
+
+    /// The SSE block as one chunk of a chunked HTTP/1.1 body.
+    pub fn sse_chunk(&self) -> &[u8] {
+        &self.sse_chunk
     }
 }
 
@@ -249,12 +269,18 @@ mod tests {
             has_snapshot: false,
             clip_file: None,
         });
-        let text = String::from_utf8(published.sse.clone()).unwrap();
+        let text = String::from_utf8(published.sse().to_vec()).unwrap();
         assert!(text.starts_with("id: 7\nevent: doorbell_pressed\ndata: {"));
         assert!(text.ends_with("}\n\n"));
         assert_eq!(text.matches('\n').count(), 4);
         let object: Value = serde_json::from_str(&published.json).unwrap();
         assert_eq!(object["id"], 7);
+        // The chunk is the block with its size line and CRLF: what a chunked body sends.
+        let chunk = published.sse_chunk();
+        let size_line = format!("{:x}\r\n", text.len());
+        assert_eq!(&chunk[..size_line.len()], size_line.as_bytes());
+        assert_eq!(&chunk[size_line.len()..chunk.len() - 2], text.as_bytes());
+        assert!(chunk.ends_with(b"\r\n"));
         assert!(object["snapshot_url"].is_null());
         assert!(object["clip_url"].is_null());
     }

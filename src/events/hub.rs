@@ -3,7 +3,9 @@
 //! Producers (REST, the doorbell, the WebSocket) call [`EventHub::publish`], which blocks until
 //! the event is committed and fanned out. The writer thread takes whatever requests are waiting
 //! and commits them in one transaction (group commit: a burst costs one fsync, not one per
-//! event), then offers each event, serialised once, to every subscriber. It also persists the
+//! event), then offers each event, serialised once, to every subscriber: streaming clients
+//! through the write-through fan-out (`fanout.rs`, which sends to their sockets itself),
+//! in-process consumers through a queue each. It also persists the
 //! delivery cursors of the MQTT bridge and webhooks ([`super::delivery`]), so it stays the
 //! store's one writer.
 //!
@@ -22,6 +24,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use super::clip_rows::{ClipPlan, ClipUpdate};
 use super::delivery::{DeliveryCursors, SAVE_INTERVAL};
 use super::event::{Event, EventDraft, PublishedEvent, SharedEvent};
+use super::fanout::{Fanout, Outlet, Published, StreamEvictHook, Wire};
 use super::store::{Store, StoreError, StoreReader};
 use crate::hub::{Broadcast, EvictHook, Subscription};
 use crate::metrics::Metrics;
@@ -58,6 +61,7 @@ pub trait ClipSink: Send {
 pub struct EventHub {
     requests: Sender<Request>,
     broadcast: Broadcast<SharedEvent>,
+    fanout: Fanout,
     reader: Arc<StoreReader>,
     cursors: DeliveryCursors,
 }
@@ -72,6 +76,7 @@ impl EventHub {
     ) -> std::io::Result<(EventHub, JoinHandle<()>)> {
         let (requests, rx) = crossbeam_channel::bounded(REQUEST_QUEUE);
         let broadcast = Broadcast::new();
+        let fanout = Fanout::new();
         let cursors = DeliveryCursors::default();
         if let Ok(store) = &store {
             metrics
@@ -81,15 +86,17 @@ impl EventHub {
         let writer = {
             let broadcast = broadcast.clone();
             let cursors = cursors.clone();
+            let fanout = fanout.clone();
             std::thread::Builder::new()
                 .name("event-writer".into())
                 .stack_size(256 * 1024)
-                .spawn(move || run_writer(store, rx, broadcast, cursors, metrics))?
+                .spawn(move || run_writer(store, rx, broadcast, fanout, cursors, metrics))?
         };
         Ok((
             EventHub {
                 requests,
                 broadcast,
+                fanout,
                 reader,
                 cursors,
             },
@@ -109,7 +116,8 @@ impl EventHub {
             .map_err(|_| StoreError::Unavailable("the server is shutting down".into()))?
     }
 
-    /// A live feed of events published from now on. `on_evict` runs if the subscriber falls
+    /// A live feed of events published from now on, for an in-process consumer (streaming
+    /// clients use [`EventHub::subscribe_stream`]). `on_evict` runs if the subscriber falls
     /// `capacity` events behind.
     pub fn subscribe(
         &self,
@@ -117,6 +125,20 @@ impl EventHub {
         on_evict: Option<EvictHook>,
     ) -> Subscription<SharedEvent> {
         self.broadcast.subscribe(capacity, on_evict)
+    }
+
+    /// A streaming client's place in the fan-out: events published from now on are written to
+    /// `socket` (a handle of the client's own) framed as `wire`, by the writer itself while the
+    /// client's thread has handed it the socket, queued for that thread otherwise (see
+    /// [`Outlet::settle`]). `on_evict` runs if the client falls `capacity` events behind.
+    pub fn subscribe_stream(
+        &self,
+        socket: std::net::TcpStream,
+        wire: Wire,
+        capacity: usize,
+        on_evict: Option<StreamEvictHook>,
+    ) -> Outlet {
+        self.fanout.subscribe(socket, wire, capacity, on_evict)
     }
 
     pub fn reader(&self) -> &StoreReader {
@@ -212,6 +234,7 @@ fn run_writer(
     mut store: Result<Store, StoreError>,
     rx: Receiver<Request>,
     broadcast: Broadcast<SharedEvent>,
+    fanout: Fanout,
     cursors: DeliveryCursors,
     metrics: Arc<Metrics>,
 ) {
@@ -284,23 +307,29 @@ fn run_writer(
                     .events_published
                     .fetch_add(events.len() as u64, Ordering::Relaxed);
                 metrics.events_stored.store(stored, Ordering::Relaxed);
-                for (event, reply) in events.into_iter().zip(replies.drain(..)) {
-                    metrics.last_event_id.store(event.id, Ordering::Relaxed);
-                    log::debug!(
-                        "event {} {} from {}",
-                        event.id,
-                        event.event_type,
-                        event.source
-                    );
-                    let published = Arc::new(PublishedEvent::new(event));
-                    let evicted = broadcast.publish(&published);
-                    if evicted > 0 {
-                        metrics
-                            .clients_evicted
-                            .fetch_add(evicted as u64, Ordering::Relaxed);
-                        log::info!("disconnected {evicted} event client(s) that fell behind");
-                    }
-                    reply.send(Ok(published)).ok();
+                let published: Vec<SharedEvent> = events
+                    .into_iter()
+                    .map(|event| {
+                        log::debug!(
+                            "event {} {} from {}",
+                            event.id,
+                            event.event_type,
+                            event.source
+                        );
+                        Arc::new(PublishedEvent::new(event))
+                    })
+                    .collect();
+                if let Some(last) = published.last() {
+                    metrics
+                        .last_event_id
+                        .store(last.event.id, Ordering::Relaxed);
+                }
+                // Stored (fsync'd) above: clients may see the events now.
+                count_fanout(&metrics, fanout.publish(&published));
+                for (event, reply) in published.into_iter().zip(replies.drain(..)) {
+                    let evicted = broadcast.publish(&event);
+                    count_evicted(&metrics, evicted as u64);
+                    reply.send(Ok(event)).ok();
                 }
             }
             Err(err) => {
@@ -321,6 +350,28 @@ fn run_writer(
         log::warn!("final checkpoint of the event store failed: {err}");
     }
     log::debug!("event writer stopped");
+}
+
+fn count_fanout(metrics: &Metrics, published: Published) {
+    metrics
+        .sse_events_sent
+        .fetch_add(published.sse_sent, Ordering::Relaxed);
+    metrics
+        .ws_events_sent
+        .fetch_add(published.ws_sent, Ordering::Relaxed);
+    metrics
+        .event_handoffs
+        .fetch_add(published.handed_off, Ordering::Relaxed);
+    count_evicted(metrics, published.evicted);
+}
+
+fn count_evicted(metrics: &Metrics, evicted: u64) {
+    if evicted > 0 {
+        metrics
+            .clients_evicted
+            .fetch_add(evicted, Ordering::Relaxed);
+        log::info!("disconnected {evicted} event client(s) that fell behind");
+    }
 }
 
 /// Saves the delivery cursors that moved, in a transaction of their own (no event batch to

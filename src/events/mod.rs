@@ -3,6 +3,7 @@
 pub mod clip_rows;
 pub mod delivery;
 pub mod event;
+pub mod fanout;
 pub mod feed;
 pub mod hub;
 pub mod replay;

@@ -54,6 +54,12 @@ impl Cursor {
         true
     }
 
+    /// Counts every id up to `id` as handled: the fan-out sent them (or skipped them by the
+    /// filter) while it wrote to the stream's socket.
+    pub fn skip_to(&mut self, id: u64) {
+        self.last_handled = self.last_handled.max(id);
+    }
+
     /// Hands `deliver` every stored event after `after` that the cursor has not handled, in id
     /// order (a [`Replayed::Gap`] first if some were deleted), and advances past them; or, when
     /// `after` is beyond the newest id ever stored, a [`Replayed::Reset`] and a cursor at that

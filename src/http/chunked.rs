@@ -26,6 +26,9 @@ pub fn write_all_vectored(out: &mut impl Write, parts: &[&[u8]]) -> io::Result<(
     Ok(())
 }
 
+/// Most buffer capacity a body keeps between flushes.
+const KEEP_CAPACITY: usize = 4 * 1024;
+
 /// A streamed response body. `write` collects bytes; `flush` sends what was collected as one
 /// chunk (or, for HTTP/1.0, as is).
 pub struct StreamBody<'a> {
@@ -41,7 +44,9 @@ impl<'a> StreamBody<'a> {
         StreamBody {
             socket,
             chunked,
-            pending: Vec::with_capacity(1024),
+            // Grows to the largest flush it has sent (a few hundred bytes for an idle stream),
+            // not a fixed 1 KiB per client.
+            pending: Vec::new(),
         }
     }
 }
@@ -78,6 +83,11 @@ impl Write for StreamBody<'_> {
             socket.write_all(&self.pending)
         };
         self.pending.clear();
+        // A replay's page may have needed a large buffer; a stream that then idles for hours
+        // must not keep it.
+        if self.pending.capacity() > KEEP_CAPACITY {
+            self.pending = Vec::new();
+        }
         sent
     }
 }

@@ -13,8 +13,14 @@
 //! Replay → live seam: the client subscribes to the hub *before* reading the store, and its
 //! [`Cursor`] lets each id through once (see `events::replay`), so a reconnecting client gets
 //! every event exactly once, in id order.
+//!
+//! Live events are written by the event writer itself (`events::fanout`): once the stream is
+//! open and replayed, its thread hands the socket over ([`Outlet::settle`]) and sleeps until a
+//! heartbeat is due, shutdown, or its socket filled up and the fan-out queued events for it
+//! to write (a slow client), after which it hands the socket back.
 
 use std::io::Write;
+use std::net::{Shutdown as SocketShutdown, TcpStream};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::select;
@@ -22,7 +28,7 @@ use serde_json::json;
 use tiny_http::{Method, Request};
 
 use super::access::header;
-use super::chunked::{StreamBody, transfer_encoding_header, uses_chunks};
+use super::chunked::{StreamBody, transfer_encoding_header, uses_chunks, write_all_vectored};
 use super::cors;
 use super::panics;
 use super::query::{IdFloor, Target, client_id, parse_event_id};
@@ -31,10 +37,11 @@ use super::router::{respond, respond_stream_head};
 use super::server::{Conn, HangupCheck};
 use crate::app::Ctx;
 use crate::events::event::valid_event_type;
+use crate::events::fanout::{Backlog, Outlet, Settled, Wire};
 use crate::events::{Cursor, Replayed};
 use crate::metrics::ClientKind;
 
-/// Events written between two flushes when a burst is queued.
+/// Queued events written in one `writev` when a slow client catches up.
 const MAX_BATCH: usize = 64;
 
 const HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
@@ -116,6 +123,8 @@ fn parse_request(
 /// One open event stream.
 struct EventStream<'a> {
     out: StreamBody<'a>,
+    /// How each event is framed on this stream (chunked or not).
+    wire: Wire,
     types: Option<Vec<String>>,
     /// Which ids were already handled (sent, or skipped by the filter).
     cursor: Cursor,
@@ -130,13 +139,30 @@ impl EventStream<'_> {
             .is_none_or(|types| types.iter().any(|t| t == event_type))
     }
 
-    /// Writes one event block if it is new and wanted. Does not flush.
-    fn offer(&mut self, id: u64, event_type: &str, block: &[u8]) -> std::io::Result<()> {
-        if self.cursor.advance(id) {
-            self.write_if_wanted(event_type, block)
-        } else {
-            Ok(())
+    /// Writes queued events (those new to the cursor and wanted) in one `writev` of their
+    /// shared bytes, after the rest of the first one if the fan-out sent part of it.
+    fn write_backlog(&mut self, socket: &TcpStream, backlog: &Backlog) -> std::io::Result<()> {
+        self.cursor.skip_to(backlog.handled);
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(backlog.events.len());
+        for (i, event) in backlog.events.iter().enumerate() {
+            let bytes = self.wire.bytes(event);
+            if i == 0 && backlog.head_sent > 0 {
+                // Its first bytes are on the wire: the rest must follow before anything else.
+                self.cursor.advance(event.event.id);
+                parts.push(&bytes[backlog.head_sent..]);
+            } else if self.cursor.advance(event.event.id) && self.wants(&event.event.event_type) {
+                parts.push(bytes);
+            } else {
+                continue;
+            }
+            self.sent += 1;
         }
+        let written = u64::try_from(parts.len()).unwrap_or(u64::MAX);
+        self.ctx
+            .metrics
+            .sse_events_sent
+            .fetch_add(written, std::sync::atomic::Ordering::Relaxed);
+        write_all_vectored(&mut { socket }, &parts)
     }
 
     fn write_if_wanted(&mut self, event_type: &str, block: &[u8]) -> std::io::Result<()> {
@@ -202,15 +228,37 @@ pub fn events(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
         return refuse_over_limit(request, ctx);
     };
     // Subscribe first: see the module doc for why this makes the seam exact.
-    let subscription = ctx
-        .events
-        .subscribe(ctx.config.client_queue_events, conn.closer());
+    let wire = if uses_chunks(request.http_version()) {
+        Wire::SseChunked
+    } else {
+        Wire::SsePlain
+    };
+    let Ok(sink_socket) = conn.socket.try_clone() else {
+        let busy = reply::error(503, "unavailable", "the server is out of file descriptors")
+            .with_header(reply::header("Retry-After", "5"));
+        return respond(request, busy, ctx);
+    };
+    let outlet = ctx.events.subscribe_stream(
+        sink_socket,
+        wire,
+        ctx.config.client_queue_events,
+        Some(Box::new(|socket: &TcpStream| {
+            socket.shutdown(SocketShutdown::Both).ok();
+        })),
+    );
+    if let Some(types) = &asked.types {
+        let types = types.clone();
+        outlet.set_interest(Some(Box::new(move |event_type: &str| {
+            types.iter().any(|t| t == event_type)
+        })));
+    }
     let mut held_writer = None;
     let Ok(out) = open_stream(request, conn, ctx, &mut held_writer) else {
         return false;
     };
     let mut stream = EventStream {
         out,
+        wire,
         types: asked.types,
         cursor: Cursor::new(),
         sent: 0,
@@ -243,55 +291,88 @@ pub fn events(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
         );
         return false;
     }
+    let reason = live(&mut stream, &outlet, conn, ctx);
+    log::info!(
+        "SSE client {} disconnected: {reason} ({} events sent)",
+        asked.client_id,
+        stream.sent + outlet.sent()
+    );
+    false
+}
+
+/// The live part of an event stream: the fan-out writes events while this thread sleeps; it
+/// wakes to write a heartbeat when the stream has been idle for `heartbeat_s`, to write what
+/// was queued for a client whose socket filled up, or to stop. Returns why the stream ended.
+fn live(stream: &mut EventStream, outlet: &Outlet, conn: &Conn, ctx: &Ctx) -> String {
     let heartbeat = Duration::from_secs_f64(ctx.config.heartbeat_s);
     let stop = ctx.shutdown.signal();
-    let mut next_heartbeat = Instant::now() + heartbeat;
-    let reason = loop {
+    let mut last_write = Instant::now();
+    // Parsing, routing and replay are done: the rest of this thread's life is shallow, and
+    // the stack pages they touched go back (again after each write of its own).
+    let mut deep = true;
+    loop {
+        match outlet.settle(stream.cursor.last_handled(), true, MAX_BATCH) {
+            Settled::Backlog(backlog) => {
+                if let Err(err) = stream.write_backlog(&conn.socket, &backlog) {
+                    return gone(&err);
+                }
+                last_write = Instant::now();
+                deep = true;
+                continue;
+            }
+            Settled::Evicted { .. } => {
+                return "fell behind (queue full); it will replay on reconnect".into();
+            }
+            // The fan-out now sends events straight to the socket.
+            Settled::Idle => {}
+        }
+        if std::mem::take(&mut deep) {
+            crate::stack::release_unused();
+        }
+        let idle_since = outlet.last_send().map_or(last_write, |t| t.max(last_write));
         // Wake at least every HangupCheck::INTERVAL, so a client that left between heartbeats
         // frees its slot within a second or two, not a heartbeat later.
-        let wait = next_heartbeat
+        let wait = (idle_since + heartbeat)
             .saturating_duration_since(Instant::now())
             .min(HangupCheck::INTERVAL);
         select! {
-            recv(subscription.rx) -> first => {
-                let Ok(first) = first else {
-                    break "fell behind (queue full); it will replay on reconnect";
-                };
-                let mut batch = vec![first];
-                batch.extend(subscription.rx.try_iter().take(MAX_BATCH - 1));
-                let written = batch
-                    .iter()
-                    .try_for_each(|e| stream.offer(e.event.id, &e.event.event_type, &e.sse))
-                    .and_then(|()| stream.out.flush());
-                if written.is_err() {
-                    break "closed the connection";
-                }
-                next_heartbeat = Instant::now() + heartbeat;
-            }
-            recv(stop) -> _ => break "server shutting down",
+            // Something was queued (or the client was evicted): settle again.
+            recv(outlet.woken()) -> _ => {}
+            recv(stop) -> _ => return "server shutting down".into(),
             default(wait) => {
-                if Instant::now() < next_heartbeat {
+                if idle_since.elapsed() < heartbeat {
                     if conn.client_gone() {
-                        break "closed the connection";
+                        return "closed the connection".into();
                     }
+                    continue;
+                }
+                let last_event = stream.cursor.last_handled().max(outlet.detach());
+                stream.cursor.skip_to(last_event);
+                let idle_since = outlet.last_send().map_or(last_write, |t| t.max(last_write));
+                if idle_since.elapsed() < heartbeat {
                     continue;
                 }
                 let beat = json!({"timestamp": crate::clock::round_ms(crate::clock::unix_now())});
                 let written = write!(stream.out, "event: heartbeat\ndata: {beat}\n\n")
                     .and_then(|()| stream.out.flush());
-                if written.is_err() {
-                    break "closed the connection";
+                if let Err(err) = written {
+                    return gone(&err);
                 }
-                next_heartbeat = Instant::now() + heartbeat;
+                last_write = Instant::now();
+                deep = true;
             }
         }
-    };
-    log::info!(
-        "SSE client {} disconnected: {reason} ({} events sent)",
-        asked.client_id,
-        stream.sent
-    );
-    false
+    }
+}
+
+/// Why a stream whose write failed ended, for the log.
+fn gone(err: &std::io::Error) -> String {
+    match err.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+            "stopped reading (no bytes accepted within write_timeout_s)".into()
+        }
+        _ => format!("closed the connection ({err})"),
+    }
 }
 
 /// Answers 503 with `Retry-After` over `max_sse_clients`; the connection then ends.

@@ -252,3 +252,65 @@ fn slow_client_is_disconnected_and_others_keep_their_latency() {
     assert_eq!(normal.expect_event().id_num(), id_of(&last));
     assert_eq!(again.expect_event().id_num(), id_of(&last));
 }
+
+#[test]
+fn a_stalled_client_catches_up_whole_and_in_order_when_it_reads_again() {
+    // The event writer sends to each client's socket itself; once a stalled client's socket is
+    // full it hands the rest (the unsent part of an event first) to the client's own thread,
+    // which catches up when the client reads again and hands the socket back. The client must
+    // see every event once, in order, each chunk and block whole. The queue is large enough
+    // that the stall never evicts it (~18 MB of 12 KiB events at most).
+    const MAX_EVENTS: usize = 1500;
+    const HANDOFFS: &str = "porchlight_event_handoffs_total";
+    let server = Server::with_config("client_queue_events = 2000\nwrite_timeout_s = 60\n", &[]);
+    let port = server.port();
+    let mut stalled = Sse::connect(port, "/stream/events?client_id=stalled");
+    let handoffs_before = metric(&metrics(port, None), HANDOFFS).unwrap_or(0.0);
+
+    let pad = "x".repeat(12 * 1024);
+    let mut posted = Vec::new();
+    let mut handed_off_after = None;
+    for i in 0..MAX_EVENTS {
+        posted.push(id_of(&post_event(
+            port,
+            None,
+            "bulk",
+            json!({"i": i, "pad": pad}),
+        )));
+        if i % 10 == 9 && metric(&metrics(port, None), HANDOFFS) > Some(handoffs_before) {
+            handed_off_after = Some(i + 1);
+            break;
+        }
+    }
+    let handed_off_after = handed_off_after.unwrap_or_else(|| {
+        panic!(
+            "the stalled client's socket never filled after {MAX_EVENTS} events of 12 KiB; \
+             metrics:\n{}",
+            metrics(port, None)
+        )
+    });
+    eprintln!("the stalled client's socket filled after {handed_off_after} events of 12 KiB");
+    // These are queued for its thread, behind the one the socket took only part of.
+    for i in 0..5 {
+        posted.push(id_of(&post_event(port, None, "bulk", json!({"after": i}))));
+    }
+
+    for (n, id) in posted.iter().enumerate() {
+        let block = stalled.next_event(IO_TIMEOUT).unwrap_or_else(|end| {
+            panic!("event {} of {} did not come: {end:?}", n + 1, posted.len())
+        });
+        assert_eq!(block.id_num(), *id, "event {} of {}", n + 1, posted.len());
+        assert_eq!(block.name(), "bulk");
+        // The data is whole JSON: no bytes of a block were lost or sent twice at the seam.
+        assert!(block.json()["data"].is_object(), "{block:?}");
+    }
+    // Caught up: new events come live again, and nobody was evicted.
+    let last = trigger(port, None);
+    assert_eq!(stalled.expect_event().id_num(), id_of(&last));
+    let text = metrics(port, None);
+    assert_eq!(metric(&text, SSE_GAUGE), Some(1.0), "{text}");
+    assert!(
+        metric(&text, "porchlight_clients_evicted_total").is_none_or(|v| v == 0.0),
+        "{text}"
+    );
+}

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! porchlight-bench [--sse N] [--ws M] [--mjpeg K [--quality Q] [--duration S]] [--commands C] [--events E] [--rate PER_S] [--json] [--timeout S]
-//!                  [--mqtt] [--idle S] [--server-arg ARG]... | --url HOST:PORT --pid PID [--token T]
+//!                  [--mqtt] [--idle S] [--server-arg ARG]... [--server-cpus LIST --client-cpus LIST]
+//!                  | --url HOST:PORT --pid PID [--token T]
 //! ```
 //! `--mqtt` also starts mosquitto and a `mosquitto_sub`, points the server's MQTT bridge at
 //! the broker, and reports trigger → subscriber latency; `--idle S` measures idle CPU over S
@@ -12,6 +13,7 @@
 //! Without `--url` it starts `porchlight` from the same folder as itself on a free loopback port
 //! with a fresh data dir, and stops it at the end.
 
+mod affinity;
 mod http;
 mod mjpeg;
 mod mqtt;
@@ -50,10 +52,13 @@ struct Options {
     server_args: Vec<String>,
     mqtt: bool,
     idle_seconds: u64,
+    /// CPUs for the server it starts, and for its own client threads.
+    server_cpus: Option<Vec<usize>>,
+    client_cpus: Option<Vec<usize>>,
 }
 
 const USAGE: &str = "usage: porchlight-bench [--sse N] [--ws M] [--mjpeg K [--quality Q] [--duration S]] [--commands C] [--soak S [--churn N] [--sample S]] [--events E] [--rate PER_S] [--json] \
-[--timeout S] [--mqtt] [--idle S] [--server-arg ARG]... | --url HOST:PORT --pid PID [--token T]";
+[--timeout S] [--mqtt] [--idle S] [--server-arg ARG]... [--server-cpus LIST --client-cpus LIST] | --url HOST:PORT --pid PID [--token T]";
 
 fn parse_options() -> Result<Options, String> {
     let mut o = Options {
@@ -76,6 +81,8 @@ fn parse_options() -> Result<Options, String> {
         server_args: Vec::new(),
         mqtt: false,
         idle_seconds: 1,
+        server_cpus: None,
+        client_cpus: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -134,6 +141,12 @@ fn parse_options() -> Result<Options, String> {
             "--pid" => o.pid = Some(value("--pid")?.parse().map_err(|_| "--pid: a number")?),
             "--token" => o.token = Some(value("--token")?),
             "--server-arg" => o.server_args.push(value("--server-arg")?),
+            "--server-cpus" => {
+                o.server_cpus = Some(affinity::parse_cpus(&value("--server-cpus")?)?)
+            }
+            "--client-cpus" => {
+                o.client_cpus = Some(affinity::parse_cpus(&value("--client-cpus")?)?)
+            }
             "--help" | "-h" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
@@ -179,11 +192,19 @@ fn run(o: Options) -> Result<(), String> {
     let (spawned, addr, pid) = match o.url {
         Some(addr) => (None, addr, o.pid),
         None => {
+            // The server inherits the CPUs this thread runs on when it is started.
+            if let Some(cpus) = &o.server_cpus {
+                affinity::pin_current_thread(cpus)?;
+            }
             let (spawned, addr) = spawn::spawn_server(&server_args, "bench")?;
             let pid = spawned.child.id();
             (Some(spawned), addr, Some(pid))
         }
     };
+    // Every client thread is started from this one, after this.
+    if let Some(cpus) = &o.client_cpus {
+        affinity::pin_current_thread(cpus)?;
+    }
     eprintln!(
         "server at http://{addr} (pid {})",
         pid.map_or("unknown".into(), |p| p.to_string())

@@ -35,6 +35,7 @@ use super::reply::{self, Reply};
 use super::router::respond;
 use super::server::Conn;
 use crate::app::Ctx;
+use crate::events::fanout::Wire;
 use crate::metrics::ClientKind;
 
 pub use self::session::MAX_MESSAGE_BYTES;
@@ -66,17 +67,20 @@ pub fn serve(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool 
         respond(request, reply::over_limit("WebSocket client", limit), ctx);
         return false;
     };
-    let Ok(latch_socket) = conn.socket.try_clone() else {
+    let Ok(sink_socket) = conn.socket.try_clone() else {
         let busy = reply::error(503, "unavailable", "the server is out of file descriptors")
             .with_header(reply::header("Retry-After", "5"));
         respond(request, busy, ctx);
         return false;
     };
     // Subscribe before anything else: the replay seam (events::replay) depends on it.
-    let latch = EvictionLatch::new(latch_socket);
-    let subscription = ctx
-        .events
-        .subscribe(ctx.config.client_queue_events, Some(latch.hook()));
+    let latch = EvictionLatch::new();
+    let outlet = ctx.events.subscribe_stream(
+        sink_socket,
+        Wire::WebSocket,
+        ctx.config.client_queue_events,
+        Some(latch.hook()),
+    );
     let switching =
         Response::empty(101).with_header(reply::header("Sec-WebSocket-Accept", &accept_key));
     let upgraded = request.upgrade("websocket", switching);
@@ -101,8 +105,7 @@ pub fn serve(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool 
     );
     let client_id = opened.client_id.clone();
     super::panics::injected("stream", &target.path);
-    let (reason, sent) =
-        Session::new(&conn.socket, ctx, opened, latch).run(&incoming, subscription);
+    let (reason, sent) = Session::new(&conn.socket, ctx, opened, latch).run(&incoming, outlet);
     // Dropping `reader` (here, or while unwinding from a panic) shuts the socket down, which
     // ends the reader thread, and joins it.
     drop(reader);

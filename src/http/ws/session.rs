@@ -1,6 +1,11 @@
 //! One WebSocket session, on its connection thread: waits on client bytes, hub events, shutdown
 //! and its ping timer at once (see `transport.rs` for why that needs the reader thread), answers
 //! each client message, pushes each subscribed event, and ends with a close frame that says why.
+//!
+//! While it waits, live events are written by the event writer itself (`events::fanout`): the
+//! session hands its socket over before it sleeps ([`Outlet::settle`]) and takes it back
+//! ([`Outlet::detach`]) before it writes anything of its own, so only one side writes at a time
+//! and frames never interleave.
 
 use std::io::{ErrorKind, Write};
 use std::net::{Shutdown as SocketShutdown, TcpStream};
@@ -21,8 +26,10 @@ use super::transport::Transport;
 use crate::app::Ctx;
 use crate::auth::Role;
 use crate::events::event::live_event_frame;
-use crate::events::{Cursor, Replayed, SharedEvent};
-use crate::hub::{EvictHook, Subscription};
+use crate::events::fanout::StreamEvictHook;
+use crate::events::fanout::{Backlog, Outlet, Settled};
+use crate::events::{Cursor, Replayed};
+use crate::http::chunked::write_all_vectored;
 use crate::video::StreamQuality;
 
 /// Largest message a client may send (the contract's 64 KiB); larger closes with 1009.
@@ -59,25 +66,23 @@ pub fn config() -> WebSocketConfig {
 pub struct EvictionLatch {
     evicted: AtomicBool,
     busy: AtomicBool,
-    socket: TcpStream,
 }
 
 impl EvictionLatch {
-    pub fn new(socket: TcpStream) -> Arc<EvictionLatch> {
+    pub fn new() -> Arc<EvictionLatch> {
         Arc::new(EvictionLatch {
             evicted: AtomicBool::new(false),
             busy: AtomicBool::new(false),
-            socket,
         })
     }
 
-    pub fn hook(self: &Arc<Self>) -> EvictHook {
+    pub fn hook(self: &Arc<Self>) -> StreamEvictHook {
         let latch = Arc::clone(self);
-        Box::new(move || {
+        Box::new(move |socket: &TcpStream| {
             // SeqCst on both sides: either the hook sees `busy`, or the session sees `evicted`.
             latch.evicted.store(true, Ordering::SeqCst);
             if latch.busy.load(Ordering::SeqCst) {
-                latch.socket.shutdown(SocketShutdown::Both).ok();
+                socket.shutdown(SocketShutdown::Both).ok();
             }
         })
     }
@@ -167,6 +172,8 @@ pub struct Session<'a> {
     heard_at: Instant,
     ping_sent_at: Option<Instant>,
     events_sent: u64,
+    /// The session's place in the fan-out, from `run` until the session closes.
+    outlet: Option<Outlet>,
 }
 
 impl<'a> Session<'a> {
@@ -189,19 +196,20 @@ impl<'a> Session<'a> {
             heard_at: Instant::now(),
             ping_sent_at: None,
             events_sent: 0,
+            outlet: None,
         }
     }
 
     /// Runs the session to its end. Returns why it ended and how many events it pushed. The
     /// caller shuts the socket down afterwards (which also stops the reader thread).
-    pub fn run(
-        mut self,
-        incoming: &Receiver<Vec<u8>>,
-        subscription: Subscription<SharedEvent>,
-    ) -> (String, u64) {
-        let end = self.serve(incoming, &subscription.rx);
-        // Leave the hub before closing: a closing session reads no more events.
-        drop(subscription);
+    pub fn run(mut self, incoming: &Receiver<Vec<u8>>, outlet: Outlet) -> (String, u64) {
+        self.outlet = Some(outlet);
+        // Nothing is sent live before the client subscribes.
+        self.update_interest();
+        let end = self.serve(incoming);
+        // Leave the hub before closing: a closing session reads no more events, and the
+        // fan-out never writes to the socket again.
+        let sent_by_fanout = self.outlet.take().map_or(0, |outlet| outlet.sent());
         let reason = match end {
             End::Gone(reason) => reason,
             End::Close {
@@ -214,29 +222,46 @@ impl<'a> Session<'a> {
                 log
             }
         };
-        (reason, self.events_sent)
+        (reason, self.events_sent + sent_by_fanout)
     }
 
-    fn serve(&mut self, incoming: &Receiver<Vec<u8>>, events: &Receiver<SharedEvent>) -> End {
+    fn serve(&mut self, incoming: &Receiver<Vec<u8>>) -> End {
         let stop = self.ctx.shutdown.signal();
+        let Some(woken) = self.outlet.as_ref().map(|outlet| outlet.woken().clone()) else {
+            return End::Gone("not subscribed to events".into());
+        };
         self.latch.set_busy(true);
         if let Err(end) = self.send(protocol::connected(&self.opened.client_id)) {
             return end;
         }
+        // Whether this thread just did deep work (the handshake, a message, a backlog): the
+        // stack pages it touched go back before the wait.
+        let mut deep = true;
         loop {
+            if let Err(end) = self.settle() {
+                return end;
+            }
+            if std::mem::take(&mut deep) {
+                crate::stack::release_unused();
+            }
             self.latch.set_busy(false);
             let wait = self
                 .next_deadline()
                 .saturating_duration_since(Instant::now());
             let step = select! {
                 recv(incoming) -> bytes => match bytes {
-                    Ok(bytes) => self.received(bytes),
+                    Ok(bytes) => {
+                        deep = true;
+                        self.received(bytes)
+                    }
                     Err(_) => Err(End::Gone("closed the connection".into())),
                 },
-                recv(events) -> event => match event {
-                    Ok(first) => self.push(first, events),
-                    Err(_) => Err(self.fell_behind()),
-                },
+                // Events were queued for us (the socket was full, or we held it), or we were
+                // evicted: `settle` sees which.
+                recv(woken) -> _ => {
+                    deep = true;
+                    Ok(())
+                }
                 recv(stop) -> _ => Err(End::close(
                     CloseCode::Away,
                     "server shutting down",
@@ -251,6 +276,36 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// Writes whatever the fan-out queued for this session; with nothing queued, hands the
+    /// socket to the fan-out for the wait (unless a replay is still to come at the first
+    /// subscribe: until then live events are only drained).
+    fn settle(&mut self) -> Result<(), End> {
+        loop {
+            let attach = self.pending_replay.is_none();
+            let Some(outlet) = &self.outlet else {
+                return Ok(());
+            };
+            match outlet.settle(self.cursor.last_handled(), attach, MAX_BATCH) {
+                Settled::Idle => return Ok(()),
+                Settled::Backlog(backlog) => self.push(&backlog)?,
+                Settled::Evicted { handled } => {
+                    self.cursor.skip_to(handled);
+                    return Err(self.fell_behind());
+                }
+            }
+        }
+    }
+
+    /// Tells the fan-out which event types this client wants (after each (un)subscribe).
+    fn update_interest(&self) {
+        if let Some(outlet) = &self.outlet {
+            let subscriptions = self.subscriptions.clone();
+            outlet.set_interest(Some(Box::new(move |event_type: &str| {
+                subscriptions.wants(event_type)
+            })));
+        }
+    }
+
     fn fell_behind(&self) -> End {
         let last = self.cursor.last_handled();
         End::close(
@@ -261,8 +316,13 @@ impl<'a> Session<'a> {
         )
     }
 
-    /// Marks the session busy; an eviction that already happened ends it.
-    fn begin_work(&self) -> Result<(), End> {
+    /// Takes the socket back from the fan-out and marks the session busy; an eviction that
+    /// already happened ends it.
+    fn begin_work(&mut self) -> Result<(), End> {
+        if let Some(outlet) = &self.outlet {
+            let handled = outlet.detach();
+            self.cursor.skip_to(handled);
+        }
         if self.latch.set_busy(true) {
             Err(self.fell_behind())
         } else {
@@ -380,6 +440,7 @@ impl<'a> Session<'a> {
                 if let Err(message) = self.subscriptions.subscribe(&types) {
                     return self.refuse(&bad_params(message));
                 }
+                self.update_interest();
                 self.send(protocol::subscription_changed("subscribed", &types))?;
                 if let Some(after) = self.pending_replay.take() {
                     self.replay(after)?;
@@ -390,6 +451,7 @@ impl<'a> Session<'a> {
                 if let Err(message) = self.subscriptions.unsubscribe(&types) {
                     return self.refuse(&bad_params(message));
                 }
+                self.update_interest();
                 self.send(protocol::subscription_changed("unsubscribed", &types))
             }
             ClientMessage::SystemCommand {
@@ -479,36 +541,57 @@ impl<'a> Session<'a> {
             })
     }
 
-    /// Live events: the first one and whatever else is queued, up to a batch.
-    fn push(&mut self, first: SharedEvent, events: &Receiver<SharedEvent>) -> Result<(), End> {
-        self.begin_work()?;
+    /// Events the fan-out queued for this session: the rest of one it had partly sent, then
+    /// those new to the cursor and subscribed to, in one `writev` of their shared frames.
+    fn push(&mut self, backlog: &Backlog) -> Result<(), End> {
+        let evicted = self.begin_work().is_err();
+        self.cursor.skip_to(backlog.handled);
+        let mut events = backlog.events.iter();
+        if backlog.head_sent > 0 {
+            // The socket is mid-frame: nothing else may be written before the frame's rest,
+            // not even the close frame of an eviction.
+            if let Some(head) = events.next() {
+                self.cursor.advance(head.event.id);
+                self.ws
+                    .get_mut()
+                    .write_all(&head.ws_frame[backlog.head_sent..])
+                    .map_err(|e| End::write_failed(&WsError::Io(e), &self.latch))?;
+                self.count_sent(1);
+            }
+        }
+        if evicted {
+            return Err(self.fell_behind());
+        }
         // A pong tungstenite still holds goes out before our raw frames.
         self.ws
             .flush()
             .map_err(|e| End::write_failed(&e, &self.latch))?;
-        let batch = std::iter::once(first).chain(events.try_iter().take(MAX_BATCH - 1));
-        for event in batch {
+        let mut frames: Vec<&[u8]> = Vec::with_capacity(backlog.events.len());
+        for event in events {
             // Until the first subscribe, a client that asked for a replay gets nothing live:
             // everything fanned out is already stored, and the replay will read it from there.
             if self.pending_replay.is_some() {
                 continue;
             }
-            if !self.cursor.advance(event.event.id)
-                || !self.subscriptions.wants(&event.event.event_type)
+            if self.cursor.advance(event.event.id)
+                && self.subscriptions.wants(&event.event.event_type)
             {
-                continue;
+                frames.push(&event.ws_frame);
             }
-            self.ws
-                .get_mut()
-                .write_all(&event.ws_frame)
-                .map_err(|e| End::write_failed(&WsError::Io(e), &self.latch))?;
-            self.events_sent += 1;
-            self.ctx
-                .metrics
-                .ws_events_sent
-                .fetch_add(1, Ordering::Relaxed);
         }
+        write_all_vectored(self.ws.get_mut(), &frames)
+            .map_err(|e| End::write_failed(&WsError::Io(e), &self.latch))?;
+        self.count_sent(frames.len());
         Ok(())
+    }
+
+    fn count_sent(&mut self, events: usize) {
+        let events = u64::try_from(events).unwrap_or(u64::MAX);
+        self.events_sent += events;
+        self.ctx
+            .metrics
+            .ws_events_sent
+            .fetch_add(events, Ordering::Relaxed);
     }
 
     /// Sends our close frame, then finishes as `then` says. Best effort: the connection is

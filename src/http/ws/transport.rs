@@ -72,22 +72,31 @@ impl Read for Transport<'_> {
 
 impl Write for Transport<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        // The socket blocks with `write_timeout_s`; Linux reports that timeout as WouldBlock,
-        // which tungstenite would take for "try again later" and keep the frame buffered. For
-        // us it means the client accepts no bytes: a fatal error.
         let mut socket = self.socket;
-        socket.write(buf).map_err(|e| match e.kind() {
-            ErrorKind::WouldBlock => io::Error::new(
-                ErrorKind::TimedOut,
-                "the client accepted no bytes within write_timeout_s",
-            ),
-            _ => e,
-        })
+        socket.write(buf).map_err(timed_out)
+    }
+
+    fn write_vectored(&mut self, parts: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let mut socket = self.socket;
+        socket.write_vectored(parts).map_err(timed_out)
     }
 
     fn flush(&mut self) -> io::Result<()> {
         // Nothing is buffered here: each write is a send on a TCP_NODELAY socket.
         Ok(())
+    }
+}
+
+/// The socket blocks with `write_timeout_s`; Linux reports that timeout as WouldBlock, which
+/// tungstenite would take for "try again later" and keep the frame buffered. For us it means
+/// the client accepts no bytes: a fatal error.
+fn timed_out(e: io::Error) -> io::Error {
+    match e.kind() {
+        ErrorKind::WouldBlock => io::Error::new(
+            ErrorKind::TimedOut,
+            "the client accepted no bytes within write_timeout_s",
+        ),
+        _ => e,
     }
 }
 

@@ -1,0 +1,696 @@
+//! Write-through fan-out: the event writer sends each event's shared bytes to every client's
+//! socket itself, and a client's own thread only wakes when its socket is full.
+//!
+//! Waking a thread per client per event is what used to cost the most (500 clients × 50
+//! events/s = 25 000 wake-ups and context switches a second, on one core of a Pi Zero). Here
+//! each client is a [`Sink`] in one of two modes:
+//!
+//! - **direct** (the common case): the fan-out writes the event's pre-serialised bytes (the
+//!   SSE chunk or the WebSocket frame, built once and shared by every client) to the socket
+//!   with one non-blocking `sendmsg` — no queue, no wake-up, no context switch;
+//! - **owned**: the client's connection thread owns the socket and writes everything itself
+//!   (its handshake, replay, heartbeats, command answers — whatever may block). The fan-out
+//!   then only queues events for it (at most `capacity`, past which the client is evicted)
+//!   and wakes it.
+//!
+//! A sink goes from direct to owned when a send does not take the whole event (the socket is
+//! full: a slow client) — the bytes left, and every later event, are queued for the thread,
+//! which writes them with blocking, time-limited writes — or when its thread wants to write
+//! something of its own ([`Outlet::detach`]). It goes back to direct only when its thread says so
+//! with nothing queued ([`Outlet::settle`]). Every mode change happens under the sink's lock,
+//! and the fan-out writes only while holding it in direct mode, so exactly one side writes to
+//! a socket at any time, and only between whole events.
+//!
+//! Exactly once, in order: the sink keeps the id of the last event handled (sent, or skipped by
+//! its filter) while direct, and the thread's [`Cursor`](super::Cursor) hands its own over on
+//! attaching, so an event that a replay already read from the store is never sent again live.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::event::{PublishedEvent, SharedEvent};
+
+/// Which of an event's shared byte forms a client's stream is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wire {
+    /// SSE in a chunked HTTP/1.1 body: the event's block as one chunk.
+    SseChunked,
+    /// SSE to an HTTP/1.0 client (body until close): the bare block.
+    SsePlain,
+    /// The complete, unmasked WebSocket `live_event` text frame.
+    WebSocket,
+}
+
+impl Wire {
+    pub fn bytes(self, event: &PublishedEvent) -> &[u8] {
+        match self {
+            Wire::SseChunked => event.sse_chunk(),
+            Wire::SsePlain => event.sse(),
+            Wire::WebSocket => &event.ws_frame,
+        }
+    }
+}
+
+/// Which event types a client wants (`None` on a sink: every type).
+pub type Interest = Box<dyn Fn(&str) -> bool + Send>;
+
+/// Runs once, on the writer thread, when a client is evicted; it gets the client's socket (to
+/// shut it down, so a thread blocked writing to a client that reads nothing is freed at once).
+pub type StreamEvictHook = Box<dyn FnOnce(&TcpStream) + Send>;
+
+/// Sends `parts` without blocking; `Ok(n)` is how many bytes the socket took (0 when it is
+/// full). Never raises SIGPIPE.
+fn send_now(socket: &TcpStream, parts: &[IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: a zeroed msghdr is valid (no name, no control data); IoSlice is guaranteed to be
+    // ABI-compatible with iovec on Unix, and `parts` outlives the call.
+    let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
+    message.msg_iov = parts.as_ptr() as *mut libc::iovec;
+    message.msg_iovlen = parts.len() as _;
+    loop {
+        // SAFETY: sendmsg reads the iovecs described by `message`, all valid for the call.
+        let sent = unsafe {
+            libc::sendmsg(
+                socket.as_raw_fd(),
+                &message,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if let Ok(sent) = usize::try_from(sent) {
+            return Ok(sent);
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return Ok(0),
+            _ => return Err(err),
+        }
+    }
+}
+
+/// One client, as the fan-out sees it.
+struct Sink {
+    /// A handle on the client's socket for the fan-out's own sends.
+    socket: TcpStream,
+    wire: Wire,
+    /// Events queued for the thread at most; one more evicts the client.
+    capacity: usize,
+    state: Mutex<SinkState>,
+}
+
+struct SinkState {
+    /// The fan-out writes to the socket (true) or queues for the client's thread (false).
+    direct: bool,
+    /// Events for the thread to write, in id order; only ever non-empty while owned.
+    queue: VecDeque<SharedEvent>,
+    /// Bytes of `queue[0]` the fan-out sent before the socket filled up.
+    head_sent: usize,
+    interest: Option<Interest>,
+    /// While direct: the last event id handled (sent, or not wanted).
+    handled: u64,
+    /// Events the fan-out sent itself.
+    sent: u64,
+    last_send: Option<Instant>,
+    evicted: bool,
+}
+
+impl SinkState {
+    fn wants(&self, event_type: &str) -> bool {
+        self.interest.as_ref().is_none_or(|wants| wants(event_type))
+    }
+}
+
+impl Sink {
+    /// Never panics while unwinding: a poisoned lock still holds a consistent state (nothing
+    /// in it is left half-changed by a panic).
+    fn lock(&self) -> MutexGuard<'_, SinkState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Offers `events` (in id order) to this client: sends them now if the sink is direct,
+    /// queues them for its thread otherwise.
+    fn offer<'e>(
+        &self,
+        events: &'e [SharedEvent],
+        now: Instant,
+        scratch: &mut Scratch<'e>,
+    ) -> Offer {
+        let mut state = self.lock();
+        let mut offer = Offer::default();
+        let mut rest = events;
+        if state.direct {
+            scratch.parts.clear();
+            scratch.wanted.clear();
+            for (i, event) in events.iter().enumerate() {
+                if event.event.id > state.handled && state.wants(&event.event.event_type) {
+                    scratch.parts.push(IoSlice::new(self.wire.bytes(event)));
+                    scratch.wanted.push(i);
+                }
+            }
+            // A broken socket takes nothing, like a full one: the thread's own write then
+            // finds the error and ends the stream.
+            let sent = if scratch.parts.is_empty() {
+                0
+            } else {
+                send_now(&self.socket, &scratch.parts).unwrap_or(0)
+            };
+            // Which events went out whole, and where the send stopped.
+            let mut covered = 0;
+            let mut whole = 0;
+            for &i in &scratch.wanted {
+                let len = self.wire.bytes(&events[i]).len();
+                if covered + len > sent {
+                    break;
+                }
+                covered += len;
+                whole += 1;
+            }
+            state.sent += whole as u64;
+            offer.sent = whole;
+            if whole > 0 {
+                state.last_send = Some(now);
+            }
+            let Some(&first_unsent) = scratch.wanted.get(whole) else {
+                if let Some(last) = events.last() {
+                    state.handled = state.handled.max(last.event.id);
+                }
+                return offer;
+            };
+            // The socket is full: from the first event not sent whole, everything goes to the
+            // client's thread, which finishes that event's bytes before anything else.
+            state.handled = events[first_unsent].event.id - 1;
+            state.direct = false;
+            state.head_sent = sent - covered;
+            rest = &events[first_unsent..];
+            offer.handed_off = true;
+        }
+        if state.queue.len() + rest.len() > self.capacity {
+            state.evicted = true;
+            offer.evict = true;
+            return offer;
+        }
+        state.queue.extend(rest.iter().cloned());
+        offer.queued = !rest.is_empty();
+        offer
+    }
+}
+
+/// Buffers one publish reuses for every sink.
+struct Scratch<'e> {
+    parts: Vec<IoSlice<'e>>,
+    /// Indexes of the events in `parts`.
+    wanted: Vec<usize>,
+}
+
+/// What offering events to one sink did.
+#[derive(Default)]
+struct Offer {
+    /// Events the fan-out sent whole.
+    sent: usize,
+    /// Something was queued: wake the thread.
+    queued: bool,
+    /// The socket filled up just now: the thread takes over.
+    handed_off: bool,
+    /// The queue would exceed its capacity: the client is evicted.
+    evict: bool,
+}
+
+struct Slot {
+    id: u64,
+    sink: Arc<Sink>,
+    wake: Sender<()>,
+    on_evict: Option<StreamEvictHook>,
+}
+
+struct Shared {
+    slots: Mutex<Vec<Slot>>,
+    next_id: AtomicU64,
+}
+
+impl Shared {
+    fn slots(&self) -> MutexGuard<'_, Vec<Slot>> {
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The publishing side, owned by the event writer; cheap to clone.
+#[derive(Clone)]
+pub struct Fanout {
+    shared: Arc<Shared>,
+}
+
+impl Default for Fanout {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What one [`Fanout::publish`] did, for the metrics.
+#[derive(Debug, Default, PartialEq)]
+pub struct Published {
+    /// Events the fan-out sent itself, by wire (SSE, WebSocket).
+    pub sse_sent: u64,
+    pub ws_sent: u64,
+    /// Clients whose socket filled up, handed to their own thread.
+    pub handed_off: u64,
+    pub evicted: u64,
+}
+
+impl Fanout {
+    pub fn new() -> Fanout {
+        Fanout {
+            shared: Arc::new(Shared {
+                slots: Mutex::new(Vec::new()),
+                next_id: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// Adds a client whose stream is `socket` framed as `wire`. It starts *owned*: nothing is
+    /// sent to it until its thread [`Outlet::settle`]s (after its handshake and replay); events
+    /// published meanwhile are queued, at most `capacity` of them.
+    pub fn subscribe(
+        &self,
+        socket: TcpStream,
+        wire: Wire,
+        capacity: usize,
+        on_evict: Option<StreamEvictHook>,
+    ) -> Outlet {
+        let sink = Arc::new(Sink {
+            socket,
+            wire,
+            capacity: capacity.max(1),
+            state: Mutex::new(SinkState {
+                direct: false,
+                queue: VecDeque::new(),
+                head_sent: 0,
+                interest: None,
+                handled: 0,
+                sent: 0,
+                last_send: None,
+                evicted: false,
+            }),
+        });
+        // One pending wake-up is all a thread needs: it then takes whatever is queued.
+        let (wake, woken) = crossbeam_channel::bounded(1);
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        self.shared.slots().push(Slot {
+            id,
+            sink: Arc::clone(&sink),
+            wake,
+            on_evict,
+        });
+        Outlet {
+            id,
+            sink,
+            woken,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Offers `events` (one committed batch, in id order) to every client: one send per
+    /// direct client, a queue entry and a wake-up per owned one. Never blocks on a client.
+    pub fn publish(&self, events: &[SharedEvent]) -> Published {
+        let mut published = Published::default();
+        if events.is_empty() {
+            return published;
+        }
+        let now = Instant::now();
+        let mut evicted = Vec::new();
+        {
+            let mut scratch = Scratch {
+                parts: Vec::with_capacity(events.len()),
+                wanted: Vec::with_capacity(events.len()),
+            };
+            let mut slots = self.shared.slots();
+            slots.retain_mut(|slot| {
+                let offer = slot.sink.offer(events, now, &mut scratch);
+                if offer.evict {
+                    evicted.push((Arc::clone(&slot.sink), slot.on_evict.take()));
+                    // Dropping the slot drops its `wake` sender: the thread sees the
+                    // disconnection once it has taken what was queued.
+                    return false;
+                }
+                match slot.sink.wire {
+                    Wire::WebSocket => published.ws_sent += offer.sent as u64,
+                    Wire::SseChunked | Wire::SsePlain => published.sse_sent += offer.sent as u64,
+                }
+                if offer.handed_off {
+                    published.handed_off += 1;
+                }
+                if offer.queued {
+                    // Full means a wake-up is already pending: nothing is lost.
+                    slot.wake.try_send(()).ok();
+                }
+                true
+            });
+        }
+        // Hooks run outside the lock: they do I/O (shutting a socket down).
+        published.evicted = evicted.len() as u64;
+        for (sink, hook) in evicted {
+            if let Some(hook) = hook {
+                hook(&sink.socket);
+            }
+        }
+        published
+    }
+
+    /// Clients subscribed.
+    pub fn len(&self) -> usize {
+        self.shared.slots().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What a client's thread finds when it looks at its sink ([`Outlet::settle`]).
+pub enum Settled {
+    /// Nothing waits; the fan-out now writes to the socket (if the thread allowed it).
+    Idle,
+    /// Events to write, the thread's to send (it owns the socket).
+    Backlog(Backlog),
+    /// The client fell `capacity` events behind and was evicted; everything queued before that
+    /// has been handed out. `handled` is the last event id it got.
+    Evicted { handled: u64 },
+}
+
+/// Queued events, taken by the client's thread.
+pub struct Backlog {
+    pub events: Vec<SharedEvent>,
+    /// Bytes of `events[0]` already on the wire: the thread must send the rest of it first,
+    /// whatever else it would write.
+    pub head_sent: usize,
+    /// Every id up to this one was handled by the fan-out.
+    pub handled: u64,
+}
+
+/// A client's thread's side of its subscription. Dropping it unsubscribes (after which the
+/// fan-out never touches the socket again).
+pub struct Outlet {
+    id: u64,
+    sink: Arc<Sink>,
+    woken: Receiver<()>,
+    shared: Arc<Shared>,
+}
+
+impl Drop for Outlet {
+    fn drop(&mut self) {
+        // Also runs while a panicking connection thread unwinds: never panic here.
+        self.shared.slots().retain(|slot| slot.id != self.id);
+    }
+}
+
+impl Outlet {
+    /// Ready when the fan-out queued something (or evicted the client): wait on it with
+    /// `select!`, then [`Outlet::settle`].
+    pub fn woken(&self) -> &Receiver<()> {
+        &self.woken
+    }
+
+    /// Takes up to `max` queued events for the thread to write. If none are queued and
+    /// `attach` is true, hands the socket to the fan-out with `handled` (the thread's cursor)
+    /// as the last id already handled: later events go straight out, earlier ones never.
+    pub fn settle(&self, handled: u64, attach: bool, max: usize) -> Settled {
+        let mut state = self.sink.lock();
+        if !state.queue.is_empty() {
+            state.direct = false;
+            let take = state.queue.len().min(max.max(1));
+            let events = state.queue.drain(..take).collect();
+            let head_sent = std::mem::take(&mut state.head_sent);
+            return Settled::Backlog(Backlog {
+                events,
+                head_sent,
+                handled: state.handled,
+            });
+        }
+        if state.evicted {
+            return Settled::Evicted {
+                handled: state.handled.max(handled),
+            };
+        }
+        if attach && !state.direct {
+            state.handled = state.handled.max(handled);
+            state.direct = true;
+        }
+        Settled::Idle
+    }
+
+    /// Takes the socket back from the fan-out before the thread writes anything of its own:
+    /// from now on events are queued for it. Returns the last id the fan-out handled.
+    pub fn detach(&self) -> u64 {
+        let mut state = self.sink.lock();
+        state.direct = false;
+        state.handled
+    }
+
+    /// Sets which event types the fan-out sends this client (`None`: every type). Takes effect
+    /// for events published from now on.
+    pub fn set_interest(&self, interest: Option<Interest>) {
+        self.sink.lock().interest = interest;
+    }
+
+    /// Events the fan-out sent to this client itself.
+    pub fn sent(&self) -> u64 {
+        self.sink.lock().sent
+    }
+
+    /// When the fan-out last sent this client something.
+    pub fn last_send(&self) -> Option<Instant> {
+        self.sink.lock().last_send
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::Event;
+    use std::io::Read;
+    use std::net::TcpListener;
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    fn event(id: u64, event_type: &str, pad: usize) -> SharedEvent {
+        let mut data = serde_json::Map::new();
+        data.insert("pad".into(), "x".repeat(pad).into());
+        Arc::new(PublishedEvent::new(Event {
+            id,
+            event_type: event_type.into(),
+            timestamp: 1.0,
+            source: "test".into(),
+            data,
+            has_snapshot: false,
+            clip_file: None,
+        }))
+    }
+
+    /// (server side, client side) of a loopback connection.
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        (server, client)
+    }
+
+    fn read_exactly(client: &mut TcpStream, len: usize) -> Vec<u8> {
+        let mut got = vec![0; len];
+        client.read_exact(&mut got).unwrap();
+        got
+    }
+
+    fn nothing_more(client: &mut TcpStream) {
+        client
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let mut byte = [0u8];
+        let read = client.read(&mut byte);
+        assert!(
+            matches!(&read, Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+            "{read:?}"
+        );
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+    }
+
+    #[test]
+    fn queued_until_settled_then_sent_by_the_writer_without_a_wake_up() {
+        let fanout = Fanout::new();
+        let (server, mut client) = pair();
+        let outlet = fanout.subscribe(server, Wire::SseChunked, 8, None);
+        // Owned at first (the thread writes its handshake and replay): events are queued.
+        let first = event(1, "doorbell_pressed", 0);
+        assert_eq!(fanout.publish(std::slice::from_ref(&first)).sse_sent, 0);
+        assert!(outlet.woken().try_recv().is_ok());
+        let Settled::Backlog(backlog) = outlet.settle(0, true, 64) else {
+            panic!("the queued event");
+        };
+        assert_eq!(backlog.events.len(), 1);
+        assert_eq!(backlog.head_sent, 0);
+        // Nothing queued now: the writer takes the socket over.
+        assert!(matches!(outlet.settle(1, true, 64), Settled::Idle));
+        let second = event(2, "doorbell_pressed", 0);
+        let published = fanout.publish(std::slice::from_ref(&second));
+        assert_eq!(published.sse_sent, 1);
+        assert!(outlet.woken().try_recv().is_err(), "the thread was woken");
+        assert_eq!(
+            read_exactly(&mut client, second.sse_chunk().len()),
+            second.sse_chunk()
+        );
+        assert_eq!(outlet.sent(), 1);
+        assert!(outlet.last_send().is_some());
+        // Taken back: queued again.
+        assert_eq!(outlet.detach(), 2);
+        let third = event(3, "doorbell_pressed", 0);
+        assert_eq!(fanout.publish(std::slice::from_ref(&third)).sse_sent, 0);
+        assert!(outlet.woken().try_recv().is_ok());
+        nothing_more(&mut client);
+    }
+
+    #[test]
+    fn a_batch_goes_out_in_one_send_and_the_cursor_and_filter_apply() {
+        let fanout = Fanout::new();
+        let (server, mut client) = pair();
+        let outlet = fanout.subscribe(server, Wire::WebSocket, 8, None);
+        outlet.set_interest(Some(Box::new(|t: &str| t != "motion_detected")));
+        // The thread already handled id 2 (say, from a replay of the store).
+        assert!(matches!(outlet.settle(2, true, 64), Settled::Idle));
+        let batch = [
+            event(2, "doorbell_pressed", 0),
+            event(3, "motion_detected", 0),
+            event(4, "doorbell_pressed", 0),
+            event(5, "camera_offline", 0),
+        ];
+        let published = fanout.publish(&batch);
+        assert_eq!(
+            published,
+            Published {
+                ws_sent: 2,
+                ..Published::default()
+            }
+        );
+        let expected = [batch[2].ws_frame.clone(), batch[3].ws_frame.clone()].concat();
+        assert_eq!(read_exactly(&mut client, expected.len()), expected);
+        nothing_more(&mut client);
+        // Every id up to the batch's last counts as handled (sent or not wanted).
+        assert_eq!(outlet.detach(), 5);
+    }
+
+    #[test]
+    fn a_full_socket_hands_the_rest_to_the_thread_which_finishes_the_event() {
+        let fanout = Fanout::new();
+        let (server, mut client) = pair();
+        let outlet = fanout.subscribe(server, Wire::SseChunked, 1000, None);
+        assert!(matches!(outlet.settle(0, true, 64), Settled::Idle));
+        // The client reads nothing: publish until the writer has to hand over.
+        let mut published = Vec::new();
+        let mut handed_off = false;
+        for id in 1..=2000 {
+            let next = event(id, "bulk", 16 * 1024);
+            let outcome = fanout.publish(std::slice::from_ref(&next));
+            published.push(next);
+            if outcome.handed_off == 1 {
+                handed_off = true;
+                break;
+            }
+        }
+        assert!(handed_off, "32 MB did not fill a loopback socket");
+        // From here on everything is queued.
+        let later = event(published.len() as u64 + 1, "bulk", 10);
+        fanout.publish(std::slice::from_ref(&later));
+        published.push(later);
+        let Settled::Backlog(backlog) = outlet.settle(0, true, 64) else {
+            panic!("a backlog");
+        };
+        assert_eq!(backlog.events.len(), 2);
+        let handed = &backlog.events[0];
+        assert_eq!(backlog.handled, handed.event.id - 1);
+        assert!(backlog.head_sent < handed.sse_chunk().len());
+        // What the writer sent plus what the thread sends is every byte once, in order.
+        let reader = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            client.read_to_end(&mut all).unwrap();
+            all
+        });
+        let mut socket = outlet.sink.socket.try_clone().unwrap();
+        use std::io::Write;
+        socket
+            .write_all(&handed.sse_chunk()[backlog.head_sent..])
+            .unwrap();
+        socket.write_all(backlog.events[1].sse_chunk()).unwrap();
+        drop(socket);
+        drop(outlet);
+        drop(fanout);
+        let all = reader.join().unwrap();
+        let expected: Vec<u8> = published
+            .iter()
+            .flat_map(|e| e.sse_chunk().to_vec())
+            .collect();
+        assert_eq!(all.len(), expected.len());
+        assert!(all == expected);
+    }
+
+    #[test]
+    fn a_client_queued_past_its_capacity_is_evicted_once() {
+        let fanout = Fanout::new();
+        let (server, _client) = pair();
+        let fired = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&fired);
+        let outlet = fanout.subscribe(
+            server,
+            Wire::SsePlain,
+            2,
+            Some(Box::new(move |socket: &TcpStream| {
+                socket.shutdown(std::net::Shutdown::Both).ok();
+                flag.store(true, Ordering::SeqCst);
+            })),
+        );
+        let (other, mut other_client) = pair();
+        let keeps_up = fanout.subscribe(other, Wire::SsePlain, 2, None);
+        assert!(matches!(keeps_up.settle(0, true, 64), Settled::Idle));
+        // The first is still owned by its thread (say, replaying): its queue fills up.
+        let events: Vec<_> = (1..=3).map(|id| event(id, "x", 0)).collect();
+        assert_eq!(fanout.publish(&events[..2]).evicted, 0);
+        assert_eq!(fanout.publish(&events[2..]).evicted, 1);
+        assert!(fired.load(Ordering::SeqCst));
+        assert_eq!(fanout.len(), 1);
+        // What was queued before the eviction is handed out, then the eviction is told.
+        let Settled::Backlog(backlog) = outlet.settle(0, true, 64) else {
+            panic!("the queued events");
+        };
+        assert_eq!(backlog.events.len(), 2);
+        assert!(matches!(
+            outlet.settle(0, true, 64),
+            Settled::Evicted { .. }
+        ));
+        // Its wake-up channel says so too, once drained (a thread waiting on it wakes).
+        while outlet.woken().try_recv().is_ok() {}
+        assert!(matches!(
+            outlet.woken().try_recv(),
+            Err(crossbeam_channel::TryRecvError::Disconnected)
+        ));
+        // The other client got all three, from the writer.
+        let expected: Vec<u8> = events.iter().flat_map(|e| e.sse().to_vec()).collect();
+        assert_eq!(read_exactly(&mut other_client, expected.len()), expected);
+    }
+
+    #[test]
+    fn dropping_the_outlet_unsubscribes() {
+        let fanout = Fanout::new();
+        let (server, _client) = pair();
+        let outlet = fanout.subscribe(server, Wire::SseChunked, 2, None);
+        assert_eq!(fanout.len(), 1);
+        drop(outlet);
+        assert!(fanout.is_empty());
+    }
+}
