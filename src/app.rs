@@ -1,6 +1,6 @@
 //! Wires the sources, hubs and the HTTP server together, and owns shutdown.
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -9,8 +9,10 @@ use crate::camera::Camera;
 use crate::clips::{self, ClipSettings, FrameRing, Recorder};
 use crate::config::Config;
 use crate::control::Control;
+use crate::ctx::Ctx;
 use crate::events::{EventHub, Retention, Store, StoreError, StoreReader};
 use crate::http::server::{self, Registry};
+use crate::http::settings::HttpSettings;
 use crate::http::throttle::AuthThrottle;
 use crate::metrics::Metrics;
 use crate::outbound::{Outbound, OutboundSettings};
@@ -18,26 +20,6 @@ use crate::sdnotify::{Notifier, Watchdog};
 use crate::shutdown::{self, Shutdown};
 use crate::status::{StatusHub, StatusSampler};
 use crate::video::Video;
-
-/// What every connection thread can reach: configuration, the hubs, and the Control handle.
-pub struct Ctx {
-    pub config: Config,
-    pub events: EventHub,
-    pub status: StatusHub,
-    pub control: Control,
-    pub metrics: Arc<Metrics>,
-    pub shutdown: Shutdown,
-    /// The capture thread's handle: live frames, state, snapshots.
-    pub camera: Camera,
-    /// The shared per-preset encoders.
-    pub video: Video,
-    /// Failed authentications per client address (429 after too many).
-    pub auth_throttle: AuthThrottle,
-    /// The clip recorder, when clips are recorded.
-    pub clips: Option<Recorder>,
-    /// The MQTT bridge and webhooks, for status and metrics.
-    pub outbound: Outbound,
-}
 
 /// How long shutdown waits for connection threads to finish after closing their sockets.
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -79,6 +61,26 @@ impl Running {
             accept: None,
             delivery: Vec::new(),
         }
+    }
+
+    /// The name of the first thread the server cannot work without that has ended, if any.
+    fn first_vital_stopped(&self) -> Option<&str> {
+        let vital = [
+            ("event writer", self.writer.as_ref().map(|(_, h)| h)),
+            ("accept loop", self.accept.as_ref()),
+            ("status sampler", self.sampler.as_ref()),
+            ("doorbell", self.doorbell.as_ref()),
+            ("motion detector", self.motion.as_ref()),
+        ];
+        let delivery = self
+            .delivery
+            .iter()
+            .map(|(name, handle)| (name.as_str(), Some(handle)));
+        vital
+            .into_iter()
+            .chain(delivery)
+            .find(|(_, handle)| handle.is_some_and(JoinHandle::is_finished))
+            .map(|(name, _)| name)
     }
 
     /// Stops what was started, last first. `Err` if the event writer panicked (events may
@@ -152,9 +154,12 @@ impl Drop for Running {
     }
 }
 
-/// Runs the server until SIGTERM/SIGINT. An `Err` is a fatal error (exit status 1). The port is
-/// bound before anything else starts, so a taken port (or any other start-up error) touches
-/// neither the data dir nor a device; what did start is stopped again, in reverse order.
+/// Runs the server until SIGTERM/SIGINT. An `Err` is a fatal error (exit status 1). The phases:
+/// bind the port, open the event store, start the sources (event writer, camera, clips,
+/// motion, status, doorbell), serve (accept loop, MQTT and webhooks), supervise until a
+/// signal, and stop what runs in reverse. The port is bound before anything else starts, so
+/// a taken port (or any other start-up error) touches neither the data dir nor a device; what
+/// did start is stopped again, in reverse order, by [`Running`].
 pub fn run(config: Config) -> Result<(), String> {
     // Before any thread exists, so that every thread inherits the mask.
     shutdown::block_signals();
@@ -163,6 +168,41 @@ pub fn run(config: Config) -> Result<(), String> {
     let shutdown = Shutdown::new();
     let mut running = Running::new(shutdown.clone());
 
+    let bound = bind(&config, &mut running)?;
+    shutdown::spawn_signal_listener(shutdown.clone())
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    let metrics = Arc::new(Metrics::new());
+    let opened = open_store(&config, &metrics)?;
+    let outbound = OutboundSettings::from_config(&config);
+    let ctx = start_sources(&config, &outbound, opened, metrics, &mut running)?;
+    serve(&outbound, bound.accept_listener, &ctx, &mut running)?;
+    log::info!(
+        "listening on http://{} (camera {}, doorbell {}, {})",
+        bound.local,
+        config.camera,
+        config.doorbell,
+        if config.tokens.is_empty() {
+            "no tokens: every client is admin".to_string()
+        } else {
+            format!("{} token(s)", config.tokens.roles().count())
+        }
+    );
+    supervise(&running, bound.local);
+    let stopping = Instant::now();
+    running.stop()?;
+    log::info!("stopped cleanly in {} ms", stopping.elapsed().as_millis());
+    Ok(())
+}
+
+/// The listening socket: one handle kept by [`Running`] (to unblock `accept` at shutdown),
+/// this one for the accept loop.
+struct Bound {
+    accept_listener: TcpListener,
+    local: SocketAddr,
+}
+
+/// Phase 1: binds the port, sized for `max_connections`.
+fn bind(config: &Config, running: &mut Running) -> Result<Bound, String> {
     let listener = TcpListener::bind(config.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     server::widen_backlog(&listener, config.max_connections);
@@ -174,10 +214,21 @@ pub fn run(config: Config) -> Result<(), String> {
         .try_clone()
         .map_err(|e| format!("cannot use the listening socket: {e}"))?;
     running.listener = Some(listener);
-    shutdown::spawn_signal_listener(shutdown.clone())
-        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    Ok(Bound {
+        accept_listener,
+        local,
+    })
+}
 
-    let metrics = Arc::new(Metrics::new());
+/// The event store as opened: writable, or the reason it is not (read-only: a degraded mode).
+struct OpenedStore {
+    store: Result<Store, StoreError>,
+    reader: Arc<StoreReader>,
+}
+
+/// Phase 2: opens the event store (a read-only data dir is served read-only; anything else
+/// is fatal) and records its last event id.
+fn open_store(config: &Config, metrics: &Metrics) -> Result<OpenedStore, String> {
     let retention = Retention {
         max_events: config.max_events,
         max_snapshot_bytes: config.max_snapshot_bytes,
@@ -213,22 +264,31 @@ pub fn run(config: Config) -> Result<(), String> {
         bounds.stored,
         bounds.last_id
     );
-    let clip_settings = ClipSettings {
-        pre: Duration::from_secs_f64(config.clip_pre_s),
-        post: Duration::from_secs_f64(config.clip_post_s),
-        event_types: config.clip_event_types.clone(),
-        max_bytes: config.max_clip_bytes,
-        dir: data_dir.join(clips::file::DIR),
-    };
+    Ok(OpenedStore { store, reader })
+}
+
+/// Phase 3: starts the sources — the event writer, the camera, the clip writer, motion, the
+/// status sampler and the doorbell — each handed to `running` as it starts, and returns what
+/// connection threads see.
+fn start_sources(
+    config: &Config,
+    outbound: &OutboundSettings,
+    opened: OpenedStore,
+    metrics: Arc<Metrics>,
+    running: &mut Running,
+) -> Result<Arc<Ctx>, String> {
+    let shutdown = running.shutdown.clone();
+    let clip_settings = clip_settings(config);
     // Clips need a writable store and their folder (made by the store as it opened).
-    let record_clips = clip_settings.enabled() && store.is_ok() && clip_settings.dir.is_dir();
+    let record_clips =
+        clip_settings.enabled() && opened.store.is_ok() && clip_settings.dir.is_dir();
     let pre_roll = record_clips.then(|| {
         Arc::new(FrameRing::new(
             clips::ring::keep_for(clip_settings.pre),
             clips::ring::DEFAULT_MAX_BYTES,
         ))
     });
-    let (events, writer) = EventHub::start(store, reader, Arc::clone(&metrics))
+    let (events, writer) = EventHub::start(opened.store, opened.reader, Arc::clone(&metrics))
         .map_err(|e| format!("cannot start the event writer: {e}"))?;
     running.writer = Some((events.clone(), writer));
     let (camera, capture) = Camera::start(
@@ -240,32 +300,12 @@ pub fn run(config: Config) -> Result<(), String> {
     )
     .map_err(|e| format!("cannot start the camera thread: {e}"))?;
     running.capture = Some(capture);
-    let (clips, clip_writer) = match pre_roll {
-        Some(ring) => Recorder::start(
-            clip_settings,
-            ring,
-            camera.clone(),
-            events.clone(),
-            shutdown.clone(),
-        )
-        .map(|(recorder, handle)| (Some(recorder), Some(handle)))
-        .map_err(|e| format!("cannot start the clip writer: {e}"))?,
-        None => {
-            if clip_settings.enabled() {
-                log::warn!("clips are not recorded: the data dir cannot be written");
-            } else {
-                log::info!("clips are off (clip_event_types is empty or max_clip_bytes is 0)");
-            }
-            (None, None)
-        }
-    };
-    running.clip_writer = clip_writer;
+    let clips = start_clips(clip_settings, pre_roll, &camera, &events, running)?;
     let video = Video::new(camera.frames().clone(), shutdown.clone());
-    let control = Control::new(events.clone()).with_camera(camera.clone());
-    let outbound_settings = OutboundSettings::from_config(&config);
-    let outbound = Outbound::prepare(&outbound_settings, &events);
-    let motion = crate::motion::start_configured(
-        &config,
+    let control = Control::new(events.clone(), camera.clone());
+    let outbound = Outbound::prepare(outbound, &events);
+    running.motion = crate::motion::start_configured(
+        config,
         crate::motion::Wiring {
             camera: camera.frames().clone(),
             video: video.clone(),
@@ -274,35 +314,7 @@ pub fn run(config: Config) -> Result<(), String> {
         },
     )
     .map_err(|e| format!("cannot start the motion thread: {e}"))?;
-    running.motion = motion;
-
-    let status_camera = camera.clone();
-    let section = |pick: fn((serde_json::Value, serde_json::Value)) -> serde_json::Value| {
-        let outbound = outbound.clone();
-        let metrics = Arc::clone(&metrics);
-        let last_id = move || {
-            metrics
-                .last_event_id
-                .load(std::sync::atomic::Ordering::Relaxed)
-        };
-        Box::new(move || pick(outbound.status_json(last_id()))) as crate::status::SectionFn
-    };
-    let sampler = StatusSampler::new(
-        Arc::clone(&metrics),
-        Box::new(move || status_camera.status_json()),
-        &config.doorbell,
-    )
-    .with_section("mqtt", section(|(mqtt, _)| mqtt))
-    .with_section("webhooks", section(|(_, hooks)| hooks));
-    let status = StatusHub::new(sampler);
-    running.sampler = Some(
-        status
-            .spawn_sampler(
-                Duration::from_secs_f64(config.status_interval_s),
-                shutdown.clone(),
-            )
-            .map_err(|e| format!("cannot start the status thread: {e}"))?,
-    );
+    let status = start_status(config, &camera, &outbound, &metrics, running)?;
     // Before "listening", so a GPIO error is fatal at startup and READY=1 means the button is
     // read.
     running.doorbell = crate::doorbell::start(
@@ -316,75 +328,131 @@ pub fn run(config: Config) -> Result<(), String> {
         control.clone(),
         shutdown.clone(),
     )?;
-
-    let ctx = Arc::new(Ctx {
-        config,
-        events: events.clone(),
+    Ok(Arc::new(Ctx {
+        http: HttpSettings::from_config(config),
+        events,
         status,
         control,
         metrics,
-        shutdown: shutdown.clone(),
+        shutdown,
         camera,
         video,
         auth_throttle: AuthThrottle::default(),
         clips,
-        outbound: outbound.clone(),
-    });
+        outbound,
+    }))
+}
+
+fn clip_settings(config: &Config) -> ClipSettings {
+    ClipSettings {
+        pre: Duration::from_secs_f64(config.clip_pre_s),
+        post: Duration::from_secs_f64(config.clip_post_s),
+        event_types: config.clip_event_types.clone(),
+        max_bytes: config.max_clip_bytes,
+        dir: config.data_dir.join(clips::file::DIR),
+    }
+}
+
+/// The clip writer, when there is a pre-roll to record from.
+fn start_clips(
+    settings: ClipSettings,
+    pre_roll: Option<Arc<FrameRing>>,
+    camera: &Camera,
+    events: &EventHub,
+    running: &mut Running,
+) -> Result<Option<Recorder>, String> {
+    let Some(ring) = pre_roll else {
+        if settings.enabled() {
+            log::warn!("clips are not recorded: the data dir cannot be written");
+        } else {
+            log::info!("clips are off (clip_event_types is empty or max_clip_bytes is 0)");
+        }
+        return Ok(None);
+    };
+    let (recorder, handle) = Recorder::start(
+        settings,
+        ring,
+        camera.clone(),
+        events.clone(),
+        running.shutdown.clone(),
+    )
+    .map_err(|e| format!("cannot start the clip writer: {e}"))?;
+    running.clip_writer = Some(handle);
+    Ok(Some(recorder))
+}
+
+/// The status hub and its sampler thread; the MQTT bridge and webhooks add their sections.
+fn start_status(
+    config: &Config,
+    camera: &Camera,
+    outbound: &Outbound,
+    metrics: &Arc<Metrics>,
+    running: &mut Running,
+) -> Result<StatusHub, String> {
+    let status_camera = camera.clone();
+    let section = |pick: fn((serde_json::Value, serde_json::Value)) -> serde_json::Value| {
+        let outbound = outbound.clone();
+        let metrics = Arc::clone(metrics);
+        let last_id = move || {
+            metrics
+                .last_event_id
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        Box::new(move || pick(outbound.status_json(last_id()))) as crate::status::SectionFn
+    };
+    let sampler = StatusSampler::new(
+        Arc::clone(metrics),
+        Box::new(move || status_camera.status_json()),
+        &config.doorbell,
+    )
+    .with_section("mqtt", section(|(mqtt, _)| mqtt))
+    .with_section("webhooks", section(|(_, hooks)| hooks));
+    let status = StatusHub::new(sampler);
+    running.sampler = Some(
+        status
+            .spawn_sampler(
+                Duration::from_secs_f64(config.status_interval_s),
+                running.shutdown.clone(),
+            )
+            .map_err(|e| format!("cannot start the status thread: {e}"))?,
+    );
+    Ok(status)
+}
+
+/// Phase 4: the accept loop, then the MQTT bridge and webhook senders (which never wait for
+/// a broker or receiver: each thread connects, and retries, by itself).
+fn serve(
+    outbound: &OutboundSettings,
+    listener: TcpListener,
+    ctx: &Arc<Ctx>,
+    running: &mut Running,
+) -> Result<(), String> {
     let registry = Arc::new(Registry::default());
     running.registry = Some(Arc::clone(&registry));
     running.accept = Some({
-        let ctx = Arc::clone(&ctx);
+        let ctx = Arc::clone(ctx);
         std::thread::Builder::new()
             .name("accept".into())
             .stack_size(128 * 1024)
-            .spawn(move || server::accept_loop(accept_listener, ctx, registry))
+            .spawn(move || server::accept_loop(listener, ctx, registry))
             .map_err(|e| format!("cannot start the accept thread: {e}"))?
     });
-    // Never waits for a broker or receiver: each thread connects (and retries) by itself.
-    running.delivery = outbound.start(&outbound_settings, &ctx)?;
-    log::info!(
-        "listening on http://{local} (camera {}, doorbell {}, {})",
-        ctx.config.camera,
-        ctx.config.doorbell,
-        if ctx.config.tokens.is_empty() {
-            "no tokens: every client is admin".to_string()
-        } else {
-            format!("{} token(s)", ctx.config.tokens.roles().count())
-        }
-    );
+    running.delivery = ctx.outbound.start(outbound, ctx)?;
+    Ok(())
+}
 
-    // Until a signal (the signal thread fires the broadcast), wake every tick to tell systemd
-    // we are alive, but only while every thread the server cannot work without is.
+/// Phase 5: until a signal (the signal thread fires the broadcast), wakes every tick to tell
+/// systemd we are alive, but only while every thread the server cannot work without is.
+fn supervise(running: &Running, local: SocketAddr) {
     let notifier = Notifier::from_env();
     notifier.ready(&format!("listening on http://{local}"));
     let mut watchdog = Watchdog::new(&notifier);
-    let stop = shutdown.signal();
+    let stop = running.shutdown.signal();
     while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(notifier.tick())
     {
-        let mut vital = vec![
-            ("event writer", running.writer.as_ref().map(|(_, h)| h)),
-            ("accept loop", running.accept.as_ref()),
-            ("status sampler", running.sampler.as_ref()),
-            ("doorbell", running.doorbell.as_ref()),
-            ("motion detector", running.motion.as_ref()),
-        ];
-        vital.extend(
-            running
-                .delivery
-                .iter()
-                .map(|(name, handle)| (name.as_str(), Some(handle))),
-        );
-        let stopped = vital
-            .iter()
-            .find(|(_, h)| h.is_some_and(JoinHandle::is_finished))
-            .map(|(n, _)| *n);
-        watchdog.tick(stopped);
+        watchdog.tick(running.first_vital_stopped());
     }
     notifier.stopping();
-    let stopping = Instant::now();
-    running.stop()?;
-    log::info!("stopped cleanly in {} ms", stopping.elapsed().as_millis());
-    Ok(())
 }
 
 /// Waits until `deadline` for the delivery threads (which saw the shutdown broadcast) to end.

@@ -17,7 +17,7 @@ pub struct Control {
     /// The preset `/stream/video` uses when the URL names none.
     default_quality: Arc<AtomicU8>,
     /// The camera, for restarts and for the picture of the moment an event happens.
-    camera: Option<Camera>,
+    camera: Camera,
 }
 
 /// Event type of a doorbell press.
@@ -26,18 +26,12 @@ pub const DOORBELL_PRESSED: &str = "doorbell_pressed";
 pub const MOTION_DETECTED: &str = "motion_detected";
 
 impl Control {
-    pub fn new(events: EventHub) -> Control {
+    pub fn new(events: EventHub, camera: Camera) -> Control {
         Control {
             events,
             default_quality: Arc::new(AtomicU8::new(Quality::Medium.index())),
-            camera: None,
+            camera,
         }
-    }
-
-    /// The same handle, acting on `camera`.
-    pub fn with_camera(mut self, camera: Camera) -> Control {
-        self.camera = Some(camera);
-        self
     }
 
     pub fn default_quality(&self) -> Quality {
@@ -53,10 +47,7 @@ impl Control {
     /// Closes and reopens the camera. Returns once the capture thread took the request and the
     /// camera state is `starting` (it then goes on to `streaming` or `offline` by itself).
     pub fn restart_camera(&self) -> Result<(), String> {
-        match &self.camera {
-            Some(camera) => camera.restart(),
-            None => Err("this server runs no camera".to_string()),
-        }
+        self.camera.restart()
     }
 
     /// Attaches the camera's current frame to an event that should show the moment it
@@ -71,8 +62,7 @@ impl Control {
         if wants_picture && draft.snapshot.is_none() {
             draft.snapshot = self
                 .camera
-                .as_ref()
-                .and_then(Camera::live_frame)
+                .live_frame()
                 .map(|frame| Arc::clone(&frame.jpeg));
         }
         draft

@@ -10,6 +10,7 @@ pub mod clips;
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod ctx;
 pub mod doorbell;
 pub mod events;
 pub mod http;

@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 
 use serde_json::Value;
 
-use crate::app::Ctx;
+use crate::ctx::Ctx;
 use crate::events::EventHub;
 use crate::metrics::{Exposition, Samples, Series};
 use crate::mqtt::{BridgeStatus, MqttSettings};

@@ -157,10 +157,6 @@ impl Camera {
         Ok((Camera { shared }, handle))
     }
 
-    pub fn spec(&self) -> &CameraSpec {
-        &self.shared.spec
-    }
-
     /// The camera's frame hub: live frames, or placeholders while there is no live video.
     pub fn frames(&self) -> &Latest<Frame> {
         &self.shared.frames

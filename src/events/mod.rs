@@ -14,5 +14,5 @@ pub use delivery::{DeliveryCursor, DeliveryCursors};
 pub use event::{Event, EventDraft, PublishedEvent, SharedEvent};
 pub use feed::{Fed, Feed};
 pub use hub::EventHub;
-pub use replay::{Cursor, Replayed};
+pub use replay::{Cursor, ReplayError, Replayed};
 pub use store::{EventQuery, Retention, Store, StoreError, StoreReader};

@@ -7,8 +7,10 @@
 //! queue; one in both is let through once. So a client that reconnects with the last id it saw
 //! gets every later event exactly once, in order, whichever way each one reached it.
 
+use std::fmt;
+
 use super::event::Event;
-use super::store::StoreReader;
+use super::store::{StoreError, StoreReader};
 
 /// Events read from the store per query while replaying.
 const REPLAY_PAGE: u64 = 500;
@@ -28,6 +30,33 @@ pub enum Replayed<'a> {
     Event(&'a Event),
     /// A page of events was handed over: a good moment to flush.
     PageEnd,
+}
+
+/// Why a replay stopped early. The stream branches on it: a failed delivery (`E`, the stream's
+/// own write error) is the client's connection failing; the others are the server's side.
+#[derive(Debug, PartialEq)]
+pub enum ReplayError<E> {
+    /// The store could not be read.
+    Store(StoreError),
+    /// A page of the store after event `from` moved the cursor no further (it would otherwise
+    /// read the same page for ever).
+    Stuck { from: u64 },
+    /// The stream could not hand an item to its client.
+    Deliver(E),
+}
+
+impl<E: fmt::Display> fmt::Display for ReplayError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReplayError::Store(err) => err.fmt(f),
+            ReplayError::Stuck { from } => write!(
+                f,
+                "replay stopped: a page of the store after event {from} moved the cursor no \
+                 further"
+            ),
+            ReplayError::Deliver(err) => err.fmt(f),
+        }
+    }
 }
 
 /// The largest event id a stream has handled (sent, or skipped by its filter).
@@ -63,16 +92,16 @@ impl Cursor {
     /// Hands `deliver` every stored event after `after` that the cursor has not handled, in id
     /// order (a [`Replayed::Gap`] first if some were deleted), and advances past them; or, when
     /// `after` is beyond the newest id ever stored, a [`Replayed::Reset`] and a cursor at that
-    /// newest id. Stops at the first error, from the store or from `deliver`, and with an
-    /// error if a page of the store does not move the cursor (it would otherwise read the
-    /// same page for ever).
-    pub fn replay(
+    /// newest id. Stops at the first error, from the store or from `deliver`, and with
+    /// [`ReplayError::Stuck`] if a page of the store does not move the cursor.
+    pub fn replay<E>(
         &mut self,
         reader: &StoreReader,
         after: u64,
-        mut deliver: impl FnMut(Replayed<'_>) -> Result<(), String>,
-    ) -> Result<(), String> {
-        let bounds = reader.bounds().map_err(|e| e.to_string())?;
+        mut deliver: impl FnMut(Replayed<'_>) -> Result<(), E>,
+    ) -> Result<(), ReplayError<E>> {
+        let mut deliver = |item: Replayed<'_>| deliver(item).map_err(ReplayError::Deliver);
+        let bounds = reader.bounds().map_err(ReplayError::Store)?;
         if after > bounds.last_id {
             deliver(Replayed::Reset {
                 last_event_id: after,
@@ -93,7 +122,9 @@ impl Cursor {
         }
         loop {
             let from = self.last_handled;
-            let page = reader.after(from, REPLAY_PAGE).map_err(|e| e.to_string())?;
+            let page = reader
+                .after(from, REPLAY_PAGE)
+                .map_err(ReplayError::Store)?;
             for event in &page {
                 if self.advance(event.id) {
                     deliver(Replayed::Event(event))?;
@@ -104,10 +135,7 @@ impl Cursor {
                 return Ok(());
             }
             if self.last_handled == from {
-                return Err(format!(
-                    "replay stopped: a page of the store after event {from} moved the cursor no \
-                     further"
-                ));
+                return Err(ReplayError::Stuck { from });
             }
         }
     }
@@ -152,7 +180,7 @@ mod tests {
                     Replayed::Event(e) => e.id.to_string(),
                     Replayed::PageEnd => "page".into(),
                 });
-                Ok(())
+                Ok::<(), String>(())
             })
             .unwrap();
         seen
@@ -233,14 +261,14 @@ mod tests {
         let mut cursor = Cursor::new();
         let mut delivered = 0;
         let result = cursor.replay(&reader, 0, |item| match item {
-            Replayed::Event(_) if delivered == 1 => Err("client gone".into()),
+            Replayed::Event(_) if delivered == 1 => Err("client gone".to_string()),
             Replayed::Event(_) => {
                 delivered += 1;
                 Ok(())
             }
             _ => Ok(()),
         });
-        assert_eq!(result, Err("client gone".to_string()));
+        assert_eq!(result, Err(ReplayError::Deliver("client gone".to_string())));
         assert_eq!(delivered, 1);
     }
 }

@@ -10,7 +10,7 @@ use super::query::{IdFloor, Target, parse_limit};
 use super::reply::{self, Reply};
 use super::router::Outcome;
 use super::server::Conn;
-use crate::app::Ctx;
+use crate::ctx::Ctx;
 use crate::events::event::{MAX_BODY_BYTES, parse_posted_event, valid_event_type};
 use crate::events::{EventQuery, SharedEvent, StoreError};
 use crate::metrics::{self, Exposition};
@@ -48,7 +48,7 @@ fn declares_json(request: &Request) -> bool {
 /// body slower than the request's deadline a 408; either closes the connection.
 fn read_json_body(request: &mut Request) -> Result<Vec<u8>, Outcome> {
     if !declares_json(request) {
-        return Err(Outcome::Reply {
+        return Err(Outcome {
             reply: reply::error(
                 415,
                 "unsupported_media_type",
@@ -58,7 +58,7 @@ fn read_json_body(request: &mut Request) -> Result<Vec<u8>, Outcome> {
             close: false,
         });
     }
-    let too_large = || Outcome::Reply {
+    let too_large = || Outcome {
         reply: reply::error(
             413,
             "payload_too_large",
@@ -88,7 +88,7 @@ fn read_json_body(request: &mut Request) -> Result<Vec<u8>, Outcome> {
             ),
             _ => reply::error(400, "bad_request", "the request body could not be read"),
         };
-        return Err(Outcome::Reply { reply, close: true });
+        return Err(Outcome { reply, close: true });
     }
     if body.len() > MAX_BODY_BYTES {
         return Err(too_large());
@@ -265,7 +265,7 @@ pub fn login(request: &mut Request, conn: &Conn, ctx: &Ctx) -> Outcome {
         },
         _ => return reply::error(400, "bad_request", "body must be {\"token\": \"...\"}").into(),
     };
-    let tokens = &ctx.config.tokens;
+    let tokens = &ctx.http.tokens;
     if tokens.is_empty() {
         return reply::json(200, &json!({"role": "admin"})).into();
     }
@@ -291,7 +291,7 @@ pub fn login(request: &mut Request, conn: &Conn, ctx: &Ctx) -> Outcome {
 /// without first logging in (with no tokens configured everyone is admin). `login_required`
 /// says whether tokens are configured at all, so the page knows whether to offer a token form.
 pub fn whoami(request: &Request, target: &Target, ctx: &Ctx) -> Reply {
-    let tokens = &ctx.config.tokens;
+    let tokens = &ctx.http.tokens;
     match super::access::role_of(request, target, tokens) {
         Ok(role) => reply::json(
             200,

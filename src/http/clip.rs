@@ -26,8 +26,8 @@ use super::query::Target;
 use super::reply;
 use super::router::respond;
 use super::server::Conn;
-use crate::app::Ctx;
 use crate::clips::file::{self, ClipFrame, ClipReader, Read};
+use crate::ctx::Ctx;
 use crate::metrics::ClientKind;
 use crate::video::Frame;
 use crate::video::frame::{MULTIPART_OPENING, PART_END};
@@ -61,7 +61,7 @@ pub fn serve(request: Request, id: u64, target: &Target, conn: &Conn, ctx: &Ctx)
     let clip = Clip {
         file_id: location.file_id,
         path: file::path(&clips_dir(ctx), location.file_id),
-        from_unix: location.event_timestamp - ctx.config.clip_pre_s,
+        from_unix: location.event_timestamp - ctx.http.clip_pre_s,
     };
     if download {
         return send_file(request, id, &clip, ctx);
@@ -80,7 +80,7 @@ struct Clip {
 fn clips_dir(ctx: &Ctx) -> PathBuf {
     match &ctx.clips {
         Some(recorder) => recorder.dir().to_path_buf(),
-        None => ctx.config.data_dir.join(file::DIR),
+        None => ctx.http.data_dir.join(file::DIR),
     }
 }
 
@@ -202,7 +202,7 @@ fn next_frame(
 
 /// The replay: parts at the recorded pace, the last one ending with the closing delimiter.
 fn replay(request: Request, id: u64, clip: &Clip, conn: &Conn, ctx: &Ctx) -> bool {
-    let limit = ctx.config.max_video_clients;
+    let limit = ctx.http.max_video_clients;
     let Some(_slot) = ctx.metrics.admit(ClientKind::Video, limit) else {
         respond(request, reply::over_limit("video client", limit), ctx);
         return false;
@@ -225,7 +225,7 @@ fn replay(request: Request, id: u64, clip: &Clip, conn: &Conn, ctx: &Ctx) -> boo
         }
     };
     let mut head = mjpeg::HEAD.to_vec();
-    head.extend_from_slice(cors::head_lines(&request, &ctx.config.allowed_origins).as_bytes());
+    head.extend_from_slice(cors::head_lines(&request, &ctx.http.allowed_origins).as_bytes());
     head.extend_from_slice(b"\r\n");
     if !head_only {
         head.extend_from_slice(MULTIPART_OPENING);

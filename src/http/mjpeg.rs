@@ -27,7 +27,7 @@ use super::query::{Target, client_id};
 use super::reply;
 use super::router::{respond, respond_stream_head};
 use super::server::{Conn, HangupCheck};
-use crate::app::Ctx;
+use crate::ctx::Ctx;
 use crate::latest::Next;
 use crate::metrics::ClientKind;
 use crate::video::adapt::{self, Adapter, Written};
@@ -138,9 +138,9 @@ pub fn stream(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
         Ok(asked) => asked,
         Err(message) => return respond(request, reply::error(400, "bad_request", &message), ctx),
     };
-    let limit = ctx.config.max_video_clients;
+    let limit = ctx.http.max_video_clients;
     let mut head = HEAD.to_vec();
-    head.extend_from_slice(cors::head_lines(&request, &ctx.config.allowed_origins).as_bytes());
+    head.extend_from_slice(cors::head_lines(&request, &ctx.http.allowed_origins).as_bytes());
     head.extend_from_slice(b"\r\n");
     // A HEAD says what a GET would get, and starts nothing: no slot, no encoder.
     if *request.method() == Method::Head {

@@ -13,6 +13,7 @@ pub mod query;
 pub mod reply;
 pub mod router;
 pub mod server;
+pub mod settings;
 pub mod sse;
 pub mod static_files;
 pub mod throttle;

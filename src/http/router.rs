@@ -15,19 +15,20 @@ use super::reply::{self, Reply};
 use super::server::{self, Conn};
 use super::throttle::{self, AfterFailure};
 use super::{api, clip, cors, mjpeg, panics, sse, static_files, ws};
-use crate::app::Ctx;
 use crate::auth::Role;
+use crate::ctx::Ctx;
 use crate::metrics::ClientKind;
 
-/// What a handler did with the request.
-pub enum Outcome {
-    /// Send this reply; keep the connection for the next request unless `close`.
-    Reply { reply: Reply, close: bool },
+/// What a handler answers: send `reply`; keep the connection for the next request unless
+/// `close`.
+pub struct Outcome {
+    pub reply: Reply,
+    pub close: bool,
 }
 
 impl From<Reply> for Outcome {
     fn from(reply: Reply) -> Self {
-        Outcome::Reply {
+        Outcome {
             reply,
             close: false,
         }
@@ -146,7 +147,7 @@ pub fn handle(mut request: Request, conn: &Conn, ctx: &Ctx) -> bool {
     let _scope = panics::RequestScope::enter(request.method().as_str(), &target.path, &conn.peer);
     panics::injected("route", &target.path);
     if cors::is_preflight(&request) {
-        let reply = cors::preflight(&request, &ctx.config.allowed_origins);
+        let reply = cors::preflight(&request, &ctx.http.allowed_origins);
         return respond(request, reply, ctx);
     }
     let (reply, close) = match admit(&mut request, &target, conn, ctx) {
@@ -157,9 +158,10 @@ pub fn handle(mut request: Request, conn: &Conn, ctx: &Ctx) -> bool {
         Ok(Route::StreamVideo) => return mjpeg::stream(request, &target, conn, ctx),
         Ok(Route::EventClip(id)) => return clip::serve(request, id, &target, conn, ctx),
         Ok(Route::WebSocket) => return ws::serve(request, &target, conn, ctx),
-        Ok(route) => match answer(route, &mut request, &target, conn, ctx) {
-            Outcome::Reply { reply, close } => (reply, close),
-        },
+        Ok(route) => {
+            let Outcome { reply, close } = answer(route, &mut request, &target, conn, ctx);
+            (reply, close)
+        }
     };
     log::debug!(
         "{} {} {} -> {}",
@@ -189,7 +191,7 @@ pub fn respond(request: Request, reply: Reply, ctx: &Ctx) -> bool {
         .body_length()
         .is_some_and(|n| n > crate::events::event::MAX_BODY_BYTES)
         || has_chunked_body(&request);
-    let reply = cors::decorate(reply, &request, &ctx.config.allowed_origins);
+    let reply = cors::decorate(reply, &request, &ctx.http.allowed_origins);
     request.respond(reply).is_ok() && !unread_body
 }
 
@@ -224,9 +226,9 @@ fn has_chunked_body(request: &Request) -> bool {
 
 /// Resolves the route and checks the caller may use it: host, token (throttled), role, origin.
 fn admit(request: &mut Request, target: &Target, conn: &Conn, ctx: &Ctx) -> Result<Route, Reply> {
-    let tokens = &ctx.config.tokens;
+    let tokens = &ctx.http.tokens;
     if tokens.is_empty()
-        && !access::host_allowed(request, &ctx.config.listen, &ctx.config.allowed_hosts)
+        && !access::host_allowed(request, &ctx.http.listen, &ctx.http.allowed_hosts)
     {
         return Err(reply::error(
             403,
@@ -309,7 +311,7 @@ pub fn auth_failed(address: IpAddr, token: &str, method: &Method, path: &str, ct
 /// 403 for a POST from a browser page of another origin (unless listed in `allowed_origins`).
 fn refuse_foreign_post(request: &Request, ctx: &Ctx) -> Result<(), Reply> {
     if *request.method() == Method::Post
-        && !access::origin_allowed(request, &ctx.config.allowed_origins)
+        && !access::origin_allowed(request, &ctx.http.allowed_origins)
     {
         return Err(reply::error(
             403,

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use tiny_http::{ClientConnection, HeadLimits};
 
 use super::router;
-use crate::app::Ctx;
+use crate::ctx::Ctx;
 use crate::metrics::Metrics;
 
 /// Stack of each connection thread. Measured need: SQLite reads and JSON handling stay far
@@ -254,11 +254,11 @@ pub fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, registry: Arc<Registry>
     let head_limits = HeadLimits {
         max_line_bytes: 8 * 1024,
         max_headers: 100,
-        request_deadline: Duration::from_secs_f64(ctx.config.request_timeout_s),
+        request_deadline: ctx.http.request_timeout,
     };
     let limits = ConnectionLimits {
-        total: ctx.config.max_connections,
-        per_address: ctx.config.max_connections_per_ip,
+        total: ctx.http.max_connections,
+        per_address: ctx.http.max_connections_per_ip,
     };
     let mut last_error_log: Option<Instant> = None;
     let mut last_address_log: Option<Instant> = None;
@@ -362,8 +362,8 @@ pub fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, registry: Arc<Registry>
 }
 
 fn configure_socket(stream: &TcpStream, ctx: &Ctx) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs_f64(ctx.config.request_timeout_s)))?;
-    stream.set_write_timeout(Some(Duration::from_secs_f64(ctx.config.write_timeout_s)))?;
+    stream.set_read_timeout(Some(ctx.http.request_timeout))?;
+    stream.set_write_timeout(Some(ctx.http.write_timeout))?;
     // Events and frames are small writes that must leave at once, not wait for an ACK.
     stream.set_nodelay(true)?;
     Ok(())

@@ -21,7 +21,7 @@
 
 use std::io::Write;
 use std::net::{Shutdown as SocketShutdown, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crossbeam_channel::select;
 use serde_json::json;
@@ -35,10 +35,10 @@ use super::query::{IdFloor, Target, client_id, parse_event_id};
 use super::reply;
 use super::router::{respond, respond_stream_head};
 use super::server::{Conn, HangupCheck};
-use crate::app::Ctx;
+use crate::ctx::Ctx;
 use crate::events::event::valid_event_type;
 use crate::events::fanout::{Backlog, Outlet, Settled, Wire};
-use crate::events::{Cursor, Replayed};
+use crate::events::{Cursor, ReplayError, Replayed};
 use crate::metrics::ClientKind;
 
 /// Queued events written in one `writev` when a slow client catches up.
@@ -57,7 +57,7 @@ fn stream_head(request: &Request, ctx: &Ctx) -> String {
     format!(
         "{HEAD}{}{}\r\n",
         transfer_encoding_header(request.http_version()),
-        cors::head_lines(request, &ctx.config.allowed_origins)
+        cors::head_lines(request, &ctx.http.allowed_origins)
     )
 }
 
@@ -179,7 +179,7 @@ impl EventStream<'_> {
 
     /// Sends a `gap` if events after `after` were deleted, then every stored event after it;
     /// or a `reset` if `after` is beyond every stored id.
-    fn replay(&mut self, after: u64) -> Result<(), String> {
+    fn replay(&mut self, after: u64) -> Result<(), ReplayError<std::io::Error>> {
         let mut cursor = std::mem::take(&mut self.cursor);
         let result = cursor.replay(self.ctx.events.reader(), after, |item| {
             match item {
@@ -203,7 +203,6 @@ impl EventStream<'_> {
                 Replayed::Event(_) => Ok(()),
                 Replayed::PageEnd => self.out.flush(),
             }
-            .map_err(|e| e.to_string())
         });
         self.cursor = cursor;
         result
@@ -217,14 +216,11 @@ pub fn events(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
         Err(message) => return respond(request, reply::error(400, "bad_request", &message), ctx),
     };
     if *request.method() == Method::Head {
-        let limit = (ClientKind::Sse, "SSE client", ctx.config.max_sse_clients);
+        let limit = (ClientKind::Sse, "SSE client", ctx.http.max_sse_clients);
         let head = stream_head(&request, ctx);
         return respond_stream_head(request, head.as_bytes(), limit, ctx);
     }
-    let Some(_slot) = ctx
-        .metrics
-        .admit(ClientKind::Sse, ctx.config.max_sse_clients)
-    else {
+    let Some(_slot) = ctx.metrics.admit(ClientKind::Sse, ctx.http.max_sse_clients) else {
         return refuse_over_limit(request, ctx);
     };
     // Subscribe first: see the module doc for why this makes the seam exact.
@@ -241,7 +237,7 @@ pub fn events(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
     let outlet = ctx.events.subscribe_stream(
         sink_socket,
         wire,
-        ctx.config.client_queue_events,
+        ctx.http.client_queue_events,
         Some(Box::new(|socket: &TcpStream| {
             socket.shutdown(SocketShutdown::Both).ok();
         })),
@@ -304,7 +300,7 @@ pub fn events(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
 /// wakes to write a heartbeat when the stream has been idle for `heartbeat_s`, to write what
 /// was queued for a client whose socket filled up, or to stop. Returns why the stream ended.
 fn live(stream: &mut EventStream, outlet: &Outlet, conn: &Conn, ctx: &Ctx) -> String {
-    let heartbeat = Duration::from_secs_f64(ctx.config.heartbeat_s);
+    let heartbeat = ctx.http.heartbeat;
     let stop = ctx.shutdown.signal();
     let mut last_write = Instant::now();
     // Parsing, routing and replay are done: the rest of this thread's life is shallow, and
@@ -379,7 +375,7 @@ fn gone(err: &std::io::Error) -> String {
 fn refuse_over_limit(request: Request, ctx: &Ctx) -> bool {
     respond(
         request,
-        reply::over_limit("SSE client", ctx.config.max_sse_clients),
+        reply::over_limit("SSE client", ctx.http.max_sse_clients),
         ctx,
     );
     false
@@ -393,14 +389,11 @@ pub fn status(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
         Err(message) => return respond(request, reply::error(400, "bad_request", &message), ctx),
     };
     if *request.method() == Method::Head {
-        let limit = (ClientKind::Sse, "SSE client", ctx.config.max_sse_clients);
+        let limit = (ClientKind::Sse, "SSE client", ctx.http.max_sse_clients);
         let head = stream_head(&request, ctx);
         return respond_stream_head(request, head.as_bytes(), limit, ctx);
     }
-    let Some(_slot) = ctx
-        .metrics
-        .admit(ClientKind::Sse, ctx.config.max_sse_clients)
-    else {
+    let Some(_slot) = ctx.metrics.admit(ClientKind::Sse, ctx.http.max_sse_clients) else {
         return refuse_over_limit(request, ctx);
     };
     let subscription = ctx.status.subscribe(conn.closer());
@@ -411,7 +404,7 @@ pub fn status(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
     let connected = json!({
         "client_id": client_id,
         "server_time": crate::clock::round_ms(crate::clock::unix_now()),
-        "interval_s": ctx.config.status_interval_s,
+        "interval_s": ctx.http.status_interval_s,
     });
     let now = ctx.status.sample();
     let opened = write!(out, "{RETRY}event: status_connected\ndata: {connected}\n\n")

@@ -10,7 +10,7 @@ use tiny_http::Request;
 use super::caching;
 use super::query::{Target, decode_component};
 use super::reply::{self, Reply};
-use crate::app::Ctx;
+use crate::ctx::Ctx;
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/www_embedded.rs"));
@@ -65,7 +65,7 @@ fn read_from_dir(root: &Path, relative: &str) -> Option<Vec<u8>> {
 
 /// The file's bytes, from `--www` or from the copy embedded in the binary.
 fn load(relative: &str, ctx: &Ctx) -> Option<Vec<u8>> {
-    match &ctx.config.www {
+    match &ctx.http.www {
         Some(root) => read_from_dir(root, relative),
         None => embedded::EMBEDDED
             .iter()
@@ -125,7 +125,7 @@ fn wants_html(request: &Request) -> bool {
 /// body, so it shows the login form; scripts and curl get the usual JSON error.
 pub fn serve_untrusted(request: &Request, target: &Target, ctx: &Ctx) -> Reply {
     // The 401 any other route would answer (it says whether the token was missing or wrong).
-    let denied = match super::access::role_of(request, target, &ctx.config.tokens) {
+    let denied = match super::access::role_of(request, target, &ctx.http.tokens) {
         Err(denied) => denied,
         Ok(_) => return serve(request, &target.path, ctx),
     };

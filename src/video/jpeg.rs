@@ -227,6 +227,7 @@ pub fn with_comment(jpeg: &[u8], text: &str) -> Vec<u8> {
 }
 
 /// The text of the first COM segment, if any.
+#[cfg(test)]
 pub fn comment(jpeg: &[u8]) -> Option<&str> {
     let (segments, _) = segments(jpeg)?;
     let com = segments.iter().find(|s| s.marker == COM)?;

@@ -100,6 +100,7 @@ impl Watch {
         self.video.hub(self.quality)
     }
 
+    /// The preset watched (an `auto` viewer's `X-Quality` and its log lines).
     pub fn quality(&self) -> Quality {
         self.quality
     }

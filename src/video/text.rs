@@ -111,6 +111,7 @@ pub fn draw_text(image: &mut Image, x: u32, y: u32, scale: u32, text: &str, ycbc
 /// Reads back characters drawn by [`draw_text`] (from `alphabet`), sampling the centre of each
 /// font pixel: `None` where a cell matches no glyph. Lets tests prove that what a frame shows
 /// is what it says.
+#[cfg(test)]
 pub fn read_text(
     image: &Image,
     x: u32,

@@ -5,8 +5,8 @@
 use serde_json::{Value, json};
 
 use super::protocol::{CommandName, ErrorCode, quality_choices};
-use crate::app::Ctx;
 use crate::auth::Role;
+use crate::ctx::Ctx;
 use crate::video::Quality;
 
 /// How a command ended.

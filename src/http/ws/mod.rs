@@ -34,7 +34,7 @@ use super::query::Target;
 use super::reply::{self, Reply};
 use super::router::respond;
 use super::server::Conn;
-use crate::app::Ctx;
+use crate::ctx::Ctx;
 use crate::events::fanout::Wire;
 use crate::metrics::ClientKind;
 
@@ -61,9 +61,9 @@ pub fn serve(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool 
     }
     let Some(_slot) = ctx
         .metrics
-        .admit(ClientKind::WebSocket, ctx.config.max_ws_clients)
+        .admit(ClientKind::WebSocket, ctx.http.max_ws_clients)
     else {
-        let limit = ctx.config.max_ws_clients;
+        let limit = ctx.http.max_ws_clients;
         respond(request, reply::over_limit("WebSocket client", limit), ctx);
         return false;
     };
@@ -78,7 +78,7 @@ pub fn serve(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool 
     let outlet = ctx.events.subscribe_stream(
         sink_socket,
         Wire::WebSocket,
-        ctx.config.client_queue_events,
+        ctx.http.client_queue_events,
         Some(latch.hook()),
     );
     let switching =
@@ -127,7 +127,7 @@ fn check(
     }
     // Browsers let any page open a WebSocket to any host: the Origin check is what keeps a
     // foreign page from driving the doorbell with the user's cookie.
-    if !access::origin_allowed(request, &ctx.config.allowed_origins) {
+    if !access::origin_allowed(request, &ctx.http.allowed_origins) {
         return Err(reply::error(
             403,
             "forbidden_origin",
@@ -147,7 +147,7 @@ fn check(
         .get_event_id("last_event_id", super::query::IdFloor::ZeroMeansStart)
         .map_err(bad_request)?;
     // The router has already checked the token; this reads the role it grants.
-    let role = access::role_of(request, target, &ctx.config.tokens)?;
+    let role = access::role_of(request, target, &ctx.http.tokens)?;
     Ok((
         Opened {
             client_id,

@@ -23,12 +23,12 @@ use super::commands::{self, Outcome};
 use super::protocol::{self, ClientMessage, CommandName, ErrorCode, Refusal};
 use super::subscriptions::Subscriptions;
 use super::transport::Transport;
-use crate::app::Ctx;
 use crate::auth::Role;
+use crate::ctx::Ctx;
 use crate::events::event::live_event_frame;
 use crate::events::fanout::StreamEvictHook;
 use crate::events::fanout::{Backlog, Outlet, Settled};
-use crate::events::{Cursor, Replayed};
+use crate::events::{Cursor, ReplayError, Replayed};
 use crate::http::chunked::write_all_vectored;
 use crate::video::StreamQuality;
 
@@ -192,7 +192,7 @@ impl<'a> Session<'a> {
             subscriptions: Subscriptions::default(),
             cursor: Cursor::new(),
             latch,
-            heartbeat: Duration::from_secs_f64(ctx.config.heartbeat_s),
+            heartbeat: ctx.http.heartbeat,
             heard_at: Instant::now(),
             ping_sent_at: None,
             events_sent: 0,
@@ -513,30 +513,29 @@ impl<'a> Session<'a> {
             ..
         } = self;
         cursor
-            .replay(ctx.events.reader(), after, |item| match item {
-                Replayed::Gap { from, to } => ws
-                    .send(Message::Text(protocol::gap(from, to)))
-                    .map_err(|e| e.to_string()),
-                Replayed::Reset {
-                    last_event_id,
-                    newest_id,
-                } => ws
-                    .send(Message::Text(protocol::reset(last_event_id, newest_id)))
-                    .map_err(|e| e.to_string()),
-                Replayed::Event(event) if subscriptions.wants(&event.event_type) => {
-                    let frame = live_event_frame(&event.to_json().to_string());
-                    ws.get_mut().write_all(&frame).map_err(|e| e.to_string())?;
-                    *events_sent += 1;
-                    ctx.metrics.ws_events_sent.fetch_add(1, Ordering::Relaxed);
-                    Ok(())
+            .replay(ctx.events.reader(), after, |item| {
+                match item {
+                    Replayed::Gap { from, to } => ws.send(Message::Text(protocol::gap(from, to))),
+                    Replayed::Reset {
+                        last_event_id,
+                        newest_id,
+                    } => ws.send(Message::Text(protocol::reset(last_event_id, newest_id))),
+                    Replayed::Event(event) if subscriptions.wants(&event.event_type) => {
+                        let frame = live_event_frame(&event.to_json().to_string());
+                        ws.get_mut().write_all(&frame).map_err(WsError::Io)?;
+                        *events_sent += 1;
+                        ctx.metrics.ws_events_sent.fetch_add(1, Ordering::Relaxed);
+                        Ok(())
+                    }
+                    Replayed::Event(_) | Replayed::PageEnd => Ok(()),
                 }
-                Replayed::Event(_) | Replayed::PageEnd => Ok(()),
+                .map_err(Box::new)
             })
-            .map_err(|e| {
-                if latch.was_evicted() {
-                    End::evicted_while_writing()
-                } else {
-                    End::Gone(format!("dropped during replay ({e})"))
+            .map_err(|err| match err {
+                // The client's connection failed (or the hub cut it): like any other write.
+                ReplayError::Deliver(err) => End::write_failed(&err, latch),
+                ReplayError::Store(_) | ReplayError::Stuck { .. } => {
+                    End::Gone(format!("dropped during replay ({err})"))
                 }
             })
     }
