@@ -9,6 +9,8 @@ use std::fmt::Write as _;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
+use super::device::VideoDevice;
+
 /// One `/dev/videoN` and what it offers, or why it could not be asked.
 #[derive(Debug)]
 pub struct Device {
@@ -87,34 +89,40 @@ fn query(path: &Path) -> Result<Vec<Format>, String> {
         ),
         _ => format!("cannot open: {e}"),
     })?;
-    let mut formats = Vec::new();
-    for info in camera.formats() {
-        let info = info.map_err(|e| match e.raw_os_error() {
-            Some(libc::ENOTTY) => format!("not a V4L2 device ({e})"),
-            _ => format!("cannot list formats: {e}"),
-        })?;
-        let sizes = match camera.resolutions(&info.format) {
-            Ok(rscam::ResolutionInfo::Discretes(list)) => Sizes::Discrete(
-                list.into_iter()
-                    .map(|size| (size, frame_rates(&camera, &info.format, size)))
-                    .collect(),
-            ),
-            Ok(rscam::ResolutionInfo::Stepwise { min, max, step }) => {
-                Sizes::Stepwise { min, max, step }
+    describe(&camera)
+}
+
+/// What an open device offers: each capture format with its sizes, each size with its rates.
+fn describe(camera: &dyn VideoDevice) -> Result<Vec<Format>, String> {
+    let formats = camera.formats().map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOTTY) => format!("not a V4L2 device ({e})"),
+        _ => format!("cannot list formats: {e}"),
+    })?;
+    Ok(formats
+        .into_iter()
+        .map(|info| {
+            let sizes = match camera.resolutions(&info.fourcc) {
+                Ok(rscam::ResolutionInfo::Discretes(list)) => Sizes::Discrete(
+                    list.into_iter()
+                        .map(|size| (size, frame_rates(camera, &info.fourcc, size)))
+                        .collect(),
+                ),
+                Ok(rscam::ResolutionInfo::Stepwise { min, max, step }) => {
+                    Sizes::Stepwise { min, max, step }
+                }
+                Err(e) => Sizes::Unknown(e.to_string()),
+            };
+            Format {
+                fourcc: String::from_utf8_lossy(&info.fourcc).trim().to_string(),
+                description: info.description,
+                sizes,
             }
-            Err(e) => Sizes::Unknown(e.to_string()),
-        };
-        formats.push(Format {
-            fourcc: String::from_utf8_lossy(&info.format).trim().to_string(),
-            description: info.description,
-            sizes,
-        });
-    }
-    Ok(formats)
+        })
+        .collect())
 }
 
 /// Frame rates for one size, highest first (V4L2 lists frame intervals: seconds per frame).
-fn frame_rates(camera: &rscam::Camera, format: &[u8], size: (u32, u32)) -> Vec<f64> {
+fn frame_rates(camera: &dyn VideoDevice, format: &[u8; 4], size: (u32, u32)) -> Vec<f64> {
     let to_fps = |(num, den): (u32, u32)| {
         if num == 0 {
             0.0
@@ -353,5 +361,132 @@ mod tests {
         assert!(text.contains("MJPG (Motion-JPEG): preferred"), "{text}");
         assert!(text.contains("  1280x720  60, 30 fps"), "{text}");
         assert_eq!(fps_text(7.5), "7.5");
+    }
+
+    /// A webcam as a USB camera lists itself: MJPEG in three sizes (one with a range of
+    /// rates), YUYV in any size, and H.264 whose sizes it will not say.
+    fn webcam() -> crate::camera::device::fake::FakeDevice {
+        use crate::camera::device::fake::FakeDevice;
+        let mut camera = FakeDevice::offering(&[b"MJPG", b"YUYV", b"H264"]);
+        camera.sizes = Box::new(|format| match format {
+            b"MJPG" => Ok(rscam::ResolutionInfo::Discretes(vec![
+                (640, 480),
+                (1280, 720),
+                (1920, 1080),
+            ])),
+            b"YUYV" => Ok(rscam::ResolutionInfo::Stepwise {
+                min: (160, 120),
+                max: (1280, 960),
+                step: (16, 8),
+            }),
+            _ => Err(rscam::Error::BadFormat),
+        });
+        camera.intervals = Box::new(|_, size| match size {
+            (640, 480) => Ok(rscam::IntervalInfo::Stepwise {
+                min: (1, 30),
+                max: (2, 15),
+                step: (1, 1),
+            }),
+            (1280, 720) => Ok(rscam::IntervalInfo::Discretes(vec![
+                (1, 15),
+                (1, 30),
+                (1, 30),
+            ])),
+            _ => Err(rscam::Error::BadInterval),
+        });
+        camera
+    }
+
+    #[test]
+    fn every_format_size_and_rate_is_listed_with_a_camera_value_that_works() {
+        let formats = describe(&webcam()).unwrap();
+        let device = Device {
+            path: PathBuf::from("/dev/video0"),
+            name: Some("USB Camera".into()),
+            formats: Ok(formats),
+        };
+        let text = render(&[device]);
+        assert_eq!(
+            text,
+            "/dev/video0  USB Camera\n\
+             \x20   MJPG (MJPG format): preferred: frames passed through untouched\n\
+             \x20          640x480  30, 7.5 fps\n\
+             \x20         1280x720  30, 15 fps\n\
+             \x20        1920x1080  ? fps\n\
+             \x20   YUYV (YUYV format): accepted: encoded to JPEG once per frame\n\
+             \x20       any size from 160x120 to 1280x960 in steps of 16x8\n\
+             \x20   H264 (H264 format): not used by porchlight\n\
+             \x20       sizes unknown: Invalid or unsupported format of pixels\n\
+             \x20   use: --camera v4l2:/dev/video0:1280x720@30\n"
+        );
+    }
+
+    #[test]
+    fn a_node_without_capture_formats_or_answers_is_explained() {
+        use crate::camera::device::fake::FakeDevice;
+        let codec = FakeDevice::offering(&[]);
+        let mut broken = FakeDevice::offering(&[]);
+        broken.formats = Err(libc::EIO);
+        let devices = [
+            Device {
+                path: PathBuf::from("/dev/video10"),
+                name: Some("bcm2835-codec-decode".into()),
+                formats: describe(&codec),
+            },
+            Device {
+                path: PathBuf::from("/dev/video11"),
+                name: None,
+                formats: describe(&broken),
+            },
+        ];
+        let text = render(&devices);
+        assert!(
+            text.contains(
+                "/dev/video10  bcm2835-codec-decode\n    no video capture formats (a metadata, \
+                 codec or ISP node, not a camera)\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("/dev/video11\n    cannot list formats: Input/output error"),
+            "{text}"
+        );
+        assert!(!text.contains("use:"), "{text}");
+    }
+
+    #[test]
+    fn a_camera_of_any_size_is_suggested_without_a_mode() {
+        use crate::camera::device::fake::FakeDevice;
+        let mut camera = FakeDevice::offering(&[b"YUYV"]);
+        camera.sizes = Box::new(|_| {
+            Ok(rscam::ResolutionInfo::Stepwise {
+                min: (32, 32),
+                max: (2592, 1944),
+                step: (2, 2),
+            })
+        });
+        let device = Device {
+            path: PathBuf::from("/dev/video0"),
+            name: None,
+            formats: describe(&camera),
+        };
+        assert_eq!(suggestion(&device).as_deref(), Some("v4l2:/dev/video0"));
+        // Only sizes above 720p: the smallest of them.
+        let big = Device {
+            path: PathBuf::from("/dev/video1"),
+            name: None,
+            formats: Ok(vec![Format {
+                fourcc: "MJPG".into(),
+                description: "Motion-JPEG".into(),
+                sizes: Sizes::Discrete(vec![
+                    ((2592, 1944), vec![15.0]),
+                    ((1920, 1080), vec![30.0, 0.5]),
+                ]),
+            }]),
+        };
+        assert_eq!(
+            suggestion(&big).as_deref(),
+            Some("v4l2:/dev/video1:1920x1080@30")
+        );
     }
 }

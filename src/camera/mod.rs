@@ -3,6 +3,7 @@
 //! (`--list-cameras`).
 
 mod capture;
+mod device;
 pub mod discover;
 mod file;
 mod health;

@@ -8,8 +8,12 @@
 //! rscam's `capture()` blocks in the driver with no timeout, so a reader thread owns the device
 //! and hands frames over a one-slot channel: the capture thread waits with a timeout (and can
 //! declare a stall), and a frame the capture thread was too slow to take is counted as missed
-//! rather than queued. Not testable on a machine without a camera beyond "a missing device is a
-//! clear error"; the device issue covers running it on a Pi.
+//! rather than queued.
+//!
+//! The decisions are apart from the ioctls so that they are tested without a camera: the
+//! negotiation ([`negotiate`]) talks to a [`VideoDevice`], the reader thread ([`spawn_reader`]) to
+//! a capture function, and a frame is turned into a JPEG from its bytes ([`to_captured`]).
+//! Only `open`'s few lines that join them to `rscam::Camera` need a real device.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, TrySendError};
 
+use super::device::{self, VideoDevice};
 use super::source::{Captured, Mode, Source};
 use crate::video::jpeg::{self, Image, Layout};
 
@@ -25,6 +30,8 @@ use crate::video::jpeg::{self, Image, Layout};
 const DEFAULT_MODE: (u32, u32, u32) = (640, 480, 15);
 /// JPEG quality for YUYV frames (what the `source` preset promises).
 const YUYV_QUALITY: u8 = 90;
+/// The rate asked for when a driver refuses to have its rate set.
+const FALLBACK_INTERVAL: (u32, u32) = (1, 30);
 
 pub struct V4l2Source {
     mode: Mode,
@@ -41,95 +48,106 @@ impl Drop for V4l2Source {
     }
 }
 
-/// What a user should read when the device cannot be opened.
-fn open_error(device: &str, err: &std::io::Error) -> String {
-    match err.kind() {
-        std::io::ErrorKind::NotFound => format!(
-            "{device}: no such device; is the camera plugged in? (`ls /dev/video*` lists cameras)"
-        ),
-        std::io::ErrorKind::PermissionDenied => format!(
-            "{device}: permission denied; add the user running porchlight to the `video` group"
-        ),
-        _ if err.raw_os_error() == Some(libc::EBUSY) => {
-            format!("{device}: busy; another program is using the camera")
-        }
-        _ => format!("{device}: {err}"),
-    }
-}
-
 pub fn open(device: &Path, requested: Option<(u32, u32, u32)>) -> Result<Box<dyn Source>, String> {
     let name = device.display().to_string();
-    if !device.exists() {
-        return Err(open_error(
-            &name,
-            &std::io::Error::from(std::io::ErrorKind::NotFound),
-        ));
-    }
-    let mut camera = rscam::Camera::new(&name).map_err(|e| open_error(&name, &e))?;
-    let formats: Vec<[u8; 4]> = camera
-        .formats()
-        .filter_map(|f| f.ok().map(|f| f.format))
-        .collect();
-    let format: &[u8] = if formats.iter().any(|f| f == b"MJPG") {
-        b"MJPG"
-    } else if formats.iter().any(|f| f == b"YUYV") {
-        b"YUYV"
+    let mut camera = device::open(device)?;
+    let granted = negotiate(&mut camera, &name, requested)?;
+    let yuyv = &granted.format == b"YUYV";
+    let capture = move || {
+        camera
+            .capture()
+            .map_err(|e| format!("{name}: capture failed: {e}"))
+            .and_then(|frame| to_captured(&frame, frame.resolution, yuyv))
+    };
+    Ok(Box::new(spawn_reader(granted.mode, capture)?))
+}
+
+/// What the device agreed to stream.
+#[derive(Debug, PartialEq)]
+struct Granted {
+    format: [u8; 4],
+    mode: Mode,
+}
+
+/// Picks the format (MJPEG, else YUYV), the offered size and rate nearest to `requested`, and
+/// starts streaming with them. A driver that refuses to have its rate set streams at its own.
+fn negotiate(
+    camera: &mut dyn VideoDevice,
+    name: &str,
+    requested: Option<(u32, u32, u32)>,
+) -> Result<Granted, String> {
+    let formats = camera.formats().map_err(|e| device::open_error(name, &e))?;
+    let offered = |fourcc: &[u8; 4]| formats.iter().any(|f| &f.fourcc == fourcc);
+    let format = if offered(b"MJPG") {
+        *b"MJPG"
+    } else if offered(b"YUYV") {
+        *b"YUYV"
     } else {
         let names: Vec<String> = formats
             .iter()
-            .map(|f| String::from_utf8_lossy(f).into_owned())
+            .map(|f| String::from_utf8_lossy(&f.fourcc).into_owned())
             .collect();
         return Err(format!(
             "{name}: offers neither MJPEG nor YUYV (it offers {})",
             if names.is_empty() {
-                "nothing".to_string()
+                "no capture format: a metadata, codec or ISP node, not a camera".to_string()
             } else {
                 names.join(", ")
             }
         ));
     };
     let (want_w, want_h, want_fps) = requested.unwrap_or(DEFAULT_MODE);
-    let size = match camera.resolutions(format) {
+    let size = match camera.resolutions(&format) {
         Ok(info) => nearest_size(&info, (want_w, want_h)),
         Err(_) => (want_w, want_h),
     };
-    let interval = match camera.intervals(format, size) {
+    let interval = match camera.intervals(&format, size) {
         Ok(info) => nearest_interval(&info, want_fps),
         Err(_) => (1, want_fps),
     };
     let config = |interval| rscam::Config {
         interval,
         resolution: size,
-        format,
+        format: &format,
         nbuffers: 4,
         ..Default::default()
     };
-    let started = camera.start(&config(interval));
-    let interval = match started {
+    let interval = match camera.start(&config(interval)) {
         Ok(()) => interval,
         // Some drivers refuse to set a rate at all: take whatever they run at.
         Err(rscam::Error::BadInterval) => {
             camera
-                .start(&config((1, 30)))
+                .start(&config(FALLBACK_INTERVAL))
                 .map_err(|e| format!("{name}: cannot start streaming: {e}"))?;
-            (1, 30)
+            FALLBACK_INTERVAL
         }
-        Err(rscam::Error::Io(err)) => return Err(open_error(&name, &err)),
+        Err(rscam::Error::Io(err)) => return Err(device::open_error(name, &err)),
         Err(err) => return Err(format!("{name}: cannot start streaming: {err}")),
     };
     let fps = (interval.1 / interval.0.max(1)).max(1);
-    let mode = Mode {
-        width: size.0,
-        height: size.1,
-        fps,
-    };
     log::info!(
         "{name}: streaming {} {}x{} at {fps} fps (asked for {want_w}x{want_h}@{want_fps})",
-        String::from_utf8_lossy(format),
+        String::from_utf8_lossy(&format),
         size.0,
         size.1
     );
-    let yuyv = format == b"YUYV";
+    Ok(Granted {
+        format,
+        mode: Mode {
+            width: size.0,
+            height: size.1,
+            fps,
+        },
+    })
+}
+
+/// Starts the thread that owns the device: it calls `capture` until the source is dropped or a
+/// capture fails, offering each result in a one-slot channel; a frame the capture thread has
+/// not taken when the next is ready is counted as missed, and a failure is passed on last.
+fn spawn_reader<F>(mode: Mode, mut capture: F) -> Result<V4l2Source, String>
+where
+    F: FnMut() -> Result<Captured, String> + Send + 'static,
+{
     let (tx, frames) = crossbeam_channel::bounded(1);
     let stop = Arc::new(AtomicBool::new(false));
     let missed = Arc::new(AtomicU64::new(0));
@@ -141,43 +159,47 @@ pub fn open(device: &Path, requested: Option<(u32, u32, u32)>) -> Result<Box<dyn
             .stack_size(256 * 1024)
             .spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    let result = camera
-                        .capture()
-                        .map_err(|e| format!("{name}: capture failed: {e}"))
-                        .and_then(|frame| to_captured(&frame, yuyv));
+                    let result = capture();
                     let failed = result.is_err();
-                    match tx.try_send(result) {
-                        Ok(()) => {}
-                        Err(TrySendError::Full(_)) => {
-                            missed.fetch_add(1, Ordering::Relaxed);
+                    let offered = if failed {
+                        // The failure must reach the capture thread: wait for the slot.
+                        tx.send(result).map_err(|_| ())
+                    } else {
+                        match tx.try_send(result) {
+                            Err(TrySendError::Full(_)) => {
+                                missed.fetch_add(1, Ordering::Relaxed);
+                                Ok(())
+                            }
+                            Err(TrySendError::Disconnected(_)) => Err(()),
+                            Ok(()) => Ok(()),
                         }
-                        Err(TrySendError::Disconnected(_)) => break,
-                    }
-                    if failed {
+                    };
+                    if failed || offered.is_err() {
                         break;
                     }
                 }
-                // Dropping the camera stops streaming and closes the device.
+                // Dropping `capture` (the camera) stops streaming and closes the device.
             })
             .map_err(|e| format!("cannot start the camera reader thread: {e}"))?;
     }
-    Ok(Box::new(V4l2Source {
+    Ok(V4l2Source {
         mode,
         frames,
         stop,
         missed,
-    }))
+    })
 }
 
-fn to_captured(frame: &rscam::Frame, yuyv: bool) -> Result<Captured, String> {
+/// One captured frame as a JPEG: an MJPEG frame as it is (with Huffman tables added where the
+/// camera leaves them out), a YUYV frame encoded.
+fn to_captured(bytes: &[u8], (width, height): (u32, u32), yuyv: bool) -> Result<Captured, String> {
     let captured_at = Instant::now();
     let captured_unix = crate::clock::unix_now();
-    let (width, height) = frame.resolution;
     let jpeg = if yuyv {
-        let image = yuyv_to_image(frame, width, height)?;
+        let image = yuyv_to_image(bytes, width, height)?;
         jpeg::encode(&image, YUYV_QUALITY)?
     } else {
-        jpeg::with_huffman_tables(frame.to_vec())
+        jpeg::with_huffman_tables(bytes.to_vec())
             .ok_or_else(|| "the camera sent a frame that is not a JPEG".to_string())?
     };
     Ok(Captured {
@@ -284,6 +306,11 @@ impl Source for V4l2Source {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::camera::device::fake::FakeDevice;
+
+    fn no_such(errno: i32) -> rscam::Error {
+        rscam::Error::Io(std::io::Error::from_raw_os_error(errno))
+    }
 
     #[test]
     fn a_missing_device_is_a_clear_error() {
@@ -292,6 +319,251 @@ mod tests {
             .unwrap();
         assert!(err.contains("no such device"), "{err}");
         assert!(err.contains("/dev/video-porchlight-missing"), "{err}");
+    }
+
+    #[test]
+    fn a_device_that_is_not_v4l2_is_a_clear_error_not_a_hang() {
+        let err = open(Path::new("/dev/null"), None).err().unwrap();
+        assert!(err.starts_with("/dev/null: not a V4L2 device"), "{err}");
+        let err = open(Path::new("Cargo.toml"), None).err().unwrap();
+        assert!(
+            err.contains("not a camera device (a regular file)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn mjpeg_is_preferred_then_yuyv() {
+        let mut both = FakeDevice::offering(&[b"YUYV", b"MJPG"]);
+        let granted = negotiate(&mut both, "/dev/video0", None).unwrap();
+        assert_eq!(&granted.format, b"MJPG");
+        let mut yuyv = FakeDevice::offering(&[b"GREY", b"YUYV"]);
+        assert_eq!(
+            &negotiate(&mut yuyv, "/dev/video0", None).unwrap().format,
+            b"YUYV"
+        );
+    }
+
+    #[test]
+    fn a_device_without_a_usable_format_says_what_it_offers() {
+        let mut other = FakeDevice::offering(&[b"RGB3", b"GREY"]);
+        assert_eq!(
+            negotiate(&mut other, "/dev/video0", None).unwrap_err(),
+            "/dev/video0: offers neither MJPEG nor YUYV (it offers RGB3, GREY)"
+        );
+        let mut metadata = FakeDevice::offering(&[]);
+        let err = negotiate(&mut metadata, "/dev/video1", None).unwrap_err();
+        assert!(
+            err.contains("(it offers no capture format: a metadata"),
+            "{err}"
+        );
+        assert!(other.started.is_empty() && metadata.started.is_empty());
+        let mut not_v4l2 = FakeDevice::offering(&[]);
+        not_v4l2.formats = Err(libc::ENOTTY);
+        let err = negotiate(&mut not_v4l2, "/dev/video2", None).unwrap_err();
+        assert!(err.starts_with("/dev/video2: not a V4L2 device"), "{err}");
+    }
+
+    #[test]
+    fn the_nearest_offered_size_and_rate_are_asked_for_and_reported() {
+        let mut camera = FakeDevice::offering(&[b"MJPG"]);
+        camera.sizes = Box::new(|_| {
+            Ok(rscam::ResolutionInfo::Discretes(vec![
+                (320, 240),
+                (1280, 720),
+                (1920, 1080),
+            ]))
+        });
+        camera.intervals = Box::new(|_, size| {
+            assert_eq!(size, (1280, 720), "rates asked for the chosen size");
+            Ok(rscam::IntervalInfo::Discretes(vec![(1, 30), (1, 10)]))
+        });
+        let granted = negotiate(&mut camera, "/dev/video0", Some((1024, 768, 12))).unwrap();
+        assert_eq!(
+            granted.mode,
+            Mode {
+                width: 1280,
+                height: 720,
+                fps: 10
+            }
+        );
+        assert_eq!(camera.started, vec![(*b"MJPG", (1280, 720), (1, 10))]);
+    }
+
+    #[test]
+    fn without_a_mode_or_an_answer_the_default_is_asked_for() {
+        // A device that lists neither sizes nor rates is asked for exactly what was wanted.
+        let mut camera = FakeDevice::offering(&[b"YUYV"]);
+        let granted = negotiate(&mut camera, "/dev/video0", None).unwrap();
+        assert_eq!(
+            granted.mode,
+            Mode {
+                width: 640,
+                height: 480,
+                fps: 15
+            }
+        );
+        assert_eq!(camera.started, vec![(*b"YUYV", (640, 480), (1, 15))]);
+    }
+
+    #[test]
+    fn a_driver_that_refuses_a_rate_streams_at_its_own() {
+        let mut camera = FakeDevice::offering(&[b"MJPG"]);
+        camera.start = Box::new(|started| {
+            if started.2 == FALLBACK_INTERVAL {
+                Ok(())
+            } else {
+                Err(rscam::Error::BadInterval)
+            }
+        });
+        let granted = negotiate(&mut camera, "/dev/video0", Some((640, 480, 5))).unwrap();
+        assert_eq!(granted.mode.fps, 30);
+        assert_eq!(
+            camera.started,
+            vec![
+                (*b"MJPG", (640, 480), (1, 5)),
+                (*b"MJPG", (640, 480), FALLBACK_INTERVAL)
+            ]
+        );
+        // Refused both times: the second refusal is the error.
+        camera.start = Box::new(|_| Err(rscam::Error::BadInterval));
+        let err = negotiate(&mut camera, "/dev/video0", Some((640, 480, 5))).unwrap_err();
+        assert!(
+            err.starts_with("/dev/video0: cannot start streaming: Invalid or unsupported frame"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_device_that_cannot_start_says_why() {
+        let mut busy = FakeDevice::offering(&[b"MJPG"]);
+        busy.start = Box::new(|_| Err(no_such(libc::EBUSY)));
+        assert_eq!(
+            negotiate(&mut busy, "/dev/video0", None).unwrap_err(),
+            "/dev/video0: busy; another program is using the camera"
+        );
+        let mut bad = FakeDevice::offering(&[b"MJPG"]);
+        bad.start = Box::new(|_| Err(rscam::Error::BadResolution));
+        let err = negotiate(&mut bad, "/dev/video0", None).unwrap_err();
+        assert!(
+            err.starts_with("/dev/video0: cannot start streaming: Invalid or unsupported resol"),
+            "{err}"
+        );
+    }
+
+    /// Lets the gated camera's next capture return this (a frame number, or a failure).
+    type Go = crossbeam_channel::Sender<Result<u8, String>>;
+
+    /// A capture function that waits for the test's go-ahead before each frame and reports
+    /// each call; its frames are numbered JPEG stand-ins.
+    fn gated_camera() -> (
+        Go,
+        crossbeam_channel::Receiver<()>,
+        impl FnMut() -> Result<Captured, String> + Send + 'static,
+    ) {
+        let (go, gate) = crossbeam_channel::unbounded::<Result<u8, String>>();
+        let (called, calls) = crossbeam_channel::unbounded();
+        let capture = move || {
+            called.send(()).ok();
+            let n = gate.recv().map_err(|_| "test over".to_string())??;
+            Ok(Captured {
+                jpeg: vec![n],
+                width: 2,
+                height: 2,
+                captured_unix: 0.0,
+                captured_at: Instant::now(),
+                missed: 0,
+            })
+        };
+        (go, calls, capture)
+    }
+
+    const MODE: Mode = Mode {
+        width: 2,
+        height: 2,
+        fps: 10,
+    };
+    const WAIT: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn frames_reach_the_capture_thread_and_a_slow_one_counts_what_it_missed() {
+        let (go, calls, capture) = gated_camera();
+        let mut source = spawn_reader(MODE, capture).unwrap();
+        assert_eq!(source.mode(), MODE);
+        assert!(source.next_frame(0, Duration::ZERO).unwrap().is_none());
+        calls.recv_timeout(WAIT).unwrap();
+        go.send(Ok(1)).unwrap();
+        let first = source.next_frame(0, WAIT).unwrap().unwrap();
+        assert_eq!((first.jpeg, first.missed), (vec![1], 0));
+        // Two frames while nobody takes one: the second finds the slot full and is missed.
+        calls.recv_timeout(WAIT).unwrap();
+        go.send(Ok(2)).unwrap();
+        calls.recv_timeout(WAIT).unwrap();
+        go.send(Ok(3)).unwrap();
+        calls.recv_timeout(WAIT).unwrap();
+        let next = source.next_frame(1, WAIT).unwrap().unwrap();
+        assert_eq!((next.jpeg, next.missed), (vec![2], 1));
+    }
+
+    #[test]
+    fn a_failed_capture_reaches_the_capture_thread_and_ends_the_reader() {
+        let (go, calls, capture) = gated_camera();
+        let mut source = spawn_reader(MODE, capture).unwrap();
+        calls.recv_timeout(WAIT).unwrap();
+        go.send(Err("/dev/video0: capture failed: No such device".into()))
+            .unwrap();
+        assert_eq!(
+            source.next_frame(0, WAIT).err().unwrap(),
+            "/dev/video0: capture failed: No such device"
+        );
+        assert_eq!(
+            source.next_frame(0, WAIT).err().unwrap(),
+            "the camera reader stopped"
+        );
+        // The reader asked for no frame after the failure.
+        assert!(calls.try_recv().is_err());
+    }
+
+    #[test]
+    fn dropping_the_source_stops_the_reader_and_closes_the_device() {
+        let (go, calls, capture) = gated_camera();
+        let source = spawn_reader(MODE, capture).unwrap();
+        calls.recv_timeout(WAIT).unwrap();
+        drop(source);
+        // The capture under way returns; the reader then stops and drops the capture
+        // function (the camera), which disconnects its call reports.
+        go.send(Ok(1)).unwrap();
+        let ended = calls.recv_timeout(WAIT);
+        assert_eq!(
+            ended,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected)
+        );
+    }
+
+    #[test]
+    fn frames_become_jpegs() {
+        // YUYV: encoded at the frame's size.
+        let yuyv: Vec<u8> = (0..16 * 8).flat_map(|_| [128u8, 128]).collect();
+        let captured = to_captured(&yuyv, (16, 8), true).unwrap();
+        let image = jpeg::decode(&captured.jpeg).unwrap();
+        assert_eq!((image.width, image.height), (16, 8));
+        assert_eq!(
+            (captured.width, captured.height, captured.missed),
+            (16, 8, 0)
+        );
+        assert!(
+            to_captured(&yuyv[..10], (16, 8), true)
+                .err()
+                .unwrap()
+                .contains("short YUYV frame")
+        );
+        // MJPEG: passed on as it came.
+        let passed = to_captured(&captured.jpeg, (16, 8), false).unwrap();
+        assert_eq!(passed.jpeg, captured.jpeg);
+        assert_eq!(
+            to_captured(b"garbage", (16, 8), false).err().unwrap(),
+            "the camera sent a frame that is not a JPEG"
+        );
     }
 
     #[test]
@@ -310,14 +582,32 @@ mod tests {
         assert_eq!(nearest_size(&sizes, (640, 480)), (640, 480));
         assert_eq!(nearest_size(&sizes, (800, 600)), (640, 480));
         assert_eq!(nearest_size(&sizes, (1920, 1080)), (1280, 720));
+        assert_eq!(
+            nearest_size(&rscam::ResolutionInfo::Discretes(vec![]), (800, 600)),
+            (800, 600)
+        );
         let step = rscam::ResolutionInfo::Stepwise {
             min: (16, 16),
             max: (2592, 1944),
             step: (16, 8),
         };
         assert_eq!(nearest_size(&step, (650, 490)), (640, 488));
+        assert_eq!(nearest_size(&step, (8, 4000)), (16, 1944));
         let rates = rscam::IntervalInfo::Discretes(vec![(1, 30), (1, 15), (1, 5)]);
         assert_eq!(nearest_interval(&rates, 12), (1, 15));
         assert_eq!(nearest_interval(&rates, 60), (1, 30));
+        assert_eq!(
+            nearest_interval(&rscam::IntervalInfo::Discretes(vec![]), 7),
+            (1, 7)
+        );
+        // A range of intervals: 1/60 s (fastest) to 1/2 s (slowest).
+        let range = rscam::IntervalInfo::Stepwise {
+            min: (1, 60),
+            max: (1, 2),
+            step: (1, 1),
+        };
+        assert_eq!(nearest_interval(&range, 25), (1, 25));
+        assert_eq!(nearest_interval(&range, 120), (1, 60));
+        assert_eq!(nearest_interval(&range, 1), (1, 2));
     }
 }

@@ -235,4 +235,147 @@ mod tests {
         // One backoff, cut short by the shutdown at the second read.
         assert!(started.elapsed() < ERROR_BACKOFF * 3);
     }
+
+    fn settings(active_low: bool) -> PollerSettings {
+        PollerSettings {
+            pin: 27,
+            name: "GPIO 27".into(),
+            active_low,
+            debounce: Duration::from_millis(5),
+            cooldown: Duration::from_secs(5),
+            chime_pulse: Duration::from_secs(60),
+            initial_high: None,
+        }
+    }
+
+    /// Runs the poller over `button` and returns the rings and the chime's switching.
+    fn rings_of(
+        button: Box<dyn ButtonLine>,
+        chime: Option<Box<dyn ChimeLine>>,
+        settings: PollerSettings,
+        shutdown: Shutdown,
+    ) -> Vec<Map<String, Value>> {
+        let rings = Arc::new(Mutex::new(Vec::new()));
+        let rings_in = Arc::clone(&rings);
+        run(
+            button,
+            chime,
+            settings,
+            Box::new(move |data| rings_in.lock().unwrap().push(data)),
+            shutdown,
+        );
+        rings.lock().unwrap().clone()
+    }
+
+    #[test]
+    fn shutdown_in_the_middle_of_a_chime_pulse_switches_the_chime_off() {
+        // A press, then the server stops long before the minute-long pulse ends: the relay is
+        // never left energised.
+        let shutdown = Shutdown::new();
+        let mut levels: VecDeque<Option<bool>> = VecDeque::new();
+        levels.extend([Some(false); 3]);
+        levels.extend([Some(true); 20]);
+        let button = Script {
+            levels,
+            step: Duration::from_millis(2),
+            shutdown: shutdown.clone(),
+        };
+        let chime_log = Arc::new(Mutex::new(Vec::new()));
+        let rings = rings_of(
+            Box::new(button),
+            Some(Box::new(Recorder(Arc::clone(&chime_log)))),
+            settings(false),
+            shutdown,
+        );
+        assert_eq!(rings.len(), 1);
+        assert_eq!(*chime_log.lock().unwrap(), vec![true, false]);
+    }
+
+    #[test]
+    fn a_button_held_since_startup_is_not_a_press_until_released_and_pressed_again() {
+        let shutdown = Shutdown::new();
+        let mut levels: VecDeque<Option<bool>> = VecDeque::new();
+        // Held (low, active-low) when the server started and still held: no ring.
+        levels.extend([Some(false); 10]);
+        // Released, pressed: one ring; the cooldown swallows a second press.
+        levels.extend([Some(true); 10]);
+        levels.extend([Some(false); 10]);
+        levels.extend([Some(true); 10]);
+        levels.extend([Some(false); 10]);
+        let button = Script {
+            levels,
+            step: Duration::from_millis(2),
+            shutdown: shutdown.clone(),
+        };
+        let mut held = settings(true);
+        held.initial_high = Some(false);
+        let rings = rings_of(Box::new(button), None, held, shutdown);
+        assert_eq!(rings.len(), 1, "{rings:?}");
+        assert_eq!(rings[0]["pin"], 27);
+    }
+
+    /// A button that fails `failures` reads (a pin that vanished and came back), then plays
+    /// `then`; every `wait` can fail too.
+    struct Flaky {
+        failures: u32,
+        wait_fails: bool,
+        then: Script,
+    }
+
+    impl ButtonLine for Flaky {
+        fn is_high(&mut self) -> io::Result<Option<bool>> {
+            if self.failures > 0 {
+                self.failures -= 1;
+                return Err(io::Error::other("value file gone"));
+            }
+            self.then.is_high()
+        }
+
+        fn wait(&mut self, timeout: Duration) -> io::Result<()> {
+            self.then.wait(timeout)?;
+            if self.wait_fails {
+                self.wait_fails = false;
+                return Err(io::Error::other("poll failed"));
+            }
+            Ok(())
+        }
+    }
+
+    struct BrokenChime(Arc<Mutex<u32>>);
+
+    impl ChimeLine for BrokenChime {
+        fn set(&mut self, _: bool) -> io::Result<()> {
+            *self.0.lock().unwrap() += 1;
+            Err(io::Error::other("relay gone"))
+        }
+    }
+
+    #[test]
+    fn a_pin_that_comes_back_rings_again_and_a_broken_chime_does_not_stop_the_ring() {
+        let shutdown = Shutdown::new();
+        let mut levels: VecDeque<Option<bool>> = VecDeque::new();
+        levels.extend([Some(false); 5]);
+        levels.extend([Some(true); 10]);
+        let button = Flaky {
+            failures: 1,
+            wait_fails: true,
+            then: Script {
+                levels,
+                step: Duration::from_millis(2),
+                shutdown: shutdown.clone(),
+            },
+        };
+        let tries = Arc::new(Mutex::new(0));
+        let mut short = settings(false);
+        short.chime_pulse = Duration::from_millis(10);
+        let rings = rings_of(
+            Box::new(button),
+            Some(Box::new(BrokenChime(Arc::clone(&tries)))),
+            short,
+            shutdown,
+        );
+        assert_eq!(rings.len(), 1, "{rings:?}");
+        // Switched on and off (both failing), the ring stored all the same.
+        assert_eq!(*tries.lock().unwrap(), 2);
+    }
 }

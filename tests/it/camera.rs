@@ -180,6 +180,38 @@ fn a_missing_v4l2_device_is_offline_with_an_event_and_the_server_keeps_serving()
     );
 }
 
+/// `--camera` naming something that is not a camera: a character device that answers no
+/// V4L2 ioctl (/dev/null) and a regular file. Each is a clear `offline` reason in the status
+/// and the `camera_offline` event, never a capture thread stuck asking it; the server serves.
+#[test]
+fn a_v4l2_path_that_is_not_a_camera_is_offline_with_the_reason() {
+    let dir = TempDir::new("not-a-camera");
+    let file = dir.write("video0", "a regular file");
+    for (device, reason) in [
+        ("/dev/null".to_string(), "not a V4L2 device"),
+        (
+            file.display().to_string(),
+            "not a camera device (a regular file)",
+        ),
+    ] {
+        let spec = format!("v4l2:{device}");
+        let server = Server::start(&["--camera", &spec]);
+        let port = server.port();
+        let mut events = Sse::connect(port, "/stream/events?last_event_id=0");
+        let offline = events.expect_event();
+        assert_eq!(offline.name(), "camera_offline");
+        let event = offline.json();
+        assert_eq!(event["data"]["source"], spec.as_str());
+        let said = event["data"]["reason"].as_str().unwrap().to_string();
+        assert!(said.starts_with(&format!("{device}: {reason}")), "{said}");
+        let camera = camera_status(port);
+        assert_eq!(camera["state"], "offline", "{camera}");
+        assert_eq!(camera["error"], said.as_str(), "{camera}");
+        wait_log(&server, &[&device, reason], IO_TIMEOUT);
+        assert_eq!(trigger(port, None)["event_type"], "doorbell_pressed");
+    }
+}
+
 /// A camera that fails mid-stream (its footage vanishes, like a USB camera pulled out): the
 /// server says so with `camera_offline`, viewers stay connected on the placeholder, the rest
 /// keeps working; when the footage is back the camera comes online again by itself.
