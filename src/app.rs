@@ -21,6 +21,9 @@ use crate::shutdown::{self, Shutdown};
 use crate::status::{StatusHub, StatusSampler};
 use crate::video::Video;
 
+/// How long shutdown lets streams end themselves (an SSE body with its last chunk, a WebSocket
+/// with its close frame) before it closes every socket still open.
+const STREAM_END_GRACE: Duration = Duration::from_millis(300);
 /// How long shutdown waits for connection threads to finish after closing their sockets.
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(1000);
 /// How long shutdown waits for the MQTT bridge (its `offline` and DISCONNECT) and the webhook
@@ -98,11 +101,9 @@ impl Running {
             server::unblock_accept(listener);
         }
         if let Some(registry) = self.registry.take() {
-            let stopping = Instant::now();
+            wait_until_closed(&registry, STREAM_END_GRACE);
             registry.close_all();
-            while !registry.is_empty() && stopping.elapsed() < DRAIN_TIMEOUT {
-                std::thread::sleep(Duration::from_millis(5));
-            }
+            wait_until_closed(&registry, DRAIN_TIMEOUT);
             if !registry.is_empty() {
                 log::warn!("{} connection(s) still closing at exit", registry.len());
             }
@@ -143,6 +144,14 @@ impl Running {
             accept.join().ok();
         }
         result
+    }
+}
+
+/// Waits up to `timeout` for every connection to be closed.
+fn wait_until_closed(registry: &Registry, timeout: Duration) {
+    let started = Instant::now();
+    while !registry.is_empty() && started.elapsed() < timeout {
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

@@ -444,7 +444,10 @@ impl Outlet {
     }
 
     /// Takes the socket back from the fan-out before the thread writes anything of its own:
-    /// from now on events are queued for it. Returns the last id the fan-out handled.
+    /// from now on events are queued for it. Returns the last id the fan-out handled. A send
+    /// that filled the socket just before may have left part of an event on the wire with the
+    /// rest queued: the thread must [`settle`](Self::settle) (without attaching) and write any
+    /// backlog before its own bytes.
     pub fn detach(&self) -> u64 {
         let mut state = self.sink.lock();
         state.direct = false;
@@ -638,6 +641,40 @@ mod tests {
             .collect();
         assert_eq!(all.len(), expected.len());
         assert!(all == expected);
+    }
+
+    /// What a thread that wants to write something of its own (a heartbeat, a close) relies
+    /// on: taking the socket back does not lose the half-sent event's rest, which it must
+    /// write first, and does not hand the socket back to the fan-out.
+    #[test]
+    fn detaching_after_a_hand_off_still_yields_the_half_sent_event_first() {
+        let fanout = Fanout::new();
+        let (server, _client) = pair();
+        let outlet = fanout.subscribe(server, Wire::SseChunked, 1000, None);
+        assert!(matches!(outlet.settle(0, true, 64), Settled::Idle));
+        let mut id = 0;
+        loop {
+            id += 1;
+            assert!(id <= 2000, "32 MB did not fill a loopback socket");
+            let outcome = fanout.publish(&[event(id, "bulk", 16 * 1024)]);
+            if outcome.handed_off == 1 {
+                break;
+            }
+        }
+        assert_eq!(outlet.detach(), id - 1);
+        let Settled::Backlog(backlog) = outlet.settle(id - 1, false, 64) else {
+            panic!("the half-sent event");
+        };
+        assert_eq!(backlog.events[0].event.id, id);
+        assert!(backlog.head_sent > 0);
+        // Not attached: the next event is queued for the thread, not sent.
+        assert!(matches!(outlet.settle(id, false, 64), Settled::Idle));
+        fanout.publish(&[event(id + 1, "bulk", 10)]);
+        let Settled::Backlog(next) = outlet.settle(id, false, 64) else {
+            panic!("the next event, queued");
+        };
+        assert_eq!(next.events[0].event.id, id + 1);
+        assert_eq!(next.head_sent, 0);
     }
 
     #[test]

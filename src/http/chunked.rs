@@ -51,6 +51,20 @@ impl<'a> StreamBody<'a> {
     }
 }
 
+impl StreamBody<'_> {
+    /// Ends the body after what was written: flushes it, then sends the last chunk
+    /// (`0\r\n\r\n`) so a client sees a complete response rather than a cut connection (an
+    /// HTTP/1.0 body simply ends with the close).
+    pub fn finish(&mut self) -> io::Result<()> {
+        self.flush()?;
+        if self.chunked {
+            let mut socket = self.socket;
+            socket.write_all(b"0\r\n\r\n")?;
+        }
+        Ok(())
+    }
+}
+
 /// The head line that announces the body's framing: chunked for HTTP/1.1 and later, none for
 /// HTTP/1.0 (the body then runs until the connection closes).
 pub fn transfer_encoding_header(http_version: &tiny_http::HTTPVersion) -> &'static str {
@@ -134,8 +148,19 @@ mod tests {
         let wire = sent_by(false, |body| {
             body.write_all(b"data: x\n\n").unwrap();
             body.flush().unwrap();
+            body.write_all(b"data: y\n\n").unwrap();
+            body.finish().unwrap(); // the close ends a 1.0 body: no chunk framing
         });
-        assert_eq!(wire, b"data: x\n\n");
+        assert_eq!(wire, b"data: x\n\ndata: y\n\n");
+    }
+
+    #[test]
+    fn finishing_sends_what_was_written_then_the_last_chunk() {
+        let wire = sent_by(true, |body| {
+            body.write_all(b"data: x\n\n").unwrap();
+            body.finish().unwrap();
+        });
+        assert_eq!(wire, b"9\r\ndata: x\n\n\r\n0\r\n\r\n");
     }
 
     #[test]

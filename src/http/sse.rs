@@ -334,7 +334,14 @@ fn live(stream: &mut EventStream, outlet: &Outlet, conn: &Conn, ctx: &Ctx) -> St
         select! {
             // Something was queued (or the client was evicted): settle again.
             recv(outlet.woken()) -> _ => {}
-            recv(stop) -> _ => return "server shutting down".into(),
+            recv(stop) -> _ => {
+                // End the body properly (the last chunk), after anything the fan-out left
+                // half-sent: a client then sees a complete response and reconnects.
+                if take_socket(stream, outlet, &conn.socket).is_ok() {
+                    stream.out.finish().ok();
+                }
+                return "server shutting down".into();
+            }
             default(wait) => {
                 if idle_since.elapsed() < heartbeat {
                     if conn.client_gone() {
@@ -342,8 +349,9 @@ fn live(stream: &mut EventStream, outlet: &Outlet, conn: &Conn, ctx: &Ctx) -> St
                     }
                     continue;
                 }
-                let last_event = stream.cursor.last_handled().max(outlet.detach());
-                stream.cursor.skip_to(last_event);
+                if let Err(reason) = take_socket(stream, outlet, &conn.socket) {
+                    return reason;
+                }
                 let idle_since = outlet.last_send().map_or(last_write, |t| t.max(last_write));
                 if idle_since.elapsed() < heartbeat {
                     continue;
@@ -357,6 +365,31 @@ fn live(stream: &mut EventStream, outlet: &Outlet, conn: &Conn, ctx: &Ctx) -> St
                 last_write = Instant::now();
                 deep = true;
             }
+        }
+    }
+}
+
+/// Takes the socket back from the fan-out so this thread can write something of its own (a
+/// heartbeat, the last chunk). A send that filled the socket just before may have left part
+/// of an event on the wire, with the rest queued: that is written first, so nothing of ours
+/// ever lands inside an event. Err: why the stream ended meanwhile.
+fn take_socket(
+    stream: &mut EventStream,
+    outlet: &Outlet,
+    socket: &TcpStream,
+) -> Result<(), String> {
+    stream.cursor.skip_to(outlet.detach());
+    loop {
+        match outlet.settle(stream.cursor.last_handled(), false, MAX_BATCH) {
+            Settled::Backlog(backlog) => {
+                stream
+                    .write_backlog(socket, &backlog)
+                    .map_err(|e| gone(&e))?;
+            }
+            Settled::Evicted { .. } => {
+                return Err("fell behind (queue full); it will replay on reconnect".into());
+            }
+            Settled::Idle => return Ok(()),
         }
     }
 }

@@ -54,6 +54,10 @@ fn sigterm_with_200_streaming_clients_exits_0_within_2_s() {
             "client {i}: the stream ended in the middle of a block"
         );
         assert!(
+            client.body_complete(),
+            "client {i}: the chunked body was cut, not ended with its last chunk"
+        );
+        assert!(
             blocks
                 .iter()
                 .all(|b| !b.dispatches() || b.name() == "heartbeat"),
@@ -87,6 +91,7 @@ fn sigint_exits_0_promptly() {
     );
     let (_, end, _) = sse.read_to_end(Duration::from_secs(5));
     assert!(end.is_closed(), "{end:?}");
+    assert!(sse.body_complete(), "the chunked body was cut");
 }
 
 #[test]

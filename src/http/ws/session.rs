@@ -207,6 +207,12 @@ impl<'a> Session<'a> {
         // Nothing is sent live before the client subscribes.
         self.update_interest();
         let end = self.serve(incoming);
+        if matches!(end, End::Close { .. }) {
+            // A close frame must not land inside an event's frame the fan-out left half-sent:
+            // finish what it queued first (a failure here shows again when closing).
+            self.begin_work().ok();
+            self.drain_queued().ok();
+        }
         // Leave the hub before closing: a closing session reads no more events, and the
         // fan-out never writes to the socket again.
         let sent_by_fanout = self.outlet.take().map_or(0, |outlet| outlet.sent());
@@ -296,6 +302,25 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// Writes what the fan-out queued, without handing the socket back to it: a send that
+    /// filled the socket just before [`begin_work`](Self::begin_work) may have left part of a
+    /// frame on the wire with the rest queued, and no frame of ours may land inside it.
+    fn drain_queued(&mut self) -> Result<(), End> {
+        loop {
+            let Some(outlet) = &self.outlet else {
+                return Ok(());
+            };
+            match outlet.settle(self.cursor.last_handled(), false, MAX_BATCH) {
+                Settled::Idle => return Ok(()),
+                Settled::Backlog(backlog) => self.push(&backlog)?,
+                Settled::Evicted { handled } => {
+                    self.cursor.skip_to(handled);
+                    return Err(self.fell_behind());
+                }
+            }
+        }
+    }
+
     /// Tells the fan-out which event types this client wants (after each (un)subscribe).
     fn update_interest(&self) {
         if let Some(outlet) = &self.outlet {
@@ -317,7 +342,8 @@ impl<'a> Session<'a> {
     }
 
     /// Takes the socket back from the fan-out and marks the session busy; an eviction that
-    /// already happened ends it.
+    /// already happened ends it. Before writing a frame of its own, a caller must also
+    /// [`drain_queued`](Self::drain_queued).
     fn begin_work(&mut self) -> Result<(), End> {
         if let Some(outlet) = &self.outlet {
             let handled = outlet.detach();
@@ -337,6 +363,7 @@ impl<'a> Session<'a> {
     /// Pings a client silent for `heartbeat_s`; drops one that then stays silent as long.
     fn keep_alive(&mut self) -> Result<(), End> {
         self.begin_work()?;
+        self.drain_queued()?;
         let now = Instant::now();
         match self.ping_sent_at {
             Some(sent) if now >= sent + self.heartbeat => Err(End::close(
@@ -362,6 +389,7 @@ impl<'a> Session<'a> {
     /// Bytes from the client: hand them to tungstenite and act on every complete message.
     fn received(&mut self, bytes: Vec<u8>) -> Result<(), End> {
         self.begin_work()?;
+        self.drain_queued()?;
         // Any frame, pong or not, shows the client is alive.
         self.heard_at = Instant::now();
         self.ping_sent_at = None;

@@ -1326,6 +1326,13 @@ impl Sse {
         header_of(&self.headers, name)
     }
 
+    /// Whether a chunked body ended with its last chunk (a complete response), rather than
+    /// with the connection being cut.
+    pub fn body_complete(&self) -> bool {
+        let body = self.reader.get_ref();
+        body.chunked && body.done
+    }
+
     /// Closes both directions now.
     pub fn close(self) {
         let _ = self.stream.shutdown(Shutdown::Both);
