@@ -261,3 +261,49 @@ fn a_torn_last_write_is_recovered_cleanly() {
     let next = trigger(port, None);
     assert!(id_of(&next) > *stored_ids.last().unwrap());
 }
+
+/// A data dir that cannot hold the store — a file where the directory should be, or an event
+/// database that is not SQLite (another program's file, a card gone bad) — stops the server
+/// at start with exit status 1 and one line naming the place, and the file is left exactly as
+/// it was: never "repaired" by overwriting somebody's data.
+#[test]
+fn a_data_dir_that_cannot_hold_the_store_stops_the_start_and_is_left_untouched() {
+    let dir = TempDir::new("bad-store");
+    let not_a_dir = dir.write("data", "a file, not a directory");
+    let data = dir.join("store");
+    std::fs::create_dir_all(&data).unwrap();
+    let garbage = "this is not an SQLite database, but somebody's notes\n".repeat(200);
+    let db = data.join("events.sqlite3");
+    std::fs::write(&db, &garbage).unwrap();
+    for (data_dir, said) in [
+        (not_a_dir.clone(), "cannot create"),
+        (data.clone(), "not a database"),
+    ] {
+        let data_dir = data_dir.to_string_lossy().into_owned();
+        let out = run_to_exit(
+            &["--listen", "127.0.0.1:0", "--data-dir", &data_dir],
+            Duration::from_secs(20),
+        );
+        assert_eq!(out.code(), Some(1), "{}", out.stderr);
+        let line = out
+            .stderr_lines()
+            .into_iter()
+            .find(|l| l.contains("cannot open the event store in"))
+            .unwrap_or_else(|| panic!("no line naming the store: {}", out.stderr));
+        assert!(line.contains(&data_dir) && line.contains(said), "{line}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(&not_a_dir).unwrap(),
+        "a file, not a directory"
+    );
+    assert_eq!(std::fs::read_to_string(&db).unwrap(), garbage);
+    let left: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        left,
+        vec![std::ffi::OsString::from("events.sqlite3")],
+        "files added: {left:?}"
+    );
+}

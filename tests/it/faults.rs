@@ -276,7 +276,123 @@ fn no_thread_for_a_connection_is_answered_with_503_not_a_crash() {
             }
         }
     }
-    assert!(metric(&metrics(port, None), "porchlight_connections_refused_total").unwrap() >= 1.0);
+    // Threads of the dropped connections end one by one: a request may still meet a 503.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        match try_request(port, "GET", "/metrics", &[], b"") {
+            Ok(resp) if resp.status == 200 => break resp.text(),
+            other => {
+                assert!(Instant::now() < deadline, "no /metrics: {other:?}");
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    assert!(metric(&text, "porchlight_connections_refused_total").unwrap() >= 1.0);
+}
+
+/// Starts the server as an unused uid allowed 12 threads in all, and holds idle keep-alive
+/// connections (one thread each) until the server answers 503: no thread is left.
+fn server_out_of_threads(dir: &TempDir) -> (Server, Vec<TcpStream>) {
+    let status = Command::new("chmod")
+        .args(["0777", &dir.path_str()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let data = dir.join("data");
+    let uid = unused_uid();
+    let reuid = format!("--reuid={uid}");
+    let regid = format!("--regid={uid}");
+    let wrapper = [
+        "setpriv",
+        reuid.as_str(),
+        regid.as_str(),
+        "--clear-groups",
+        "prlimit",
+        "--nproc=12",
+    ];
+    let server = Server::try_start_wrapped(&wrapper, &["--data-dir", data.to_str().unwrap()])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut held = Vec::new();
+    for _ in 0..40 {
+        let mut stream = connect(server.port());
+        stream
+            .write_all(b"GET /api/status HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).unwrap();
+        if &head[9..12] == b"503" {
+            return (server, held);
+        }
+        assert_eq!(&head[9..12], b"200");
+        held.push(stream);
+    }
+    panic!("40 held connections and never a 503: the limit did not bite");
+}
+
+/// A WebSocket whose connection got the last thread, leaving none for its reader: the upgrade
+/// has been sent, so the client is told with a close frame 1013 ("try again later") rather
+/// than left waiting on a session that never runs; the server goes on serving.
+#[test]
+fn no_thread_for_a_websocket_reader_is_a_close_1013_not_a_hang() {
+    if !is_root() {
+        eprintln!("skipped: dropping to an unprivileged user needs root");
+        return;
+    }
+    let dir = TempDir::new("nproc-ws");
+    let (server, mut held) = server_out_of_threads(&dir);
+    let port = server.port();
+    assert!(
+        held.len() >= 2,
+        "only {} connections before 503",
+        held.len()
+    );
+    // Free exactly one thread: the WebSocket's connection takes it once its owner has ended.
+    drop(held.pop());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let close = loop {
+        let stream = connect(port);
+        let url = format!("ws://127.0.0.1:{port}/ws");
+        match tungstenite::client::client(url.as_str(), stream) {
+            Ok((mut ws, response)) => {
+                assert_eq!(response.status().as_u16(), 101);
+                match ws.read() {
+                    Ok(tungstenite::Message::Close(frame)) => break frame,
+                    other => panic!("expected a close frame, got {other:?}"),
+                }
+            }
+            // The freed thread has not ended yet: 503, as for any connection.
+            Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response)))
+                if response.status().as_u16() == 503 =>
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "the freed thread never came back"
+                );
+                thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("WebSocket handshake: {e}"),
+        }
+    };
+    let close = close.expect("a close frame with a code");
+    assert_eq!(u16::from(close.code), 1013, "{close:?}");
+    assert_eq!(close.reason.to_string(), "the server is busy; try again");
+    assert!(
+        server.stderr().contains("cannot start a reader thread"),
+        "{}",
+        server.stderr()
+    );
+
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match try_request(port, "GET", "/api/status", &[], b"") {
+            Ok(resp) if resp.status == 200 => break,
+            other => {
+                assert!(Instant::now() < deadline, "not serving again: {other:?}");
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
 }
 
 #[test]

@@ -643,3 +643,44 @@ fn a_chime_without_a_gpio_doorbell_is_a_config_error() {
     assert_eq!(out.code(), Some(2), "{}", out.stderr);
     assert!(out.stderr.contains("chime"), "{}", out.stderr);
 }
+
+/// A value file that holds something other than 0 or 1 (a flaky driver, a wrong pin): one
+/// warning that says what it holds, a retry every second, and once it reads a level again
+/// the log says so and a press rings as usual.
+#[test]
+fn an_unreadable_button_is_retried_and_rings_once_it_reads_again() {
+    let gpio = FakeGpio::new(PI_CHIPS);
+    let server = start_on_gpio17(&gpio, "gpio:17:active-low:debounce=10", 0);
+    let port = server.port();
+    let mut sse = Sse::connect(port, "/stream/events?types=doorbell_pressed");
+    let value = fs::OpenOptions::new()
+        .write(true)
+        .open(gpio.pin_dir(529).join("value"))
+        .unwrap();
+    value.write_all_at(b"?\n", 0).unwrap();
+    wait_log(
+        &server,
+        "value holds \"?\\n\", not 0 or 1; retrying every second",
+        1,
+    );
+    gpio.set_level(529, true);
+    wait_log(
+        &server,
+        "GPIO 17 (sysfs 529 on pinctrl-bcm2835): readable again",
+        1,
+    );
+    let button = Button {
+        gpio: &gpio,
+        sysfs: 529,
+        active_low: true,
+    };
+    button.set(true);
+    wait_log(&server, RING, 1);
+    assert_rings(&server, &mut sse, 1);
+    assert_eq!(
+        server.stderr().matches("cannot read the button").count(),
+        1,
+        "one warning for the outage: {}",
+        server.stderr()
+    );
+}

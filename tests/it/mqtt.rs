@@ -479,6 +479,25 @@ fn commands_over_mqtt_run_the_websocket_commands() {
     assert_eq!(answer["code"], "unknown_command");
     let answer = publish_until_answered("porchlight/cmd/command/get_system_status", "not json");
     assert_eq!(answer["code"], "bad_json");
+    // A payload far over anything a command can be (64 KiB) is skipped unread, with a
+    // warning; the connection stays up and the next command is answered.
+    let huge = "x".repeat(100_000);
+    broker.publish("porchlight/cmd/command/trigger_doorbell", &huge, false);
+    let deadline = Instant::now() + WAIT;
+    while !server.stderr().contains("ignored a ") {
+        assert!(Instant::now() < deadline, "{}", server.stderr());
+        thread::sleep(Duration::from_millis(20));
+    }
+    let answer = publish_until_answered(
+        "porchlight/cmd/command/get_system_status",
+        r#"{"request_id":"after"}"#,
+    );
+    assert_eq!(answer["type"], "command_result", "{answer}");
+    assert!(
+        !server.stderr().contains("lost the connection"),
+        "{}",
+        server.stderr()
+    );
     // Still serving after the bad ones.
     assert_eq!(get(port, "/api/status", None).status, 200);
 }
@@ -572,4 +591,142 @@ fn bad_mqtt_config_exits_2_naming_the_key() {
             "{toml}: the error names {key}: {lines:?}"
         );
     }
+}
+
+/// Waits for the bridge's first warning about `broker` and returns it.
+fn cannot_reach_line(server: &Server) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(line) = server
+            .stderr()
+            .lines()
+            .find(|l| l.contains("MQTT: cannot reach"))
+        {
+            return line.to_string();
+        }
+        assert!(Instant::now() < deadline, "no warning: {}", server.stderr());
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A broker that refuses porchlight's password, and a peer that is not a broker at all (it
+/// hangs up, or answers the CONNECT with something other than CONNACK): each is one warning
+/// that says what went wrong (never the password), the bridge stays disconnected and keeps
+/// the events for later, and the server serves.
+#[test]
+fn a_refused_or_wrong_broker_is_named_in_one_warning_and_events_are_kept() {
+    let broker = Broker::start();
+    let wrong_password = format!(
+        "mqtt_url = \"mqtt://{}:not-the-password@127.0.0.1:{}\"\ndevice_id = \"refused\"\n",
+        DEVICE_USER.0,
+        broker.port()
+    );
+    let server = Server::with_config(&wrong_password, &[]);
+    let line = cannot_reach_line(&server);
+    assert!(
+        line.contains("the broker refused the connection: ") && line.contains("check mqtt_url"),
+        "{line}"
+    );
+    assert!(
+        !server.stderr().contains("not-the-password"),
+        "the log shows the password"
+    );
+    let event = post_event(server.port(), None, "kept_for_later", json!({}));
+    let status = mqtt_status(server.port());
+    assert_eq!(status["connected"], false, "{status}");
+    assert_eq!(status["backlog"], 1, "{status}");
+    assert!(status["last_published_id"].as_u64().unwrap() < id_of(&event));
+    drop(server);
+
+    // Not a broker: a peer that reads the CONNECT, then hangs up or answers PINGRESP.
+    for (answer, said) in [
+        (&[][..], "closed the connection before CONNACK"),
+        (&[0xD0, 0x00][..], "the broker sent PingResp before CONNACK"),
+    ] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let peer = thread::spawn(move || {
+            use std::io::{Read, Write};
+            let (mut stream, _) = listener.accept().unwrap();
+            // The whole CONNECT (type byte, remaining length, rest), so that hanging up is a
+            // clean FIN rather than a reset over unread bytes.
+            let mut byte = [0u8; 1];
+            stream.read_exact(&mut byte).unwrap();
+            assert_eq!(byte[0], 0x10, "the first packet is a CONNECT");
+            let (mut remaining, mut shift) = (0usize, 0);
+            loop {
+                stream.read_exact(&mut byte).unwrap();
+                remaining |= usize::from(byte[0] & 0x7F) << shift;
+                shift += 7;
+                if byte[0] & 0x80 == 0 {
+                    break;
+                }
+            }
+            let mut rest = vec![0u8; remaining];
+            stream.read_exact(&mut rest).unwrap();
+            stream.write_all(answer).unwrap();
+        });
+        let toml = format!("mqtt_url = \"mqtt://127.0.0.1:{port}\"\ndevice_id = \"odd\"\n");
+        let server = Server::with_config(&toml, &[]);
+        let line = cannot_reach_line(&server);
+        assert!(line.contains(said), "{line}");
+        peer.join().unwrap();
+        assert_eq!(get(server.port(), "/api/status", None).status, 200);
+    }
+}
+
+/// What Home Assistant's entities read, retained so that one subscribing later sees the state:
+/// the motion sensor follows `motion_detected` (ON) and `motion_ended` (OFF); the camera
+/// entity gets the newest event picture as soon as the bridge connects, also a picture taken
+/// while no broker could be reached.
+#[test]
+fn motion_state_and_the_latest_picture_are_retained_for_late_subscribers() {
+    let data = TempDir::new("mqtt-picture");
+    let unreachable = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let away = format!("mqtt_url = \"mqtt://127.0.0.1:{unreachable}\"\ndevice_id = \"yard\"\n");
+    let server = Server::with_config(&away, &["--data-dir", &data.path_str()]);
+    wait_streaming(server.port());
+    let rung = trigger(server.port(), None);
+    let picture = get(server.port(), rung["snapshot_url"].as_str().unwrap(), None).body;
+    assert_eq!(&picture[..2], &[0xFF, 0xD8]);
+    drop(server);
+
+    let broker = Broker::start();
+    let server = Server::with_config(
+        &config(&broker, "yard", ""),
+        &["--data-dir", &data.path_str()],
+    );
+    let port = server.port();
+    let sub = broker.subscribe(&["porchlight/yard/motion", "porchlight/yard/snapshot"]);
+    let first = sub.wait_for("porchlight/yard/snapshot", WAIT);
+    assert!(
+        first.payload == picture,
+        "not the picture of the ring while away"
+    );
+    let detected = post_event(port, None, "motion_detected", json!({}));
+    assert_eq!(sub.wait_for("porchlight/yard/motion", WAIT).text(), "ON");
+    let ended = post_event(port, None, "motion_ended", json!({}));
+    assert_eq!(sub.wait_for("porchlight/yard/motion", WAIT).text(), "OFF");
+
+    let retained = broker.retained("porchlight/yard/#");
+    let on = |topic: &str| {
+        retained
+            .iter()
+            .find(|m| m.topic == topic)
+            .unwrap_or_else(|| panic!("nothing retained on {topic}"))
+    };
+    assert_eq!(on("porchlight/yard/motion").text(), "OFF");
+    // The newest event picture: each event posted with a live camera carries one.
+    let newest = [&ended, &detected, &rung]
+        .into_iter()
+        .find_map(|e| e["snapshot_url"].as_str())
+        .unwrap();
+    let newest = get(port, newest, None).body;
+    assert!(
+        on("porchlight/yard/snapshot").payload == newest,
+        "not the newest picture"
+    );
 }

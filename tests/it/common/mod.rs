@@ -98,6 +98,44 @@ pub struct Server {
     // Last, so the process is gone before its directories are removed (held, never read).
     _own_dir: Option<TempDir>,
     config_dir: Option<TempDir>,
+    _profiles: Option<Profiles>,
+}
+
+/// Coverage profiles of a server that runs as another user (a `setpriv` wrapper): it cannot
+/// write into the build's profile directory, so it writes into a directory anyone may write,
+/// and they are moved to where `cargo llvm-cov report` looks once the server is gone.
+struct Profiles {
+    dir: TempDir,
+    /// The directory `LLVM_PROFILE_FILE` names.
+    target: PathBuf,
+}
+
+impl Profiles {
+    /// Set up when this is an instrumented run (`LLVM_PROFILE_FILE` is set).
+    fn for_other_user(command: &mut Command) -> Option<Profiles> {
+        let pattern = PathBuf::from(std::env::var_os("LLVM_PROFILE_FILE")?);
+        let (target, name) = (pattern.parent()?.to_path_buf(), pattern.file_name()?);
+        let dir = TempDir::new("profiles");
+        fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .ok()?;
+        command.env("LLVM_PROFILE_FILE", dir.path().join(name));
+        Some(Profiles { dir, target })
+    }
+}
+
+impl Drop for Profiles {
+    fn drop(&mut self) {
+        for entry in fs::read_dir(self.dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = fs::copy(entry.path(), self.target.join(entry.file_name()));
+        }
+    }
 }
 
 impl Server {
@@ -139,6 +177,11 @@ impl Server {
                 command
             }
             None => Command::new(BIN),
+        };
+        let profiles = if wrapper.is_empty() {
+            None
+        } else {
+            Profiles::for_other_user(&mut command)
         };
         let mut child = command
             .args(&full)
@@ -186,6 +229,7 @@ impl Server {
                 exit: None,
                 _own_dir: own_dir,
                 config_dir: None,
+                _profiles: profiles,
             }),
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 let status = child.wait().expect("wait for child");
