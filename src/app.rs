@@ -446,8 +446,40 @@ fn serve(
             .spawn(move || server::accept_loop(listener, ctx, registry))
             .map_err(|e| format!("cannot start the accept thread: {e}"))?
     });
-    running.delivery = ctx.outbound.start(outbound, ctx)?;
+    running.delivery = start_delivery(outbound, ctx)?;
     Ok(())
+}
+
+/// Starts the MQTT bridge and one sender per webhook. Nothing here waits for a broker or a
+/// receiver: an unreachable one is retried by its own thread.
+fn start_delivery(
+    settings: &OutboundSettings,
+    ctx: &Arc<Ctx>,
+) -> Result<Vec<(String, JoinHandle<()>)>, String> {
+    let outbound = &ctx.outbound;
+    let mut threads = Vec::new();
+    if let (Some(mqtt), Some(status)) = (&settings.mqtt, &outbound.mqtt) {
+        let handle = crate::mqtt::start(mqtt.clone(), Arc::clone(status), Arc::clone(ctx))
+            .map_err(|e| format!("cannot start the MQTT thread: {e}"))?;
+        threads.push(("mqtt".to_string(), handle));
+    }
+    let identity = crate::webhooks::Identity {
+        public_url: settings.public_url.clone(),
+        device_id: settings.device_id.clone(),
+    };
+    for (index, (hook, status)) in settings.webhooks.iter().zip(&outbound.webhooks).enumerate() {
+        let handle = crate::webhooks::start(
+            index,
+            hook.clone(),
+            Arc::clone(status),
+            identity.clone(),
+            &ctx.events,
+            ctx.shutdown.clone(),
+        )
+        .map_err(|e| format!("cannot start webhook {index}'s thread: {e}"))?;
+        threads.push((format!("webhook-{index}"), handle));
+    }
+    Ok(threads)
 }
 
 /// Phase 5: until a signal (the signal thread fires the broadcast), wakes every tick to tell

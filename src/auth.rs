@@ -60,7 +60,7 @@ impl TokenTable {
         let (role, token) = spec
             .split_once(':')
             .ok_or_else(|| "expected ROLE:TOKEN (e.g. admin:s3cret-token)".to_string())?;
-        let role = crate::config::parse_role(role)?;
+        let role = parse_role(role)?;
         if token.len() < MIN_TOKEN_LEN {
             return Err(format!(
                 "the {role} token is shorter than {MIN_TOKEN_LEN} characters"
@@ -112,6 +112,11 @@ fn constant_time_eq(expected: &[u8], presented: &[u8]) -> bool {
         diff |= e ^ p;
     }
     std::hint::black_box(diff) == 0
+}
+
+/// Which role a `--token ROLE:TOKEN` grants.
+fn parse_role(text: &str) -> Result<Role, String> {
+    Role::parse(text).ok_or_else(|| format!("role {text:?} is not one of viewer, control, admin"))
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use crate::auth::{Role, TokenTable};
+use crate::auth::TokenTable;
 use crate::camera::CameraSpec;
 use crate::doorbell::{ChimeSpec, DoorbellSpec};
 use crate::url::ServiceUrl;
@@ -804,11 +804,6 @@ fn show_webhooks(hooks: &[WebhookSettings]) -> String {
         })
         .collect();
     format!("[{}]", tables.join(", "))
-}
-
-/// Which role a `--token ROLE:TOKEN` grants; used by the token table.
-pub fn parse_role(text: &str) -> Result<Role, String> {
-    Role::parse(text).ok_or_else(|| format!("role {text:?} is not one of viewer, control, admin"))
 }
 
 #[cfg(test)]

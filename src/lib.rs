@@ -4,27 +4,30 @@
 //! the modules and the invariants they keep.
 
 pub mod app;
-pub mod auth;
+pub(crate) mod auth;
 pub mod camera;
-pub mod clips;
-pub mod clock;
+pub(crate) mod clips;
+pub(crate) mod clock;
 pub mod config;
-pub mod control;
-pub mod ctx;
-pub mod doorbell;
+pub(crate) mod control;
+pub(crate) mod ctx;
+pub(crate) mod doorbell;
 pub mod events;
 pub mod http;
-pub mod hub;
-pub mod json;
-pub mod latest;
-pub mod metrics;
-pub mod motion;
+pub(crate) mod hub;
+pub(crate) mod json;
+pub(crate) mod latest;
+pub(crate) mod metrics;
+pub(crate) mod motion;
 pub mod mqtt;
-pub mod outbound;
-pub mod sdnotify;
-pub mod shutdown;
-pub mod stack;
+pub(crate) mod outbound;
+pub(crate) mod sdnotify;
+pub(crate) mod shutdown;
+pub(crate) mod stack;
 pub mod status;
-pub mod url;
-pub mod video;
-pub mod webhooks;
+pub(crate) mod url;
+pub(crate) mod video;
+pub(crate) mod webhooks;
+
+/// For `porchlight-video-bench --motion-cost`: the motion thread's steps timed in-process.
+pub use motion::cost::measure as measure_motion_cost;

@@ -5,11 +5,9 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread::JoinHandle;
 
 use serde_json::Value;
 
-use crate::ctx::Ctx;
 use crate::events::EventHub;
 use crate::metrics::{Exposition, Samples, Series};
 use crate::mqtt::{BridgeStatus, MqttSettings};
@@ -63,7 +61,7 @@ pub struct Outbound {
 
 impl Outbound {
     /// Registers every consumer's delivery cursor (where it left off, read from the store).
-    /// No thread starts yet: see [`Outbound::start`].
+    /// No thread starts yet: `app` starts them once the server listens.
     pub fn prepare(settings: &OutboundSettings, events: &EventHub) -> Outbound {
         let cursors = events.delivery_cursors();
         let mqtt = settings.mqtt.as_ref().map(|mqtt| {
@@ -79,38 +77,6 @@ impl Outbound {
             })
             .collect();
         Outbound { mqtt, webhooks }
-    }
-
-    /// Starts the bridge and one sender per hook. Nothing here waits for a broker or a
-    /// receiver: an unreachable one is retried by its own thread.
-    pub fn start(
-        &self,
-        settings: &OutboundSettings,
-        ctx: &Arc<Ctx>,
-    ) -> Result<Vec<(String, JoinHandle<()>)>, String> {
-        let mut threads = Vec::new();
-        if let (Some(mqtt), Some(status)) = (&settings.mqtt, &self.mqtt) {
-            let handle = crate::mqtt::start(mqtt.clone(), Arc::clone(status), Arc::clone(ctx))
-                .map_err(|e| format!("cannot start the MQTT thread: {e}"))?;
-            threads.push(("mqtt".to_string(), handle));
-        }
-        let identity = crate::webhooks::Identity {
-            public_url: settings.public_url.clone(),
-            device_id: settings.device_id.clone(),
-        };
-        for (index, (hook, status)) in settings.webhooks.iter().zip(&self.webhooks).enumerate() {
-            let handle = crate::webhooks::start(
-                index,
-                hook.clone(),
-                Arc::clone(status),
-                identity.clone(),
-                &ctx.events,
-                ctx.shutdown.clone(),
-            )
-            .map_err(|e| format!("cannot start webhook {index}'s thread: {e}"))?;
-            threads.push((format!("webhook-{index}"), handle));
-        }
-        Ok(threads)
     }
 
     /// The status object's `mqtt` (or `null` when off) and `webhooks` parts.

@@ -62,6 +62,7 @@ impl Notifier {
     }
 
     /// True when systemd listens (`$NOTIFY_SOCKET` was set and usable).
+    #[cfg(test)]
     pub fn is_enabled(&self) -> bool {
         self.target.is_some()
     }
@@ -178,6 +179,7 @@ impl<'a> Watchdog<'a> {
     }
 
     /// The vital thread that stopped, if one has.
+    #[cfg(test)]
     pub fn stopped(&self) -> Option<&str> {
         self.stopped.as_deref()
     }

@@ -147,10 +147,6 @@ impl ClipWriter {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.frames == 0
-    }
-
     pub fn frames(&self) -> u64 {
         self.frames
     }

@@ -9,12 +9,11 @@
 //! - `recorder.rs` — which events get a clip (decided as they are stored), and the clip
 //!   writer thread: one recording at a time, joined and extended by later events and motion.
 
-pub mod ebml;
-pub mod file;
-pub mod metrics;
-pub mod recorder;
-pub mod ring;
+pub(crate) mod ebml;
+pub(crate) mod file;
+pub(crate) mod metrics;
+pub(crate) mod recorder;
+pub(crate) mod ring;
 
-pub use file::{ClipFrame, ClipReader, ClipWriter};
 pub use recorder::{ClipSettings, Recorder};
 pub use ring::FrameRing;

@@ -41,6 +41,7 @@ impl Debouncer {
     }
 
     /// The accepted level: `Some(true)` while the button is held down.
+    #[cfg(test)]
     pub fn pressed(&self) -> Option<bool> {
         self.stable
     }

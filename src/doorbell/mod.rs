@@ -7,10 +7,10 @@
 //! - `debounce.rs` — readings → presses (debounce, cooldown); pure.
 //! - `poller.rs` — the thread.
 
-pub mod debounce;
-pub mod lines;
-pub mod poller;
-pub mod sysfs;
+pub(crate) mod debounce;
+pub(crate) mod lines;
+pub(crate) mod poller;
+pub(crate) mod sysfs;
 
 use std::fmt;
 use std::path::Path;

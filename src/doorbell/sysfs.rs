@@ -83,10 +83,6 @@ impl SysfsGpio {
         })
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// True when this is the kernel's own tree, where the `sysfs_gpio` crate's paths are right.
     fn is_kernel_root(&self) -> bool {
         std::fs::canonicalize(&self.root)

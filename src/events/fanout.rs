@@ -362,12 +362,9 @@ impl Fanout {
     }
 
     /// Clients subscribed.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.shared.slots().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -728,6 +725,6 @@ mod tests {
         let outlet = fanout.subscribe(server, Wire::SseChunked, 2, None);
         assert_eq!(fanout.len(), 1);
         drop(outlet);
-        assert!(fanout.is_empty());
+        assert_eq!(fanout.len(), 0);
     }
 }

@@ -1,13 +1,13 @@
 //! Events: the object, the durable store, and the hub that stores then fans them out.
 
-pub mod clip_rows;
-pub mod delivery;
+pub(crate) mod clip_rows;
+pub(crate) mod delivery;
 pub mod event;
-pub mod fanout;
-pub mod feed;
-pub mod hub;
-pub mod replay;
-pub mod store;
+pub(crate) mod fanout;
+pub(crate) mod feed;
+pub(crate) mod hub;
+pub(crate) mod replay;
+pub(crate) mod store;
 
 pub use clip_rows::{ClipLocation, ClipPlan, ClipUpdate};
 pub use delivery::{DeliveryCursor, DeliveryCursors};

@@ -1,20 +1,20 @@
 //! HTTP: the accept loop and connection threads, routing and access checks, and the handlers
 //! (REST, SSE, MJPEG, event clips, WebSocket, static files).
 
-pub mod access;
-pub mod api;
-pub mod caching;
-pub mod chunked;
-pub mod clip;
-pub mod cors;
-pub mod mjpeg;
-pub mod panics;
+pub(crate) mod access;
+pub(crate) mod api;
+pub(crate) mod caching;
+pub(crate) mod chunked;
+pub(crate) mod clip;
+pub(crate) mod cors;
+pub(crate) mod mjpeg;
+pub(crate) mod panics;
 pub mod query;
-pub mod reply;
+pub(crate) mod reply;
 pub mod router;
-pub mod server;
-pub mod settings;
-pub mod sse;
+pub(crate) mod server;
+pub(crate) mod settings;
+pub(crate) mod sse;
 pub mod static_files;
-pub mod throttle;
+pub(crate) mod throttle;
 pub mod ws;

@@ -176,6 +176,7 @@ impl Registry {
     }
 
     /// Connections `address` holds now.
+    #[cfg(test)]
     pub fn held_by(&self, address: IpAddr) -> usize {
         self.books().per_address.get(&address).copied().unwrap_or(0)
     }

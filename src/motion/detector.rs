@@ -151,6 +151,7 @@ impl Detector {
     }
 
     /// True between `Detected` and `Ended`.
+    #[cfg(test)]
     pub fn is_moving(&self) -> bool {
         matches!(self.state, State::Moving { .. })
     }

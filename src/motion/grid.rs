@@ -104,6 +104,7 @@ impl LumaGrid {
     }
 
     /// A grid of one value everywhere (tests).
+    #[cfg(test)]
     pub fn filled(cols: usize, rows: usize, value: u8) -> LumaGrid {
         LumaGrid {
             cols,
@@ -118,10 +119,6 @@ impl LumaGrid {
 
     pub fn len(&self) -> usize {
         self.luma.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.luma.is_empty()
     }
 }
 

@@ -6,17 +6,20 @@
 //!   pipeline's shared cache (never twice), into the detector, out as `motion_detected` and
 //!   `motion_ended` events.
 //!
+//! - `cost.rs` — what the three steps cost per frame, for `porchlight-video-bench --motion-cost`.
+//!
 //! With `motion = "off"` none of it runs: no thread, no decode.
 
-pub mod detector;
-pub mod grid;
-pub mod watcher;
+pub(crate) mod cost;
+pub(crate) mod detector;
+pub(crate) mod grid;
+pub(crate) mod watcher;
 
 use std::time::Duration;
 
 pub use detector::{Decision, Detector};
 pub use grid::LumaGrid;
-pub use watcher::{Wiring, start, start_configured};
+pub use watcher::{Wiring, start_configured};
 
 /// Event type of motion the camera saw (and of motion a producer posts).
 pub const MOTION_DETECTED: &str = "motion_detected";

@@ -14,11 +14,11 @@
 //! broker being slow or away never touches the event writer, streams or video: the hub only
 //! ever `try_send`s to the bridge's bounded live queue, like to any client.
 
-pub mod bridge;
+pub(crate) mod bridge;
 pub mod codec;
 mod commands;
 mod connection;
-pub mod discovery;
+pub(crate) mod discovery;
 mod outbox;
 
 use std::sync::Arc;

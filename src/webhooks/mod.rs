@@ -11,7 +11,7 @@
 //! never another hook, the MQTT bridge, streams or video.
 
 mod client;
-pub mod format;
+pub(crate) mod format;
 mod sender;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

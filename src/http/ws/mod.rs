@@ -12,7 +12,7 @@
 //! the usual JSON error: token and role (the router), a foreign `Origin` (403), a malformed
 //! handshake (400/426), bad parameters (400), and the `max_ws_clients` limit (503).
 
-pub mod commands;
+pub(crate) mod commands;
 mod handshake;
 pub mod protocol;
 mod session;
