@@ -367,7 +367,7 @@ fn configure_socket(stream: &TcpStream, ctx: &Ctx) -> std::io::Result<()> {
     stream.set_write_timeout(Some(ctx.http.write_timeout))?;
     // Events and frames are small writes that must leave at once, not wait for an ACK.
     stream.set_nodelay(true)?;
-    detect_dead_peers(stream, ctx.http.write_timeout);
+    detect_dead_peers(stream);
     Ok(())
 }
 
@@ -375,19 +375,17 @@ fn configure_socket(stream: &TcpStream, ctx: &Ctx) -> std::io::Result<()> {
 const KEEPALIVE_IDLE_S: libc::c_int = 15;
 /// Between keep-alive probes.
 const KEEPALIVE_INTERVAL_S: libc::c_int = 5;
+/// Unanswered probes before the kernel gives up on the peer.
+const KEEPALIVE_PROBES: libc::c_int = 3;
 
 /// A client that vanished without closing (Wi-Fi gone, phone asleep, a half-open attacker)
-/// sends no FIN, so [`Conn::client_gone`] cannot see it, and a stream between frames or
-/// heartbeats writes too little to hit the write timeout soon: the kernel would retransmit to
-/// it for some fifteen minutes. So the kernel is told to give up on data the peer has not
-/// acknowledged within `write_timeout_s` (`TCP_USER_TIMEOUT`, which also bounds zero-window
-/// probing) and to probe silent connections (keep-alive). The connection then errors, which
-/// `client_gone` and the next write both see. Best effort: a failure leaves the defaults.
-fn detect_dead_peers(stream: &TcpStream, write_timeout: Duration) {
-    let user_timeout_ms = write_timeout
-        .clamp(Duration::from_secs(1), Duration::from_secs(600))
-        .as_millis();
-    let user_timeout_ms = libc::c_int::try_from(user_timeout_ms).unwrap_or(600_000);
+/// sends no FIN, so [`Conn::client_gone`] cannot see it while a stream is idle between frames
+/// or heartbeats. So the kernel probes silent connections (keep-alive: after 15 s, then every
+/// 5 s, three times) and errors the socket when the peer is gone, which `client_gone` and the
+/// next write both see. (A stream that is writing meets `write_timeout_s` instead. Not
+/// `TCP_USER_TIMEOUT`: recent kernels also abort on a zero window held that long, which would
+/// cut a slow but live viewer.) Best effort: a failure leaves the defaults.
+fn detect_dead_peers(stream: &TcpStream) {
     let fd = stream.as_raw_fd();
     let set = |level: libc::c_int, name: libc::c_int, value: libc::c_int| {
         // SAFETY: setsockopt on a socket we own, with a pointer to a c_int on our stack and its
@@ -405,7 +403,7 @@ fn detect_dead_peers(stream: &TcpStream, write_timeout: Duration) {
     set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
     set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, KEEPALIVE_IDLE_S);
     set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, KEEPALIVE_INTERVAL_S);
-    set(libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, user_timeout_ms);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, KEEPALIVE_PROBES);
 }
 
 /// Answers 503 on a connection we cannot serve, without reading its request.
@@ -577,7 +575,7 @@ mod tests {
     #[test]
     fn dead_peers_are_probed_and_given_up_on() {
         let (_client, server) = socket_pair();
-        detect_dead_peers(&server, Duration::from_secs(10));
+        detect_dead_peers(&server);
         let get = |level, name| {
             let mut value: libc::c_int = -1;
             let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
@@ -596,10 +594,7 @@ mod tests {
         };
         assert_eq!(get(libc::SOL_SOCKET, libc::SO_KEEPALIVE), 1);
         assert_eq!(get(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE), KEEPALIVE_IDLE_S);
-        assert_eq!(get(libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT), 10_000);
-        // Out-of-range timeouts are clamped, never wrapped.
-        detect_dead_peers(&server, Duration::MAX);
-        assert_eq!(get(libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT), 600_000);
+        assert_eq!(get(libc::IPPROTO_TCP, libc::TCP_KEEPCNT), KEEPALIVE_PROBES);
     }
 
     #[test]
