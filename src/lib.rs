@@ -28,3 +28,6 @@ pub mod status;
 pub(crate) mod url;
 pub(crate) mod video;
 pub(crate) mod webhooks;
+
+/// For `porchlight-video-bench --motion-cost`: the motion thread's steps timed in-process.
+pub use motion::cost::measure as measure_motion_cost;

@@ -30,9 +30,10 @@ use super::server::{Conn, HangupCheck};
 use crate::ctx::Ctx;
 use crate::latest::Next;
 use crate::metrics::ClientKind;
-use crate::video::Quality;
+use crate::video::adapt::{self, Adapter, Written};
 use crate::video::frame::{MULTIPART_OPENING, PART_END};
 use crate::video::rate::Decimator;
+use crate::video::{Quality, StreamQuality};
 
 /// Requested socket send buffer (the kernel doubles it for bookkeeping). Large enough for a
 /// `medium` frame to leave in one write on a LAN; small enough that a stalled viewer does not
@@ -59,6 +60,8 @@ X-Content-Type-Options: nosniff\r\n";
 struct VideoRequest {
     client_id: String,
     quality: Quality,
+    /// `quality=auto`: the preset follows how the viewer takes frames (`video/adapt.rs`).
+    auto: bool,
     fps: Option<f64>,
 }
 
@@ -72,10 +75,14 @@ fn parse_request(target: &Target, conn: &Conn, ctx: &Ctx) -> Result<VideoRequest
         "video",
         conn.id,
     )?;
-    let quality = match target.get("quality") {
-        None => ctx.control.default_quality(),
-        Some(text) => Quality::parse(text)
-            .ok_or_else(|| format!("quality={text:?} is not one of source, low, medium, high"))?,
+    let asked = match target.get("quality") {
+        None => StreamQuality::Preset(ctx.control.default_quality()),
+        Some(text) => StreamQuality::parse(text).ok_or_else(|| StreamQuality::choices(text))?,
+    };
+    let (quality, auto) = match asked {
+        StreamQuality::Preset(quality) => (quality, false),
+        // The highest preset `auto` may reach (what bounds `fps=`); it starts lower.
+        StreamQuality::Auto => (Quality::High, true),
     };
     let fps = match target.get("fps") {
         None => None,
@@ -84,6 +91,7 @@ fn parse_request(target: &Target, conn: &Conn, ctx: &Ctx) -> Result<VideoRequest
     Ok(VideoRequest {
         client_id,
         quality,
+        auto,
         fps,
     })
 }
@@ -143,7 +151,13 @@ pub fn stream(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
         respond(request, reply::over_limit("video client", limit), ctx);
         return false;
     };
-    let watch = match ctx.video.watch(asked.quality) {
+    let mut adapter = asked.auto.then(|| {
+        let camera = ctx.camera.frames().current();
+        let source = camera.map_or((1280, 720), |(_, frame)| (frame.width, frame.height));
+        Adapter::new(Instant::now(), source)
+    });
+    let quality = adapter.as_ref().map_or(asked.quality, Adapter::quality);
+    let mut watch = match ctx.video.watch(quality) {
         Ok(watch) => watch,
         Err(message) => {
             log::warn!("video client {} refused: {message}", asked.client_id);
@@ -164,10 +178,11 @@ pub fn stream(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
     }
     set_send_buffer(conn);
     log::info!(
-        "video client {} connected from {} (quality {}{})",
+        "video client {} connected from {} (quality {}{}{})",
         asked.client_id,
         conn.peer,
-        asked.quality,
+        if asked.auto { "auto, now " } else { "" },
+        quality,
         asked.fps.map(|f| format!(", fps {f}")).unwrap_or_default()
     );
     let video_metrics = ctx.video.metrics();
@@ -176,6 +191,8 @@ pub fn stream(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
     let mut last_sent: Option<(u64, Instant)> = None;
     let mut sent: u64 = 0;
     let mut skipped: u64 = 0;
+    // For `auto`: what the viewer took and missed since its last write, and its last frame.
+    let (mut taken, mut missed_since, mut last_number) = (0, 0, 0);
     // Nothing is written while no frame is due (a low `fps`, an unchanged picture), so a viewer
     // that left is noticed by checking for its hang-up, not by a failing write.
     let mut hangup = HangupCheck::new();
@@ -193,11 +210,18 @@ pub fn stream(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
         if last_seq != 0 && seq > last_seq + 1 {
             let missed = seq - last_seq - 1;
             skipped += missed;
+            missed_since += missed;
             video_metrics
                 .client_skipped_slow
                 .fetch_add(missed, std::sync::atomic::Ordering::Relaxed);
         }
         last_seq = seq;
+        // Another preset's hub (after an `auto` change) may still hold an older moment.
+        if frame.number <= last_number {
+            continue;
+        }
+        last_number = frame.number;
+        taken += 1;
         if !decimator.accept(frame.captured_at) {
             continue;
         }
@@ -210,7 +234,16 @@ pub fn stream(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             continue;
         }
-        let written = write_all_vectored(&mut socket, &[&frame.part_head, &frame.jpeg, PART_END]);
+        let started = Instant::now();
+        let written = if adapter.is_none() {
+            write_all_vectored(&mut socket, &[&frame.part_head, &frame.jpeg, PART_END])
+        } else {
+            // The part head with `X-Quality` before the blank line that ends it.
+            debug_assert!(frame.part_head.ends_with(b"\r\n\r\n"));
+            let head = &frame.part_head[..frame.part_head.len() - 2];
+            let quality = adapt::quality_line(watch.quality());
+            write_all_vectored(&mut socket, &[head, quality, &frame.jpeg, PART_END])
+        };
         if let Err(err) = written {
             break match err.kind() {
                 io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
@@ -224,6 +257,27 @@ pub fn stream(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
             .frames_sent
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         last_sent = Some((frame.digest, Instant::now()));
+        if let Some(adapter) = &mut adapter {
+            let report = Written {
+                blocked: started.elapsed(),
+                taken: std::mem::take(&mut taken),
+                missed: std::mem::take(&mut missed_since),
+            };
+            if let Some(next) = adapter.written(Instant::now(), report) {
+                match ctx.video.watch(next) {
+                    Ok(new) => {
+                        log::info!(
+                            "video client {}: auto quality {} -> {next}",
+                            asked.client_id,
+                            watch.quality()
+                        );
+                        watch = new;
+                        last_seq = 0;
+                    }
+                    Err(err) => log::warn!("video client {}: {err}", asked.client_id),
+                }
+            }
+        }
     };
     log::info!(
         "video client {} disconnected: {reason} ({sent} frames sent, {skipped} skipped while it was busy)",

@@ -6,8 +6,11 @@
 //!   pipeline's shared cache (never twice), into the detector, out as `motion_detected` and
 //!   `motion_ended` events.
 //!
+//! - `cost.rs` — what the three steps cost per frame, for `porchlight-video-bench --motion-cost`.
+//!
 //! With `motion = "off"` none of it runs: no thread, no decode.
 
+pub(crate) mod cost;
 pub(crate) mod detector;
 pub(crate) mod grid;
 pub(crate) mod watcher;

@@ -62,6 +62,18 @@ impl Image {
 
 /// Decodes a JPEG to YCbCr (or luma for a grayscale one).
 pub fn decode(jpeg: &[u8]) -> Result<Image, String> {
+    decode_as(jpeg, false)
+}
+
+/// Decodes only a JPEG's luma (`Layout::Luma`), for a reader that needs brightness alone
+/// (motion detection): the colour planes are entropy-decoded (the format leaves no way to
+/// skip them) but neither transformed nor upsampled nor converted, which saves about half the
+/// work, and the picture is a third of the size.
+pub fn decode_luma(jpeg: &[u8]) -> Result<Image, String> {
+    decode_as(jpeg, true)
+}
+
+fn decode_as(jpeg: &[u8], luma_only: bool) -> Result<Image, String> {
     let options = DecoderOptions::default()
         .set_max_width(MAX_SIDE as usize)
         .set_max_height(MAX_SIDE as usize)
@@ -73,6 +85,7 @@ pub fn decode(jpeg: &[u8]) -> Result<Image, String> {
         .map_err(|e| format!("not a JPEG we can read: {e:?}"))?;
     let layout = match decoder.get_input_colorspace() {
         Some(ColorSpace::Luma) => Layout::Luma,
+        Some(ColorSpace::YCbCr) if luma_only => Layout::Luma,
         Some(ColorSpace::YCbCr) => Layout::Ycbcr,
         other => return Err(format!("unsupported JPEG colour space {other:?}")),
     };
@@ -367,6 +380,25 @@ mod tests {
             .max()
             .unwrap();
         assert!(worst < 16, "lossy beyond reason: {worst}");
+    }
+
+    #[test]
+    fn luma_only_is_the_colour_decode_s_luma() {
+        let jpeg = encode(&gradient(64, 48), 85).unwrap();
+        let colour = decode(&jpeg).unwrap();
+        let luma = decode_luma(&jpeg).unwrap();
+        assert_eq!(
+            (luma.width, luma.height, luma.layout),
+            (64, 48, Layout::Luma)
+        );
+        let y: Vec<u8> = colour.pixels.iter().step_by(3).copied().collect();
+        assert_eq!(luma.pixels, y);
+        // A grayscale JPEG is luma either way.
+        let gray = encode(&Image::filled(32, 16, Layout::Luma, [90, 0, 0]), 80).unwrap();
+        assert_eq!(
+            decode_luma(&gray).unwrap().pixels,
+            decode(&gray).unwrap().pixels
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Video: frames, quality presets, JPEG decode/resize/encode, and the shared per-preset encoders.
 
+pub(crate) mod adapt;
 pub(crate) mod frame;
 pub(crate) mod jpeg;
 pub(crate) mod metrics;
@@ -12,4 +13,4 @@ pub(crate) mod text;
 pub use frame::Frame;
 pub use metrics::VideoMetrics;
 pub use pipeline::Video;
-pub use quality::Quality;
+pub use quality::{Quality, StreamQuality};

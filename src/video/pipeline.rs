@@ -99,6 +99,11 @@ impl Watch {
     pub fn frames(&self) -> &Latest<Frame> {
         self.video.hub(self.quality)
     }
+
+    /// The preset watched (an `auto` viewer's `X-Quality` and its log lines).
+    pub fn quality(&self) -> Quality {
+        self.quality
+    }
 }
 
 impl Drop for Watch {
@@ -308,8 +313,9 @@ impl Video {
 
     /// The decoded picture of a camera frame for a reader beside the encoders (motion
     /// detection): the shared one if a preset decoded this frame already, else decoded now,
-    /// and kept for the presets only while one is watched (unwatched, nothing would reuse it,
-    /// and a decoded picture is megabytes).
+    /// and kept for the presets only while one is watched. Unwatched, nothing would reuse it,
+    /// so it is not kept and only its luma is decoded (`Layout::Luma`: half the work, a third
+    /// of the memory); the reader must take either layout.
     pub fn decoded_frame(&self, frame: &Frame) -> Result<Arc<Image>, String> {
         let keep = ENCODED.iter().any(|q| self.viewers(*q) > 0);
         self.decode_shared(frame, keep)
@@ -360,7 +366,13 @@ impl Video {
             return Ok(Arc::clone(image));
         }
         let started = Instant::now();
-        let image = Arc::new(jpeg::decode(&frame.jpeg)?);
+        // Not kept: a reader beside the encoders alone will use it, and it needs only luma.
+        let decode = if keep {
+            jpeg::decode
+        } else {
+            jpeg::decode_luma
+        };
+        let image = Arc::new(decode(&frame.jpeg)?);
         self.shared.metrics.add_decode(started.elapsed());
         if !keep {
             return Ok(image);
@@ -488,6 +500,8 @@ mod tests {
         let frame = camera.current().unwrap().1;
         let image = video.decoded_frame(&frame).unwrap();
         assert_eq!((image.width, image.height, decoded()), (640, 480, 1));
+        // ... and only its luma, which is all the reader needs.
+        assert_eq!(image.layout, Layout::Luma);
         assert!(video.shared.decoded.entries.lock().unwrap().is_empty());
         // A low viewer decodes frame 2; the motion reader then gets that same picture. (The
         // encoder may also have made frame 1 first, if its thread started before frame 2 came:
@@ -502,6 +516,7 @@ mod tests {
         let before = decoded();
         let shared = video.decoded_frame(&frame).unwrap();
         assert_eq!(decoded(), before, "the reader decoded frame 2 again");
+        assert_eq!(shared.layout, Layout::Ycbcr);
         // And a frame the reader decodes first is there for the encoder.
         camera.publish(camera_frame(3, (640, 480)));
         let frame = camera.current().unwrap().1;

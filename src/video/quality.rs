@@ -75,6 +75,38 @@ impl Quality {
     }
 }
 
+/// What a stream may ask for: a preset, or `auto` (the server picks the preset per viewer from
+/// how it takes frames, see `video/adapt.rs`). Snapshots and the default quality are presets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamQuality {
+    Preset(Quality),
+    Auto,
+}
+
+impl StreamQuality {
+    pub fn parse(text: &str) -> Option<StreamQuality> {
+        match text {
+            "auto" => Some(StreamQuality::Auto),
+            _ => Quality::parse(text).map(StreamQuality::Preset),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            StreamQuality::Preset(quality) => quality.name(),
+            StreamQuality::Auto => "auto",
+        }
+    }
+
+    /// The error text for a name that is neither.
+    pub fn choices(name: &str) -> String {
+        format!(
+            "quality {name:?} is not one of auto, {}",
+            Quality::ALL.map(Quality::name).join(", ")
+        )
+    }
+}
+
 impl fmt::Display for Quality {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -92,6 +124,13 @@ mod tests {
             assert_eq!(Quality::from_index(q.index()), q);
         }
         assert_eq!(Quality::parse("ultra"), None);
+        assert_eq!(Quality::parse("auto"), None);
+        assert_eq!(StreamQuality::parse("auto"), Some(StreamQuality::Auto));
+        assert_eq!(
+            StreamQuality::parse("low").map(StreamQuality::name),
+            Some("low")
+        );
+        assert_eq!(StreamQuality::parse("Auto"), None);
         assert_eq!(Quality::parse("Low"), None);
     }
 }

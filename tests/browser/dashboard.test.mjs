@@ -134,6 +134,54 @@ describe('dashboard', () => {
     assert.deepEqual(problems, []);
   });
 
+  it('draws a motion event\'s box over its enlarged picture', async () => {
+    const { page, problems, context } = await openDashboard();
+    // A motion event as the detector makes them: the picture of the moment, score and box.
+    const motion = await postEvent(server, 'motion_detected', { score: 0.12, box: [0.25, 0.5, 0.5, 0.25] });
+    assert.ok(motion.snapshot_url, 'a motion event carries the picture of the moment');
+    const row = eventRow(page, motion.id);
+    await waitPicture(page, `#event-list li[data-id="${motion.id}"] .thumb img`);
+    await row.locator('.thumb').click();
+    await page.locator('#viewer').waitFor({ state: 'visible' });
+    await waitPicture(page, '#viewer-img');
+    await page.locator('#viewer-box').waitFor({ state: 'visible' });
+    const [img, box] = await page.evaluate(() => ['viewer-img', 'viewer-box']
+      .map((id) => document.getElementById(id).getBoundingClientRect().toJSON()));
+    const near = (a, b) => Math.abs(a - b) <= 2;
+    assert.ok(near(box.left, img.left + img.width * 0.25), `${JSON.stringify({ img, box })}`);
+    assert.ok(near(box.top, img.top + img.height * 0.5), `${JSON.stringify({ img, box })}`);
+    assert.ok(near(box.width, img.width * 0.5) && near(box.height, img.height * 0.25), `${JSON.stringify({ img, box })}`);
+    await screenshot(page, 'desktop-motion-box');
+    await page.keyboard.press('Escape');
+    await page.locator('#viewer').waitFor({ state: 'hidden' });
+    // Another event's picture has no box.
+    const doorbell = await api(server, 'POST', '/api/trigger-doorbell');
+    await waitPicture(page, `#event-list li[data-id="${doorbell.json.id}"] .thumb img`);
+    await eventRow(page, doorbell.json.id).locator('.thumb').click();
+    await page.locator('#viewer').waitFor({ state: 'visible' });
+    assert.equal(await page.locator('#viewer-box').isHidden(), true);
+    await page.keyboard.press('Escape');
+    await context.close();
+    assert.deepEqual(problems, []);
+  });
+
+  it('plays auto quality by default, says which preset it is on, and keeps a manual choice', async () => {
+    const { page, problems, context } = await openDashboard();
+    await waitPicture(page, '#live');
+    assert.equal(await page.locator('#quality').inputValue(), 'auto');
+    assert.match(await page.locator('#live').getAttribute('src'), /quality=auto$/);
+    // The default camera is 640x480: auto starts (and, read this fast, stays) on medium.
+    await waitText(page, '#video-info', /^auto: medium · 640×480$/);
+    await page.locator('#quality').selectOption('low');
+    assert.match(await page.locator('#live').getAttribute('src'), /quality=low$/);
+    await waitText(page, '#video-info', /^320×240$/);
+    await page.reload();
+    await waitPicture(page, '#live');
+    assert.equal(await page.locator('#quality').inputValue(), 'low');
+    await context.close();
+    assert.deepEqual(problems, []);
+  });
+
   it('renders markup in event data as text: nothing injected runs', async () => {
     const { page, problems, context } = await openDashboard();
     const hostile = '<img src=x onerror=alert(1)>';

@@ -324,6 +324,9 @@ fn cors_only_for_listed_origins() {
 fn event_snapshots_are_immutable_with_an_etag_and_304() {
     let server = Server::start(&["--camera", "synthetic:320x240@10"]);
     let port = server.port();
+    // Wait for the camera's first frame (the stream gives it as soon as there is one): an
+    // event posted before it has no picture, which a loaded machine made likely.
+    Mjpeg::connect(port, "/stream/video?quality=source").expect_part();
     let event = post_event(port, None, "doorbell_pressed", json!({}));
     let url = event["snapshot_url"]
         .as_str()

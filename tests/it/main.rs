@@ -7,6 +7,7 @@
 mod common;
 mod video_client;
 
+mod auto_quality;
 mod bad_http;
 mod camera;
 mod clips;

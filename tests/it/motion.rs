@@ -1,7 +1,8 @@
 //! Motion detection through the real binary, on footage made by ffmpeg and played by a `file:`
 //! camera: strong sensor noise for a minute and brightness stepping up and down give no event;
 //! a box crossing the frame gives exactly one `motion_detected` (its box where ffmpeg's decode
-//! of the event's own picture finds the object) and one `motion_ended`; the same crossing
+//! of the event's own picture finds the object) and one `motion_ended`, live over SSE and the
+//! WebSocket alike; the same crossing
 //! outside the configured zone gives nothing; a box that stops ends its motion after the
 //! cooldown while it is still in the picture. Also: bad settings exit 2 naming the key, and
 //! `motion = "off"` runs no thread and decodes nothing.
@@ -190,6 +191,41 @@ fn check_ended(event: &Value, detected: &Value) -> f64 {
     duration
 }
 
+type Ws = tungstenite::WebSocket<std::net::TcpStream>;
+
+/// A WebSocket client on `/ws`, subscribed to `types`.
+fn ws_subscribed(port: u16, types: &[&str]) -> Ws {
+    let url = format!("ws://127.0.0.1:{port}/ws?client_id=motion-test");
+    let (mut ws, _) = tungstenite::client::client(url.as_str(), connect(port))
+        .unwrap_or_else(|e| panic!("WebSocket handshake to {url}: {e}"));
+    ws.get_ref()
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    assert_eq!(ws_json(&mut ws)["type"], "connected");
+    let subscribe = serde_json::json!({"type": "subscribe", "event_types": types});
+    ws.send(tungstenite::Message::Text(subscribe.to_string()))
+        .unwrap();
+    assert_eq!(ws_json(&mut ws)["type"], "subscribed");
+    ws
+}
+
+fn ws_json(ws: &mut Ws) -> Value {
+    loop {
+        match ws.read().expect("a WebSocket message") {
+            tungstenite::Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+            tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_) => continue,
+            other => panic!("unexpected WebSocket message {other:?}"),
+        }
+    }
+}
+
+/// The next `live_event`'s event.
+fn ws_live_event(ws: &mut Ws) -> Value {
+    let message = ws_json(ws);
+    assert_eq!(message["type"], "live_event", "{message}");
+    message["event"].clone()
+}
+
 fn near(a: [f64; 4], b: [f64; 4], tolerance: f64) -> bool {
     a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tolerance)
 }
@@ -225,10 +261,14 @@ fn box_crossing(dir: &Path) -> String {
     let clip = make_clip(dir, "crossing", 12, &moving_box(3.0, 100.0, None), 20);
     let server = serve(&clip, "motion_cooldown_s = 2\n");
     let mut sse = Sse::connect(server.port(), "/stream/events");
+    let mut ws = ws_subscribed(server.port(), &["motion_detected", "motion_ended"]);
     let detected = next_event(&mut sse, "motion_detected");
     let (region, score) = check_detected(&detected);
     let ended = next_event(&mut sse, "motion_ended");
     let duration = check_ended(&ended, &detected);
+    // The WebSocket subscriber got the same two, live.
+    assert_eq!(ws_live_event(&mut ws), detected);
+    assert_eq!(ws_live_event(&mut ws), ended);
     // Nothing else before the clip loops.
     play(&server, 11.5);
     let got = events(&server);

@@ -1,11 +1,10 @@
-// The doorbell alert: a banner with the picture of who rang, a chime made with Web Audio (no
-// sound file to ship), and a system notification when the person has allowed them and is
-// looking at something else.
+// The doorbell alert: a banner with the picture of who rang, a Web Audio chime (no sound
+// file), and a notification when allowed and the person looks at something else.
 
 import { $, fmtWhen, isLocalPath } from './dom.js';
 import { openViewer } from './viewer.js';
 
-const FRESH_S = 120; // a press older than this (a replay after a long outage) is listed, not rung
+const FRESH_S = 120; // an older press (a replay after an outage) is listed, not rung
 const SOUND_KEY = 'porchlight.sound';
 const TITLE = document.title;
 

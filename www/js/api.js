@@ -22,19 +22,13 @@ async function parse(response) {
   return body;
 }
 
-export async function getJSON(url) {
-  const response = await fetch(url, { headers: { Accept: 'application/json' }, cache: 'no-store' });
-  return parse(response);
-}
+export const getJSON = async (url) => parse(await fetch(url, { headers: { Accept: 'application/json' }, cache: 'no-store' }));
 
-export async function postJSON(url, value) {
-  const response = await fetch(url, {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
-    body: JSON.stringify(value),
-  });
-  return parse(response);
-}
+export const postJSON = async (url, value) => parse(await fetch(url, {
+  method: 'POST',
+  headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+  body: JSON.stringify(value),
+}));
 
 /** Who this page is to the server: `{role, login_required}`, or throws (401 → HttpError). */
 export const whoami = () => getJSON('/api/whoami');

@@ -1,14 +1,12 @@
 // Connection indicators in the header: live / reconnecting / offline, in words and colour.
-// A channel that has been trying for OFFLINE_AFTER_MS, or a browser that says it lost the
-// network, reads "offline" (it keeps retrying underneath).
+// Trying for OFFLINE_AFTER_MS, or no network, reads "offline" (retries go on underneath).
 
 const OFFLINE_AFTER_MS = 20000;
 const LABELS = { connecting: 'connecting', live: 'live', reconnecting: 'reconnecting', offline: 'offline' };
 const RANK = { live: 0, connecting: 1, reconnecting: 2, offline: 3 };
 
 export class Indicator {
-  /** `parts` names the channels shown together (e.g. the two SSE streams): the worst wins.
-   *  `onChange(state)` hears every change of the state shown. */
+  /** Shows the worst of `parts` (e.g. the two SSE streams); `onChange(state)` hears it change. */
   constructor(element, parts, onChange = () => {}) {
     this.element = element;
     this.onChange = onChange;

@@ -1,7 +1,6 @@
 // Controls over the WebSocket (/ws): ring the test doorbell, restart the camera, set the
-// default quality. Reconnects with backoff; an app-level ping notices a dead connection that
-// TCP alone would not (Wi-Fi gone without a FIN). Buttons the role may not use are disabled
-// and say why.
+// default quality. Reconnects with backoff; a ping notices a link TCP would not (Wi-Fi gone
+// without a FIN). Buttons the role may not use are disabled and say why.
 
 import { $, backoff, clientId, roleAtLeast } from './dom.js';
 
@@ -9,7 +8,7 @@ const COMMAND_TIMEOUT_MS = 10000;
 const PING_EVERY_MS = 20000;
 const PONG_WITHIN_MS = 8000;
 
-// Each control is the button #btn-KEY with its reason #why-KEY and its answer #result-KEY.
+// A control: button #btn-KEY, its reason #why-KEY, its answer #result-KEY.
 const CONTROLS = [
   { key: 'ring', command: 'trigger_doorbell', role: 'control', params: () => ({}),
     done: (r) => (r && Number.isSafeInteger(r.id) ? `Rang: event #${r.id}` : 'Rang.') },

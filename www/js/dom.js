@@ -1,5 +1,5 @@
-// Small DOM and formatting helpers. Everything dynamic goes in as text or as an attribute
-// value, never as markup: event data comes from external producers.
+// DOM and formatting helpers. Dynamic values go in as text or attribute values, never as
+// markup: event data comes from external producers.
 
 export const $ = (id) => document.getElementById(id);
 

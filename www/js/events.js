@@ -1,10 +1,8 @@
 // The event list: the first page from /api/events, then live events over SSE (newest first),
 // earlier ones with "load more", and a type filter.
-//
-// EventSource delivers a named SSE event (`event: doorbell_pressed`) only to a listener for
-// that name, and producers may invent types. So we listen to every type we know of; an event
-// of a type we did not know leaves a hole in the ids (or shows as a larger `last_id` in the
-// status stream), and we fetch the hole from /api/events and listen to the new type from then on.
+// EventSource hands a named event only to a listener for that name, and producers invent
+// types: an unknown type leaves a hole in the ids (or a larger status `last_id`), which we
+// fetch from /api/events, then listen to that type too.
 
 import { $, el, fmtWhen, announce, isLocalPath, clientId, backoff } from './dom.js';
 import { getJSON } from './api.js';
@@ -33,7 +31,7 @@ let moreAvailable = false;
 
 export const label = (type) => type.replace(/_/g, ' ');
 
-// (A timestamp outside what Date can show would make rendering throw.)
+// (A timestamp Date cannot show would make rendering throw.)
 const valid = (e) => e && typeof e === 'object' && Number.isSafeInteger(e.id) &&
   typeof e.event_type === 'string' && Number.isFinite(e.timestamp) && Math.abs(e.timestamp) < 1e11;
 
@@ -64,8 +62,7 @@ export function noteServerLastId(lastId) {
 }
 
 function streamUrl() {
-  // The first page told us where we are; replay from there (also from 0 on an empty store,
-  // so an event stored between that page and this stream is not lost).
+  // Replay from the first page's newest (0 on an empty store): nothing stored in between is lost.
   return `/stream/events?${new URLSearchParams({ client_id: clientId, last_event_id: String(maxId) })}`;
 }
 
@@ -270,7 +267,7 @@ function thumbnail(event, when) {
     type: 'button',
     class: 'thumb',
     'aria-label': `Enlarge the picture of event #${event.id}`,
-    onclick: () => openViewer(event.snapshot_url, caption, `porchlight-event-${event.id}.jpg`, event.clip_url),
+    onclick: () => openViewer(event.snapshot_url, caption, `porchlight-event-${event.id}.jpg`, event.clip_url, event.data?.box),
   }, img);
   img.addEventListener('error', () => button.replaceWith(el('div', { class: 'no-thumb', text: 'Picture not available' })));
   return button;

@@ -1,5 +1,5 @@
-// Runs after main.js (or its failure): without main.js's mark, this browser cannot run the
-// dashboard, so say so. Old JavaScript on purpose: it is for browsers without modules.
+// Runs after main.js (or its failure): no mark from main.js means this browser cannot run
+// the dashboard: say so. Old JavaScript on purpose (browsers without modules).
 (function () {
   if (document.documentElement.getAttribute('data-app') === 'running') return;
   var ids = ['dashboard', 'login', 'conns', 'viewer', 'doorbell-alert'];

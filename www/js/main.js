@@ -85,8 +85,7 @@ function start(who) {
   $('role-badge').title = `Signed in as ${who.role}`;
   $('switch-token').hidden = !who.login_required;
 
-  // While the server cannot be reached the picture on screen is old: say so, and reopen the
-  // video when it is back (after a restart the old MJPEG connection is gone).
+  // Server unreachable: the picture is old, say so; reopen the video when it is back.
   const sse = new Indicator($('conn-sse'), ['events', 'status'],
     (state) => setServerReachable(state === 'live' || state === 'connecting'));
   const ws = new Indicator($('conn-ws'), ['ws']);

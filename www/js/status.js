@@ -26,7 +26,7 @@ export function startStatus({ indicator, onStatus }) {
       });
     },
   });
-  // A browser keeps about six connections per server: a hidden tab gives this one back.
+  // A browser keeps ~6 connections per server: a hidden tab gives this one back.
   document.addEventListener('visibilitychange', () => (document.hidden ? stream.pause() : stream.resume()));
 }
 

@@ -1,6 +1,5 @@
-// An EventSource that never gives up. The browser reconnects by itself after a dropped
-// connection (resending Last-Event-ID); but when the server answers with an error status
-// (401, 503 over a limit) EventSource closes for good, so we open a new one with backoff.
+// An EventSource that never gives up: after an error status (401, 503 over a limit) the
+// browser closes it for good, so we open a new one with backoff.
 
 import { backoff } from './dom.js';
 import { whoami } from './api.js';

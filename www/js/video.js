@@ -1,15 +1,14 @@
-// Live video: an <img> on the MJPEG stream, a quality choice kept per browser, a snapshot
-// button, and an overlay that says plainly when the camera is offline or the stream is down.
-// The stream stops while the page is hidden: a phone in a pocket should not pull video.
+// Live video: an <img> on the MJPEG stream, a quality kept per browser, a snapshot button, an
+// overlay when the camera or stream is down. A hidden page (a phone in a pocket) pulls none.
 
 import { $, clientId, backoff, fmtWhen, pictureName } from './dom.js';
 import { openViewer } from './viewer.js';
 
-const QUALITIES = ['low', 'medium', 'high', 'source'];
+const QUALITIES = ['auto', 'low', 'medium', 'high', 'source'];
 const STORE_KEY = 'porchlight.quality';
 
 const img = $('live');
-let quality = QUALITIES.includes(localStorage.getItem(STORE_KEY)) ? localStorage.getItem(STORE_KEY) : 'medium';
+let quality = QUALITIES.includes(localStorage.getItem(STORE_KEY)) ? localStorage.getItem(STORE_KEY) : 'auto';
 let cameraState = null;
 let reachable = true;
 let playing = false;
@@ -17,6 +16,7 @@ let wanted = false;
 let attempt = 0;
 let retryTimer = null;
 let retryAt = 0;
+let shown = '';
 
 export const streamUrl = () => `/stream/video/${clientId}?quality=${quality}`;
 
@@ -54,8 +54,7 @@ export function connect() {
 
 function setPlaying(on) {
   playing = on;
-  if (on) img.parentElement.dataset.playing = '';
-  else delete img.parentElement.dataset.playing;
+  img.parentElement.toggleAttribute('data-playing', on);
 }
 
 function stop() {
@@ -72,13 +71,17 @@ function onFrame() {
     setPlaying(true);
     if (!cameraTrouble()) overlay(null);
   }
-  $('video-info').textContent = `${img.naturalWidth}×${img.naturalHeight}`;
+  const [w, h] = [img.naturalWidth, img.naturalHeight];
+  // auto's preset: the smallest (320x240, doubled per step) that holds the picture.
+  const preset = ['low', 'medium', 'high'].find((_, i) => w <= 320 << i && h <= 240 << i);
+  const text = `${quality === 'auto' ? `auto: ${preset} · ` : ''}${w}×${h}`;
+  if (text !== shown) $('video-info').textContent = shown = text;
 }
 
-/** Chromium fires `load` once, at the first part, and no `error` when a playing stream is cut
- *  (its picture just loses its size): so look at the size too. */
+/** Chromium fires `load` only at the first part, and no `error` when a playing stream is cut
+ *  (the picture loses its size): so watch the size. */
 function watch() {
-  if (wanted && !playing && img.naturalWidth > 0 && img.src) onFrame();
+  if (wanted && img.naturalWidth > 0 && img.src) onFrame(); // auto may change the size
   if (wanted && playing && img.naturalWidth === 0) onError();
   if (retryTimer && !cameraTrouble()) {
     const seconds = Math.max(0, Math.ceil((retryAt - Date.now()) / 1000));
@@ -94,7 +97,7 @@ function onError() {
   clearTimeout(retryTimer);
   retryTimer = setTimeout(connect, delay);
   if (!cameraTrouble()) overlay('wait', 'No live video', `Trying again in ${Math.ceil(delay / 1000)} s.`);
-  $('video-info').textContent = '';
+  $('video-info').textContent = shown = '';
 }
 
 const cameraTrouble = () => cameraState === 'offline' || cameraState === 'stalled';
@@ -140,7 +143,7 @@ async function snapshot() {
   const info = $('video-info');
   button.disabled = true;
   try {
-    const response = await fetch(`/api/snapshot.jpg?quality=${quality}`, { cache: 'no-store' });
+    const response = await fetch(`/api/snapshot.jpg?quality=${quality === 'auto' ? 'high' : quality}`, { cache: 'no-store' });
     if (!response.ok) {
       let message = `HTTP ${response.status}`;
       try { message = (await response.json()).message || message; } catch { /* not JSON */ }

@@ -1,5 +1,5 @@
-// The picture viewer: a modal <dialog> (keyboard: Esc closes, focus stays inside) showing an
-// event's snapshot (or its clip) or a live snapshot large, with a link to save it.
+// The picture viewer: a modal <dialog> (Esc closes, focus stays inside) showing an event's
+// snapshot (a motion's box on it; or its clip) or a live snapshot large, with a save link.
 
 import { $, isLocalPath } from './dom.js';
 
@@ -7,8 +7,11 @@ const dialog = $('viewer');
 const image = $('viewer-img');
 let blobUrl = null;
 
-export function openViewer(src, caption, filename, clip) {
+export function openViewer(src, caption, filename, clip, box) {
   releaseBlob();
+  const b = $('viewer-box'); // [x, y, w, h]: fractions of the picture
+  b.hidden = !(Array.isArray(box) && box.length === 4 && box.every((v) => v >= 0 && v <= 1));
+  ['left', 'top', 'width', 'height'].forEach((k, i) => { b.style[k] = `${box?.[i] * 100}%`; });
   if (src.startsWith('blob:')) blobUrl = src;
   const play = isLocalPath(clip);
   image.style.backgroundImage = play ? `url("${src}")` : '';

@@ -449,6 +449,7 @@ fn run(o: Options) -> Result<(), String> {
             "rss_load_bytes": loaded.map(|s| s.rss_bytes),
             "rss_peak_bytes": loaded.map(|s| s.peak_rss_bytes),
             "threads_idle": idle.map(|s| s.threads),
+            "threads_connected": loaded_idle.map(|s| s.1.threads),
             "threads_load": loaded.map(|s| s.threads),
         },
         "reconnect_replay": reconnect.map(|(t, n)| json!({"seconds": t.as_secs_f64(), "events_replayed": n})),
@@ -591,8 +592,8 @@ fn print_table(r: &serde_json::Value) {
         mb(&s["rss_peak_bytes"])
     );
     println!(
-        "server threads      idle {}  under load {}",
-        s["threads_idle"], s["threads_load"]
+        "server threads      idle {}  clients connected {}  under load {}",
+        s["threads_idle"], s["threads_connected"], s["threads_load"]
     );
     if let Some(rc) = r["reconnect_replay"].as_object() {
         println!(

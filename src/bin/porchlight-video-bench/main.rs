@@ -9,9 +9,12 @@
 //! porchlight-video-bench [--camera SPEC] [--quality Q,Q...] [--viewers N,N...]
 //!                        [--seconds S] [--json] [--server-arg ARG]...
 //! porchlight-video-bench --clips [--camera SPEC] [--seconds S] [--json]
+//! porchlight-video-bench --motion-cost FILE.mjpeg [--frames N] [--motion-fps F] [--json]
 //! ```
 //! `--clips` measures event clips instead (see `clips.rs`): CPU with no viewer while nothing
 //! records and while a recording runs, bytes written a second, and the pre-roll's size.
+//! `--motion-cost` measures motion detection in-process, no server (see `motion_cost.rs`): the
+//! thread CPU time of decoding, the grid and the detector per frame of a file.
 //! It starts `porchlight` from the same folder as itself (build both with `--release`) on a
 //! free loopback port with a fresh data dir, and stops it at the end.
 
@@ -23,6 +26,7 @@ mod spawn;
 mod stats;
 
 mod clips;
+mod motion_cost;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -34,7 +38,8 @@ use serde_json::{Value, json};
 
 const USAGE: &str = "usage: porchlight-video-bench [--camera SPEC] [--quality Q,Q...] \
 [--viewers N,N...] [--seconds S] [--json] [--server-arg ARG]...\n       \
-porchlight-video-bench --clips [--camera SPEC] [--seconds S] [--json] [--server-arg ARG]...";
+porchlight-video-bench --clips [--camera SPEC] [--seconds S] [--json] [--server-arg ARG]...\n       \
+porchlight-video-bench --motion-cost FILE.mjpeg [--frames N] [--motion-fps F] [--json]";
 
 struct Options {
     camera: String,
@@ -44,6 +49,10 @@ struct Options {
     json: bool,
     server_args: Vec<String>,
     clips: bool,
+    /// `--motion-cost`: the file, how many of its frames, at what motion_fps.
+    motion_cost: Option<String>,
+    frames: usize,
+    motion_fps: f64,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -55,6 +64,9 @@ fn parse_options() -> Result<Options, String> {
         json: false,
         server_args: Vec::new(),
         clips: false,
+        motion_cost: None,
+        frames: 300,
+        motion_fps: 5.0,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -84,6 +96,21 @@ fn parse_options() -> Result<Options, String> {
             }
             "--json" => o.json = true,
             "--clips" => o.clips = true,
+            "--motion-cost" => o.motion_cost = Some(value("--motion-cost")?),
+            "--frames" => {
+                o.frames = value("--frames")?
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=100_000).contains(n))
+                    .ok_or("--frames: 1 to 100000")?
+            }
+            "--motion-fps" => {
+                o.motion_fps = value("--motion-fps")?
+                    .parse()
+                    .ok()
+                    .filter(|f| (0.2..=30.0).contains(f))
+                    .ok_or("--motion-fps: 0.2 to 30")?
+            }
             "--server-arg" => o.server_args.push(value("--server-arg")?),
             "--help" | "-h" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
@@ -315,6 +342,15 @@ fn main() {
 }
 
 fn run(o: &Options) -> Result<(), String> {
+    if let Some(path) = &o.motion_cost {
+        let result = motion_cost::run(path, o.frames, o.motion_fps)?;
+        if o.json {
+            println!("{result:#}");
+        } else {
+            motion_cost::print(&result);
+        }
+        return Ok(());
+    }
     if o.clips {
         let result = clips::run(&o.camera, o.window, &o.server_args)?;
         if o.json {

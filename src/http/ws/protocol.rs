@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use super::subscriptions::ALL;
 use crate::auth::Role;
 use crate::events::event::valid_event_type;
-use crate::video::Quality;
+use crate::video::{Quality, StreamQuality};
 
 /// What the `connected` message says the server can do.
 pub const CAPABILITIES: [&str; 6] = [
@@ -168,7 +168,7 @@ pub enum ClientMessage {
     },
     /// `None`: the current default quality.
     RequestVideoStream {
-        quality: Option<Quality>,
+        quality: Option<StreamQuality>,
     },
     Ping,
 }
@@ -242,11 +242,11 @@ pub fn parse(text: &str) -> Result<ClientMessage, Refusal> {
         }
         "request_video_stream" => match object.get("quality") {
             None | Some(Value::Null) => Ok(ClientMessage::RequestVideoStream { quality: None }),
-            Some(Value::String(name)) => match Quality::parse(name) {
+            Some(Value::String(name)) => match StreamQuality::parse(name) {
                 Some(quality) => Ok(ClientMessage::RequestVideoStream {
                     quality: Some(quality),
                 }),
-                None => Err(bad_params(quality_choices(name))),
+                None => Err(bad_params(StreamQuality::choices(name))),
             },
             Some(_) => Err(bad_params("quality must be a string".into())),
         },
@@ -365,11 +365,12 @@ pub fn error(refusal: &Refusal) -> String {
 }
 
 /// Where this client's MJPEG stream is: `/stream/video/<client_id>?quality=Q`.
-pub fn video_stream_ready(client_id: &str, quality: Quality) -> String {
+pub fn video_stream_ready(client_id: &str, quality: StreamQuality) -> String {
+    let quality = quality.name();
     json!({
         "type": "video_stream_ready",
         "stream_url": format!("/stream/video/{client_id}?quality={quality}"),
-        "quality": quality.name(),
+        "quality": quality,
     })
     .to_string()
 }
@@ -429,7 +430,13 @@ mod tests {
         assert_eq!(
             parse(r#"{"type":"request_video_stream","quality":"high"}"#),
             Ok(ClientMessage::RequestVideoStream {
-                quality: Some(Quality::High)
+                quality: Some(StreamQuality::Preset(Quality::High))
+            })
+        );
+        assert_eq!(
+            parse(r#"{"type":"request_video_stream","quality":"auto"}"#),
+            Ok(ClientMessage::RequestVideoStream {
+                quality: Some(StreamQuality::Auto)
             })
         );
         assert_eq!(
@@ -562,9 +569,16 @@ mod tests {
 
     #[test]
     fn video_stream_url_names_the_client_and_quality() {
-        let ready: Value =
-            serde_json::from_str(&video_stream_ready("phone-1", Quality::Low)).unwrap();
+        let ready: Value = serde_json::from_str(&video_stream_ready(
+            "phone-1",
+            StreamQuality::Preset(Quality::Low),
+        ))
+        .unwrap();
         assert_eq!(ready["stream_url"], "/stream/video/phone-1?quality=low");
         assert_eq!(ready["quality"], "low");
+        let ready: Value =
+            serde_json::from_str(&video_stream_ready("phone-1", StreamQuality::Auto)).unwrap();
+        assert_eq!(ready["stream_url"], "/stream/video/phone-1?quality=auto");
+        assert_eq!(ready["quality"], "auto");
     }
 }
