@@ -367,7 +367,45 @@ fn configure_socket(stream: &TcpStream, ctx: &Ctx) -> std::io::Result<()> {
     stream.set_write_timeout(Some(ctx.http.write_timeout))?;
     // Events and frames are small writes that must leave at once, not wait for an ACK.
     stream.set_nodelay(true)?;
+    detect_dead_peers(stream, ctx.http.write_timeout);
     Ok(())
+}
+
+/// Idle time before the first keep-alive probe of a silent connection.
+const KEEPALIVE_IDLE_S: libc::c_int = 15;
+/// Between keep-alive probes.
+const KEEPALIVE_INTERVAL_S: libc::c_int = 5;
+
+/// A client that vanished without closing (Wi-Fi gone, phone asleep, a half-open attacker)
+/// sends no FIN, so [`Conn::client_gone`] cannot see it, and a stream between frames or
+/// heartbeats writes too little to hit the write timeout soon: the kernel would retransmit to
+/// it for some fifteen minutes. So the kernel is told to give up on data the peer has not
+/// acknowledged within `write_timeout_s` (`TCP_USER_TIMEOUT`, which also bounds zero-window
+/// probing) and to probe silent connections (keep-alive). The connection then errors, which
+/// `client_gone` and the next write both see. Best effort: a failure leaves the defaults.
+fn detect_dead_peers(stream: &TcpStream, write_timeout: Duration) {
+    let user_timeout_ms = write_timeout
+        .clamp(Duration::from_secs(1), Duration::from_secs(600))
+        .as_millis();
+    let user_timeout_ms = libc::c_int::try_from(user_timeout_ms).unwrap_or(600_000);
+    let fd = stream.as_raw_fd();
+    let set = |level: libc::c_int, name: libc::c_int, value: libc::c_int| {
+        // SAFETY: setsockopt on a socket we own, with a pointer to a c_int on our stack and its
+        // size.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    };
+    set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, KEEPALIVE_IDLE_S);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, KEEPALIVE_INTERVAL_S);
+    set(libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, user_timeout_ms);
 }
 
 /// Answers 503 on a connection we cannot serve, without reading its request.
@@ -532,6 +570,36 @@ mod tests {
         drop((second, third));
         assert!(registry.is_empty());
         assert_eq!(metrics.connections_open.load(Ordering::Relaxed), 0);
+    }
+
+    /// A half-open client (no FIN ever comes) cannot be made on loopback, where the kernel
+    /// acknowledges everything; what can be checked is that the kernel was asked to find it.
+    #[test]
+    fn dead_peers_are_probed_and_given_up_on() {
+        let (_client, server) = socket_pair();
+        detect_dead_peers(&server, Duration::from_secs(10));
+        let get = |level, name| {
+            let mut value: libc::c_int = -1;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: getsockopt into a c_int on our stack, with its size.
+            let rc = unsafe {
+                libc::getsockopt(
+                    server.as_raw_fd(),
+                    level,
+                    name,
+                    (&mut value as *mut libc::c_int).cast(),
+                    &mut len,
+                )
+            };
+            assert_eq!(rc, 0);
+            value
+        };
+        assert_eq!(get(libc::SOL_SOCKET, libc::SO_KEEPALIVE), 1);
+        assert_eq!(get(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE), KEEPALIVE_IDLE_S);
+        assert_eq!(get(libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT), 10_000);
+        // Out-of-range timeouts are clamped, never wrapped.
+        detect_dead_peers(&server, Duration::MAX);
+        assert_eq!(get(libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT), 600_000);
     }
 
     #[test]

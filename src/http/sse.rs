@@ -27,7 +27,6 @@ use crossbeam_channel::select;
 use serde_json::json;
 use tiny_http::{Method, Request};
 
-use super::access::header;
 use super::chunked::{StreamBody, transfer_encoding_header, uses_chunks, write_all_vectored};
 use super::cors;
 use super::panics;
@@ -105,19 +104,37 @@ fn parse_request(
             Some(types)
         }
     };
+    // Both are checked, whichever is used: a malformed number is a 400 wherever it is.
+    let from_url = target.get_event_id("last_event_id", IdFloor::ZeroMeansStart)?;
     // The header is what EventSource resends on reconnect, so it wins over the URL.
-    let last_event_id = match header(request, "Last-Event-ID").map(str::trim) {
-        Some(text) if !text.is_empty() => Some(
-            parse_event_id(text, IdFloor::ZeroMeansStart)
-                .map_err(|why| format!("Last-Event-ID {text:?} {why}"))?,
-        ),
-        _ => target.get_event_id("last_event_id", IdFloor::ZeroMeansStart)?,
-    };
+    let last_event_id = last_event_id_header(request)?.or(from_url);
     Ok(EventStreamRequest {
         client_id,
         types,
         last_event_id,
     })
+}
+
+/// The `Last-Event-ID` header's id: `None` when absent or empty (EventSource sends none before
+/// its first event), else every copy must be the same valid id — two different cursors in one
+/// request are as ambiguous as two different `Content-Length`s, so neither is guessed at.
+fn last_event_id_header(request: &Request) -> Result<Option<u64>, String> {
+    let mut found = None;
+    for value in request
+        .headers()
+        .iter()
+        .filter(|h| h.field.equiv("Last-Event-ID"))
+        .map(|h| h.value.as_str().trim())
+        .filter(|text| !text.is_empty())
+    {
+        let id = parse_event_id(value, IdFloor::ZeroMeansStart)
+            .map_err(|why| format!("Last-Event-ID {value:?} {why}"))?;
+        if found.is_some_and(|first| first != id) {
+            return Err("Last-Event-ID is sent twice with different ids".into());
+        }
+        found = Some(id);
+    }
+    Ok(found)
 }
 
 /// One open event stream.

@@ -643,6 +643,10 @@ fn ids_outside_their_domain_are_refused_on_every_route() {
                 format!("/api/events/{id}/snapshot.jpg"),
                 get(port, &format!("/api/events/{id}/snapshot.jpg"), None),
             ));
+            answers.push((
+                format!("/api/events/{id}/clip.mjpeg"),
+                get(port, &format!("/api/events/{id}/clip.mjpeg"), None),
+            ));
         }
         for (what, resp) in answers {
             assert_eq!(
@@ -660,8 +664,39 @@ fn ids_outside_their_domain_are_refused_on_every_route() {
                 .err()
                 .unwrap_or_else(|| panic!("Last-Event-ID: {id} opened a stream"));
             refused.assert_error(400);
+            // A bad URL cursor is refused even where a good header would win over it.
+            let refused = Sse::open(
+                port,
+                &format!("/stream/events?last_event_id={id}"),
+                &[("Last-Event-ID", "1")],
+            )
+            .err()
+            .unwrap_or_else(|| panic!("last_event_id={id} beside a header opened a stream"));
+            refused.assert_error(400);
         }
     }
+    // Two different cursors in one request: neither is guessed at.
+    let refused = Sse::open(
+        port,
+        "/stream/events",
+        &[
+            ("Last-Event-ID", "1"),
+            ("Last-Event-ID", "18446744073709551615"),
+        ],
+    )
+    .err()
+    .expect("two different Last-Event-IDs opened a stream");
+    refused.assert_error(400);
+    // The same one twice is one cursor.
+    let mut same = Sse::open(
+        port,
+        "/stream/events",
+        &[("Last-Event-ID", "0"), ("Last-Event-ID", "0")],
+    )
+    .expect("the same Last-Event-ID twice");
+    let hello = same.next_event(Duration::from_secs(5)).expect("connected");
+    assert_eq!(hello.name(), "connected");
+    drop(same);
     // 0 is "from the start" for a cursor, and no event for an id.
     get(port, "/api/events/0", None).assert_error(400);
     get(port, "/api/events?before=0", None).assert_error(400);

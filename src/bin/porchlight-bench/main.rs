@@ -6,6 +6,7 @@
 //! porchlight-bench [--sse N] [--ws M] [--mjpeg K [--quality Q] [--duration S]] [--commands C] [--events E] [--rate PER_S] [--json] [--timeout S]
 //!                  [--mqtt] [--idle S] [--server-arg ARG]... [--server-cpus LIST --client-cpus LIST]
 //!                  | --url HOST:PORT --pid PID [--token T]
+//! porchlight-bench --hostile N [--guesses S] [--slowloris S] ...   (hostile.rs: issue 11's figures)
 //! ```
 //! `--mqtt` also starts mosquitto and a `mosquitto_sub`, points the server's MQTT bridge at
 //! the broker, and reports trigger → subscriber latency; `--idle S` measures idle CPU over S
@@ -14,6 +15,7 @@
 //! with a fresh data dir, and stops it at the end.
 
 mod affinity;
+mod hostile;
 mod http;
 mod mjpeg;
 mod mqtt;
@@ -52,13 +54,16 @@ struct Options {
     server_args: Vec<String>,
     mqtt: bool,
     idle_seconds: u64,
+    hostile: Option<usize>,
+    guesses: Option<f64>,
+    slowloris: Option<f64>,
     /// CPUs for the server it starts, and for its own client threads.
     server_cpus: Option<Vec<usize>>,
     client_cpus: Option<Vec<usize>>,
 }
 
 const USAGE: &str = "usage: porchlight-bench [--sse N] [--ws M] [--mjpeg K [--quality Q] [--duration S]] [--commands C] [--soak S [--churn N] [--sample S]] [--events E] [--rate PER_S] [--json] \
-[--timeout S] [--mqtt] [--idle S] [--server-arg ARG]... [--server-cpus LIST --client-cpus LIST] | --url HOST:PORT --pid PID [--token T]";
+[--timeout S] [--mqtt] [--idle S] [--hostile N] [--guesses S] [--slowloris S] [--server-arg ARG]... [--server-cpus LIST --client-cpus LIST] | --url HOST:PORT --pid PID [--token T]";
 
 fn parse_options() -> Result<Options, String> {
     let mut o = Options {
@@ -81,6 +86,9 @@ fn parse_options() -> Result<Options, String> {
         server_args: Vec::new(),
         mqtt: false,
         idle_seconds: 1,
+        hostile: None,
+        guesses: None,
+        slowloris: None,
         server_cpus: None,
         client_cpus: None,
     };
@@ -141,6 +149,27 @@ fn parse_options() -> Result<Options, String> {
             "--pid" => o.pid = Some(value("--pid")?.parse().map_err(|_| "--pid: a number")?),
             "--token" => o.token = Some(value("--token")?),
             "--server-arg" => o.server_args.push(value("--server-arg")?),
+            "--hostile" => {
+                o.hostile = Some(
+                    value("--hostile")?
+                        .parse()
+                        .map_err(|_| "--hostile: a number")?,
+                )
+            }
+            "--guesses" => {
+                o.guesses = Some(
+                    value("--guesses")?
+                        .parse()
+                        .map_err(|_| "--guesses: seconds")?,
+                )
+            }
+            "--slowloris" => {
+                o.slowloris = Some(
+                    value("--slowloris")?
+                        .parse()
+                        .map_err(|_| "--slowloris: seconds")?,
+                )
+            }
             "--server-cpus" => {
                 o.server_cpus = Some(affinity::parse_cpus(&value("--server-cpus")?)?)
             }
@@ -178,7 +207,19 @@ fn main() {
     }
 }
 
-fn run(o: Options) -> Result<(), String> {
+fn run(mut o: Options) -> Result<(), String> {
+    let hostile_mode = o.hostile.is_some() || o.guesses.is_some() || o.slowloris.is_some();
+    if hostile_mode && o.url.is_none() && o.token.is_none() {
+        // The hostile figures are taken with tokens configured, as on a LAN.
+        let token = format!("bench-admin-{}", std::process::id());
+        o.server_args
+            .extend(["--token".into(), format!("admin:{token}")]);
+        // The attack must meet the defaults (max_connections_per_ip above all), not the
+        // benchmark's own config that lifts the cap for its many clients on 127.0.0.1.
+        o.server_args
+            .extend(["--config".into(), "/dev/null".into()]);
+        o.token = Some(token);
+    }
     let mqtt = match o.mqtt {
         true if o.url.is_some() => return Err("--mqtt starts its own server: no --url".into()),
         true => Some(mqtt::start()?),
@@ -210,6 +251,29 @@ fn run(o: Options) -> Result<(), String> {
         pid.map_or("unknown".into(), |p| p.to_string())
     );
     let proc_now = || pid.and_then(procstat::sample).map(|s| (Instant::now(), s));
+    if hostile_mode {
+        let mut report = serde_json::Map::new();
+        if let Some(seconds) = o.guesses {
+            report.insert("guesses".into(), hostile::guesses(addr, seconds));
+        }
+        if let Some(per_class) = o.hostile {
+            let token = o
+                .token
+                .as_deref()
+                .ok_or("--hostile needs --token with --url")?;
+            report.insert("hostile".into(), hostile::run(addr, pid, token, per_class));
+        }
+        if let Some(seconds) = o.slowloris {
+            let token = o
+                .token
+                .as_deref()
+                .ok_or("--slowloris needs --token with --url")?;
+            report.insert("slowloris".into(), hostile::slowloris(addr, token, seconds));
+        }
+        println!("{:#}", serde_json::Value::Object(report));
+        drop(spawned);
+        return Ok(());
+    }
 
     // Idle figures: let start-up settle, then measure `--idle` seconds of idling.
     std::thread::sleep(Duration::from_millis(500));

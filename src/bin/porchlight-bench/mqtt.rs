@@ -121,7 +121,11 @@ pub fn start() -> Result<MqttBench, String> {
     let config = dir.join("porchlight.toml");
     std::fs::write(
         &config,
-        format!("mqtt_url = \"mqtt://127.0.0.1:{port}\"\ndevice_id = \"bench\"\n"),
+        // Every benchmark client is 127.0.0.1: lift the per-address connection cap.
+        format!(
+            "mqtt_url = \"mqtt://127.0.0.1:{port}\"\ndevice_id = \"bench\"\n\
+             max_connections_per_ip = 100000\n"
+        ),
     )
     .map_err(|e| e.to_string())?;
     Ok(MqttBench {

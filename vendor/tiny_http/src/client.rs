@@ -592,13 +592,15 @@ mod test {
         ] {
             assert!(
                 matches!(super::parse_request_line(bad), Err(ReadError::Malformed(_))),
-                "{bad:?}"
+                "{:?}",
+                bad
             );
         }
         for other in ["GET / HTTP/2.0", "GET / HTTP/0.9", "GET / HTTP/1.2", "PRI * HTTP/2.0"] {
             assert!(
                 matches!(super::parse_request_line(other), Err(ReadError::VersionNotSupported)),
-                "{other:?}"
+                "{:?}",
+                other
             );
         }
         assert!(super::parse_request_line("OPTIONS * HTTP/1.1").is_ok());
@@ -611,7 +613,7 @@ mod test {
         let h = super::parse_header_line("X-A:\t v \t").unwrap();
         assert_eq!(h.value.as_str(), "v");
         for bad in ["Host : x", " Host: x", "\tcontinued", "Ho st: x", "NoColon", ": x", "X(y): z"] {
-            assert!(super::parse_header_line(bad).is_err(), "{bad:?}");
+            assert!(super::parse_header_line(bad).is_err(), "{:?}", bad);
         }
     }
 
@@ -621,7 +623,7 @@ mod test {
             .map(|(k, v)| crate::Header::from_bytes(*k, *v).unwrap())
             .collect();
         super::check_framing(&crate::common::HTTPVersion(version.0, version.1), &headers)
-            .map_err(|e| format!("{e:?}"))
+            .map_err(|e| format!("{:?}", e))
     }
 
     #[test]
@@ -655,7 +657,8 @@ mod test {
                 framing((1, 1), &headers)
                     .unwrap_err()
                     .starts_with("Malformed"),
-                "{what}"
+                "{}",
+                what
             );
         }
         assert!(framing((1, 0), &[("Transfer-Encoding", "chunked")]).is_err());
@@ -664,7 +667,8 @@ mod test {
                 framing((1, 1), &[host, ("Transfer-Encoding", coding)])
                     .unwrap_err()
                     .starts_with("NotImplemented"),
-                "{coding}"
+                "{}",
+                coding
             );
         }
     }
@@ -672,10 +676,10 @@ mod test {
     #[test]
     fn hosts() {
         for ok in ["localhost", "localhost:8080", "127.0.0.1:1", "[::1]", "[::1]:80", "door.local", "a:"] {
-            assert!(super::valid_host(ok), "{ok}");
+            assert!(super::valid_host(ok), "{}", ok);
         }
         for bad in ["", ":80", "[::1", "[]", "a:b", "a:1:2", "[::1]x", "a b", "a/b", "a@b", "[::1]:123456"] {
-            assert!(!super::valid_host(bad), "{bad}");
+            assert!(!super::valid_host(bad), "{}", bad);
         }
     }
 }

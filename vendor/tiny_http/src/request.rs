@@ -7,9 +7,8 @@ use std::str::FromStr;
 
 use std::sync::mpsc::Sender;
 
-use crate::util::{EqualReader, FusedReader};
+use crate::util::{ChunkedDecoder, EqualReader, FusedReader};
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
-use chunked_transfer::Decoder;
 
 /// Represents an HTTP request made by a client.
 ///
@@ -103,9 +102,8 @@ impl<R> Drop for NotifyOnDrop<R> {
     }
 }
 
-/// porchlight patch: most raw bytes a chunked request body may take, chunk framing included.
-/// chunked_transfer's decoder buffers a chunk-size line until its CR, so without this an
-/// endless size line would grow memory for as long as the request's deadline lets it.
+/// porchlight patch: most raw bytes a chunked request body may take, chunk framing included
+/// (with the bounded decoder, `util::chunked_decoder`, a second line of defence).
 const MAX_CHUNKED_RAW_BYTES: u64 = 1024 * 1024;
 
 /// porchlight patch: a reader that fails once it has given `left` bytes.
@@ -252,13 +250,13 @@ where
     } else if transfer_encoding.is_some() {
         // if a transfer-encoding was specified, then "chunked" is ALWAYS applied
         // over the message (RFC2616 #3.6)
-        // porchlight patch: the decoder reads a chunk-size line into memory without a limit;
-        // bound the raw bytes it may read at all.
+        // porchlight patch: a strict decoder with bounded lines (chunked_transfer's buffered
+        // a chunk-size line without limit), over a bound on the raw bytes read at all.
         let bounded = Bounded {
             inner: source_data,
             left: MAX_CHUNKED_RAW_BYTES,
         };
-        Box::new(FusedReader::new(Decoder::new(bounded))) as Box<dyn Read + Send + 'static>
+        Box::new(FusedReader::new(ChunkedDecoder::new(bounded))) as Box<dyn Read + Send + 'static>
     } else {
         // if we have neither a Content-Length nor a Transfer-Encoding,
         // assuming that we have no data

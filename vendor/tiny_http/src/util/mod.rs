@@ -1,3 +1,4 @@
+pub use self::chunked_decoder::ChunkedDecoder;
 pub use self::custom_stream::CustomStream;
 pub use self::deadline::{Deadline, DeadlineStream};
 pub use self::equal_reader::EqualReader;
@@ -10,6 +11,7 @@ pub use self::task_pool::TaskPool;
 
 use std::str::FromStr;
 
+mod chunked_decoder;
 mod custom_stream;
 mod deadline;
 mod equal_reader;
