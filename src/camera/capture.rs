@@ -24,7 +24,7 @@ use serde_json::{Map, Value, json};
 use super::CameraSpec;
 use super::health::{Failure, Health, PLACEHOLDER_EVERY, Quiet, Timing};
 use super::placeholder;
-use super::source::{Captured, Mode, Source};
+use super::source::{Captured, Mode, Source, SourceError};
 use crate::clips::FrameRing;
 use crate::events::{EventDraft, EventHub};
 use crate::latest::Latest;
@@ -41,7 +41,7 @@ pub const CAMERA_ONLINE: &str = "camera_online";
 /// noticed promptly even from a source that delivers one frame a second.
 const POLL: Duration = Duration::from_millis(100);
 /// Opens a source for a spec (the real [`super::open`], or a fake in tests).
-pub type Opener = Box<dyn Fn(&CameraSpec) -> Result<Box<dyn Source>, String> + Send>;
+pub type Opener = Box<dyn Fn(&CameraSpec) -> Result<Box<dyn Source>, SourceError> + Send>;
 /// How long `restart` waits for the capture thread to acknowledge.
 const RESTART_ACK: Duration = Duration::from_secs(5);
 
@@ -519,7 +519,7 @@ mod tests {
             &mut self,
             _number: u64,
             timeout: Duration,
-        ) -> Result<Option<Captured>, String> {
+        ) -> Result<Option<Captured>, SourceError> {
             match self.steps.recv_timeout(timeout) {
                 Ok(Step::Frame) => Ok(Some(Captured {
                     jpeg: self.jpeg.clone(),
@@ -529,7 +529,7 @@ mod tests {
                     captured_at: Instant::now(),
                     missed: 0,
                 })),
-                Ok(Step::Fail(why)) => Err(why.to_string()),
+                Ok(Step::Fail(why)) => Err(why.to_string().into()),
                 Err(_) => Ok(None),
             }
         }
@@ -583,8 +583,8 @@ mod tests {
                     steps,
                     jpeg: jpeg.clone(),
                 }) as Box<dyn Source>),
-                Some(Err(why)) => Err(why.to_string()),
-                None => Err("no device".to_string()),
+                Some(Err(why)) => Err(SourceError::new(std::io::ErrorKind::NotFound, why)),
+                None => Err(SourceError::new(std::io::ErrorKind::NotFound, "no device")),
             }
         });
         let shutdown = Shutdown::new();

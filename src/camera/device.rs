@@ -7,6 +7,8 @@ use std::io;
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
+use super::source::SourceError;
+
 /// A pixel format a device offers.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FormatInfo {
@@ -58,7 +60,7 @@ impl VideoDevice for rscam::Camera {
 
 /// Opens `path` as a V4L2 device. Something that is not a character device (a typo naming a
 /// file or a directory) is refused before it is opened, with an error that says so.
-pub fn open(path: &Path) -> Result<rscam::Camera, String> {
+pub fn open(path: &Path) -> Result<rscam::Camera, SourceError> {
     let name = path.display().to_string();
     let metadata = std::fs::metadata(path).map_err(|e| open_error(&name, &e))?;
     if !metadata.file_type().is_char_device() {
@@ -67,16 +69,29 @@ pub fn open(path: &Path) -> Result<rscam::Camera, String> {
         } else {
             "a regular file"
         };
-        return Err(format!(
-            "{name}: not a camera device ({what}); name one like /dev/video0 \
-             (`porchlight --list-cameras` lists them)"
+        return Err(SourceError::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "{name}: not a camera device ({what}); name one like /dev/video0 \
+                 (`porchlight --list-cameras` lists them)"
+            ),
         ));
     }
     rscam::Camera::new(&name).map_err(|e| open_error(&name, &e))
 }
 
-/// What a user should read when a device cannot be opened or asked.
-pub fn open_error(device: &str, err: &io::Error) -> String {
+/// What a user should read when a device cannot be opened or asked, with the kind of problem
+/// the capture thread compares (a node that answers no V4L2 ioctl is `Unsupported`).
+pub fn open_error(device: &str, err: &io::Error) -> SourceError {
+    let kind = if err.raw_os_error() == Some(libc::ENOTTY) {
+        io::ErrorKind::Unsupported
+    } else {
+        err.kind()
+    };
+    SourceError::new(kind, open_error_text(device, err))
+}
+
+fn open_error_text(device: &str, err: &io::Error) -> String {
     match err.kind() {
         io::ErrorKind::NotFound => format!(
             "{device}: no such device; is the camera plugged in? (`ls /dev/video*` lists cameras)"
@@ -178,16 +193,25 @@ mod tests {
 
     #[test]
     fn errors_say_what_to_do() {
-        let err = |kind| open_error("/dev/video0", &io::Error::from(kind));
+        let err = |kind| open_error("/dev/video0", &io::Error::from(kind)).message;
         assert!(err(io::ErrorKind::NotFound).contains("no such device; is the camera plugged in"));
         assert!(err(io::ErrorKind::PermissionDenied).contains("`video` group"));
         let os = |code| open_error("/dev/video0", &io::Error::from_raw_os_error(code));
         assert_eq!(
             os(libc::EBUSY),
-            "/dev/video0: busy; another program is using the camera"
+            SourceError::new(
+                io::ErrorKind::ResourceBusy,
+                "/dev/video0: busy; another program is using the camera"
+            )
         );
-        assert!(os(libc::ENOTTY).starts_with("/dev/video0: not a V4L2 device"));
-        assert!(os(libc::EIO).starts_with("/dev/video0: "));
+        let not_v4l2 = os(libc::ENOTTY);
+        assert_eq!(not_v4l2.kind, io::ErrorKind::Unsupported);
+        assert!(
+            not_v4l2
+                .message
+                .starts_with("/dev/video0: not a V4L2 device")
+        );
+        assert!(os(libc::EIO).message.starts_with("/dev/video0: "));
     }
 
     #[test]
@@ -198,13 +222,18 @@ mod tests {
         std::fs::write(&file, "not a camera").unwrap();
         let err = open(&file).err().unwrap();
         assert!(
-            err.contains("not a camera device (a regular file)"),
+            err.message.contains("not a camera device (a regular file)"),
             "{err}"
         );
+        assert_eq!(err.kind, io::ErrorKind::Unsupported);
         let err = open(&dir).err().unwrap();
-        assert!(err.contains("not a camera device (a directory)"), "{err}");
+        assert!(
+            err.message.contains("not a camera device (a directory)"),
+            "{err}"
+        );
         let err = open(&dir.join("video9")).err().unwrap();
-        assert!(err.contains("no such device"), "{err}");
+        assert!(err.message.contains("no such device"), "{err}");
+        assert_eq!(err.kind, io::ErrorKind::NotFound);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

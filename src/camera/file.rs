@@ -3,11 +3,11 @@
 //! needed, never all held in memory, so a long clip costs what one frame costs.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{ErrorKind, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::source::{Captured, Mode, Source};
+use super::source::{Captured, Mode, Source, SourceError};
 use crate::video::jpeg;
 use crate::video::rate::Ticker;
 
@@ -28,12 +28,12 @@ pub struct FileSource {
 }
 
 impl FileSource {
-    pub fn open(path: &Path, fps: u32) -> Result<FileSource, String> {
+    pub fn open(path: &Path, fps: u32) -> Result<FileSource, SourceError> {
         let shown = path.display();
-        let meta = std::fs::metadata(path).map_err(|e| format!("{shown}: {e}"))?;
+        let meta = std::fs::metadata(path).map_err(|e| SourceError::io(&shown.to_string(), &e))?;
         let mut frames = if meta.is_dir() {
             let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-                .map_err(|e| format!("{shown}: {e}"))?
+                .map_err(|e| SourceError::io(&shown.to_string(), &e))?
                 .filter_map(|entry| entry.ok().map(|e| e.path()))
                 .filter(|p| {
                     p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
@@ -43,8 +43,9 @@ impl FileSource {
                 .collect();
             files.sort();
             if files.is_empty() {
-                return Err(format!(
-                    "{shown}: the directory holds no .jpg or .jpeg files"
+                return Err(SourceError::new(
+                    ErrorKind::NotFound,
+                    format!("{shown}: the directory holds no .jpg or .jpeg files"),
                 ));
             }
             Frames::Directory { files, next: 0 }
@@ -53,8 +54,12 @@ impl FileSource {
         };
         // The first readable frame tells the size; reading it also proves the source works.
         let first = frames.next_jpeg()?;
-        let (width, height) = jpeg::probe_size(&first)
-            .ok_or_else(|| format!("{shown}: the first frame is not a readable JPEG"))?;
+        let (width, height) = jpeg::probe_size(&first).ok_or_else(|| {
+            SourceError::new(
+                ErrorKind::InvalidData,
+                format!("{shown}: the first frame is not a readable JPEG"),
+            )
+        })?;
         frames.rewind()?;
         Ok(FileSource {
             frames,
@@ -67,7 +72,7 @@ impl FileSource {
 impl Frames {
     /// The next frame's bytes, looping at the end. Unreadable files are skipped; an error only
     /// when a whole pass finds nothing.
-    fn next_jpeg(&mut self) -> Result<Vec<u8>, String> {
+    fn next_jpeg(&mut self) -> Result<Vec<u8>, SourceError> {
         match self {
             Frames::Directory { files, next } => {
                 for _ in 0..files.len() {
@@ -79,13 +84,16 @@ impl Frames {
                         Err(err) => log::debug!("{}: {err}, skipped", path.display()),
                     }
                 }
-                Err("none of the .jpg files could be read as JPEG".to_string())
+                Err(SourceError::new(
+                    ErrorKind::InvalidData,
+                    "none of the .jpg files could be read as JPEG",
+                ))
             }
             Frames::Mjpeg(reader) => reader.next_frame(),
         }
     }
 
-    fn rewind(&mut self) -> Result<(), String> {
+    fn rewind(&mut self) -> Result<(), SourceError> {
         match self {
             Frames::Directory { next, .. } => {
                 *next = 0;
@@ -101,7 +109,11 @@ impl Source for FileSource {
         self.mode
     }
 
-    fn next_frame(&mut self, _number: u64, timeout: Duration) -> Result<Option<Captured>, String> {
+    fn next_frame(
+        &mut self,
+        _number: u64,
+        timeout: Duration,
+    ) -> Result<Option<Captured>, SourceError> {
         let Some(missed) = self.ticker.wait(timeout) else {
             return Ok(None);
         };
@@ -133,8 +145,9 @@ struct MjpegReader {
 }
 
 impl MjpegReader {
-    fn open(path: &Path) -> Result<MjpegReader, String> {
-        let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    fn open(path: &Path) -> Result<MjpegReader, SourceError> {
+        let file =
+            File::open(path).map_err(|e| SourceError::io(&path.display().to_string(), &e))?;
         Ok(MjpegReader {
             path: path.to_path_buf(),
             file,
@@ -144,17 +157,17 @@ impl MjpegReader {
         })
     }
 
-    fn rewind(&mut self) -> Result<(), String> {
+    fn rewind(&mut self) -> Result<(), SourceError> {
         self.file
             .seek(SeekFrom::Start(0))
-            .map_err(|e| format!("{}: {e}", self.path.display()))?;
+            .map_err(|e| SourceError::io(&self.path.display().to_string(), &e))?;
         self.pending.clear();
         self.ready.clear();
         self.found_in_pass = false;
         Ok(())
     }
 
-    fn next_frame(&mut self) -> Result<Vec<u8>, String> {
+    fn next_frame(&mut self) -> Result<Vec<u8>, SourceError> {
         let shown = self.path.display().to_string();
         loop {
             if let Some(frame) = self.ready.pop_front() {
@@ -165,11 +178,14 @@ impl MjpegReader {
             let read = self
                 .file
                 .read(&mut self.pending[start..])
-                .map_err(|e| format!("{shown}: {e}"))?;
+                .map_err(|e| SourceError::io(&shown, &e))?;
             self.pending.truncate(start + read);
             if read == 0 {
                 if !self.found_in_pass {
-                    return Err(format!("{shown}: no complete JPEG frame in the file"));
+                    return Err(SourceError::new(
+                        ErrorKind::InvalidData,
+                        format!("{shown}: no complete JPEG frame in the file"),
+                    ));
                 }
                 self.rewind()?;
                 continue;
@@ -180,9 +196,12 @@ impl MjpegReader {
                 .extend(frames.into_iter().map(|r| self.pending[r].to_vec()));
             self.pending.drain(..used);
             if self.pending.len() > MAX_FRAME_BYTES {
-                return Err(format!(
-                    "{shown}: no complete JPEG in {} MiB; is it an MJPEG file?",
-                    MAX_FRAME_BYTES >> 20
+                return Err(SourceError::new(
+                    ErrorKind::InvalidData,
+                    format!(
+                        "{shown}: no complete JPEG in {} MiB; is it an MJPEG file?",
+                        MAX_FRAME_BYTES >> 20
+                    ),
                 ));
             }
         }
@@ -256,13 +275,15 @@ mod tests {
     fn clear_errors_for_nothing_to_play() {
         let dir = temp_dir("empty");
         let err = FileSource::open(&dir, 15).err().unwrap();
-        assert!(err.contains("no .jpg"), "{err}");
+        assert!(err.message.contains("no .jpg"), "{err}");
         let junk = dir.join("junk.mjpeg");
         std::fs::write(&junk, b"this is not video").unwrap();
         let err = FileSource::open(&junk, 15).err().unwrap();
-        assert!(err.contains("no complete JPEG"), "{err}");
+        assert!(err.message.contains("no complete JPEG"), "{err}");
+        assert_eq!(err.kind, ErrorKind::InvalidData);
         let err = FileSource::open(&dir.join("missing"), 15).err().unwrap();
-        assert!(err.contains("missing"), "{err}");
+        assert!(err.message.contains("missing"), "{err}");
+        assert_eq!(err.kind, ErrorKind::NotFound);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

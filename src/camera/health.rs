@@ -12,6 +12,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use super::CameraState;
+use super::SourceError;
 
 /// Placeholder rate while there is no live video.
 pub const PLACEHOLDER_EVERY: Duration = Duration::from_secs(1);
@@ -39,22 +40,23 @@ impl Default for Timing {
 /// Why the camera is not streaming.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Failure {
-    /// The source could not be opened (no device, busy, no permission…), in the source's words.
-    Open(String),
-    /// The open source failed while streaming (unplugged, I/O error), in the source's words.
-    Source(String),
+    /// The source could not be opened (no device, busy, no permission…).
+    Open(SourceError),
+    /// The open source failed while streaming (unplugged, I/O error).
+    Source(SourceError),
     /// The source delivered nothing for this long.
     NoFrames(Duration),
 }
 
 impl Failure {
     /// Whether `self` is `other` going on: logged at warn once, then at debug. A source that
-    /// keeps stalling is one problem however long each stall was.
+    /// keeps stalling is one problem however long each stall was, and one that keeps failing
+    /// the same way (the same kind of error) is one problem whatever its message's details.
     fn same_cause(&self, other: &Failure) -> bool {
         match (self, other) {
             (Failure::NoFrames(_), Failure::NoFrames(_)) => true,
             (Failure::Open(a), Failure::Open(b)) | (Failure::Source(a), Failure::Source(b)) => {
-                a == b
+                a.kind == b.kind
             }
             _ => false,
         }
@@ -64,7 +66,7 @@ impl Failure {
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Failure::Open(why) | Failure::Source(why) => f.write_str(why),
+            Failure::Open(why) | Failure::Source(why) => write!(f, "{why}"),
             Failure::NoFrames(quiet) => write!(
                 f,
                 "no frame for {:.0} s; reopening the camera",
@@ -245,6 +247,7 @@ impl Health {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::ErrorKind;
 
     fn timing() -> Timing {
         Timing::default()
@@ -304,11 +307,15 @@ mod tests {
         assert!(matches!(health.quiet(t0 + ms(6_000)), Quiet::GiveUp(_)));
     }
 
+    fn missing() -> SourceError {
+        SourceError::new(ErrorKind::NotFound, "no such device")
+    }
+
     #[test]
     fn an_outage_is_announced_once_and_its_end_says_how_long() {
         let t0 = Instant::now();
         let mut health = Health::new(timing());
-        let first = health.failed(t0, Failure::Open("no such device".into()));
+        let first = health.failed(t0, Failure::Open(missing()));
         assert_eq!(
             first,
             WentOffline {
@@ -319,7 +326,14 @@ mod tests {
         assert_eq!(health.state(), CameraState::Offline);
         // Retries failing the same way: neither announced nor logged at warn again.
         health.opening();
-        let again = health.failed(t0 + ms(1_000), Failure::Open("no such device".into()));
+        // (The same kind of error: its message's details may differ.)
+        let again = health.failed(
+            t0 + ms(1_000),
+            Failure::Open(SourceError::new(
+                ErrorKind::NotFound,
+                "no such device (ENODEV)",
+            )),
+        );
         assert_eq!(
             again,
             WentOffline {
@@ -329,7 +343,13 @@ mod tests {
         );
         // Failing differently is logged, still not announced.
         health.opening();
-        let other = health.failed(t0 + ms(3_000), Failure::Open("permission denied".into()));
+        let other = health.failed(
+            t0 + ms(3_000),
+            Failure::Open(SourceError::new(
+                ErrorKind::PermissionDenied,
+                "permission denied",
+            )),
+        );
         assert_eq!(
             other,
             WentOffline {
@@ -343,7 +363,10 @@ mod tests {
         assert_eq!(back.outage_ended, Some(ms(7_250)));
         assert!(back.started_streaming);
         // The next outage is a new one.
-        let next = health.failed(t0 + ms(9_000), Failure::Source("unplugged".into()));
+        let next = health.failed(
+            t0 + ms(9_000),
+            Failure::Source(SourceError::new(ErrorKind::NotFound, "unplugged")),
+        );
         assert!(next.announce && next.new_cause);
     }
 
@@ -355,7 +378,7 @@ mod tests {
         assert!(!health.failed(t0, Failure::NoFrames(ms(9_000))).new_cause);
         assert!(
             health
-                .failed(t0, Failure::Source("no frame".into()))
+                .failed(t0, Failure::Source("no frame".to_string().into()))
                 .new_cause
         );
     }
@@ -366,14 +389,20 @@ mod tests {
         let mut health = Health::new(timing());
         let mut waits = Vec::new();
         for _ in 0..7 {
-            health.failed(t0, Failure::Open("busy".into()));
+            health.failed(
+                t0,
+                Failure::Open(SourceError::new(ErrorKind::ResourceBusy, "busy")),
+            );
             waits.push(health.retry_delay().as_secs());
         }
         assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
         // Frames flowed: the next failure waits a second again.
         health.opened(t0, 15);
         health.frame(t0);
-        health.failed(t0 + ms(10), Failure::Source("unplugged".into()));
+        health.failed(
+            t0 + ms(10),
+            Failure::Source(SourceError::new(ErrorKind::NotFound, "unplugged")),
+        );
         assert_eq!(health.retry_delay(), ms(1_000));
         assert_eq!(health.retry_delay(), ms(2_000));
         // A restart starts over too, and is no outage of its own.
@@ -391,16 +420,16 @@ mod tests {
         assert!(health.placeholder_due(t0 + ms(1_000)));
         health.opened(t0, 15);
         health.frame(t0 + ms(1_100));
-        health.failed(t0 + ms(1_200), Failure::Source("unplugged".into()));
+        health.failed(
+            t0 + ms(1_200),
+            Failure::Source(SourceError::new(ErrorKind::NotFound, "unplugged")),
+        );
         assert!(health.placeholder_due(t0 + ms(1_200)));
     }
 
     #[test]
     fn failures_read_as_the_user_should_see_them() {
-        assert_eq!(
-            Failure::Open("no such device".into()).to_string(),
-            "no such device"
-        );
+        assert_eq!(Failure::Open(missing()).to_string(), "no such device");
         assert_eq!(
             Failure::NoFrames(ms(6_400)).to_string(),
             "no frame for 6 s; reopening the camera"

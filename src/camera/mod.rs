@@ -15,12 +15,12 @@ mod v4l2;
 
 pub use capture::{CAMERA_OFFLINE, CAMERA_ONLINE, Camera, CameraState, Opener};
 pub use health::Timing;
-pub use source::{Captured, Mode, Source};
+pub use source::{Captured, Mode, Source, SourceError};
 pub use spec::{CameraSpec, DEFAULT_FILE_FPS};
 
 /// Opens the source `spec` names: the one place that knows every implementation of [`Source`]
 /// (the capture thread only calls this through its `Opener`). The error says what is wrong in words a user can act on.
-pub fn open(spec: &CameraSpec) -> Result<Box<dyn Source>, String> {
+pub fn open(spec: &CameraSpec) -> Result<Box<dyn Source>, SourceError> {
     match spec {
         CameraSpec::Synthetic { width, height, fps } => {
             Ok(Box::new(synthetic::Synthetic::new(*width, *height, *fps)))

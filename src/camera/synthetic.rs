@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::source::{Captured, Mode, Source};
+use super::source::{Captured, Mode, Source, SourceError};
 use crate::clock::clock_text;
 use crate::video::jpeg::{self, Image, Layout};
 use crate::video::rate::Ticker;
@@ -128,7 +128,11 @@ impl Source for Synthetic {
         self.mode
     }
 
-    fn next_frame(&mut self, number: u64, timeout: Duration) -> Result<Option<Captured>, String> {
+    fn next_frame(
+        &mut self,
+        number: u64,
+        timeout: Duration,
+    ) -> Result<Option<Captured>, SourceError> {
         let Some(missed) = self.ticker.wait(timeout) else {
             return Ok(None);
         };

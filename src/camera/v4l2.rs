@@ -15,6 +15,7 @@
 //! a capture function, and a frame is turned into a JPEG from its bytes ([`to_captured`]).
 //! Only `open`'s few lines that join them to `rscam::Camera` need a real device.
 
+use std::io;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, TrySendError};
 
 use super::device::{self, VideoDevice};
-use super::source::{Captured, Mode, Source};
+use super::source::{Captured, Mode, Source, SourceError};
 use crate::video::jpeg::{self, Image, Layout};
 
 /// Default size and rate when the spec names none.
@@ -35,7 +36,7 @@ const FALLBACK_INTERVAL: (u32, u32) = (1, 30);
 
 pub struct V4l2Source {
     mode: Mode,
-    frames: Receiver<Result<Captured, String>>,
+    frames: Receiver<Result<Captured, SourceError>>,
     stop: Arc<AtomicBool>,
     missed: Arc<AtomicU64>,
 }
@@ -48,7 +49,10 @@ impl Drop for V4l2Source {
     }
 }
 
-pub fn open(device: &Path, requested: Option<(u32, u32, u32)>) -> Result<Box<dyn Source>, String> {
+pub fn open(
+    device: &Path,
+    requested: Option<(u32, u32, u32)>,
+) -> Result<Box<dyn Source>, SourceError> {
     let name = device.display().to_string();
     let mut camera = device::open(device)?;
     let granted = negotiate(&mut camera, &name, requested)?;
@@ -56,8 +60,11 @@ pub fn open(device: &Path, requested: Option<(u32, u32, u32)>) -> Result<Box<dyn
     let capture = move || {
         camera
             .capture()
-            .map_err(|e| format!("{name}: capture failed: {e}"))
-            .and_then(|frame| to_captured(&frame, frame.resolution, yuyv))
+            .map_err(|e| SourceError::io(&format!("{name}: capture failed"), &e))
+            .and_then(|frame| {
+                to_captured(&frame, frame.resolution, yuyv)
+                    .map_err(|message| SourceError::new(io::ErrorKind::InvalidData, message))
+            })
     };
     Ok(Box::new(spawn_reader(granted.mode, capture)?))
 }
@@ -75,7 +82,7 @@ fn negotiate(
     camera: &mut dyn VideoDevice,
     name: &str,
     requested: Option<(u32, u32, u32)>,
-) -> Result<Granted, String> {
+) -> Result<Granted, SourceError> {
     let formats = camera.formats().map_err(|e| device::open_error(name, &e))?;
     let offered = |fourcc: &[u8; 4]| formats.iter().any(|f| &f.fourcc == fourcc);
     let format = if offered(b"MJPG") {
@@ -87,13 +94,16 @@ fn negotiate(
             .iter()
             .map(|f| String::from_utf8_lossy(&f.fourcc).into_owned())
             .collect();
-        return Err(format!(
-            "{name}: offers neither MJPEG nor YUYV (it offers {})",
-            if names.is_empty() {
-                "no capture format: a metadata, codec or ISP node, not a camera".to_string()
-            } else {
-                names.join(", ")
-            }
+        return Err(SourceError::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "{name}: offers neither MJPEG nor YUYV (it offers {})",
+                if names.is_empty() {
+                    "no capture format: a metadata, codec or ISP node, not a camera".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ),
         ));
     };
     let (want_w, want_h, want_fps) = requested.unwrap_or(DEFAULT_MODE);
@@ -118,11 +128,11 @@ fn negotiate(
         Err(rscam::Error::BadInterval) => {
             camera
                 .start(&config(FALLBACK_INTERVAL))
-                .map_err(|e| format!("{name}: cannot start streaming: {e}"))?;
+                .map_err(|e| start_error(name, e))?;
             FALLBACK_INTERVAL
         }
         Err(rscam::Error::Io(err)) => return Err(device::open_error(name, &err)),
-        Err(err) => return Err(format!("{name}: cannot start streaming: {err}")),
+        Err(err) => return Err(start_error(name, err)),
     };
     let fps = (interval.1 / interval.0.max(1)).max(1);
     log::info!(
@@ -144,9 +154,9 @@ fn negotiate(
 /// Starts the thread that owns the device: it calls `capture` until the source is dropped or a
 /// capture fails, offering each result in a one-slot channel; a frame the capture thread has
 /// not taken when the next is ready is counted as missed, and a failure is passed on last.
-fn spawn_reader<F>(mode: Mode, mut capture: F) -> Result<V4l2Source, String>
+fn spawn_reader<F>(mode: Mode, mut capture: F) -> Result<V4l2Source, SourceError>
 where
-    F: FnMut() -> Result<Captured, String> + Send + 'static,
+    F: FnMut() -> Result<Captured, SourceError> + Send + 'static,
 {
     let (tx, frames) = crossbeam_channel::bounded(1);
     let stop = Arc::new(AtomicBool::new(false));
@@ -180,7 +190,7 @@ where
                 }
                 // Dropping `capture` (the camera) stops streaming and closes the device.
             })
-            .map_err(|e| format!("cannot start the camera reader thread: {e}"))?;
+            .map_err(|e| SourceError::io("cannot start the camera reader thread", &e))?;
     }
     Ok(V4l2Source {
         mode,
@@ -188,6 +198,17 @@ where
         stop,
         missed,
     })
+}
+
+/// Why the device would not start streaming, for a failure that is not an OS error.
+fn start_error(name: &str, err: rscam::Error) -> SourceError {
+    match err {
+        rscam::Error::Io(err) => device::open_error(name, &err),
+        other => SourceError::new(
+            io::ErrorKind::InvalidInput,
+            format!("{name}: cannot start streaming: {other}"),
+        ),
+    }
 }
 
 /// One captured frame as a JPEG: an MJPEG frame as it is (with Huffman tables added where the
@@ -290,7 +311,11 @@ impl Source for V4l2Source {
         self.mode
     }
 
-    fn next_frame(&mut self, _number: u64, timeout: Duration) -> Result<Option<Captured>, String> {
+    fn next_frame(
+        &mut self,
+        _number: u64,
+        timeout: Duration,
+    ) -> Result<Option<Captured>, SourceError> {
         match self.frames.recv_timeout(timeout) {
             Ok(Ok(mut captured)) => {
                 captured.missed = self.missed.swap(0, Ordering::Relaxed);
@@ -298,7 +323,9 @@ impl Source for V4l2Source {
             }
             Ok(Err(err)) => Err(err),
             Err(RecvTimeoutError::Timeout) => Ok(None),
-            Err(RecvTimeoutError::Disconnected) => Err("the camera reader stopped".to_string()),
+            Err(RecvTimeoutError::Disconnected) => {
+                Err("the camera reader stopped".to_string().into())
+            }
         }
     }
 }
@@ -317,17 +344,23 @@ mod tests {
         let err = open(Path::new("/dev/video-porchlight-missing"), None)
             .err()
             .unwrap();
-        assert!(err.contains("no such device"), "{err}");
-        assert!(err.contains("/dev/video-porchlight-missing"), "{err}");
+        assert!(err.message.contains("no such device"), "{err}");
+        assert!(
+            err.message.contains("/dev/video-porchlight-missing"),
+            "{err}"
+        );
     }
 
     #[test]
     fn a_device_that_is_not_v4l2_is_a_clear_error_not_a_hang() {
         let err = open(Path::new("/dev/null"), None).err().unwrap();
-        assert!(err.starts_with("/dev/null: not a V4L2 device"), "{err}");
+        assert!(
+            err.message.starts_with("/dev/null: not a V4L2 device"),
+            "{err}"
+        );
         let err = open(Path::new("Cargo.toml"), None).err().unwrap();
         assert!(
-            err.contains("not a camera device (a regular file)"),
+            err.message.contains("not a camera device (a regular file)"),
             "{err}"
         );
     }
@@ -349,19 +382,26 @@ mod tests {
         let mut other = FakeDevice::offering(&[b"RGB3", b"GREY"]);
         assert_eq!(
             negotiate(&mut other, "/dev/video0", None).unwrap_err(),
-            "/dev/video0: offers neither MJPEG nor YUYV (it offers RGB3, GREY)"
+            SourceError::new(
+                io::ErrorKind::Unsupported,
+                "/dev/video0: offers neither MJPEG nor YUYV (it offers RGB3, GREY)"
+            )
         );
         let mut metadata = FakeDevice::offering(&[]);
         let err = negotiate(&mut metadata, "/dev/video1", None).unwrap_err();
         assert!(
-            err.contains("(it offers no capture format: a metadata"),
+            err.message
+                .contains("(it offers no capture format: a metadata"),
             "{err}"
         );
         assert!(other.started.is_empty() && metadata.started.is_empty());
         let mut not_v4l2 = FakeDevice::offering(&[]);
         not_v4l2.formats = Err(libc::ENOTTY);
         let err = negotiate(&mut not_v4l2, "/dev/video2", None).unwrap_err();
-        assert!(err.starts_with("/dev/video2: not a V4L2 device"), "{err}");
+        assert!(
+            err.message.starts_with("/dev/video2: not a V4L2 device"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -429,7 +469,8 @@ mod tests {
         camera.start = Box::new(|_| Err(rscam::Error::BadInterval));
         let err = negotiate(&mut camera, "/dev/video0", Some((640, 480, 5))).unwrap_err();
         assert!(
-            err.starts_with("/dev/video0: cannot start streaming: Invalid or unsupported frame"),
+            err.message
+                .starts_with("/dev/video0: cannot start streaming: Invalid or unsupported frame"),
             "{err}"
         );
     }
@@ -440,32 +481,38 @@ mod tests {
         busy.start = Box::new(|_| Err(no_such(libc::EBUSY)));
         assert_eq!(
             negotiate(&mut busy, "/dev/video0", None).unwrap_err(),
-            "/dev/video0: busy; another program is using the camera"
+            SourceError::new(
+                io::ErrorKind::ResourceBusy,
+                "/dev/video0: busy; another program is using the camera"
+            )
         );
         let mut bad = FakeDevice::offering(&[b"MJPG"]);
         bad.start = Box::new(|_| Err(rscam::Error::BadResolution));
         let err = negotiate(&mut bad, "/dev/video0", None).unwrap_err();
         assert!(
-            err.starts_with("/dev/video0: cannot start streaming: Invalid or unsupported resol"),
+            err.message
+                .starts_with("/dev/video0: cannot start streaming: Invalid or unsupported resol"),
             "{err}"
         );
     }
 
     /// Lets the gated camera's next capture return this (a frame number, or a failure).
-    type Go = crossbeam_channel::Sender<Result<u8, String>>;
+    type Go = crossbeam_channel::Sender<Result<u8, SourceError>>;
 
     /// A capture function that waits for the test's go-ahead before each frame and reports
     /// each call; its frames are numbered JPEG stand-ins.
     fn gated_camera() -> (
         Go,
         crossbeam_channel::Receiver<()>,
-        impl FnMut() -> Result<Captured, String> + Send + 'static,
+        impl FnMut() -> Result<Captured, SourceError> + Send + 'static,
     ) {
-        let (go, gate) = crossbeam_channel::unbounded::<Result<u8, String>>();
+        let (go, gate) = crossbeam_channel::unbounded::<Result<u8, SourceError>>();
         let (called, calls) = crossbeam_channel::unbounded();
         let capture = move || {
             called.send(()).ok();
-            let n = gate.recv().map_err(|_| "test over".to_string())??;
+            let n = gate
+                .recv()
+                .map_err(|_| SourceError::from("test over".to_string()))??;
             Ok(Captured {
                 jpeg: vec![n],
                 width: 2,
@@ -510,14 +557,14 @@ mod tests {
         let (go, calls, capture) = gated_camera();
         let mut source = spawn_reader(MODE, capture).unwrap();
         calls.recv_timeout(WAIT).unwrap();
-        go.send(Err("/dev/video0: capture failed: No such device".into()))
-            .unwrap();
-        assert_eq!(
-            source.next_frame(0, WAIT).err().unwrap(),
-            "/dev/video0: capture failed: No such device"
+        let unplugged = SourceError::io(
+            "/dev/video0: capture failed",
+            &io::Error::from_raw_os_error(libc::ENODEV),
         );
+        go.send(Err(unplugged.clone())).unwrap();
+        assert_eq!(source.next_frame(0, WAIT).err().unwrap(), unplugged);
         assert_eq!(
-            source.next_frame(0, WAIT).err().unwrap(),
+            source.next_frame(0, WAIT).err().unwrap().message,
             "the camera reader stopped"
         );
         // The reader asked for no frame after the failure.
