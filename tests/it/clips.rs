@@ -278,7 +278,9 @@ fn a_press_records_from_pre_before_to_post_after_and_plays_at_the_recorded_pace(
 
 #[test]
 fn two_presses_two_seconds_apart_share_one_recording_and_each_has_its_clip() {
-    let (pre, post) = (1.0, 2.0);
+    // A post-roll longer than the gap by a second: a loaded machine that stores the second
+    // press a little late must not turn "2 s apart" into a new recording.
+    let (pre, post) = (1.0, 3.0);
     let data = TempDir::new("clip-two-data");
     let server = server_with(pre, post, "", &["--data-dir", &data.path_str()]);
     let port = server.port();
