@@ -108,3 +108,57 @@ pub fn measure(path: &str, frames: usize, motion_fps: f64) -> Result<Value, Stri
         "decisions": decisions,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::video::jpeg::Layout;
+
+    /// An .mjpeg file (JPEGs back to back, as ffmpeg's `-f mjpeg` writes) of a still grey scene.
+    fn still_clip(name: &str, frames: usize) -> std::path::PathBuf {
+        let jpeg = jpeg::encode(&Image::filled(160, 120, Layout::Ycbcr, [90, 128, 128]), 80)
+            .expect("encode");
+        let path = std::env::temp_dir().join(format!(
+            "porchlight-motion-cost-{name}-{}.mjpeg",
+            std::process::id()
+        ));
+        std::fs::write(&path, jpeg.repeat(frames)).unwrap();
+        path
+    }
+
+    #[test]
+    fn every_step_is_measured_per_frame_and_a_still_scene_is_not_motion() {
+        let path = still_clip("still", 3);
+        // More frames than the file holds: it loops.
+        let figures = measure(path.to_str().unwrap(), 7, 5.0).unwrap();
+        std::fs::remove_file(&path).ok();
+        assert_eq!(figures["size"], json!([160, 120]));
+        assert_eq!(figures["frames"], 7);
+        assert_eq!(figures["decisions"], 0);
+        let ms = |key: &str| figures[key].as_f64().unwrap();
+        for key in [
+            "decode_ms_per_frame",
+            "colour_decode_ms_per_frame",
+            "grid_ms_per_frame",
+            "detector_ms_per_frame",
+        ] {
+            assert!(ms(key) >= 0.0, "{key}: {figures}");
+        }
+        let motion = ms("grid_ms_per_frame") + ms("detector_ms_per_frame");
+        assert!((ms("motion_ms_per_frame") - motion).abs() < 1e-9);
+        // % of a core at 5 examined frames a second: ms per frame × 5 / 1000 × 100.
+        let expected = (ms("decode_ms_per_frame") + motion) * 0.5;
+        assert!((ms("core_percent_nobody_watching") - expected).abs() < 1e-9);
+        assert!((ms("core_percent_decode_shared") - motion * 0.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_file_without_frames_or_no_file_is_a_clear_error() {
+        let empty = still_clip("empty", 0);
+        let err = measure(empty.to_str().unwrap(), 5, 5.0).unwrap_err();
+        std::fs::remove_file(&empty).ok();
+        assert!(err.ends_with(": no JPEG frames"), "{err}");
+        let err = measure("/nonexistent/clip.mjpeg", 5, 5.0).unwrap_err();
+        assert!(err.starts_with("/nonexistent/clip.mjpeg: "), "{err}");
+    }
+}
