@@ -4,6 +4,25 @@
 //! Errors say what is wrong, for the config error that names the key.
 
 use std::fmt;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+/// Connects to `host_port` (`host:port` or `[v6]:port`): the first of its addresses that
+/// answers within `timeout` each. The MQTT bridge and the webhook client both reach out this
+/// way. `Err` says why, naming `shown` (the host as the user may read it) and the address tried.
+pub fn connect(host_port: &str, shown: &str, timeout: Duration) -> Result<TcpStream, String> {
+    let addrs = host_port
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {shown}: {e}"))?;
+    let mut last_error = format!("{shown} resolves to no address");
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last_error = format!("cannot connect to {addr}: {e}"),
+        }
+    }
+    Err(last_error)
+}
 
 /// A parsed `scheme://[user[:password]@]host[:port][/path][?query]`.
 #[derive(Clone, PartialEq, Eq)]
@@ -184,6 +203,31 @@ pub fn http_port(scheme: &str) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connecting_takes_the_first_address_that_answers_or_says_why_not() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let open = listener.local_addr().unwrap().to_string();
+        let stream = connect(&open, "broker", Duration::from_secs(5)).unwrap();
+        assert_eq!(stream.peer_addr().unwrap().to_string(), open);
+        drop(listener);
+        // Nothing listens there any more: refused, naming the address tried.
+        let err = connect(&open, "broker", Duration::from_secs(5)).unwrap_err();
+        assert!(
+            err.starts_with(&format!("cannot connect to {open}: ")),
+            "{err}"
+        );
+        let err = connect(
+            "no-such-host.invalid:1883",
+            "no-such-host.invalid",
+            Duration::from_secs(5),
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("cannot resolve no-such-host.invalid: "),
+            "{err}"
+        );
+    }
 
     fn mqtt_port(scheme: &str) -> Option<u16> {
         (scheme == "mqtt").then_some(1883)

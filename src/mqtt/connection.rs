@@ -8,7 +8,7 @@
 //! socket down, which ends the reader's read.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, TcpStream};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -37,21 +37,7 @@ pub struct Connection {
 impl Connection {
     /// Connects to `host_port`, sends `connect` and waits for the broker to accept it.
     pub fn open(host_port: &str, connect: &[u8]) -> Result<Connection, String> {
-        let addrs = host_port
-            .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve {host_port}: {e}"))?;
-        let mut last_error = format!("{host_port} resolves to no address");
-        let mut stream = None;
-        for addr in addrs {
-            match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last_error = format!("cannot connect to {addr}: {e}"),
-            }
-        }
-        let mut stream = stream.ok_or(last_error)?;
+        let mut stream = crate::url::connect(host_port, host_port, CONNECT_TIMEOUT)?;
         let io = |e: io::Error| format!("talking to {host_port}: {e}");
         stream.set_nodelay(true).map_err(io)?;
         stream.set_write_timeout(Some(WRITE_TIMEOUT)).map_err(io)?;

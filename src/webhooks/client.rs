@@ -6,7 +6,6 @@
 //! what such a client weighs (README, "Webhooks and ntfy", has the measured sizes).
 
 use std::io::{self, BufRead, BufReader, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use crate::url::ServiceUrl;
@@ -42,21 +41,7 @@ pub fn post(url: &ServiceUrl, headers: &[(&str, String)], body: &[u8]) -> Result
 
 fn post_http(url: &ServiceUrl, headers: &[(&str, String)], body: &[u8]) -> Result<Answer, String> {
     let target = url.host_port();
-    let addrs = target
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {}: {e}", url.host))?;
-    let mut last = format!("{} resolves to no address", url.host);
-    let mut stream = None;
-    for addr in addrs {
-        match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
-            Ok(s) => {
-                stream = Some(s);
-                break;
-            }
-            Err(e) => last = format!("cannot connect to {addr}: {e}"),
-        }
-    }
-    let mut stream = stream.ok_or(last)?;
+    let mut stream = crate::url::connect(&target, &url.host, CONNECT_TIMEOUT)?;
     let io = |e: io::Error| format!("talking to {}: {e}", url.redacted());
     stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(io)?;
     stream.set_write_timeout(Some(IO_TIMEOUT)).map_err(io)?;
