@@ -9,7 +9,7 @@
 
 use std::ops::Range;
 
-use jpeg_encoder::{ColorType, Encoder, SamplingFactor};
+use jpeg_encoder::{Encoder, ImageBuffer, JpegColorType, SamplingFactor};
 use zune_jpeg::JpegDecoder;
 use zune_jpeg::zune_core::colorspace::ColorSpace;
 use zune_jpeg::zune_core::options::DecoderOptions;
@@ -112,22 +112,81 @@ fn decode_as(jpeg: &[u8], luma_only: bool) -> Result<Image, String> {
 /// at quality 90 and above, which costs about a third more time and bytes for colour detail a
 /// camera never delivered: webcams send 4:2:2 or 4:2:0, and so does every frame we decode.
 pub fn encode(image: &Image, quality: u8) -> Result<Vec<u8>, String> {
-    let (width, height) = (
-        u16::try_from(image.width).map_err(|_| "picture too wide".to_string())?,
-        u16::try_from(image.height).map_err(|_| "picture too tall".to_string())?,
-    );
-    let color = match image.layout {
-        Layout::Ycbcr => ColorType::Ycbcr,
-        Layout::Luma => ColorType::Luma,
-    };
+    let rows = Rows::new(image)?;
     // Typical frames compress to well under a bit per pixel; start there to avoid regrowing.
     let mut out = Vec::with_capacity(image.width as usize * image.height as usize / 6 + 1024);
     let mut encoder = Encoder::new(&mut out, quality);
     encoder.set_sampling_factor(SamplingFactor::F_2_2);
     encoder
-        .encode(&image.pixels, width, height, color)
+        .encode_image(rows)
         .map_err(|e| format!("JPEG encode failed: {e}"))?;
     Ok(out)
+}
+
+/// An [`Image`] as jpeg-encoder reads it: one row at a time into its component buffers.
+///
+/// Why not `Encoder::encode(pixels, w, h, ColorType)`: that entry point instantiates the whole
+/// encoder once per colour type it knows (nine) although we only ever hand it YCbCr or luma —
+/// 71 KB of binary for nothing (BENCHMARKS.md, "Binary size"). One buffer type for both
+/// layouts is one instantiation; the per-row `match` costs nothing next to the row's DCT.
+struct Rows<'a> {
+    image: &'a Image,
+    width: u16,
+    height: u16,
+}
+
+impl<'a> Rows<'a> {
+    fn new(image: &'a Image) -> Result<Rows<'a>, String> {
+        let width = u16::try_from(image.width).map_err(|_| "picture too wide".to_string())?;
+        let height = u16::try_from(image.height).map_err(|_| "picture too tall".to_string())?;
+        let needed = usize::from(width) * usize::from(height) * image.layout.channels();
+        if image.pixels.len() < needed {
+            return Err(format!(
+                "JPEG encode failed: {} bytes of pixels for a {width}x{height} picture",
+                image.pixels.len()
+            ));
+        }
+        Ok(Rows {
+            image,
+            width,
+            height,
+        })
+    }
+}
+
+impl ImageBuffer for Rows<'_> {
+    fn get_jpeg_color_type(&self) -> JpegColorType {
+        match self.image.layout {
+            Layout::Ycbcr => JpegColorType::Ycbcr,
+            Layout::Luma => JpegColorType::Luma,
+        }
+    }
+
+    fn width(&self) -> u16 {
+        self.width
+    }
+
+    fn height(&self) -> u16 {
+        self.height
+    }
+
+    fn fill_buffers(&self, y: u16, buffers: &mut [Vec<u8>; 4]) {
+        let channels = self.image.layout.channels();
+        let row_bytes = usize::from(self.width) * channels;
+        let start = usize::from(y) * row_bytes;
+        let row = &self.image.pixels[start..start + row_bytes];
+        match self.image.layout {
+            Layout::Luma => buffers[0].extend_from_slice(row),
+            Layout::Ycbcr => {
+                let [y, cb, cr, _] = buffers;
+                for pixel in row.chunks_exact(3) {
+                    y.push(pixel[0]);
+                    cb.push(pixel[1]);
+                    cr.push(pixel[2]);
+                }
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -360,6 +419,39 @@ mod tests {
             layout: Layout::Ycbcr,
             pixels,
         }
+    }
+
+    #[test]
+    fn rows_encode_the_same_bytes_as_jpeg_encoders_own_entry_point() {
+        // `encode` hands jpeg-encoder our own row reader (one instantiation of the encoder)
+        // instead of calling `Encoder::encode` with a colour type: the file must not change.
+        let colour = gradient(61, 37);
+        let luma = Image {
+            layout: Layout::Luma,
+            pixels: colour.pixels.iter().step_by(3).copied().collect(),
+            ..colour.clone()
+        };
+        for (image, color) in [
+            (&colour, jpeg_encoder::ColorType::Ycbcr),
+            (&luma, jpeg_encoder::ColorType::Luma),
+        ] {
+            let mut expected = Vec::new();
+            let mut encoder = Encoder::new(&mut expected, 75);
+            encoder.set_sampling_factor(SamplingFactor::F_2_2);
+            encoder.encode(&image.pixels, 61, 37, color).unwrap();
+            assert_eq!(encode(image, 75).unwrap(), expected, "{:?}", image.layout);
+        }
+    }
+
+    #[test]
+    fn too_few_pixels_is_an_error_not_a_panic() {
+        let mut image = gradient(16, 8);
+        image.pixels.truncate(16 * 8 * 3 - 1);
+        let err = encode(&image, 80).unwrap_err();
+        assert!(
+            err.contains("383 bytes of pixels for a 16x8 picture"),
+            "{err}"
+        );
     }
 
     #[test]
