@@ -236,7 +236,7 @@ pub fn events<'c>(request: Request, target: &Target, conn: &'c Conn, ctx: &'c Ct
         Err(keep_alive) => Handled::Answered(keep_alive),
         // Boxed: the open stream's state stays on the heap, off the waiting thread's stack.
         Ok(open) => {
-            let open = Box::new(open);
+            let mut open = Box::new(open);
             Handled::Stream(Box::new(move || open.run(conn, ctx)))
         }
     }
@@ -256,7 +256,7 @@ struct OpenEvents<'c> {
 
 impl OpenEvents<'_> {
     /// Waits out the stream's life (see [`live`]) and logs why it ended.
-    fn run(mut self: Box<Self>, conn: &Conn, ctx: &Ctx) {
+    fn run(&mut self, conn: &Conn, ctx: &Ctx) {
         let reason = live(&mut self.stream, &self.outlet, conn, ctx);
         log::info!(
             "SSE client {} disconnected: {reason} ({} events sent)",
