@@ -445,6 +445,9 @@ fn serve_connection(stream: TcpStream, conn: &Conn, ctx: &Ctx, limits: HeadLimit
             }
         }
     }
+    // Dropping the connection flushes what tiny_http still buffers (an error answer to a
+    // malformed request) before the FIN.
+    drop(requests);
     linger_close(&conn.socket);
 }
 
