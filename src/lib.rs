@@ -27,6 +27,7 @@ pub(crate) mod stack;
 pub mod status;
 pub(crate) mod url;
 pub(crate) mod video;
+pub(crate) mod wake;
 pub(crate) mod webhooks;
 
 /// For `porchlight-video-bench --motion-cost`: the motion thread's steps timed in-process.

@@ -4,11 +4,20 @@
 //! Signals are blocked in every thread (the mask is inherited, so [`block_signals`] runs before
 //! any thread is spawned) and taken synchronously by one thread in `sigwait`: no async-signal
 //! safety puzzles, and a signal can never interrupt a write halfway.
+//!
+//! The broadcast has two forms: a channel that disconnects ([`Shutdown::signal`], for
+//! `select!`) and a descriptor that becomes readable ([`Shutdown::fd`], for a thread that
+//! waits in `poll(2)` on a socket, like a WebSocket session). The descriptor is one eventfd
+//! for the whole process, made on first use and never cleared once fired.
 
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use crossbeam_channel::{Receiver, Sender};
+
+use crate::wake::WakeFd;
 
 /// Cloneable shutdown broadcast: [`Shutdown::trigger`] disconnects every [`Shutdown::signal`].
 #[derive(Clone)]
@@ -20,6 +29,9 @@ struct Inner {
     tx: Mutex<Option<Sender<()>>>,
     rx: Receiver<()>,
     triggered: AtomicBool,
+    /// The descriptor form, made by the first [`Shutdown::fd`]; woken (under `tx`'s lock, so
+    /// a trigger and a first `fd` cannot miss each other) when shutdown fires.
+    fd: OnceLock<WakeFd>,
 }
 
 impl Default for Shutdown {
@@ -36,14 +48,19 @@ impl Shutdown {
                 tx: Mutex::new(Some(tx)),
                 rx,
                 triggered: AtomicBool::new(false),
+                fd: OnceLock::new(),
             }),
         }
     }
 
     /// Fires the broadcast; later calls do nothing.
     pub fn trigger(&self) {
+        let mut tx = self.inner.tx.lock().unwrap_or_else(PoisonError::into_inner);
         self.inner.triggered.store(true, Ordering::SeqCst);
-        self.inner.tx.lock().expect("shutdown lock").take();
+        tx.take();
+        if let Some(fd) = self.inner.fd.get() {
+            fd.wake();
+        }
     }
 
     pub fn is_triggered(&self) -> bool {
@@ -53,6 +70,25 @@ impl Shutdown {
     /// A receiver that becomes ready (disconnected) when shutdown fires: use it in `select!`.
     pub fn signal(&self) -> Receiver<()> {
         self.inner.rx.clone()
+    }
+
+    /// A descriptor that becomes readable (`POLLIN`) when shutdown fires and stays so: wait on
+    /// it with `poll(2)`, never read it. Fails only if the first call finds the process out of
+    /// file descriptors.
+    pub fn fd(&self) -> io::Result<BorrowedFd<'_>> {
+        if let Some(fd) = self.inner.fd.get() {
+            return Ok(fd.as_fd());
+        }
+        let _tx = self.inner.tx.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.inner.fd.get().is_none() {
+            let fd = WakeFd::new()?;
+            if self.is_triggered() {
+                fd.wake();
+            }
+            self.inner.fd.set(fd).ok();
+        }
+        let fd = self.inner.fd.get().expect("set just above, under the lock");
+        Ok(fd.as_fd())
     }
 }
 
@@ -102,6 +138,7 @@ pub fn spawn_signal_listener(shutdown: Shutdown) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
 
     #[test]
     fn trigger_wakes_every_waiter() {
@@ -112,5 +149,28 @@ mod tests {
         shutdown.trigger();
         assert!(a.recv().is_err() && b.recv().is_err());
         assert!(shutdown.is_triggered());
+    }
+
+    #[test]
+    fn the_descriptor_becomes_readable_at_trigger_and_stays_so() {
+        use crate::wake::is_readable;
+        let shutdown = Shutdown::new();
+        let fd = shutdown.fd().unwrap();
+        assert!(!is_readable(fd));
+        assert_eq!(
+            shutdown.clone().fd().unwrap().as_raw_fd(),
+            fd.as_raw_fd(),
+            "one descriptor for every clone"
+        );
+        shutdown.trigger();
+        assert!(is_readable(fd));
+        assert!(is_readable(fd), "never cleared: every waiter sees it");
+    }
+
+    #[test]
+    fn a_descriptor_made_after_the_trigger_is_readable() {
+        let shutdown = Shutdown::new();
+        shutdown.trigger();
+        assert!(crate::wake::is_readable(shutdown.fd().unwrap()));
     }
 }

@@ -21,6 +21,11 @@
 //! and the fan-out writes only while holding it in direct mode, so exactly one side writes to
 //! a socket at any time, and only between whole events.
 //!
+//! An owned client's thread is woken through a one-slot channel (for `select!`), or through an
+//! eventfd ([`WakeFd`]) when it waits in `poll(2)` on its socket as well
+//! ([`Fanout::subscribe_polled`]: a WebSocket session, one thread reading its client and
+//! waiting for events).
+//!
 //! Exactly once, in order: the sink keeps the id of the last event handled (sent, or skipped by
 //! its filter) while direct, and the thread's [`Cursor`](super::Cursor) hands its own over on
 //! attaching, so an event that a replay already read from the store is never sent again live.
@@ -36,6 +41,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender};
 
 use super::event::{PublishedEvent, SharedEvent};
+use crate::wake::WakeFd;
 
 /// Which of an event's shared byte forms a client's stream is sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -224,8 +230,38 @@ struct Offer {
 struct Slot {
     id: u64,
     sink: Arc<Sink>,
-    wake: Sender<()>,
+    wake: Wake,
     on_evict: Option<StreamEvictHook>,
+}
+
+/// How the fan-out wakes a client's thread.
+enum Wake {
+    /// A one-slot channel: one pending wake-up is all a thread needs (it then takes whatever
+    /// is queued); dropped at eviction, which disconnects the thread's receiver.
+    Channel(Sender<()>),
+    /// An eventfd the thread polls; it stays readable until the thread clears it.
+    Fd(Arc<WakeFd>),
+}
+
+impl Wake {
+    fn wake(&self) {
+        match self {
+            // Full means a wake-up is already pending: nothing is lost.
+            Wake::Channel(wake) => {
+                wake.try_send(()).ok();
+            }
+            Wake::Fd(wake) => wake.wake(),
+        }
+    }
+
+    /// The client is evicted and its slot is about to go: its thread must look at its sink
+    /// once more. A channel's thread sees the disconnection when the slot (and with it the
+    /// sender) is dropped; an eventfd must be woken.
+    fn evicted(&self) {
+        if let Wake::Fd(wake) = self {
+            wake.wake();
+        }
+    }
 }
 
 struct Shared {
@@ -282,6 +318,34 @@ impl Fanout {
         capacity: usize,
         on_evict: Option<StreamEvictHook>,
     ) -> Outlet {
+        let (wake, woken) = crossbeam_channel::bounded(1);
+        self.add(socket, wire, capacity, on_evict, Wake::Channel(wake), woken)
+    }
+
+    /// [`subscribe`](Self::subscribe) for a thread that waits in `poll(2)`: it is woken by
+    /// making `wake` readable (when events are queued for it, or it is evicted), and its
+    /// outlet's [`woken`](Outlet::woken) channel never fires.
+    pub fn subscribe_polled(
+        &self,
+        socket: TcpStream,
+        wire: Wire,
+        capacity: usize,
+        on_evict: Option<StreamEvictHook>,
+        wake: Arc<WakeFd>,
+    ) -> Outlet {
+        let never = crossbeam_channel::never();
+        self.add(socket, wire, capacity, on_evict, Wake::Fd(wake), never)
+    }
+
+    fn add(
+        &self,
+        socket: TcpStream,
+        wire: Wire,
+        capacity: usize,
+        on_evict: Option<StreamEvictHook>,
+        wake: Wake,
+        woken: Receiver<()>,
+    ) -> Outlet {
         let sink = Arc::new(Sink {
             socket,
             wire,
@@ -297,8 +361,6 @@ impl Fanout {
                 evicted: false,
             }),
         });
-        // One pending wake-up is all a thread needs: it then takes whatever is queued.
-        let (wake, woken) = crossbeam_channel::bounded(1);
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         self.shared.slots().push(Slot {
             id,
@@ -333,8 +395,9 @@ impl Fanout {
                 let offer = slot.sink.offer(events, now, &mut scratch);
                 if offer.evict {
                     evicted.push((Arc::clone(&slot.sink), slot.on_evict.take()));
-                    // Dropping the slot drops its `wake` sender: the thread sees the
-                    // disconnection once it has taken what was queued.
+                    // The slot goes; its thread is told (a dropped channel disconnects, an
+                    // eventfd is woken) and sees `Evicted` once it has taken what was queued.
+                    slot.wake.evicted();
                     return false;
                 }
                 match slot.sink.wire {
@@ -345,8 +408,7 @@ impl Fanout {
                     published.handed_off += 1;
                 }
                 if offer.queued {
-                    // Full means a wake-up is already pending: nothing is lost.
-                    slot.wake.try_send(()).ok();
+                    slot.wake.wake();
                 }
                 true
             });
@@ -716,6 +778,60 @@ mod tests {
         // The other client got all three, from the writer.
         let expected: Vec<u8> = events.iter().flat_map(|e| e.sse().to_vec()).collect();
         assert_eq!(read_exactly(&mut other_client, expected.len()), expected);
+    }
+
+    #[test]
+    fn a_polled_client_is_woken_through_its_eventfd_when_queued_and_when_evicted() {
+        use crate::wake::is_readable;
+        use std::os::fd::AsFd;
+        let fanout = Fanout::new();
+        let (server, mut client) = pair();
+        let wake = Arc::new(WakeFd::new().unwrap());
+        let outlet = fanout.subscribe_polled(server, Wire::WebSocket, 2, None, Arc::clone(&wake));
+        assert!(!is_readable(wake.as_fd()));
+        // Owned (the session is busy): the event is queued and the eventfd made readable.
+        let first = event(1, "doorbell_pressed", 0);
+        fanout.publish(std::slice::from_ref(&first));
+        assert!(is_readable(wake.as_fd()));
+        assert!(wake.clear());
+        assert!(
+            outlet.woken().try_recv().is_err(),
+            "the channel is not used"
+        );
+        let Settled::Backlog(backlog) = outlet.settle(0, true, 64) else {
+            panic!("the queued event");
+        };
+        assert_eq!(backlog.events.len(), 1);
+        // Direct: the writer sends, and nobody is woken.
+        assert!(matches!(outlet.settle(1, true, 64), Settled::Idle));
+        let second = event(2, "doorbell_pressed", 0);
+        assert_eq!(fanout.publish(std::slice::from_ref(&second)).ws_sent, 1);
+        assert!(
+            !is_readable(wake.as_fd()),
+            "woken for an event the writer sent"
+        );
+        assert_eq!(
+            read_exactly(&mut client, second.ws_frame.len()),
+            &second.ws_frame[..]
+        );
+        // Owned again and past its capacity: evicted, and woken to find out.
+        outlet.detach();
+        let events: Vec<_> = (3..=5).map(|id| event(id, "x", 0)).collect();
+        assert_eq!(fanout.publish(&events[..2]).evicted, 0);
+        assert!(wake.clear());
+        assert_eq!(fanout.publish(&events[2..]).evicted, 1);
+        assert!(is_readable(wake.as_fd()), "not woken at eviction");
+        assert!(matches!(outlet.settle(2, true, 64), Settled::Backlog(_)));
+        assert!(matches!(
+            outlet.settle(2, true, 64),
+            Settled::Evicted { .. }
+        ));
+        drop(outlet);
+        assert_eq!(
+            Arc::strong_count(&wake),
+            1,
+            "the fan-out let go of the eventfd"
+        );
     }
 
     #[test]

@@ -141,6 +141,20 @@ impl EventHub {
         self.fanout.subscribe(socket, wire, capacity, on_evict)
     }
 
+    /// [`subscribe_stream`](Self::subscribe_stream) for a client's thread that waits in
+    /// `poll(2)`: the fan-out wakes it by making `wake` readable.
+    pub fn subscribe_stream_polled(
+        &self,
+        socket: std::net::TcpStream,
+        wire: Wire,
+        capacity: usize,
+        on_evict: Option<StreamEvictHook>,
+        wake: std::sync::Arc<crate::wake::WakeFd>,
+    ) -> Outlet {
+        self.fanout
+            .subscribe_polled(socket, wire, capacity, on_evict, wake)
+    }
+
     pub fn reader(&self) -> &StoreReader {
         &self.reader
     }

@@ -2,9 +2,10 @@
 //! answered, and it ends that one connection. Everything the connection held is owned by a
 //! guard whose `Drop` gives it back as the stack unwinds — the connection's registry entry and
 //! address count (`server::Admission`), its stream slot (`metrics::ClientSlot`), its hub
-//! subscription (`hub::Subscription`), its video registration (`video::Watch`), the WebSocket
-//! reader thread (`ws::transport::Reader`) and the socket itself — so a handler bug costs one
-//! answer, never a slot, a descriptor or a thread for good.
+//! subscription (`hub::Subscription`), its video registration (`video::Watch`), a
+//! WebSocket's fan-out wake-up (`wake::WakeFd`) and upgraded stream (`ws::transport::Upgraded`,
+//! which shuts the socket down) and the socket itself — so a handler bug costs one answer,
+//! never a slot, a descriptor or a thread for good.
 //!
 //! The request is remembered in a thread-local while it is answered ([`RequestScope`]), and the
 //! process-wide panic hook ([`install_hook`]) writes it into the one log line it makes. Only the

@@ -28,3 +28,4 @@ mod snapshots;
 mod sse;
 mod video;
 mod webhooks;
+mod websocket;

@@ -5,8 +5,10 @@
 //! - `protocol.rs` — client messages parsed (no I/O) and server messages built.
 //! - `subscriptions.rs` — which event types a client receives.
 //! - `commands.rs` — `system_command`s, with their roles, acting through `Control`.
-//! - `transport.rs` — the reader thread and the non-blocking stream under tungstenite.
-//! - `session.rs` — the loop: client bytes, events, shutdown and pings in one `select!`.
+//! - `transport.rs` — the socket under tungstenite: non-blocking reads, one `poll` for every
+//!   input, the bytes read before the upgrade.
+//! - `session.rs` — the loop: client bytes, events, shutdown and pings in one `poll`, on the
+//!   connection's own thread (a WebSocket costs one thread, like every connection).
 //!
 //! Everything a plain HTTP request is refused for is refused here *before* the upgrade, with
 //! the usual JSON error: token and role (the router), a foreign `Origin` (403), a malformed
@@ -19,16 +21,13 @@ mod session;
 mod subscriptions;
 mod transport;
 
-use std::net::Shutdown as SocketShutdown;
+use std::sync::Arc;
 
 use tiny_http::{Method, Request, Response};
-use tungstenite::WebSocket;
-use tungstenite::protocol::frame::CloseFrame;
-use tungstenite::protocol::frame::coding::CloseCode;
 
 use self::handshake::Opening;
 use self::session::{EvictionLatch, Opened, Session};
-use self::transport::Transport;
+use self::transport::Upgraded;
 use super::access::{self, header};
 use super::query::Target;
 use super::reply::{self, Reply};
@@ -37,10 +36,12 @@ use super::server::Conn;
 use crate::ctx::Ctx;
 use crate::events::fanout::Wire;
 use crate::metrics::ClientKind;
+use crate::wake::WakeFd;
 
 pub use self::session::MAX_MESSAGE_BYTES;
 
 /// `GET /ws`. Returns false: the session (or the refusal) ends the connection.
+#[inline(never)]
 pub fn serve(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool {
     let (opened, accept_key) = match check(&request, target, conn, ctx) {
         Ok(checked) => checked,
@@ -67,32 +68,38 @@ pub fn serve(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool 
         respond(request, reply::over_limit("WebSocket client", limit), ctx);
         return false;
     };
-    let Ok(sink_socket) = conn.socket.try_clone() else {
+    // Every descriptor the session needs, before the upgrade: running out is a 503.
+    let descriptors = (conn.socket.try_clone(), WakeFd::new(), ctx.shutdown.fd());
+    let (Ok(sink_socket), Ok(wake), Ok(stop)) = descriptors else {
         let busy = reply::error(503, "unavailable", "the server is out of file descriptors")
             .with_header(reply::header("Retry-After", "5"));
         respond(request, busy, ctx);
         return false;
     };
+    let wake = Arc::new(wake);
     // Subscribe before anything else: the replay seam (events::replay) depends on it.
     let latch = EvictionLatch::new();
-    let outlet = ctx.events.subscribe_stream(
+    let outlet = ctx.events.subscribe_stream_polled(
         sink_socket,
         Wire::WebSocket,
         ctx.http.client_queue_events,
         Some(latch.hook()),
+        Arc::clone(&wake),
     );
     let switching =
         Response::empty(101).with_header(reply::header("Sec-WebSocket-Accept", &accept_key));
     let upgraded = request.upgrade("websocket", switching);
-    let (incoming, reader) =
-        match transport::spawn_reader(upgraded, format!("ws-read-{}", conn.id), &conn.socket) {
-            Ok(started) => started,
-            Err(err) => {
-                log::warn!("cannot start a reader thread for {}: {err}", conn.peer);
-                refuse_after_upgrade(conn);
-                return false;
-            }
-        };
+    // Dropping `upgraded` (at the end, or while unwinding from a panic) shuts the socket down.
+    let (upgraded, early) = match Upgraded::open(upgraded, &conn.socket) {
+        Ok(opened) => opened,
+        Err(err) => {
+            log::warn!(
+                "cannot read the upgraded connection of {}: {err}",
+                conn.peer
+            );
+            return false;
+        }
+    };
     log::info!(
         "WebSocket client {} connected from {} as {}{}",
         opened.client_id,
@@ -105,10 +112,9 @@ pub fn serve(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool 
     );
     let client_id = opened.client_id.clone();
     super::panics::injected("stream", &target.path);
-    let (reason, sent) = Session::new(&conn.socket, ctx, opened, latch).run(&incoming, outlet);
-    // Dropping `reader` (here, or while unwinding from a panic) shuts the socket down, which
-    // ends the reader thread, and joins it.
-    drop(reader);
+    let session = Session::new(&conn.socket, early, ctx, opened, latch, wake, stop);
+    let (reason, sent) = session.run(outlet);
+    drop(upgraded);
     log::info!("WebSocket client {client_id} disconnected: {reason} ({sent} events sent)");
     false
 }
@@ -156,20 +162,4 @@ fn check(
         },
         accept_key,
     ))
-}
-
-/// The upgrade was sent but no session can run: say so with a close frame (1013, try again
-/// later) and close.
-fn refuse_after_upgrade(conn: &Conn) {
-    let mut ws = WebSocket::from_raw_socket(
-        Transport::new(&conn.socket),
-        tungstenite::protocol::Role::Server,
-        Some(session::config()),
-    );
-    let frame = CloseFrame {
-        code: CloseCode::Again,
-        reason: "the server is busy; try again".into(),
-    };
-    ws.close(Some(frame)).ok();
-    conn.socket.shutdown(SocketShutdown::Both).ok();
 }

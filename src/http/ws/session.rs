@@ -1,6 +1,7 @@
-//! One WebSocket session, on its connection thread: waits on client bytes, hub events, shutdown
-//! and its ping timer at once (see `transport.rs` for why that needs the reader thread), answers
-//! each client message, pushes each subscribed event, and ends with a close frame that says why.
+//! One WebSocket session, on its connection thread and no other: waits in one `poll(2)` on the
+//! client's socket, its fan-out wake-up, shutdown and its ping deadline (see `transport.rs`),
+//! answers each client message, pushes each subscribed event, and ends with a close frame that
+//! says why.
 //!
 //! While it waits, live events are written by the event writer itself (`events::fanout`): the
 //! session hands its socket over before it sleeps ([`Outlet::settle`]) and takes it back
@@ -9,11 +10,11 @@
 
 use std::io::{ErrorKind, Write};
 use std::net::{Shutdown as SocketShutdown, TcpStream};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, select};
 use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{Role as WsRole, WebSocketConfig};
@@ -22,7 +23,7 @@ use tungstenite::{Error as WsError, Message, WebSocket};
 use super::commands::{self, Outcome};
 use super::protocol::{self, ClientMessage, CommandName, ErrorCode, Refusal};
 use super::subscriptions::Subscriptions;
-use super::transport::Transport;
+use super::transport::{self, Transport};
 use crate::auth::Role;
 use crate::ctx::Ctx;
 use crate::events::event::live_event_frame;
@@ -31,6 +32,7 @@ use crate::events::fanout::{Backlog, Outlet, Settled};
 use crate::events::{Cursor, ReplayError, Replayed};
 use crate::http::chunked::write_all_vectored;
 use crate::video::StreamQuality;
+use crate::wake::WakeFd;
 
 /// Largest message a client may send (the contract's 64 KiB); larger closes with 1009.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
@@ -38,6 +40,9 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 const MAX_WRITE_BUFFER_BYTES: usize = 256 * 1024;
 /// Events written between two checks of the other inputs when a burst is queued.
 const MAX_BATCH: usize = 64;
+/// Client messages answered between two checks of the other inputs (events queued for us,
+/// shutdown) when a client sends many at once.
+const MAX_MESSAGES_PER_TURN: usize = 16;
 /// How long a closing connection may take to answer our close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// The write timeout while closing: a client that reads nothing must not hold shutdown up.
@@ -59,8 +64,8 @@ pub fn config() -> WebSocketConfig {
 }
 
 /// Lets the event hub evict this session the right way. The hub evicts from its own thread
-/// when the session's queue is full. If the session is waiting in `select!`, the disconnected
-/// queue wakes it and it sends a close frame (1013) itself; if it is busy — possibly blocked
+/// when the session's queue is full. If the session is waiting in `poll`, its wake-up fires
+/// and it sends a close frame (1013) itself; if it is busy — possibly blocked
 /// writing to a client that reads nothing — the socket is shut down so the write fails at once
 /// instead of after `write_timeout_s`.
 pub struct EvictionLatch {
@@ -174,17 +179,31 @@ pub struct Session<'a> {
     events_sent: u64,
     /// The session's place in the fan-out, from `run` until the session closes.
     outlet: Option<Outlet>,
+    /// Made readable by the fan-out when it queued events for us or evicted us.
+    wake: Arc<WakeFd>,
+    /// Readable once the server is shutting down.
+    stop: BorrowedFd<'a>,
 }
 
 impl<'a> Session<'a> {
+    /// `early`: bytes the client sent behind its handshake, read before the session;
+    /// `wake`: the eventfd the session's outlet was subscribed with; `stop`: the server's
+    /// shutdown descriptor.
     pub fn new(
         socket: &'a TcpStream,
+        early: Vec<u8>,
         ctx: &'a Ctx,
         opened: Opened,
         latch: Arc<EvictionLatch>,
+        wake: Arc<WakeFd>,
+        stop: BorrowedFd<'a>,
     ) -> Session<'a> {
         Session {
-            ws: WebSocket::from_raw_socket(Transport::new(socket), WsRole::Server, Some(config())),
+            ws: WebSocket::from_raw_socket(
+                Transport::new(socket, early),
+                WsRole::Server,
+                Some(config()),
+            ),
             socket,
             ctx,
             pending_replay: opened.last_event_id,
@@ -197,16 +216,18 @@ impl<'a> Session<'a> {
             ping_sent_at: None,
             events_sent: 0,
             outlet: None,
+            wake,
+            stop,
         }
     }
 
     /// Runs the session to its end. Returns why it ended and how many events it pushed. The
-    /// caller shuts the socket down afterwards (which also stops the reader thread).
-    pub fn run(mut self, incoming: &Receiver<Vec<u8>>, outlet: Outlet) -> (String, u64) {
+    /// caller shuts the socket down afterwards.
+    pub fn run(mut self, outlet: Outlet) -> (String, u64) {
         self.outlet = Some(outlet);
         // Nothing is sent live before the client subscribes.
         self.update_interest();
-        let end = self.serve(incoming);
+        let end = self.serve();
         if matches!(end, End::Close { .. }) {
             // A close frame must not land inside an event's frame the fan-out left half-sent:
             // finish what it queued first (a failure here shows again when closing).
@@ -224,18 +245,17 @@ impl<'a> Session<'a> {
                 log,
                 then,
             } => {
-                self.close(code, &reason, then, incoming);
+                self.close(code, &reason, then);
                 log
             }
         };
         (reason, self.events_sent + sent_by_fanout)
     }
 
-    fn serve(&mut self, incoming: &Receiver<Vec<u8>>) -> End {
-        let stop = self.ctx.shutdown.signal();
-        let Some(woken) = self.outlet.as_ref().map(|outlet| outlet.woken().clone()) else {
+    fn serve(&mut self) -> End {
+        if self.outlet.is_none() {
             return End::Gone("not subscribed to events".into());
-        };
+        }
         self.latch.set_busy(true);
         if let Err(end) = self.send(protocol::connected(&self.opened.client_id)) {
             return end;
@@ -243,6 +263,9 @@ impl<'a> Session<'a> {
         // Whether this thread just did deep work (the handshake, a message, a backlog): the
         // stack pages it touched go back before the wait.
         let mut deep = true;
+        // Whether client bytes may wait where `poll` cannot see them: read before the session
+        // (behind the handshake), or in tungstenite's buffer after a turn cut short.
+        let mut unread = self.ws.get_ref().has_early_bytes();
         loop {
             if let Err(end) = self.settle() {
                 return end;
@@ -251,30 +274,43 @@ impl<'a> Session<'a> {
                 crate::stack::release_unused();
             }
             self.latch.set_busy(false);
-            let wait = self
-                .next_deadline()
-                .saturating_duration_since(Instant::now());
-            let step = select! {
-                recv(incoming) -> bytes => match bytes {
-                    Ok(bytes) => {
-                        deep = true;
-                        self.received(bytes)
-                    }
-                    Err(_) => Err(End::Gone("closed the connection".into())),
-                },
-                // Events were queued for us (the socket was full, or we held it), or we were
-                // evicted: `settle` sees which.
-                recv(woken) -> _ => {
-                    deep = true;
-                    Ok(())
-                }
-                recv(stop) -> _ => Err(End::close(
+            let wait = if unread {
+                Duration::ZERO
+            } else {
+                self.next_deadline()
+                    .saturating_duration_since(Instant::now())
+            };
+            let ready = transport::wait(
+                self.socket,
+                Some(self.wake.as_fd()),
+                Some(self.stop),
+                Some(wait),
+            );
+            if ready.stop {
+                return End::close(
                     CloseCode::Away,
                     "server shutting down",
                     "server shutting down".into(),
                     Closing::Cut,
-                )),
-                default(wait) => self.keep_alive(),
+                );
+            }
+            if ready.woken {
+                // Events were queued for us (the socket was full, or we held it), or we were
+                // evicted: the `settle` at the top of the loop sees which. Cleared before it,
+                // so a wake-up given after it is kept for the next wait.
+                self.wake.clear();
+                deep = true;
+            }
+            let step = if ready.client || unread {
+                deep = true;
+                self.received().map(|more| unread = more)
+            } else if ready.woken {
+                Ok(())
+            } else if Instant::now() >= self.next_deadline() {
+                self.keep_alive()
+            } else {
+                // Interrupted by a signal, or woken a moment early: wait again.
+                Ok(())
             };
             if let Err(end) = step {
                 return end;
@@ -386,15 +422,21 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Bytes from the client: hand them to tungstenite and act on every complete message.
-    fn received(&mut self, bytes: Vec<u8>) -> Result<(), End> {
+    /// The client sent something (or closed): let tungstenite read it and act on every
+    /// complete message. Returns true when it stopped after `MAX_MESSAGES_PER_TURN` messages
+    /// with more perhaps already read (the caller comes back at once, after its other inputs).
+    fn received(&mut self) -> Result<bool, End> {
         self.begin_work()?;
         self.drain_queued()?;
         // Any frame, pong or not, shows the client is alive.
         self.heard_at = Instant::now();
         self.ping_sent_at = None;
-        self.ws.get_mut().feed(bytes);
+        let mut handled = 0;
         loop {
+            if handled == MAX_MESSAGES_PER_TURN {
+                return Ok(true);
+            }
+            handled += 1;
             match self.ws.read() {
                 Ok(Message::Text(text)) => self.handle_text(&text)?,
                 Ok(Message::Binary(_)) => {
@@ -409,9 +451,14 @@ impl<'a> Session<'a> {
                 // and a close frame's reply likewise; the next read then says ConnectionClosed.
                 Ok(Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_)) => {
                 }
-                Err(WsError::Io(e)) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(WsError::Io(e)) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
                 Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
                     return Err(End::Gone("closed the WebSocket".into()));
+                }
+                // The client's side ended without a close frame (it closed the connection, or
+                // the connection broke), seen by our read rather than our write.
+                Err(_) if self.ws.get_ref().ended() => {
+                    return Err(End::Gone("closed the connection".into()));
                 }
                 Err(WsError::Capacity(e)) => {
                     return Err(End::close(
@@ -623,13 +670,7 @@ impl<'a> Session<'a> {
 
     /// Sends our close frame, then finishes as `then` says. Best effort: the connection is
     /// closed afterwards whatever happens here.
-    fn close(
-        &mut self,
-        code: CloseCode,
-        reason: &str,
-        then: Closing,
-        incoming: &Receiver<Vec<u8>>,
-    ) {
+    fn close(&mut self, code: CloseCode, reason: &str, then: Closing) {
         self.socket
             .set_write_timeout(Some(CLOSE_WRITE_TIMEOUT))
             .ok();
@@ -643,22 +684,42 @@ impl<'a> Session<'a> {
         let deadline = Instant::now() + CLOSE_GRACE;
         match then {
             Closing::Cut => {}
-            Closing::AwaitReply => {
-                while let Ok(bytes) = incoming.recv_deadline(deadline) {
-                    self.ws.get_mut().feed(bytes);
-                    loop {
-                        match self.ws.read() {
-                            Ok(_) => {}
-                            Err(WsError::Io(e)) if e.kind() == ErrorKind::WouldBlock => break,
-                            // The client's close frame arrived (or the stream broke).
-                            Err(_) => return,
+            Closing::AwaitReply => loop {
+                match self.ws.read() {
+                    Ok(_) => {}
+                    Err(WsError::Io(e)) if e.kind() == ErrorKind::WouldBlock => {
+                        if !self.client_ready_by(deadline) {
+                            return;
                         }
+                    }
+                    // The client's close frame arrived (or the stream broke).
+                    Err(_) => return,
+                }
+            },
+            Closing::Drain => {
+                self.socket.shutdown(SocketShutdown::Write).ok();
+                let mut discard = [0u8; 1024];
+                while self.client_ready_by(deadline) {
+                    match std::io::Read::read(self.ws.get_mut(), &mut discard) {
+                        Ok(n) if n > 0 => {}
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                        // The client closed (or the connection broke).
+                        _ => return,
                     }
                 }
             }
-            Closing::Drain => {
-                self.socket.shutdown(SocketShutdown::Write).ok();
-                while incoming.recv_deadline(deadline).is_ok() {}
+        }
+    }
+
+    /// Waits until the client sent something (or closed) or `deadline` passed; true if it did.
+    fn client_ready_by(&self, deadline: Instant) -> bool {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            if transport::wait(self.socket, None, None, Some(left)).client {
+                return true;
             }
         }
     }

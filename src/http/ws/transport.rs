@@ -1,72 +1,167 @@
-//! The bytes under a WebSocket session: how one thread can both wait for the client and push
-//! events the moment they are published.
+//! The bytes under a WebSocket session: one thread both waits for its client and is woken for
+//! its own work, with no second thread and no async runtime.
 //!
-//! A blocking read cannot be woken by a channel, and a short read timeout would delay every
-//! push by up to that timeout. So a small *reader thread* does nothing but block on the socket
-//! and pass each chunk it reads into a bounded channel; the session thread waits with one
-//! `select!` on {bytes from the client, events from the hub, shutdown, its ping timer} and
-//! feeds the bytes to tungstenite through [`Transport`], whose reads never block (no bytes yet
-//! is `WouldBlock`, which tungstenite treats as "nothing yet") and whose writes go straight to
-//! the socket. Only the session thread ever writes, so frames never interleave.
+//! The session waits in one `poll(2)` on {the socket, its eventfd the fan-out makes readable
+//! when it queued events for it, the server's shutdown descriptor} with its ping deadline as
+//! the timeout (`session.rs`), then feeds what the client sent to tungstenite through
+//! [`Transport`]. Its reads never block: each is one `recv(MSG_DONTWAIT)` straight into
+//! tungstenite's own read buffer (no copy, no buffer of ours), and "nothing yet" is
+//! `WouldBlock`, which tungstenite treats as "no message yet". Writes go straight to the
+//! socket and block, bounded by its write timeout (`write_timeout_s`); the socket itself stays
+//! blocking (no `O_NONBLOCK`, which would turn those writes non-blocking too), only each read
+//! asks not to wait.
 //!
-//! The reader thread reads the stream that `Request::upgrade` returned, not a fresh clone of
-//! the socket: bytes tiny_http had already buffered behind the request head belong to the
-//! WebSocket and must not be lost.
+//! (Until this design a small reader thread per session blocked on the socket and passed
+//! chunks through a channel to a `select!`: a blocking read cannot be woken by a channel, and
+//! a short read timeout would delay every push. Polling a descriptor the fan-out can wake
+//! removed that thread, its stack and its buffers.)
+//!
+//! tiny_http may have read bytes past the upgrade request's head into its own buffer — a
+//! client may send its first frame in the same packet as the handshake. Those belong to the
+//! WebSocket: [`Upgraded::open`] takes them out of the upgraded stream before the session
+//! starts, and [`Transport`] hands them to tungstenite before anything from the socket.
 
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::TcpStream;
-use std::thread::JoinHandle;
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsRawFd;
 
-use crossbeam_channel::Receiver;
 use tiny_http::ReadWrite;
 
-/// Largest chunk one socket read passes on.
-const CHUNK_BYTES: usize = 4 * 1024;
-/// Chunks waiting for the session at most. When the session is busy, the reader blocks and
-/// TCP flow control pushes back on the client; memory stays bounded.
-const CHUNKS_QUEUED: usize = 4;
-/// The reader only copies bytes; it needs little stack.
-const READER_STACK_BYTES: usize = 64 * 1024;
-
-/// The session's side of the connection.
-pub struct Transport<'a> {
-    /// Bytes received and not yet taken by tungstenite, from `read_pos` on.
-    inbox: Vec<u8>,
-    read_pos: usize,
+/// The upgraded connection for as long as its session runs. Dropping it — the session ended,
+/// or its thread is unwinding from a panic — shuts the socket down, so the client sees the
+/// end at once and nothing of the connection outlives the session.
+pub struct Upgraded<'a> {
     socket: &'a TcpStream,
+    /// tiny_http's stream, drained (see [`Upgraded::open`]) and never read again; kept so the
+    /// connection's reader and writer end with the session, not before it.
+    _stream: Box<dyn ReadWrite + Send>,
+}
+
+impl Drop for Upgraded<'_> {
+    fn drop(&mut self) {
+        self.socket.shutdown(Shutdown::Both).ok();
+    }
+}
+
+impl<'a> Upgraded<'a> {
+    /// Takes over `stream` (what `Request::upgrade` returned over `socket`), and returns with
+    /// it every byte tiny_http had already buffered behind the request head (possibly also
+    /// some that were waiting in the socket): the first bytes the session must read.
+    ///
+    /// tiny_http's buffer is behind a `dyn Read` and its reads block, so for this one moment
+    /// the socket is non-blocking: reading the stream until `WouldBlock` empties its buffer
+    /// without waiting for the client. Nothing writes to the socket meanwhile (the 101 is
+    /// flushed, and the fan-out only queues until the session first settles).
+    pub fn open(
+        mut stream: Box<dyn ReadWrite + Send>,
+        socket: &'a TcpStream,
+    ) -> io::Result<(Upgraded<'a>, Vec<u8>)> {
+        let mut early = Vec::new();
+        socket.set_nonblocking(true)?;
+        let drained = drain(&mut stream, &mut early);
+        let restored = socket.set_nonblocking(false);
+        let upgraded = Upgraded {
+            socket,
+            _stream: stream,
+        };
+        drained.and(restored)?;
+        Ok((upgraded, early))
+    }
+}
+
+/// Reads `stream` into `into` until it has nothing more without waiting (or ends).
+fn drain(stream: &mut dyn Read, into: &mut Vec<u8>) -> io::Result<()> {
+    // As large as tiny_http's buffer, so once that is empty a read goes to the socket itself.
+    let mut chunk = [0u8; 1024];
+    loop {
+        match stream.read(&mut chunk) {
+            // The client closed already: the session's first read sees that again.
+            Ok(0) => return Ok(()),
+            Ok(n) => into.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+            // A broken connection: the session's first read finds out (and ends it) too.
+            Err(_) => return Ok(()),
+        }
+    }
+}
+
+/// The session's side of the connection, under tungstenite.
+pub struct Transport<'a> {
+    /// Bytes tiny_http read before the upgrade, from `early_pos` on; freed once taken.
+    early: Vec<u8>,
+    early_pos: usize,
+    socket: &'a TcpStream,
+    /// A read found the end of the client's stream (it closed, or the connection broke).
+    ended: bool,
 }
 
 impl<'a> Transport<'a> {
-    pub fn new(socket: &'a TcpStream) -> Transport<'a> {
+    /// `early`: what the client sent that was read before the session (see [`Upgraded::open`]).
+    pub fn new(socket: &'a TcpStream, early: Vec<u8>) -> Transport<'a> {
         Transport {
-            inbox: Vec::new(),
-            read_pos: 0,
+            early,
+            early_pos: 0,
             socket,
+            ended: false,
         }
     }
 
-    /// Makes `bytes` from the client readable.
-    pub fn feed(&mut self, bytes: Vec<u8>) {
-        if self.read_pos == self.inbox.len() {
-            self.inbox = bytes;
-        } else {
-            self.inbox.drain(..self.read_pos);
-            self.inbox.extend_from_slice(&bytes);
-        }
-        self.read_pos = 0;
+    /// Whether the client's side has ended: no more bytes will come.
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Whether bytes read before the session are still waiting for tungstenite (a `poll` on
+    /// the socket cannot see them).
+    pub fn has_early_bytes(&self) -> bool {
+        self.early_pos < self.early.len()
     }
 }
 
 impl Read for Transport<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let waiting = &self.inbox[self.read_pos..];
-        if waiting.is_empty() {
-            return Err(ErrorKind::WouldBlock.into());
+        if self.has_early_bytes() {
+            let waiting = &self.early[self.early_pos..];
+            let n = waiting.len().min(buf.len());
+            buf[..n].copy_from_slice(&waiting[..n]);
+            self.early_pos += n;
+            if !self.has_early_bytes() {
+                self.early = Vec::new();
+                self.early_pos = 0;
+            }
+            return Ok(n);
         }
-        let n = waiting.len().min(buf.len());
-        buf[..n].copy_from_slice(&waiting[..n]);
-        self.read_pos += n;
-        Ok(n)
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            // SAFETY: recv writes at most `buf.len()` bytes into `buf`, which we borrow
+            // mutably for the call.
+            let got = unsafe {
+                libc::recv(
+                    self.socket.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if let Ok(got) = usize::try_from(got) {
+                if got == 0 {
+                    self.ended = true;
+                }
+                return Ok(got);
+            }
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                ErrorKind::Interrupted => continue,
+                ErrorKind::WouldBlock => return Err(err),
+                _ => {
+                    self.ended = true;
+                    return Err(err);
+                }
+            }
+        }
     }
 }
 
@@ -100,89 +195,191 @@ fn timed_out(e: io::Error) -> io::Error {
     }
 }
 
-/// The reader thread, owned by the session's connection thread. Dropping it — when the
-/// session ends, or while unwinding from a panic — shuts the socket down, which ends the
-/// thread's blocking read, and joins it: a session never leaves its reader (and the reader's
-/// handle on the socket) behind.
-pub struct Reader<'a> {
-    socket: &'a TcpStream,
-    thread: Option<JoinHandle<()>>,
+/// What a [`wait`] found ready.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ready {
+    /// The client sent something, closed, or the connection broke.
+    pub client: bool,
+    pub woken: bool,
+    pub stop: bool,
 }
 
-impl Drop for Reader<'_> {
-    fn drop(&mut self) {
-        self.socket.shutdown(std::net::Shutdown::Both).ok();
-        if let Some(thread) = self.thread.take() {
-            thread.join().ok();
-        }
-    }
-}
-
-/// Starts the reader thread over the upgraded `stream` (whose socket is `socket`). The channel
-/// disconnects when the client closes its side or the socket is shut down (which is how the
-/// returned [`Reader`] stops the thread).
-pub fn spawn_reader<'a>(
-    mut stream: Box<dyn ReadWrite + Send>,
-    name: String,
-    socket: &'a TcpStream,
-) -> io::Result<(Receiver<Vec<u8>>, Reader<'a>)> {
-    let (tx, rx) = crossbeam_channel::bounded(CHUNKS_QUEUED);
-    let handle = std::thread::Builder::new()
-        .name(name)
-        .stack_size(READER_STACK_BYTES)
-        .spawn(move || {
-            let mut buf = vec![0u8; CHUNK_BYTES];
-            loop {
-                match stream.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        if tx.send(buf[..n].to_vec()).is_err() {
-                            break;
-                        }
-                    }
-                    // The socket's read timeout (`request_timeout_s`) only bounds each wait
-                    // here; whether the client is alive is the session's ping's business.
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                        ) => {}
-                    Err(_) => break,
-                }
-            }
-        })?;
-    let reader = Reader {
-        socket,
-        thread: Some(handle),
+/// Waits up to `timeout` (`None`: no limit) until the socket has something to read (or has
+/// ended), or `woken` or `stop` is readable. A signal's interruption returns nothing ready; the
+/// caller's loop simply waits again.
+pub fn wait(
+    socket: &TcpStream,
+    woken: Option<std::os::fd::BorrowedFd<'_>>,
+    stop: Option<std::os::fd::BorrowedFd<'_>>,
+    timeout: Option<std::time::Duration>,
+) -> Ready {
+    let entry = |fd: libc::c_int| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
     };
-    Ok((rx, reader))
+    // A negative descriptor is skipped by poll.
+    let mut fds = [
+        entry(socket.as_raw_fd()),
+        entry(woken.map_or(-1, |fd| fd.as_raw_fd())),
+        entry(stop.map_or(-1, |fd| fd.as_raw_fd())),
+    ];
+    let timeout_ms = match timeout {
+        None => -1,
+        // Rounded up: waking a little before a deadline would only make us wait again.
+        Some(timeout) => {
+            let ms = timeout.as_micros().div_ceil(1000);
+            libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX)
+        }
+    };
+    // SAFETY: poll reads and writes the three pollfds of an array we own, for the call.
+    let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    if ready <= 0 {
+        return Ready::default();
+    }
+    Ready {
+        client: fds[0].revents != 0,
+        woken: fds[1].revents != 0,
+        stop: fds[2].revents != 0,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wake::WakeFd;
     use std::net::TcpListener;
+    use std::os::fd::AsFd;
+    use std::time::{Duration, Instant};
+
+    /// (server side, client side) of a loopback connection.
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        (server, client)
+    }
+
+    fn would_block(transport: &mut Transport<'_>) -> bool {
+        let mut buf = [0u8; 8];
+        matches!(transport.read(&mut buf), Err(e) if e.kind() == ErrorKind::WouldBlock)
+    }
 
     #[test]
-    fn reads_what_was_fed_then_would_block() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let socket = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let mut transport = Transport::new(&socket);
+    fn early_bytes_come_first_then_the_socket_without_blocking() {
+        let (server, mut client) = pair();
+        server
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut transport = Transport::new(&server, b"abcdef".to_vec());
+        assert!(transport.has_early_bytes());
+        client.write_all(b"gh").unwrap();
         let mut buf = [0u8; 4];
-        assert_eq!(
-            transport.read(&mut buf).unwrap_err().kind(),
-            ErrorKind::WouldBlock
-        );
-        transport.feed(b"abcdef".to_vec());
         assert_eq!(transport.read(&mut buf).unwrap(), 4);
         assert_eq!(&buf, b"abcd");
-        transport.feed(b"gh".to_vec());
-        let mut rest = [0u8; 8];
-        assert_eq!(transport.read(&mut rest).unwrap(), 4);
-        assert_eq!(&rest[..4], b"efgh");
-        assert_eq!(
-            transport.read(&mut rest).unwrap_err().kind(),
-            ErrorKind::WouldBlock
+        assert_eq!(transport.read(&mut buf).unwrap(), 2);
+        assert_eq!(&buf[..2], b"ef");
+        assert!(!transport.has_early_bytes());
+        // The socket's own bytes, once poll says they are there.
+        assert!(wait(&server, None, None, Some(Duration::from_secs(10))).client);
+        assert_eq!(transport.read(&mut buf).unwrap(), 2);
+        assert_eq!(&buf[..2], b"gh");
+        // Nothing more: at once, whatever the socket's read timeout.
+        let started = Instant::now();
+        assert!(would_block(&mut transport));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(!transport.ended());
+        drop(client);
+        assert!(wait(&server, None, None, Some(Duration::from_secs(10))).client);
+        assert_eq!(transport.read(&mut buf).unwrap(), 0);
+        assert!(transport.ended());
+    }
+
+    #[test]
+    fn wait_says_which_input_is_ready_and_times_out() {
+        let (server, mut client) = pair();
+        let woken = WakeFd::new().unwrap();
+        let stop = WakeFd::new().unwrap();
+        let started = Instant::now();
+        let none = wait(
+            &server,
+            Some(woken.as_fd()),
+            Some(stop.as_fd()),
+            Some(Duration::from_millis(30)),
         );
+        assert_eq!(none, Ready::default());
+        assert!(started.elapsed() >= Duration::from_millis(30));
+        woken.wake();
+        let ready = wait(&server, Some(woken.as_fd()), Some(stop.as_fd()), None);
+        assert_eq!(
+            ready,
+            Ready {
+                woken: true,
+                ..Ready::default()
+            }
+        );
+        woken.clear();
+        stop.wake();
+        client.write_all(b"x").unwrap();
+        // Both, once the byte has crossed the loopback.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let ready = loop {
+            let ready = wait(&server, Some(woken.as_fd()), Some(stop.as_fd()), None);
+            if ready.client || Instant::now() > deadline {
+                break ready;
+            }
+        };
+        assert_eq!(
+            ready,
+            Ready {
+                client: true,
+                stop: true,
+                woken: false
+            }
+        );
+    }
+
+    #[test]
+    fn opening_takes_what_the_stream_buffered_and_leaves_the_socket_blocking() {
+        let (server, mut client) = pair();
+        client
+            .write_all(b"GET / HTTP/1.1\r\n\r\n\x81\x85frame")
+            .unwrap();
+        // A buffered reader that has read past the "request head", as tiny_http's does.
+        let mut buffered = std::io::BufReader::with_capacity(1024, server.try_clone().unwrap());
+        let mut head = String::new();
+        while !head.ends_with("\r\n\r\n") {
+            std::io::BufRead::read_line(&mut buffered, &mut head).unwrap();
+        }
+        struct Stream<R>(R);
+        impl<R: Read> Read for Stream<R> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                self.0.read(buf)
+            }
+        }
+        impl<R> Write for Stream<R> {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let (upgraded, early) = Upgraded::open(Box::new(Stream(buffered)), &server).unwrap();
+        assert_eq!(early, b"\x81\x85frame");
+        // Still blocking: a read with a timeout waits for it.
+        server
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let started = Instant::now();
+        let mut byte = [0u8];
+        assert!((&server).read(&mut byte).is_err());
+        assert!(started.elapsed() >= Duration::from_millis(40));
+        // Dropping it shuts the socket down: the client sees the end.
+        drop(upgraded);
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        assert_eq!(client.read(&mut byte).unwrap(), 0);
     }
 }

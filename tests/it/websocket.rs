@@ -1,0 +1,176 @@
+//! The WebSocket session's own mechanics, seen from outside: what a connection costs in threads,
+//! bytes sent together with the handshake, and many messages in one packet. (The contract's
+//! messages, close codes and client libraries are tested in tests/python.)
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tungstenite::Message;
+use tungstenite::protocol::Role;
+
+use crate::common::*;
+
+type Ws = tungstenite::WebSocket<TcpStream>;
+
+fn threads(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("Threads: in /proc/PID/status")
+}
+
+fn next_json(ws: &mut Ws) -> Value {
+    loop {
+        match ws.read().expect("a WebSocket message") {
+            Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("expected a text message, got {other:?}"),
+        }
+    }
+}
+
+fn send(ws: &mut Ws, text: &str) {
+    ws.send(Message::Text(text.into())).unwrap();
+}
+
+fn open(port: u16) -> Ws {
+    let stream = connect(port);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let (mut ws, response) = tungstenite::client::client(url.as_str(), stream).unwrap();
+    assert_eq!(response.status().as_u16(), 101);
+    assert_eq!(next_json(&mut ws)["type"], "connected");
+    ws
+}
+
+/// A masked client text frame (RFC 6455 §5.3), for payloads under 126 bytes.
+fn client_frame(text: &str) -> Vec<u8> {
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    let len = u8::try_from(text.len()).unwrap();
+    assert!(len < 126);
+    let mut frame = vec![0x81, 0x80 | len];
+    frame.extend_from_slice(&mask);
+    frame.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+fn handshake(port: u16) -> Vec<u8> {
+    format!(
+        "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// Reads the 101 answer's head byte by byte (so nothing after it is taken) and returns the
+/// stream as a client WebSocket.
+fn after_head(mut stream: TcpStream) -> Ws {
+    let mut head = Vec::new();
+    let mut byte = [0u8];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    tungstenite::WebSocket::from_raw_socket(stream, Role::Client, None)
+}
+
+fn expect_pongs(ws: &mut Ws, count: usize) {
+    for i in 0..count {
+        let message = next_json(ws);
+        assert_eq!(message["type"], "pong", "message {i}: {message}");
+    }
+}
+
+/// Each WebSocket client costs the server one thread (its connection's), not two; all of them
+/// get a live event; and the threads go when the clients do.
+#[test]
+fn each_websocket_client_costs_one_thread() {
+    const CLIENTS: usize = 20;
+    let server = Server::start(&[]);
+    let port = server.port();
+    let before = threads(server.pid());
+    let mut clients: Vec<Ws> = (0..CLIENTS).map(|_| open(port)).collect();
+    for ws in &mut clients {
+        send(
+            ws,
+            r#"{"type":"subscribe","event_types":["doorbell_pressed"]}"#,
+        );
+        assert_eq!(next_json(ws)["type"], "subscribed");
+    }
+    let with_clients = threads(server.pid());
+    // Exact ceiling (a thread per client; the harness's own earlier connection may still be
+    // ending, which can only lower the count), loose floor.
+    assert!(
+        with_clients <= before + CLIENTS,
+        "{CLIENTS} WebSocket clients took {} threads",
+        with_clients.saturating_sub(before)
+    );
+    assert!(
+        with_clients + 2 >= before + CLIENTS,
+        "{before} threads before, {with_clients} with {CLIENTS} clients"
+    );
+    let event = trigger(port, None);
+    for ws in &mut clients {
+        let message = next_json(ws);
+        assert_eq!(message["type"], "live_event", "{message}");
+        assert_eq!(message["event"]["id"], event["id"]);
+    }
+    drop(clients);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while threads(server.pid()) > before {
+        assert!(
+            Instant::now() < deadline,
+            "{} threads left after the clients went, {before} before",
+            threads(server.pid())
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A client may send its first messages in the same packet as its handshake: the server read
+/// them together with the request head, and they must still be answered, all of them, though
+/// there are more than the session answers in one turn.
+#[test]
+fn messages_sent_with_the_handshake_are_answered() {
+    let server = Server::start(&[]);
+    let port = server.port();
+    let mut packet = handshake(port);
+    for _ in 0..40 {
+        packet.extend(client_frame(r#"{"type":"ping"}"#));
+    }
+    let mut stream = connect(port);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(&packet).unwrap();
+    let mut ws = after_head(stream);
+    assert_eq!(next_json(&mut ws)["type"], "connected");
+    expect_pongs(&mut ws, 40);
+}
+
+/// Many messages in one packet, later in the session: all are answered, also those tungstenite
+/// read ahead while the session answered the first ones (a `poll` on the socket cannot see
+/// them).
+#[test]
+fn a_burst_of_messages_in_one_packet_is_answered_in_full() {
+    let server = Server::start(&[]);
+    let port = server.port();
+    let mut ws = open(port);
+    let burst: Vec<u8> = (0..100)
+        .flat_map(|_| client_frame(r#"{"type":"ping"}"#))
+        .collect();
+    ws.get_mut().write_all(&burst).unwrap();
+    expect_pongs(&mut ws, 100);
+    // The session still waits for more.
+    send(&mut ws, r#"{"type":"ping"}"#);
+    expect_pongs(&mut ws, 1);
+}
