@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::{Role as WsRole, WebSocketConfig};
-use tungstenite::{Error as WsError, Message, WebSocket};
+use tungstenite::protocol::{Role as WsRole, WebSocketConfig, WebSocketContext};
+use tungstenite::{Error as WsError, Message};
 
 use super::commands::{self, Outcome};
 use super::protocol::{self, ClientMessage, CommandName, ErrorCode, Refusal};
@@ -165,7 +165,14 @@ impl End {
 }
 
 pub struct Session<'a> {
-    ws: WebSocket<Transport<'a>>,
+    /// The client's bytes and our writes.
+    transport: Transport<'a>,
+    /// tungstenite's protocol state, with its read buffer (4 KiB + what it holds) and write
+    /// buffer. `None` while *parked*: between messages (nothing of the client's held, nothing
+    /// of ours pending) the session drops it before it waits, and a fresh one — identical, as
+    /// a server's state between messages is only "open" — is made when the client next sends
+    /// something or the session writes a frame of its own.
+    ws: Option<WebSocketContext>,
     socket: &'a TcpStream,
     ctx: &'a Ctx,
     opened: Opened,
@@ -199,11 +206,8 @@ impl<'a> Session<'a> {
         stop: BorrowedFd<'a>,
     ) -> Session<'a> {
         Session {
-            ws: WebSocket::from_raw_socket(
-                Transport::new(socket, early),
-                WsRole::Server,
-                Some(config()),
-            ),
+            transport: Transport::new(socket, early),
+            ws: None,
             socket,
             ctx,
             pending_replay: opened.last_event_id,
@@ -265,10 +269,13 @@ impl<'a> Session<'a> {
         let mut deep = true;
         // Whether client bytes may wait where `poll` cannot see them: read before the session
         // (behind the handshake), or in tungstenite's buffer after a turn cut short.
-        let mut unread = self.ws.get_ref().has_early_bytes();
+        let mut unread = self.transport.has_early_bytes();
         loop {
             if let Err(end) = self.settle() {
                 return end;
+            }
+            if !unread {
+                self.park();
             }
             if std::mem::take(&mut deep) {
                 crate::stack::release_unused();
@@ -412,9 +419,7 @@ impl<'a> Session<'a> {
                 Closing::Cut,
             )),
             None if now >= self.heard_at + self.heartbeat => {
-                self.ws
-                    .send(Message::Ping(PING_PAYLOAD.to_vec()))
-                    .map_err(|e| End::write_failed(&e, &self.latch))?;
+                self.send_message(Message::Ping(PING_PAYLOAD.to_vec()))?;
                 self.ping_sent_at = Some(now);
                 Ok(())
             }
@@ -437,7 +442,8 @@ impl<'a> Session<'a> {
                 return Ok(true);
             }
             handled += 1;
-            match self.ws.read() {
+            let (ws, transport) = self.protocol();
+            match ws.read(transport) {
                 Ok(Message::Text(text)) => self.handle_text(&text)?,
                 Ok(Message::Binary(_)) => {
                     return Err(End::close(
@@ -457,7 +463,7 @@ impl<'a> Session<'a> {
                 }
                 // The client's side ended without a close frame (it closed the connection, or
                 // the connection broke), seen by our read rather than our write.
-                Err(_) if self.ws.get_ref().ended() => {
+                Err(_) if self.transport.ended() => {
                     return Err(End::Gone("closed the connection".into()));
                 }
                 Err(WsError::Capacity(e)) => {
@@ -490,9 +496,33 @@ impl<'a> Session<'a> {
     }
 
     fn send(&mut self, text: String) -> Result<(), End> {
-        self.ws
-            .send(Message::Text(text))
-            .map_err(|e| End::write_failed(&e, &self.latch))
+        self.send_message(Message::Text(text))
+    }
+
+    fn send_message(&mut self, message: Message) -> Result<(), End> {
+        let (ws, transport) = self.protocol();
+        send_on(ws, transport, message).map_err(|e| End::write_failed(&e, &self.latch))
+    }
+
+    /// tungstenite's state (made afresh if parked) and the transport it reads and writes.
+    fn protocol(&mut self) -> (&mut WebSocketContext, &mut Transport<'a>) {
+        let ws = self
+            .ws
+            .get_or_insert_with(|| WebSocketContext::new(WsRole::Server, Some(config())));
+        (ws, &mut self.transport)
+    }
+
+    /// Drops tungstenite's state before a wait if it holds nothing that matters: the client is
+    /// between messages — every byte it sent is in frames tungstenite has read whole (it said
+    /// `WouldBlock`, so none is left unparsed; the caller knows no turn was cut short) and no
+    /// fragmented message is open — and the connection is open with nothing of ours pending
+    /// (every write is flushed at once; a pong is flushed by the read that said `WouldBlock`).
+    fn park(&mut self) {
+        let idle = self.ws.as_ref().is_some_and(WebSocketContext::can_write)
+            && self.transport.between_messages();
+        if idle {
+            self.ws = None;
+        }
     }
 
     fn refuse(&mut self, refusal: &Refusal) -> Result<(), End> {
@@ -578,33 +608,45 @@ impl<'a> Session<'a> {
     /// Sends every stored event after `after` that the client subscribes to, before any live
     /// one; live events already sent this way are skipped by the cursor.
     fn replay(&mut self, after: u64) -> Result<(), End> {
+        self.protocol();
         let Session {
-            ws,
+            ws: Some(ws),
+            transport,
             ctx,
             cursor,
             subscriptions,
             events_sent,
             latch,
             ..
-        } = self;
+        } = self
+        else {
+            unreachable!("made by `protocol` just above");
+        };
         cursor
             .replay(ctx.events.reader(), after, |item| {
                 match item {
-                    Replayed::Gap { from, to } => ws.send(Message::Text(protocol::gap(from, to))),
+                    Replayed::Gap { from, to } => {
+                        send_on(ws, transport, Message::Text(protocol::gap(from, to)))
+                    }
                     Replayed::Reset {
                         last_event_id,
                         newest_id,
-                    } => ws.send(Message::Text(protocol::reset(last_event_id, newest_id))),
+                    } => send_on(
+                        ws,
+                        transport,
+                        Message::Text(protocol::reset(last_event_id, newest_id)),
+                    ),
                     Replayed::Event(event) if subscriptions.wants(&event.event_type) => {
                         let frame = live_event_frame(&event.to_json().to_string());
-                        ws.get_mut().write_all(&frame).map_err(WsError::Io)?;
+                        transport
+                            .write_all(&frame)
+                            .map_err(|e| Box::new(WsError::Io(e)))?;
                         *events_sent += 1;
                         ctx.metrics.ws_events_sent.fetch_add(1, Ordering::Relaxed);
                         Ok(())
                     }
                     Replayed::Event(_) | Replayed::PageEnd => Ok(()),
                 }
-                .map_err(Box::new)
             })
             .map_err(|err| match err {
                 // The client's connection failed (or the hub cut it): like any other write.
@@ -626,8 +668,7 @@ impl<'a> Session<'a> {
             // not even the close frame of an eviction.
             if let Some(head) = events.next() {
                 self.cursor.advance(head.event.id);
-                self.ws
-                    .get_mut()
+                self.transport
                     .write_all(&head.ws_frame[backlog.head_sent..])
                     .map_err(|e| End::write_failed(&WsError::Io(e), &self.latch))?;
                 self.count_sent(1);
@@ -637,9 +678,10 @@ impl<'a> Session<'a> {
             return Err(self.fell_behind());
         }
         // A pong tungstenite still holds goes out before our raw frames.
-        self.ws
-            .flush()
-            .map_err(|e| End::write_failed(&e, &self.latch))?;
+        if let Some(ws) = &mut self.ws {
+            ws.flush(&mut self.transport)
+                .map_err(|e| End::write_failed(&e, &self.latch))?;
+        }
         let mut frames: Vec<&[u8]> = Vec::with_capacity(backlog.events.len());
         for event in events {
             // Until the first subscribe, a client that asked for a replay gets nothing live:
@@ -653,7 +695,7 @@ impl<'a> Session<'a> {
                 frames.push(&event.ws_frame);
             }
         }
-        write_all_vectored(self.ws.get_mut(), &frames)
+        write_all_vectored(&mut self.transport, &frames)
             .map_err(|e| End::write_failed(&WsError::Io(e), &self.latch))?;
         self.count_sent(frames.len());
         Ok(())
@@ -678,14 +720,16 @@ impl<'a> Session<'a> {
             code,
             reason: truncate_reason(reason).into(),
         };
-        if self.ws.close(Some(frame)).is_err() {
+        let (ws, transport) = self.protocol();
+        if ws.close(transport, Some(frame)).is_err() {
             return;
         }
         let deadline = Instant::now() + CLOSE_GRACE;
         match then {
             Closing::Cut => {}
             Closing::AwaitReply => loop {
-                match self.ws.read() {
+                let (ws, transport) = self.protocol();
+                match ws.read(transport) {
                     Ok(_) => {}
                     Err(WsError::Io(e)) if e.kind() == ErrorKind::WouldBlock => {
                         if !self.client_ready_by(deadline) {
@@ -700,7 +744,7 @@ impl<'a> Session<'a> {
                 self.socket.shutdown(SocketShutdown::Write).ok();
                 let mut discard = [0u8; 1024];
                 while self.client_ready_by(deadline) {
-                    match std::io::Read::read(self.ws.get_mut(), &mut discard) {
+                    match std::io::Read::read(&mut self.transport, &mut discard) {
                         Ok(n) if n > 0 => {}
                         Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                         // The client closed (or the connection broke).
@@ -723,6 +767,16 @@ impl<'a> Session<'a> {
             }
         }
     }
+}
+
+/// Sends `message` now (what `WebSocket::send` does).
+fn send_on(
+    ws: &mut WebSocketContext,
+    transport: &mut Transport<'_>,
+    message: Message,
+) -> Result<(), Box<WsError>> {
+    ws.write(transport, message)?;
+    Ok(ws.flush(transport)?)
 }
 
 fn bad_params(message: String) -> Refusal {
