@@ -41,6 +41,7 @@ const PACE_SLICE: Duration = Duration::from_millis(250);
 
 /// `GET /api/events/{id}/clip.mjpeg[?download=1]`. Returns whether the connection may carry
 /// another request (only after a download or an error reply).
+#[inline(never)]
 pub fn serve(request: Request, id: u64, target: &Target, conn: &Conn, ctx: &Ctx) -> bool {
     let download = match target.get("download") {
         None | Some("0") | Some("false") => false,

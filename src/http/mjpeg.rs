@@ -133,6 +133,7 @@ fn set_send_buffer(conn: &Conn) {
 }
 
 /// `GET /stream/video`. Returns false: the stream ends the connection.
+#[inline(never)]
 pub fn stream(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool {
     let asked = match parse_request(target, conn, ctx) {
         Ok(asked) => asked,

@@ -140,24 +140,59 @@ fn parse_id(text: &str) -> Result<u64, Reply> {
         .map_err(|why| reply::error(400, "bad_request", &format!("event id {text:?} {why}")))
 }
 
-/// Answers one request. Returns whether the connection may carry another request.
-pub fn handle(mut request: Request, conn: &Conn, ctx: &Ctx) -> bool {
+/// What answering one request left its connection with.
+pub enum Handled<'c> {
+    /// Answered: whether the connection may carry another request.
+    Answered(bool),
+    /// An event stream took the connection over and is open. The wait runs it until it ends,
+    /// after which the connection closes. The connection thread calls it from its outermost
+    /// frame, after this request's routing and opening frames are gone: an idle stream then
+    /// keeps two stack pages resident rather than four (see `crate::stack`).
+    Stream(StreamWait<'c>),
+}
+
+/// The rest of a stream's life, from its first wait to its end.
+pub type StreamWait<'c> = Box<dyn FnOnce() + 'c>;
+
+impl<'c> Handled<'c> {
+    /// Keeps `scope` (which names the request in a panic's log line) for as long as the
+    /// stream runs.
+    fn scoped(self, scope: panics::RequestScope) -> Handled<'c> {
+        match self {
+            Handled::Stream(wait) => Handled::Stream(Box::new(move || {
+                let _scope = scope;
+                wait();
+            })),
+            answered => answered,
+        }
+    }
+}
+
+/// Answers one request, or opens the stream it asks for.
+#[inline(never)]
+pub fn handle<'c>(mut request: Request, conn: &'c Conn, ctx: &'c Ctx) -> Handled<'c> {
     ctx.metrics.http_requests.fetch_add(1, Ordering::Relaxed);
     let target = Target::parse(request.url());
-    let _scope = panics::RequestScope::enter(request.method().as_str(), &target.path, &conn.peer);
+    let scope = panics::RequestScope::enter(request.method().as_str(), &target.path, &conn.peer);
     panics::injected("route", &target.path);
     if cors::is_preflight(&request) {
         let reply = cors::preflight(&request, &ctx.http.allowed_origins);
-        return respond(request, reply, ctx);
+        return Handled::Answered(respond(request, reply, ctx));
     }
     let (reply, close) = match admit(&mut request, &target, conn, ctx) {
         Err(reply) => (reply, false),
         // Streams take the connection over and end it when they finish.
-        Ok(Route::StreamEvents) => return sse::events(request, &target, conn, ctx),
-        Ok(Route::StreamStatus) => return sse::status(request, &target, conn, ctx),
-        Ok(Route::StreamVideo) => return mjpeg::stream(request, &target, conn, ctx),
-        Ok(Route::EventClip(id)) => return clip::serve(request, id, &target, conn, ctx),
-        Ok(Route::WebSocket) => return ws::serve(request, &target, conn, ctx),
+        Ok(Route::StreamEvents) => return sse::events(request, &target, conn, ctx).scoped(scope),
+        Ok(Route::StreamStatus) => {
+            return Handled::Answered(sse::status(request, &target, conn, ctx));
+        }
+        Ok(Route::StreamVideo) => {
+            return Handled::Answered(mjpeg::stream(request, &target, conn, ctx));
+        }
+        Ok(Route::EventClip(id)) => {
+            return Handled::Answered(clip::serve(request, id, &target, conn, ctx));
+        }
+        Ok(Route::WebSocket) => return Handled::Answered(ws::serve(request, &target, conn, ctx)),
         Ok(route) => {
             let Outcome { reply, close } = answer(route, &mut request, &target, conn, ctx);
             (reply, close)
@@ -170,10 +205,13 @@ pub fn handle(mut request: Request, conn: &Conn, ctx: &Ctx) -> bool {
         target.path,
         reply.status_code().0
     );
-    respond(request, reply, ctx) && !close
+    let keep_alive = respond(request, reply, ctx) && !close;
+    drop(scope);
+    Handled::Answered(keep_alive)
 }
 
 /// Sends `reply`, counts it, and says whether the connection may carry another request.
+#[inline(never)]
 pub fn respond(request: Request, reply: Reply, ctx: &Ctx) -> bool {
     let status = reply.status_code().0;
     if (400..500).contains(&status) {
@@ -225,6 +263,7 @@ fn has_chunked_body(request: &Request) -> bool {
 }
 
 /// Resolves the route and checks the caller may use it: host, token (throttled), role, origin.
+#[inline(never)]
 fn admit(request: &mut Request, target: &Target, conn: &Conn, ctx: &Ctx) -> Result<Route, Reply> {
     let tokens = &ctx.http.tokens;
     if tokens.is_empty()
@@ -322,6 +361,10 @@ fn refuse_foreign_post(request: &Request, ctx: &Ctx) -> Result<(), Reply> {
     Ok(())
 }
 
+/// Never inlined, like the stream handlers `handle` dispatches to: whatever the other routes
+/// keep on the stack must not widen `handle`'s frame, under which an event stream waits for
+/// hours (every page of that chain stays resident per idle stream; see `crate::stack`).
+#[inline(never)]
 fn answer(route: Route, request: &mut Request, target: &Target, conn: &Conn, ctx: &Ctx) -> Outcome {
     match route {
         Route::Static => static_files::serve(request, &target.path, ctx).into(),

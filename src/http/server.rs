@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use tiny_http::{ClientConnection, HeadLimits};
 
-use super::router;
+use super::router::{self, Handled};
 use crate::ctx::Ctx;
 use crate::metrics::Metrics;
 
@@ -424,10 +424,18 @@ fn refuse(mut stream: TcpStream, why: &str) {
 /// handler that panics ends the connection: the panic is logged once, with its request
 /// (`panics::install_hook`), and everything the connection held is released by the guards
 /// that own it as the stack unwinds (slots, subscriptions, the registry entry, the socket).
+#[inline(never)]
 fn serve_connection(stream: TcpStream, conn: &Conn, ctx: &Ctx, limits: HeadLimits) {
-    let requests = ClientConnection::from_tcp_stream(stream, limits);
-    for request in requests {
-        let handled = panic::catch_unwind(AssertUnwindSafe(|| router::handle(request, conn, ctx)));
+    let mut requests = ClientConnection::from_tcp_stream(stream, limits);
+    while let Some(request) = next_request(&mut requests) {
+        let handled = panic::catch_unwind(AssertUnwindSafe(|| router::handle(request, conn, ctx)))
+            .and_then(|handled| match handled {
+                Handled::Answered(keep_alive) => Ok(keep_alive),
+                // The stream's long wait runs from here, not from under the router's frames.
+                Handled::Stream(wait) => {
+                    panic::catch_unwind(AssertUnwindSafe(wait)).map(|()| false)
+                }
+            });
         match handled {
             Ok(true) if !ctx.shutdown.is_triggered() => {}
             Ok(_) => break,
@@ -437,7 +445,18 @@ fn serve_connection(stream: TcpStream, conn: &Conn, ctx: &Ctx, limits: HeadLimit
             }
         }
     }
+    // Dropping the connection flushes what tiny_http still buffers (an error answer to a
+    // malformed request) before the FIN.
+    drop(requests);
     linger_close(&conn.socket);
+}
+
+/// Reads and parses the next request head. Out of line: parsing needs kilobytes of stack,
+/// which must be gone again before a handler settles into a long wait under this frame (an
+/// event stream keeps every page of its call chain resident; see `crate::stack`).
+#[inline(never)]
+fn next_request(requests: &mut ClientConnection) -> Option<tiny_http::Request> {
+    requests.next()
 }
 
 /// Paces [`Conn::client_gone`] checks in a loop that may wake often (a poll a frame would be
@@ -483,6 +502,11 @@ const LINGER_TIME: Duration = Duration::from_millis(500);
 /// (briefly, boundedly) before closing. Closing a socket with unread bytes in it sends a reset,
 /// which can destroy the error answer we just wrote before the client reads it — exactly when
 /// it matters, after a malformed or refused request whose rest is still arriving.
+///
+/// Never inlined: its 4 KiB buffer would otherwise sit in the connection thread's outermost
+/// frame, under which an event stream waits for hours, and push every page of the stream's
+/// call chain 4 KiB deeper (one more resident page per idle stream; see `crate::stack`).
+#[inline(never)]
 fn linger_close(socket: &TcpStream) {
     if socket.shutdown(SocketShutdown::Write).is_err() {
         return;

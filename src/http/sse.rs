@@ -32,7 +32,7 @@ use super::cors;
 use super::panics;
 use super::query::{IdFloor, Target, client_id, parse_event_id};
 use super::reply;
-use super::router::{respond, respond_stream_head};
+use super::router::{Handled, respond, respond_stream_head};
 use super::server::{Conn, HangupCheck};
 use crate::ctx::Ctx;
 use crate::events::event::valid_event_type;
@@ -158,6 +158,7 @@ impl EventStream<'_> {
 
     /// Writes queued events (those new to the cursor and wanted) in one `writev` of their
     /// shared bytes, after the rest of the first one if the fan-out sent part of it.
+    #[inline(never)]
     fn write_backlog(&mut self, socket: &TcpStream, backlog: &Backlog) -> std::io::Result<()> {
         self.cursor.skip_to(backlog.handled);
         let mut parts: Vec<&[u8]> = Vec::with_capacity(backlog.events.len());
@@ -226,19 +227,71 @@ impl EventStream<'_> {
     }
 }
 
-/// `GET /stream/events`. Returns false: the stream ends the connection.
-pub fn events(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool {
+/// `GET /stream/events`: opens the stream (parsing, subscribing, the `connected` block, the
+/// replay) and returns its wait, which the connection thread runs from its outermost frame
+/// once the deep, wide frames of routing and opening are gone ([`Handled::Stream`]).
+#[inline(never)]
+pub fn events<'c>(request: Request, target: &Target, conn: &'c Conn, ctx: &'c Ctx) -> Handled<'c> {
+    match open_events(request, target, conn, ctx) {
+        Err(keep_alive) => Handled::Answered(keep_alive),
+        // Boxed: the open stream's state stays on the heap, off the waiting thread's stack.
+        Ok(open) => {
+            let mut open = Box::new(open);
+            Handled::Stream(Box::new(move || open.run(conn, ctx)))
+        }
+    }
+}
+
+/// An event stream opened and replayed, with what must live as long as it does.
+/// Fields drop in this order: the stream, tiny_http's writer, the subscription, the slot.
+struct OpenEvents<'c> {
+    stream: EventStream<'c>,
+    /// tiny_http's writer for this connection, unused: the stream writes to the socket itself.
+    _held_writer: Option<Box<dyn Write + Send>>,
+    outlet: Outlet,
+    client_id: String,
+    /// This stream's place under `max_sse_clients`.
+    _slot: crate::metrics::ClientSlot<'c>,
+}
+
+impl OpenEvents<'_> {
+    /// Waits out the stream's life (see [`live`]) and logs why it ended.
+    fn run(&mut self, conn: &Conn, ctx: &Ctx) {
+        let reason = live(&mut self.stream, &self.outlet, conn, ctx);
+        log::info!(
+            "SSE client {} disconnected: {reason} ({} events sent)",
+            self.client_id,
+            self.stream.sent + self.outlet.sent()
+        );
+    }
+}
+
+/// Everything before the wait: answers the request itself when no stream opens (`Err`: whether
+/// the connection may carry another request).
+#[inline(never)]
+fn open_events<'c>(
+    request: Request,
+    target: &Target,
+    conn: &'c Conn,
+    ctx: &'c Ctx,
+) -> Result<OpenEvents<'c>, bool> {
     let asked = match parse_request(&request, target, conn) {
         Ok(asked) => asked,
-        Err(message) => return respond(request, reply::error(400, "bad_request", &message), ctx),
+        Err(message) => {
+            return Err(respond(
+                request,
+                reply::error(400, "bad_request", &message),
+                ctx,
+            ));
+        }
     };
     if *request.method() == Method::Head {
         let limit = (ClientKind::Sse, "SSE client", ctx.http.max_sse_clients);
         let head = stream_head(&request, ctx);
-        return respond_stream_head(request, head.as_bytes(), limit, ctx);
+        return Err(respond_stream_head(request, head.as_bytes(), limit, ctx));
     }
     let Some(_slot) = ctx.metrics.admit(ClientKind::Sse, ctx.http.max_sse_clients) else {
-        return refuse_over_limit(request, ctx);
+        return Err(refuse_over_limit(request, ctx));
     };
     // Subscribe first: see the module doc for why this makes the seam exact.
     let wire = if uses_chunks(request.http_version()) {
@@ -249,7 +302,7 @@ pub fn events(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
     let Ok(sink_socket) = conn.socket.try_clone() else {
         let busy = reply::error(503, "unavailable", "the server is out of file descriptors")
             .with_header(reply::header("Retry-After", "5"));
-        return respond(request, busy, ctx);
+        return Err(respond(request, busy, ctx));
     };
     let outlet = ctx.events.subscribe_stream(
         sink_socket,
@@ -267,7 +320,7 @@ pub fn events(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
     }
     let mut held_writer = None;
     let Ok(out) = open_stream(request, conn, ctx, &mut held_writer) else {
-        return false;
+        return Err(false);
     };
     let mut stream = EventStream {
         out,
@@ -285,7 +338,7 @@ pub fn events(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
     let opened = write!(stream.out, "{RETRY}event: connected\ndata: {connected}\n\n")
         .and_then(|()| stream.out.flush());
     if opened.is_err() {
-        return false;
+        return Err(false);
     }
     log::info!(
         "SSE client {} connected from {}{}",
@@ -302,15 +355,15 @@ pub fn events(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
             "SSE client {} dropped during replay: {err}",
             asked.client_id
         );
-        return false;
+        return Err(false);
     }
-    let reason = live(&mut stream, &outlet, conn, ctx);
-    log::info!(
-        "SSE client {} disconnected: {reason} ({} events sent)",
-        asked.client_id,
-        stream.sent + outlet.sent()
-    );
-    false
+    Ok(OpenEvents {
+        stream,
+        _held_writer: held_writer,
+        outlet,
+        client_id: asked.client_id,
+        _slot,
+    })
 }
 
 /// The live part of an event stream: the fan-out writes events while this thread sleeps; it
@@ -373,10 +426,7 @@ fn live(stream: &mut EventStream, outlet: &Outlet, conn: &Conn, ctx: &Ctx) -> St
                 if idle_since.elapsed() < heartbeat {
                     continue;
                 }
-                let beat = json!({"timestamp": crate::clock::round_ms(crate::clock::unix_now())});
-                let written = write!(stream.out, "event: heartbeat\ndata: {beat}\n\n")
-                    .and_then(|()| stream.out.flush());
-                if let Err(err) = written {
+                if let Err(err) = heartbeat_block(&mut stream.out) {
                     return gone(&err);
                 }
                 last_write = Instant::now();
@@ -386,10 +436,19 @@ fn live(stream: &mut EventStream, outlet: &Outlet, conn: &Conn, ctx: &Ctx) -> St
     }
 }
 
+/// Writes a `heartbeat` block. Out of line, like everything the wait loop does besides
+/// waiting: the loop's frame stays small (see `events`).
+#[inline(never)]
+fn heartbeat_block(out: &mut StreamBody) -> std::io::Result<()> {
+    let beat = json!({"timestamp": crate::clock::round_ms(crate::clock::unix_now())});
+    write!(out, "event: heartbeat\ndata: {beat}\n\n").and_then(|()| out.flush())
+}
+
 /// Takes the socket back from the fan-out so this thread can write something of its own (a
 /// heartbeat, the last chunk). A send that filled the socket just before may have left part
 /// of an event on the wire, with the rest queued: that is written first, so nothing of ours
 /// ever lands inside an event. Err: why the stream ended meanwhile.
+#[inline(never)]
 fn take_socket(
     stream: &mut EventStream,
     outlet: &Outlet,
@@ -433,6 +492,7 @@ fn refuse_over_limit(request: Request, ctx: &Ctx) -> bool {
 
 /// `GET /stream/system-status`: `status_connected`, then the status object now and every
 /// `status_interval_s`.
+#[inline(never)]
 pub fn status(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool {
     let client_id = match client_id(target.get("client_id"), "status", conn.id) {
         Ok(id) => id,

@@ -41,6 +41,7 @@ use crate::wake::WakeFd;
 pub use self::session::MAX_MESSAGE_BYTES;
 
 /// `GET /ws`. Returns false: the session (or the refusal) ends the connection.
+#[inline(never)]
 pub fn serve(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool {
     let (opened, accept_key) = match check(&request, target, conn, ctx) {
         Ok(checked) => checked,
