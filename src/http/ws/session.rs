@@ -193,22 +193,22 @@ pub struct Session<'a> {
 }
 
 impl<'a> Session<'a> {
-    /// `early`: bytes the client sent behind its handshake, read before the session;
-    /// `wake`: the eventfd the session's outlet was subscribed with; `stop`: the server's
-    /// shutdown descriptor.
+    /// `transport`: over the client's socket, with the bytes it sent behind its handshake;
+    /// `outlet`: its place in the fan-out, subscribed with `wake`, its eventfd; `stop`: the
+    /// server's shutdown descriptor.
     pub fn new(
-        socket: &'a TcpStream,
-        early: Vec<u8>,
+        transport: Transport<'a>,
         ctx: &'a Ctx,
         opened: Opened,
         latch: Arc<EvictionLatch>,
+        outlet: Outlet,
         wake: Arc<WakeFd>,
         stop: BorrowedFd<'a>,
     ) -> Session<'a> {
         Session {
-            transport: Transport::new(socket, early),
+            socket: transport.socket(),
+            transport,
             ws: None,
-            socket,
             ctx,
             pending_replay: opened.last_event_id,
             opened,
@@ -219,7 +219,7 @@ impl<'a> Session<'a> {
             heard_at: Instant::now(),
             ping_sent_at: None,
             events_sent: 0,
-            outlet: None,
+            outlet: Some(outlet),
             wake,
             stop,
         }
@@ -227,8 +227,7 @@ impl<'a> Session<'a> {
 
     /// Runs the session to its end. Returns why it ended and how many events it pushed. The
     /// caller shuts the socket down afterwards.
-    pub fn run(mut self, outlet: Outlet) -> (String, u64) {
-        self.outlet = Some(outlet);
+    pub fn run(&mut self) -> (String, u64) {
         // Nothing is sent live before the client subscribes.
         self.update_interest();
         let end = self.serve();
@@ -256,6 +255,8 @@ impl<'a> Session<'a> {
         (reason, self.events_sent + sent_by_fanout)
     }
 
+    /// The loop. What it calls for its work is never inlined into it: the session waits for
+    /// hours in this frame, and every stack page down to it stays resident (`crate::stack`).
     fn serve(&mut self) -> End {
         if self.outlet.is_none() {
             return End::Gone("not subscribed to events".into());
@@ -328,6 +329,7 @@ impl<'a> Session<'a> {
     /// Writes whatever the fan-out queued for this session; with nothing queued, hands the
     /// socket to the fan-out for the wait (unless a replay is still to come at the first
     /// subscribe: until then live events are only drained).
+    #[inline(never)]
     fn settle(&mut self) -> Result<(), End> {
         loop {
             let attach = self.pending_replay.is_none();
@@ -404,6 +406,7 @@ impl<'a> Session<'a> {
     }
 
     /// Pings a client silent for `heartbeat_s`; drops one that then stays silent as long.
+    #[inline(never)]
     fn keep_alive(&mut self) -> Result<(), End> {
         self.begin_work()?;
         self.drain_queued()?;
@@ -430,6 +433,7 @@ impl<'a> Session<'a> {
     /// The client sent something (or closed): let tungstenite read it and act on every
     /// complete message. Returns true when it stopped after `MAX_MESSAGES_PER_TURN` messages
     /// with more perhaps already read (the caller comes back at once, after its other inputs).
+    #[inline(never)]
     fn received(&mut self) -> Result<bool, End> {
         self.begin_work()?;
         self.drain_queued()?;
@@ -517,6 +521,7 @@ impl<'a> Session<'a> {
     /// `WouldBlock`, so none is left unparsed; the caller knows no turn was cut short) and no
     /// fragmented message is open — and the connection is open with nothing of ours pending
     /// (every write is flushed at once; a pong is flushed by the read that said `WouldBlock`).
+    #[inline(never)]
     fn park(&mut self) {
         let idle = self.ws.as_ref().is_some_and(WebSocketContext::can_write)
             && self.transport.between_messages();
@@ -623,30 +628,28 @@ impl<'a> Session<'a> {
             unreachable!("made by `protocol` just above");
         };
         cursor
-            .replay(ctx.events.reader(), after, |item| {
-                match item {
-                    Replayed::Gap { from, to } => {
-                        send_on(ws, transport, Message::Text(protocol::gap(from, to)))
-                    }
-                    Replayed::Reset {
-                        last_event_id,
-                        newest_id,
-                    } => send_on(
-                        ws,
-                        transport,
-                        Message::Text(protocol::reset(last_event_id, newest_id)),
-                    ),
-                    Replayed::Event(event) if subscriptions.wants(&event.event_type) => {
-                        let frame = live_event_frame(&event.to_json().to_string());
-                        transport
-                            .write_all(&frame)
-                            .map_err(|e| Box::new(WsError::Io(e)))?;
-                        *events_sent += 1;
-                        ctx.metrics.ws_events_sent.fetch_add(1, Ordering::Relaxed);
-                        Ok(())
-                    }
-                    Replayed::Event(_) | Replayed::PageEnd => Ok(()),
+            .replay(ctx.events.reader(), after, |item| match item {
+                Replayed::Gap { from, to } => {
+                    send_on(ws, transport, Message::Text(protocol::gap(from, to)))
                 }
+                Replayed::Reset {
+                    last_event_id,
+                    newest_id,
+                } => send_on(
+                    ws,
+                    transport,
+                    Message::Text(protocol::reset(last_event_id, newest_id)),
+                ),
+                Replayed::Event(event) if subscriptions.wants(&event.event_type) => {
+                    let frame = live_event_frame(&event.to_json().to_string());
+                    transport
+                        .write_all(&frame)
+                        .map_err(|e| Box::new(WsError::Io(e)))?;
+                    *events_sent += 1;
+                    ctx.metrics.ws_events_sent.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                }
+                Replayed::Event(_) | Replayed::PageEnd => Ok(()),
             })
             .map_err(|err| match err {
                 // The client's connection failed (or the hub cut it): like any other write.
@@ -712,6 +715,7 @@ impl<'a> Session<'a> {
 
     /// Sends our close frame, then finishes as `then` says. Best effort: the connection is
     /// closed afterwards whatever happens here.
+    #[inline(never)]
     fn close(&mut self, code: CloseCode, reason: &str, then: Closing) {
         self.socket
             .set_write_timeout(Some(CLOSE_WRITE_TIMEOUT))

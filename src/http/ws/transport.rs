@@ -122,6 +122,10 @@ impl<'a> Transport<'a> {
         self.frames.between_messages()
     }
 
+    pub fn socket(&self) -> &'a TcpStream {
+        self.socket
+    }
+
     /// Whether the client's side has ended: no more bytes will come.
     pub fn ended(&self) -> bool {
         self.ended
