@@ -277,53 +277,17 @@ impl Frames {
     }
 }
 
-/// What a [`wait`] found ready.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Ready {
-    /// The client sent something, closed, or the connection broke.
-    pub client: bool,
-    pub woken: bool,
-    pub stop: bool,
-}
+pub use crate::wake::Ready;
 
 /// Waits up to `timeout` (`None`: no limit) until the socket has something to read (or has
-/// ended), or `woken` or `stop` is readable. A signal's interruption returns nothing ready; the
-/// caller's loop simply waits again.
+/// ended), or `woken` or `stop` is readable (see [`crate::wake::wait`]).
 pub fn wait(
     socket: &TcpStream,
     woken: Option<std::os::fd::BorrowedFd<'_>>,
     stop: Option<std::os::fd::BorrowedFd<'_>>,
     timeout: Option<std::time::Duration>,
 ) -> Ready {
-    let entry = |fd: libc::c_int| libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // A negative descriptor is skipped by poll.
-    let mut fds = [
-        entry(socket.as_raw_fd()),
-        entry(woken.map_or(-1, |fd| fd.as_raw_fd())),
-        entry(stop.map_or(-1, |fd| fd.as_raw_fd())),
-    ];
-    let timeout_ms = match timeout {
-        None => -1,
-        // Rounded up: waking a little before a deadline would only make us wait again.
-        Some(timeout) => {
-            let ms = timeout.as_micros().div_ceil(1000);
-            libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX)
-        }
-    };
-    // SAFETY: poll reads and writes the three pollfds of an array we own, for the call.
-    let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
-    if ready <= 0 {
-        return Ready::default();
-    }
-    Ready {
-        client: fds[0].revents != 0,
-        woken: fds[1].revents != 0,
-        stop: fds[2].revents != 0,
-    }
+    crate::wake::wait(socket, libc::POLLIN, woken, stop, timeout)
 }
 
 #[cfg(test)]
