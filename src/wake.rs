@@ -63,6 +63,58 @@ impl AsRawFd for WakeFd {
     }
 }
 
+/// What a [`wait`] found ready.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ready {
+    /// The socket reported what was asked (bytes to read, or the client's half-close), or it
+    /// ended or broke.
+    pub client: bool,
+    pub woken: bool,
+    pub stop: bool,
+}
+
+/// Waits up to `timeout` (`None`: no limit) until `socket` reports one of `socket_events`
+/// (`POLLIN` for a client whose bytes we read, `POLLRDHUP` for one that should only ever
+/// close; a hang-up or an error always counts), or `woken` or `stop` is readable. A signal's
+/// interruption returns nothing ready; the caller's loop simply waits again.
+pub fn wait(
+    socket: &impl AsRawFd,
+    socket_events: libc::c_short,
+    woken: Option<BorrowedFd<'_>>,
+    stop: Option<BorrowedFd<'_>>,
+    timeout: Option<std::time::Duration>,
+) -> Ready {
+    let entry = |fd: libc::c_int, events: libc::c_short| libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // A negative descriptor is skipped by poll.
+    let mut fds = [
+        entry(socket.as_raw_fd(), socket_events),
+        entry(woken.map_or(-1, |fd| fd.as_raw_fd()), libc::POLLIN),
+        entry(stop.map_or(-1, |fd| fd.as_raw_fd()), libc::POLLIN),
+    ];
+    let timeout_ms = match timeout {
+        None => -1,
+        // Rounded up: waking a little before a deadline would only make us wait again.
+        Some(timeout) => {
+            let ms = timeout.as_micros().div_ceil(1000);
+            libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX)
+        }
+    };
+    // SAFETY: poll reads and writes the three pollfds of an array we own, for the call.
+    let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    if ready <= 0 {
+        return Ready::default();
+    }
+    Ready {
+        client: fds[0].revents != 0,
+        woken: fds[1].revents != 0,
+        stop: fds[2].revents != 0,
+    }
+}
+
 /// Whether `fd` is readable now (a zero-timeout poll).
 #[cfg(test)]
 pub fn is_readable(fd: BorrowedFd<'_>) -> bool {

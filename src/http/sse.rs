@@ -21,6 +21,8 @@
 
 use std::io::Write;
 use std::net::{Shutdown as SocketShutdown, TcpStream};
+use std::os::fd::AsFd;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_channel::select;
@@ -39,6 +41,7 @@ use crate::events::event::valid_event_type;
 use crate::events::fanout::{Backlog, Outlet, Settled, Wire};
 use crate::events::{Cursor, ReplayError, Replayed};
 use crate::metrics::ClientKind;
+use crate::wake::{self, WakeFd};
 
 /// Queued events written in one `writev` when a slow client catches up.
 const MAX_BATCH: usize = 64;
@@ -249,6 +252,8 @@ struct OpenEvents<'c> {
     /// tiny_http's writer for this connection, unused: the stream writes to the socket itself.
     _held_writer: Option<Box<dyn Write + Send>>,
     outlet: Outlet,
+    /// Made readable by the fan-out when it queued events for this thread (or evicted it).
+    wake: Arc<WakeFd>,
     client_id: String,
     /// This stream's place under `max_sse_clients`.
     _slot: crate::metrics::ClientSlot<'c>,
@@ -257,7 +262,7 @@ struct OpenEvents<'c> {
 impl OpenEvents<'_> {
     /// Waits out the stream's life (see [`live`]) and logs why it ended.
     fn run(&mut self, conn: &Conn, ctx: &Ctx) {
-        let reason = live(&mut self.stream, &self.outlet, conn, ctx);
+        let reason = live(&mut self.stream, &self.outlet, &self.wake, conn, ctx);
         log::info!(
             "SSE client {} disconnected: {reason} ({} events sent)",
             self.client_id,
@@ -299,18 +304,22 @@ fn open_events<'c>(
     } else {
         Wire::SsePlain
     };
-    let Ok(sink_socket) = conn.socket.try_clone() else {
+    // Every descriptor the stream needs, before anything is sent: running out is a 503.
+    let descriptors = (conn.socket.try_clone(), WakeFd::new(), ctx.shutdown.fd());
+    let (Ok(sink_socket), Ok(wake), Ok(_)) = descriptors else {
         let busy = reply::error(503, "unavailable", "the server is out of file descriptors")
             .with_header(reply::header("Retry-After", "5"));
         return Err(respond(request, busy, ctx));
     };
-    let outlet = ctx.events.subscribe_stream(
+    let wake = Arc::new(wake);
+    let outlet = ctx.events.subscribe_stream_polled(
         sink_socket,
         wire,
         ctx.http.client_queue_events,
         Some(Box::new(|socket: &TcpStream| {
             socket.shutdown(SocketShutdown::Both).ok();
         })),
+        Arc::clone(&wake),
     );
     if let Some(types) = &asked.types {
         let types = types.clone();
@@ -361,17 +370,29 @@ fn open_events<'c>(
         stream,
         _held_writer: held_writer,
         outlet,
+        wake,
         client_id: asked.client_id,
         _slot,
     })
 }
 
-/// The live part of an event stream: the fan-out writes events while this thread sleeps; it
-/// wakes to write a heartbeat when the stream has been idle for `heartbeat_s`, to write what
-/// was queued for a client whose socket filled up, or to stop. Returns why the stream ended.
-fn live(stream: &mut EventStream, outlet: &Outlet, conn: &Conn, ctx: &Ctx) -> String {
+/// The live part of an event stream: the fan-out writes events while this thread sleeps in one
+/// `poll(2)`; it wakes to write a heartbeat when the stream has been idle for `heartbeat_s`, to
+/// write what was queued for a client whose socket filled up (`wake`), when the client hangs
+/// up (the socket's `POLLRDHUP`: noticed at once, with no periodic check), or to stop. Returns
+/// why the stream ended.
+fn live(
+    stream: &mut EventStream,
+    outlet: &Outlet,
+    wake: &WakeFd,
+    conn: &Conn,
+    ctx: &Ctx,
+) -> String {
     let heartbeat = ctx.http.heartbeat;
-    let stop = ctx.shutdown.signal();
+    let Ok(stop) = ctx.shutdown.fd() else {
+        // Made before the stream opened (`open_events`): cannot fail here.
+        return "server shutting down".into();
+    };
     let mut last_write = Instant::now();
     // Parsing, routing and replay are done: the rest of this thread's life is shallow, and
     // the stack pages they touched go back (again after each write of its own).
@@ -396,43 +417,45 @@ fn live(stream: &mut EventStream, outlet: &Outlet, conn: &Conn, ctx: &Ctx) -> St
             crate::stack::release_unused();
         }
         let idle_since = outlet.last_send().map_or(last_write, |t| t.max(last_write));
-        // Wake at least every HangupCheck::INTERVAL, so a client that left between heartbeats
-        // frees its slot within a second or two, not a heartbeat later.
-        let wait = (idle_since + heartbeat)
-            .saturating_duration_since(Instant::now())
-            .min(HangupCheck::INTERVAL);
-        select! {
-            // Something was queued (or the client was evicted): settle again.
-            recv(outlet.woken()) -> _ => {}
-            recv(stop) -> _ => {
-                // End the body properly (the last chunk), after anything the fan-out left
-                // half-sent: a client then sees a complete response and reconnects.
-                if take_socket(stream, outlet, &conn.socket).is_ok() {
-                    stream.out.finish().ok();
-                }
-                return "server shutting down".into();
+        let wait = (idle_since + heartbeat).saturating_duration_since(Instant::now());
+        let ready = wake::wait(
+            &conn.socket,
+            libc::POLLRDHUP,
+            Some(wake.as_fd()),
+            Some(stop),
+            Some(wait),
+        );
+        if ready.stop {
+            // End the body properly (the last chunk), after anything the fan-out left
+            // half-sent: a client then sees a complete response and reconnects.
+            if take_socket(stream, outlet, &conn.socket).is_ok() {
+                stream.out.finish().ok();
             }
-            default(wait) => {
-                if idle_since.elapsed() < heartbeat {
-                    if conn.client_gone() {
-                        return "closed the connection".into();
-                    }
-                    continue;
-                }
-                if let Err(reason) = take_socket(stream, outlet, &conn.socket) {
-                    return reason;
-                }
-                let idle_since = outlet.last_send().map_or(last_write, |t| t.max(last_write));
-                if idle_since.elapsed() < heartbeat {
-                    continue;
-                }
-                if let Err(err) = heartbeat_block(&mut stream.out) {
-                    return gone(&err);
-                }
-                last_write = Instant::now();
-                deep = true;
-            }
+            return "server shutting down".into();
         }
+        if ready.client {
+            return "closed the connection".into();
+        }
+        if ready.woken {
+            // Something was queued (or the client was evicted): settle again.
+            wake.clear();
+            continue;
+        }
+        if idle_since.elapsed() < heartbeat {
+            continue;
+        }
+        if let Err(reason) = take_socket(stream, outlet, &conn.socket) {
+            return reason;
+        }
+        let idle_since = outlet.last_send().map_or(last_write, |t| t.max(last_write));
+        if idle_since.elapsed() < heartbeat {
+            continue;
+        }
+        if let Err(err) = heartbeat_block(&mut stream.out) {
+            return gone(&err);
+        }
+        last_write = Instant::now();
+        deep = true;
     }
 }
 

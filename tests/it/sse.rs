@@ -534,6 +534,70 @@ fn types_filter() {
     );
 }
 
+/// Voluntary context switches of the server's connection threads, summed.
+fn connection_thread_wakeups(pid: u32) -> u64 {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with("conn-") {
+            continue;
+        }
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        total += status
+            .lines()
+            .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    total
+}
+
+/// An idle stream's thread sleeps until something happens: no periodic check (a Pi Zero with
+/// hundreds of idle clients would pay for each), yet a client that hangs up is noticed at once
+/// (its socket's hang-up wakes the thread), and events still flow.
+#[test]
+fn idle_streams_sleep_and_notice_a_hang_up_at_once() {
+    const CLIENTS: usize = 5;
+    let server = Server::with_config("heartbeat_s = 60\n", &[]);
+    let port = server.port();
+    let mut clients: Vec<Sse> = (0..CLIENTS)
+        .map(|_| Sse::connect(port, "/stream/events"))
+        .collect();
+    let sse_clients = r#"porchlight_clients{kind="sse"}"#;
+    let open = wait_metric(port, None, sse_clients, Duration::from_secs(10), |n| {
+        n == CLIENTS as f64
+    });
+    assert_eq!(open, Some(CLIENTS as f64));
+    let before = connection_thread_wakeups(server.pid());
+    // A measurement window, not a wait for something: a thread that polled once a second
+    // would wake CLIENTS × 2 times in it.
+    thread::sleep(Duration::from_millis(2500));
+    let woke = connection_thread_wakeups(server.pid()) - before;
+    // The harness's last /metrics connection may still be closing in the window.
+    assert!(
+        woke <= 3,
+        "{CLIENTS} idle streams woke {woke} times in 2.5 s"
+    );
+    let event = trigger(port, None);
+    for sse in &mut clients {
+        assert_eq!(sse.expect_event().json(), event);
+    }
+    // With heartbeat_s = 60 nothing else would show the thread that its client left: the
+    // slot is freed well within a minute only if the hang-up itself wakes the thread.
+    drop(clients.pop());
+    let left = wait_metric(port, None, sse_clients, Duration::from_secs(10), |n| {
+        n == (CLIENTS - 1) as f64
+    });
+    assert_eq!(
+        left,
+        Some((CLIENTS - 1) as f64),
+        "the hang-up was not noticed"
+    );
+}
+
 #[test]
 fn heartbeat_when_idle() {
     let server = Server::with_config("heartbeat_s = 0.2\n", &[]);
