@@ -192,7 +192,7 @@ pub fn handle<'c>(mut request: Request, conn: &'c Conn, ctx: &'c Ctx) -> Handled
         Ok(Route::EventClip(id)) => {
             return Handled::Answered(clip::serve(request, id, &target, conn, ctx));
         }
-        Ok(Route::WebSocket) => return Handled::Answered(ws::serve(request, &target, conn, ctx)),
+        Ok(Route::WebSocket) => return ws::serve(request, &target, conn, ctx).scoped(scope),
         Ok(route) => {
             let Outcome { reply, close } = answer(route, &mut request, &target, conn, ctx);
             (reply, close)

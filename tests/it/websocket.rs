@@ -51,12 +51,17 @@ fn open(port: u16) -> Ws {
 
 /// A masked client text frame (RFC 6455 §5.3), for payloads under 126 bytes.
 fn client_frame(text: &str) -> Vec<u8> {
+    raw_frame(0x81, text.as_bytes())
+}
+
+/// A masked client frame with its first byte (FIN and opcode) as given.
+fn raw_frame(first: u8, text: &[u8]) -> Vec<u8> {
     let mask = [0x37, 0xfa, 0x21, 0x3d];
     let len = u8::try_from(text.len()).unwrap();
     assert!(len < 126);
-    let mut frame = vec![0x81, 0x80 | len];
+    let mut frame = vec![first, 0x80 | len];
     frame.extend_from_slice(&mask);
-    frame.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame.extend(text.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
     frame
 }
 
@@ -172,5 +177,37 @@ fn a_burst_of_messages_in_one_packet_is_answered_in_full() {
     expect_pongs(&mut ws, 100);
     // The session still waits for more.
     send(&mut ws, r#"{"type":"ping"}"#);
+    expect_pongs(&mut ws, 1);
+}
+
+/// The session lets go of tungstenite's state while it waits between messages, and must not
+/// while a message is only partly sent: a message in two fragments, with a ping between them
+/// whose pong shows the server handled the first fragment and went back to waiting, is
+/// answered whole (a fresh protocol state would take the second fragment for a protocol error);
+/// and so is a frame that arrives in two pieces.
+#[test]
+fn a_message_split_across_waits_is_answered_whole() {
+    let server = Server::start(&[]);
+    let port = server.port();
+    let mut ws = open(port);
+    let stream = ws.get_mut();
+    // Text frame without FIN, a ping, then the final continuation frame.
+    stream.write_all(&raw_frame(0x01, b"{\"type\":")).unwrap();
+    stream.write_all(&raw_frame(0x89, b"between")).unwrap();
+    match ws.read().expect("the pong") {
+        Message::Pong(payload) => assert_eq!(&payload[..], b"between"),
+        other => panic!("expected the pong, got {other:?}"),
+    }
+    ws.get_mut()
+        .write_all(&raw_frame(0x80, b"\"ping\"}"))
+        .unwrap();
+    expect_pongs(&mut ws, 1);
+    // One frame in two writes; no signal shows the server read the first piece, so the pause
+    // only gives it the chance to (the answer is checked either way).
+    let frame = client_frame(r#"{"type":"ping"}"#);
+    let (first, rest) = frame.split_at(5);
+    ws.get_mut().write_all(first).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    ws.get_mut().write_all(rest).unwrap();
     expect_pongs(&mut ws, 1);
 }

@@ -27,27 +27,69 @@ use tiny_http::{Method, Request, Response};
 
 use self::handshake::Opening;
 use self::session::{EvictionLatch, Opened, Session};
-use self::transport::Upgraded;
+use self::transport::{Transport, Upgraded};
 use super::access::{self, header};
 use super::query::Target;
 use super::reply::{self, Reply};
-use super::router::respond;
+use super::router::{Handled, respond};
 use super::server::Conn;
 use crate::ctx::Ctx;
 use crate::events::fanout::Wire;
-use crate::metrics::ClientKind;
+use crate::metrics::{ClientKind, ClientSlot};
 use crate::wake::WakeFd;
 
 pub use self::session::MAX_MESSAGE_BYTES;
 
-/// `GET /ws`. Returns false: the session (or the refusal) ends the connection.
+/// `GET /ws`: checks and upgrades, then returns the session, which the connection thread runs
+/// from its outermost frame once the deep, wide frames of routing and opening are gone
+/// ([`Handled::Stream`]). A refusal is answered here and ends the connection.
 #[inline(never)]
-pub fn serve(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool {
+pub fn serve<'c>(request: Request, target: &Target, conn: &'c Conn, ctx: &'c Ctx) -> Handled<'c> {
+    match open(request, target, conn, ctx) {
+        None => Handled::Answered(false),
+        // Boxed: the session's state stays on the heap, off the waiting thread's stack.
+        Some(open) => {
+            let mut open = Box::new(open);
+            Handled::Stream(Box::new(move || open.run()))
+        }
+    }
+}
+
+/// An upgraded WebSocket with what must live as long as its session. Fields drop in this
+/// order: the session (and its fan-out subscription), the upgraded stream (which shuts the
+/// socket down), the slot.
+struct OpenSession<'c> {
+    session: Session<'c>,
+    _upgraded: Upgraded<'c>,
+    client_id: String,
+    /// This session's place under `max_ws_clients`.
+    _slot: ClientSlot<'c>,
+}
+
+impl OpenSession<'_> {
+    fn run(&mut self) {
+        let (reason, sent) = self.session.run();
+        log::info!(
+            "WebSocket client {} disconnected: {reason} ({sent} events sent)",
+            self.client_id
+        );
+    }
+}
+
+/// Everything before the session's loop; `None` when the request was answered (refused) or
+/// the upgraded connection cannot be read.
+#[inline(never)]
+fn open<'c>(
+    request: Request,
+    target: &Target,
+    conn: &'c Conn,
+    ctx: &'c Ctx,
+) -> Option<OpenSession<'c>> {
     let (opened, accept_key) = match check(&request, target, conn, ctx) {
         Ok(checked) => checked,
         Err(reply) => {
             respond(request, reply, ctx);
-            return false;
+            return None;
         }
     };
     // A HEAD gets what a GET without a handshake would; with one, it still cannot upgrade.
@@ -58,15 +100,15 @@ pub fn serve(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool 
             "a WebSocket is opened with GET; HEAD cannot upgrade",
         );
         respond(request, reply, ctx);
-        return false;
+        return None;
     }
-    let Some(_slot) = ctx
+    let Some(slot) = ctx
         .metrics
         .admit(ClientKind::WebSocket, ctx.http.max_ws_clients)
     else {
         let limit = ctx.http.max_ws_clients;
         respond(request, reply::over_limit("WebSocket client", limit), ctx);
-        return false;
+        return None;
     };
     // Every descriptor the session needs, before the upgrade: running out is a 503.
     let descriptors = (conn.socket.try_clone(), WakeFd::new(), ctx.shutdown.fd());
@@ -74,7 +116,7 @@ pub fn serve(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool 
         let busy = reply::error(503, "unavailable", "the server is out of file descriptors")
             .with_header(reply::header("Retry-After", "5"));
         respond(request, busy, ctx);
-        return false;
+        return None;
     };
     let wake = Arc::new(wake);
     // Subscribe before anything else: the replay seam (events::replay) depends on it.
@@ -97,7 +139,7 @@ pub fn serve(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool 
                 "cannot read the upgraded connection of {}: {err}",
                 conn.peer
             );
-            return false;
+            return None;
         }
     };
     log::info!(
@@ -112,11 +154,14 @@ pub fn serve(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool 
     );
     let client_id = opened.client_id.clone();
     super::panics::injected("stream", &target.path);
-    let session = Session::new(&conn.socket, early, ctx, opened, latch, wake, stop);
-    let (reason, sent) = session.run(outlet);
-    drop(upgraded);
-    log::info!("WebSocket client {client_id} disconnected: {reason} ({sent} events sent)");
-    false
+    let transport = Transport::new(&conn.socket, early);
+    let session = Session::new(transport, ctx, opened, latch, outlet, wake, stop);
+    Some(OpenSession {
+        session,
+        _upgraded: upgraded,
+        client_id,
+        _slot: slot,
+    })
 }
 
 /// Checks everything that must hold before upgrading. Returns what the session needs and the

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::{Role as WsRole, WebSocketConfig};
-use tungstenite::{Error as WsError, Message, WebSocket};
+use tungstenite::protocol::{Role as WsRole, WebSocketConfig, WebSocketContext};
+use tungstenite::{Error as WsError, Message};
 
 use super::commands::{self, Outcome};
 use super::protocol::{self, ClientMessage, CommandName, ErrorCode, Refusal};
@@ -165,7 +165,14 @@ impl End {
 }
 
 pub struct Session<'a> {
-    ws: WebSocket<Transport<'a>>,
+    /// The client's bytes and our writes.
+    transport: Transport<'a>,
+    /// tungstenite's protocol state, with its read buffer (4 KiB + what it holds) and write
+    /// buffer. `None` while *parked*: between messages (nothing of the client's held, nothing
+    /// of ours pending) the session drops it before it waits, and a fresh one — identical, as
+    /// a server's state between messages is only "open" — is made when the client next sends
+    /// something or the session writes a frame of its own.
+    ws: Option<WebSocketContext>,
     socket: &'a TcpStream,
     ctx: &'a Ctx,
     opened: Opened,
@@ -186,25 +193,22 @@ pub struct Session<'a> {
 }
 
 impl<'a> Session<'a> {
-    /// `early`: bytes the client sent behind its handshake, read before the session;
-    /// `wake`: the eventfd the session's outlet was subscribed with; `stop`: the server's
-    /// shutdown descriptor.
+    /// `transport`: over the client's socket, with the bytes it sent behind its handshake;
+    /// `outlet`: its place in the fan-out, subscribed with `wake`, its eventfd; `stop`: the
+    /// server's shutdown descriptor.
     pub fn new(
-        socket: &'a TcpStream,
-        early: Vec<u8>,
+        transport: Transport<'a>,
         ctx: &'a Ctx,
         opened: Opened,
         latch: Arc<EvictionLatch>,
+        outlet: Outlet,
         wake: Arc<WakeFd>,
         stop: BorrowedFd<'a>,
     ) -> Session<'a> {
         Session {
-            ws: WebSocket::from_raw_socket(
-                Transport::new(socket, early),
-                WsRole::Server,
-                Some(config()),
-            ),
-            socket,
+            socket: transport.socket(),
+            transport,
+            ws: None,
             ctx,
             pending_replay: opened.last_event_id,
             opened,
@@ -215,7 +219,7 @@ impl<'a> Session<'a> {
             heard_at: Instant::now(),
             ping_sent_at: None,
             events_sent: 0,
-            outlet: None,
+            outlet: Some(outlet),
             wake,
             stop,
         }
@@ -223,8 +227,7 @@ impl<'a> Session<'a> {
 
     /// Runs the session to its end. Returns why it ended and how many events it pushed. The
     /// caller shuts the socket down afterwards.
-    pub fn run(mut self, outlet: Outlet) -> (String, u64) {
-        self.outlet = Some(outlet);
+    pub fn run(&mut self) -> (String, u64) {
         // Nothing is sent live before the client subscribes.
         self.update_interest();
         let end = self.serve();
@@ -252,6 +255,8 @@ impl<'a> Session<'a> {
         (reason, self.events_sent + sent_by_fanout)
     }
 
+    /// The loop. What it calls for its work is never inlined into it: the session waits for
+    /// hours in this frame, and every stack page down to it stays resident (`crate::stack`).
     fn serve(&mut self) -> End {
         if self.outlet.is_none() {
             return End::Gone("not subscribed to events".into());
@@ -265,10 +270,13 @@ impl<'a> Session<'a> {
         let mut deep = true;
         // Whether client bytes may wait where `poll` cannot see them: read before the session
         // (behind the handshake), or in tungstenite's buffer after a turn cut short.
-        let mut unread = self.ws.get_ref().has_early_bytes();
+        let mut unread = self.transport.has_early_bytes();
         loop {
             if let Err(end) = self.settle() {
                 return end;
+            }
+            if !unread {
+                self.park();
             }
             if std::mem::take(&mut deep) {
                 crate::stack::release_unused();
@@ -321,6 +329,7 @@ impl<'a> Session<'a> {
     /// Writes whatever the fan-out queued for this session; with nothing queued, hands the
     /// socket to the fan-out for the wait (unless a replay is still to come at the first
     /// subscribe: until then live events are only drained).
+    #[inline(never)]
     fn settle(&mut self) -> Result<(), End> {
         loop {
             let attach = self.pending_replay.is_none();
@@ -397,6 +406,7 @@ impl<'a> Session<'a> {
     }
 
     /// Pings a client silent for `heartbeat_s`; drops one that then stays silent as long.
+    #[inline(never)]
     fn keep_alive(&mut self) -> Result<(), End> {
         self.begin_work()?;
         self.drain_queued()?;
@@ -412,9 +422,7 @@ impl<'a> Session<'a> {
                 Closing::Cut,
             )),
             None if now >= self.heard_at + self.heartbeat => {
-                self.ws
-                    .send(Message::Ping(PING_PAYLOAD.to_vec()))
-                    .map_err(|e| End::write_failed(&e, &self.latch))?;
+                self.send_message(Message::Ping(PING_PAYLOAD.to_vec()))?;
                 self.ping_sent_at = Some(now);
                 Ok(())
             }
@@ -425,6 +433,7 @@ impl<'a> Session<'a> {
     /// The client sent something (or closed): let tungstenite read it and act on every
     /// complete message. Returns true when it stopped after `MAX_MESSAGES_PER_TURN` messages
     /// with more perhaps already read (the caller comes back at once, after its other inputs).
+    #[inline(never)]
     fn received(&mut self) -> Result<bool, End> {
         self.begin_work()?;
         self.drain_queued()?;
@@ -437,7 +446,8 @@ impl<'a> Session<'a> {
                 return Ok(true);
             }
             handled += 1;
-            match self.ws.read() {
+            let (ws, transport) = self.protocol();
+            match ws.read(transport) {
                 Ok(Message::Text(text)) => self.handle_text(&text)?,
                 Ok(Message::Binary(_)) => {
                     return Err(End::close(
@@ -457,7 +467,7 @@ impl<'a> Session<'a> {
                 }
                 // The client's side ended without a close frame (it closed the connection, or
                 // the connection broke), seen by our read rather than our write.
-                Err(_) if self.ws.get_ref().ended() => {
+                Err(_) if self.transport.ended() => {
                     return Err(End::Gone("closed the connection".into()));
                 }
                 Err(WsError::Capacity(e)) => {
@@ -490,9 +500,34 @@ impl<'a> Session<'a> {
     }
 
     fn send(&mut self, text: String) -> Result<(), End> {
-        self.ws
-            .send(Message::Text(text))
-            .map_err(|e| End::write_failed(&e, &self.latch))
+        self.send_message(Message::Text(text))
+    }
+
+    fn send_message(&mut self, message: Message) -> Result<(), End> {
+        let (ws, transport) = self.protocol();
+        send_on(ws, transport, message).map_err(|e| End::write_failed(&e, &self.latch))
+    }
+
+    /// tungstenite's state (made afresh if parked) and the transport it reads and writes.
+    fn protocol(&mut self) -> (&mut WebSocketContext, &mut Transport<'a>) {
+        let ws = self
+            .ws
+            .get_or_insert_with(|| WebSocketContext::new(WsRole::Server, Some(config())));
+        (ws, &mut self.transport)
+    }
+
+    /// Drops tungstenite's state before a wait if it holds nothing that matters: the client is
+    /// between messages — every byte it sent is in frames tungstenite has read whole (it said
+    /// `WouldBlock`, so none is left unparsed; the caller knows no turn was cut short) and no
+    /// fragmented message is open — and the connection is open with nothing of ours pending
+    /// (every write is flushed at once; a pong is flushed by the read that said `WouldBlock`).
+    #[inline(never)]
+    fn park(&mut self) {
+        let idle = self.ws.as_ref().is_some_and(WebSocketContext::can_write)
+            && self.transport.between_messages();
+        if idle {
+            self.ws = None;
+        }
     }
 
     fn refuse(&mut self, refusal: &Refusal) -> Result<(), End> {
@@ -578,33 +613,43 @@ impl<'a> Session<'a> {
     /// Sends every stored event after `after` that the client subscribes to, before any live
     /// one; live events already sent this way are skipped by the cursor.
     fn replay(&mut self, after: u64) -> Result<(), End> {
+        self.protocol();
         let Session {
-            ws,
+            ws: Some(ws),
+            transport,
             ctx,
             cursor,
             subscriptions,
             events_sent,
             latch,
             ..
-        } = self;
+        } = self
+        else {
+            unreachable!("made by `protocol` just above");
+        };
         cursor
-            .replay(ctx.events.reader(), after, |item| {
-                match item {
-                    Replayed::Gap { from, to } => ws.send(Message::Text(protocol::gap(from, to))),
-                    Replayed::Reset {
-                        last_event_id,
-                        newest_id,
-                    } => ws.send(Message::Text(protocol::reset(last_event_id, newest_id))),
-                    Replayed::Event(event) if subscriptions.wants(&event.event_type) => {
-                        let frame = live_event_frame(&event.to_json().to_string());
-                        ws.get_mut().write_all(&frame).map_err(WsError::Io)?;
-                        *events_sent += 1;
-                        ctx.metrics.ws_events_sent.fetch_add(1, Ordering::Relaxed);
-                        Ok(())
-                    }
-                    Replayed::Event(_) | Replayed::PageEnd => Ok(()),
+            .replay(ctx.events.reader(), after, |item| match item {
+                Replayed::Gap { from, to } => {
+                    send_on(ws, transport, Message::Text(protocol::gap(from, to)))
                 }
-                .map_err(Box::new)
+                Replayed::Reset {
+                    last_event_id,
+                    newest_id,
+                } => send_on(
+                    ws,
+                    transport,
+                    Message::Text(protocol::reset(last_event_id, newest_id)),
+                ),
+                Replayed::Event(event) if subscriptions.wants(&event.event_type) => {
+                    let frame = live_event_frame(&event.to_json().to_string());
+                    transport
+                        .write_all(&frame)
+                        .map_err(|e| Box::new(WsError::Io(e)))?;
+                    *events_sent += 1;
+                    ctx.metrics.ws_events_sent.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                }
+                Replayed::Event(_) | Replayed::PageEnd => Ok(()),
             })
             .map_err(|err| match err {
                 // The client's connection failed (or the hub cut it): like any other write.
@@ -626,8 +671,7 @@ impl<'a> Session<'a> {
             // not even the close frame of an eviction.
             if let Some(head) = events.next() {
                 self.cursor.advance(head.event.id);
-                self.ws
-                    .get_mut()
+                self.transport
                     .write_all(&head.ws_frame[backlog.head_sent..])
                     .map_err(|e| End::write_failed(&WsError::Io(e), &self.latch))?;
                 self.count_sent(1);
@@ -637,9 +681,10 @@ impl<'a> Session<'a> {
             return Err(self.fell_behind());
         }
         // A pong tungstenite still holds goes out before our raw frames.
-        self.ws
-            .flush()
-            .map_err(|e| End::write_failed(&e, &self.latch))?;
+        if let Some(ws) = &mut self.ws {
+            ws.flush(&mut self.transport)
+                .map_err(|e| End::write_failed(&e, &self.latch))?;
+        }
         let mut frames: Vec<&[u8]> = Vec::with_capacity(backlog.events.len());
         for event in events {
             // Until the first subscribe, a client that asked for a replay gets nothing live:
@@ -653,7 +698,7 @@ impl<'a> Session<'a> {
                 frames.push(&event.ws_frame);
             }
         }
-        write_all_vectored(self.ws.get_mut(), &frames)
+        write_all_vectored(&mut self.transport, &frames)
             .map_err(|e| End::write_failed(&WsError::Io(e), &self.latch))?;
         self.count_sent(frames.len());
         Ok(())
@@ -670,6 +715,7 @@ impl<'a> Session<'a> {
 
     /// Sends our close frame, then finishes as `then` says. Best effort: the connection is
     /// closed afterwards whatever happens here.
+    #[inline(never)]
     fn close(&mut self, code: CloseCode, reason: &str, then: Closing) {
         self.socket
             .set_write_timeout(Some(CLOSE_WRITE_TIMEOUT))
@@ -678,14 +724,16 @@ impl<'a> Session<'a> {
             code,
             reason: truncate_reason(reason).into(),
         };
-        if self.ws.close(Some(frame)).is_err() {
+        let (ws, transport) = self.protocol();
+        if ws.close(transport, Some(frame)).is_err() {
             return;
         }
         let deadline = Instant::now() + CLOSE_GRACE;
         match then {
             Closing::Cut => {}
             Closing::AwaitReply => loop {
-                match self.ws.read() {
+                let (ws, transport) = self.protocol();
+                match ws.read(transport) {
                     Ok(_) => {}
                     Err(WsError::Io(e)) if e.kind() == ErrorKind::WouldBlock => {
                         if !self.client_ready_by(deadline) {
@@ -700,7 +748,7 @@ impl<'a> Session<'a> {
                 self.socket.shutdown(SocketShutdown::Write).ok();
                 let mut discard = [0u8; 1024];
                 while self.client_ready_by(deadline) {
-                    match std::io::Read::read(self.ws.get_mut(), &mut discard) {
+                    match std::io::Read::read(&mut self.transport, &mut discard) {
                         Ok(n) if n > 0 => {}
                         Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                         // The client closed (or the connection broke).
@@ -723,6 +771,16 @@ impl<'a> Session<'a> {
             }
         }
     }
+}
+
+/// Sends `message` now (what `WebSocket::send` does).
+fn send_on(
+    ws: &mut WebSocketContext,
+    transport: &mut Transport<'_>,
+    message: Message,
+) -> Result<(), Box<WsError>> {
+    ws.write(transport, message)?;
+    Ok(ws.flush(transport)?)
 }
 
 fn bad_params(message: String) -> Refusal {

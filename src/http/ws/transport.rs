@@ -16,6 +16,11 @@
 //! a short read timeout would delay every push. Polling a descriptor the fan-out can wake
 //! removed that thread, its stack and its buffers.)
 //!
+//! [`Transport`] also follows the client's frames as they pass (only their headers' lengths and
+//! flags: [`Frames`]), so the session knows when tungstenite holds nothing of the client's — no
+//! part of a frame, no part of a fragmented message — and can drop tungstenite's state and its
+//! buffers while it waits (`session.rs`, "parked").
+//!
 //! tiny_http may have read bytes past the upgrade request's head into its own buffer — a
 //! client may send its first frame in the same packet as the handshake. Those belong to the
 //! WebSocket: [`Upgraded::open`] takes them out of the upgraded stream before the session
@@ -94,6 +99,8 @@ pub struct Transport<'a> {
     socket: &'a TcpStream,
     /// A read found the end of the client's stream (it closed, or the connection broke).
     ended: bool,
+    /// Where the bytes handed out so far leave the client's frames.
+    frames: Frames,
 }
 
 impl<'a> Transport<'a> {
@@ -104,7 +111,19 @@ impl<'a> Transport<'a> {
             early_pos: 0,
             socket,
             ended: false,
+            frames: Frames::default(),
         }
+    }
+
+    /// Whether every byte handed out so far ends a frame, and no fragmented message is left
+    /// open: a reader that parsed all complete frames (tungstenite, once it says `WouldBlock`)
+    /// then holds nothing of the client's.
+    pub fn between_messages(&self) -> bool {
+        self.frames.between_messages()
+    }
+
+    pub fn socket(&self) -> &'a TcpStream {
+        self.socket
     }
 
     /// Whether the client's side has ended: no more bytes will come.
@@ -126,6 +145,7 @@ impl Read for Transport<'_> {
             let n = waiting.len().min(buf.len());
             buf[..n].copy_from_slice(&waiting[..n]);
             self.early_pos += n;
+            self.frames.pass(&buf[..n]);
             if !self.has_early_bytes() {
                 self.early = Vec::new();
                 self.early_pos = 0;
@@ -150,6 +170,7 @@ impl Read for Transport<'_> {
                 if got == 0 {
                     self.ended = true;
                 }
+                self.frames.pass(&buf[..got]);
                 return Ok(got);
             }
             let err = io::Error::last_os_error();
@@ -192,6 +213,67 @@ fn timed_out(e: io::Error) -> io::Error {
             "the client accepted no bytes within write_timeout_s",
         ),
         _ => e,
+    }
+}
+
+/// Follows a client's frames (RFC 6455 §5.2) through their headers: where one ends, and whether
+/// a fragmented message is open. It validates nothing — tungstenite does, and ends the session
+/// on anything malformed; at worst a malformed stream only looks mid-frame here.
+#[derive(Debug, Default)]
+struct Frames {
+    /// The current frame's header bytes so far (at most 2 + 8 + 4).
+    head: [u8; 14],
+    head_len: usize,
+    /// Payload bytes of the current frame still to come, once its header is complete.
+    payload_left: u64,
+    /// A data frame without FIN was seen and its message's final frame not yet.
+    in_message: bool,
+}
+
+impl Frames {
+    fn pass(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.payload_left > 0 {
+                let n = usize::try_from(self.payload_left)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len());
+                self.payload_left -= n as u64;
+                bytes = &bytes[n..];
+                continue;
+            }
+            self.head[self.head_len] = bytes[0];
+            self.head_len += 1;
+            bytes = &bytes[1..];
+            if self.head_len < 2 {
+                continue;
+            }
+            let (fin, opcode) = (self.head[0] & 0x80 != 0, self.head[0] & 0x0f);
+            let masked = self.head[1] & 0x80 != 0;
+            let length_bytes = match self.head[1] & 0x7f {
+                126 => 2,
+                127 => 8,
+                _ => 0,
+            };
+            let head_bytes = 2 + length_bytes + if masked { 4 } else { 0 };
+            if self.head_len < head_bytes {
+                continue;
+            }
+            self.payload_left = match length_bytes {
+                0 => u64::from(self.head[1] & 0x7f),
+                _ => self.head[2..2 + length_bytes]
+                    .iter()
+                    .fold(0, |length, &byte| (length << 8) | u64::from(byte)),
+            };
+            // Control frames (opcode 8 and up) may come between a message's fragments.
+            if opcode < 8 {
+                self.in_message = !fin;
+            }
+            self.head_len = 0;
+        }
+    }
+
+    fn between_messages(&self) -> bool {
+        self.head_len == 0 && self.payload_left == 0 && !self.in_message
     }
 }
 
@@ -257,6 +339,62 @@ mod tests {
         assert!(wait(&server, None, None, Some(Duration::from_secs(10))).client);
         assert_eq!(transport.read(&mut buf).unwrap(), 0);
         assert!(transport.ended());
+    }
+
+    /// A masked client frame with `payload` (any length), FIN and opcode as given.
+    fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut frame = vec![if fin { 0x80 } else { 0 } | opcode];
+        match payload.len() {
+            n if n < 126 => frame.push(0x80 | n as u8),
+            n if n <= 0xffff => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                frame.push(0x80 | 127);
+                frame.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        frame.extend_from_slice(&[1, 2, 3, 4]);
+        frame.extend(
+            payload
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ [1, 2, 3, 4][i % 4]),
+        );
+        frame
+    }
+
+    #[test]
+    fn frames_are_followed_through_any_split_of_the_bytes() {
+        let big = vec![b'x'; 70_000];
+        let medium = vec![b'y'; 300];
+        // (bytes, between messages after them?)
+        let stream: Vec<(Vec<u8>, bool)> = vec![
+            (frame(true, 1, b"{\"type\":\"ping\"}"), true),
+            (frame(true, 1, &medium), true),
+            (frame(false, 1, b"first half"), false),
+            // A ping between a message's fragments leaves it open.
+            (frame(true, 9, b""), false),
+            (frame(false, 0, &big), false),
+            (frame(true, 0, b"end"), true),
+            (frame(true, 10, b"pong"), true),
+        ];
+        for split in [1, 2, 3, 7, 13, 4096] {
+            let mut frames = Frames::default();
+            for (bytes, between) in &stream {
+                for (i, piece) in bytes.chunks(split).enumerate() {
+                    frames.pass(piece);
+                    let last = (i + 1) * split >= bytes.len();
+                    assert_eq!(
+                        frames.between_messages(),
+                        last && *between,
+                        "split {split}, piece {i} of a {}-byte frame",
+                        bytes.len()
+                    );
+                }
+            }
+        }
     }
 
     #[test]
