@@ -10,9 +10,9 @@ use crossbeam_channel::Sender;
 use serde_json::Value;
 use tungstenite::{Message, WebSocket};
 
-use crate::record::ClientReport;
+use crate::record::{ClientReport, number_after};
 
-type Socket = WebSocket<TcpStream>;
+pub type Socket = WebSocket<TcpStream>;
 
 fn open(addr: SocketAddr, client_id: &str, token_query: &str) -> Result<Socket, String> {
     let stream = TcpStream::connect(addr).map_err(|e| e.to_string())?;
@@ -54,6 +54,44 @@ fn read_json(socket: &mut Socket, stop: Option<&AtomicBool>) -> Result<Value, St
     }
 }
 
+/// The next text message, unparsed; `Ok(None)` when the read timed out (so the caller can
+/// look at its stop flag) or the message was not text.
+fn read_text(socket: &mut Socket) -> Result<Option<String>, String> {
+    match socket.read() {
+        Ok(Message::Text(text)) => Ok(Some(text)),
+        Ok(Message::Close(frame)) => Err(format!("closed by the server: {frame:?}")),
+        Ok(_) => Ok(None),
+        Err(tungstenite::Error::Io(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A session subscribed to `bench`, its `subscribed` answer read.
+pub fn open_subscribed(
+    addr: SocketAddr,
+    client: usize,
+    token_query: &str,
+) -> Result<Socket, String> {
+    let mut socket = open(addr, &format!("bench-ws-{client}"), token_query)?;
+    socket
+        .send(Message::Text(
+            r#"{"type":"subscribe","event_types":["bench"]}"#.into(),
+        ))
+        .map_err(|e| e.to_string())?;
+    let answer = read_json(&mut socket, None)?;
+    if answer["type"] != "subscribed" {
+        return Err(format!("expected subscribed, got {answer}"));
+    }
+    Ok(socket)
+}
+
 /// One receiving client: subscribe to `bench`, report ready, record until `expected` events.
 pub fn receive(
     addr: SocketAddr,
@@ -64,18 +102,7 @@ pub fn receive(
     stop: Arc<AtomicBool>,
 ) -> ClientReport {
     let mut report = ClientReport::default();
-    let subscribed = open(addr, &format!("bench-ws-{client}"), token_query).and_then(|mut s| {
-        s.send(Message::Text(
-            r#"{"type":"subscribe","event_types":["bench"]}"#.into(),
-        ))
-        .map_err(|e| e.to_string())?;
-        let answer = read_json(&mut s, None)?;
-        if answer["type"] != "subscribed" {
-            return Err(format!("expected subscribed, got {answer}"));
-        }
-        Ok(s)
-    });
-    let mut socket = match subscribed {
+    let mut socket = match open_subscribed(addr, client, token_query) {
         Ok(socket) => socket,
         Err(err) => {
             ready.send(Err(err.clone())).ok();
@@ -85,10 +112,10 @@ pub fn receive(
     };
     ready.send(Ok(())).ok();
     while report.received < expected.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
-        match read_json(&mut socket, Some(&stop)) {
-            Ok(message) if message["type"] == "live_event" => {
-                let event = &message["event"];
-                report.record(event["id"].as_u64().unwrap_or(0), event);
+        match read_text(&mut socket) {
+            Ok(Some(text)) if text.starts_with(r#"{"type":"live_event""#) => {
+                let id = number_after(&text, r#""id":"#).unwrap_or(0);
+                report.record_sent(id, number_after(&text, r#""sent_ns":"#));
             }
             Ok(_) => {}
             Err(err) => {
