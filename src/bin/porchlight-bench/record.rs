@@ -23,14 +23,38 @@ pub fn unix_nanos() -> u64 {
         .unwrap_or(0)
 }
 
+/// The unsigned integer after the first `"key":` in a JSON text, without parsing the rest.
+///
+/// The streaming clients read every event of every one of hundreds of connections on the
+/// machine that runs the server: a JSON tree per event per client would be their largest
+/// cost and would take CPU from the server being measured. The server writes these numbers
+/// plainly (no spaces, no exponent), and the key is searched with its opening quote, so
+/// `"id":` never matches inside `"request_id":`.
+pub fn number_after(json: &str, key: &str) -> Option<u64> {
+    let at = json.find(key)? + key.len();
+    let digits = &json[at..];
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
+    digits[..end].parse().ok()
+}
+
 impl ClientReport {
-    /// Records one benchmark event object (`{"id", "data": {"sent_ns"}}`) received now.
-    pub fn record(&mut self, id: u64, event: &Value) {
-        self.record_at(id, event, unix_nanos());
+    /// Records one benchmark event (its id, and the `sent_ns` the trigger put in its data)
+    /// received now.
+    pub fn record_sent(&mut self, id: u64, sent_ns: Option<u64>) {
+        let now = unix_nanos();
+        self.record_received(id, sent_ns.unwrap_or(now), now);
     }
 
-    /// Records one benchmark event received at `now` (Unix ns, as another process stamped it).
+    /// Records one benchmark event object (`{"id", "data": {"sent_ns"}}`) received at `now`
+    /// (Unix ns, as another process stamped it).
     pub fn record_at(&mut self, id: u64, event: &Value, now: u64) {
+        let sent = event["data"]["sent_ns"].as_u64().unwrap_or(now);
+        self.record_received(id, sent, now);
+    }
+
+    fn record_received(&mut self, id: u64, sent: u64, now: u64) {
         if !self.seen.insert(id) {
             self.duplicates += 1;
             return;
@@ -40,7 +64,6 @@ impl ClientReport {
         }
         self.last_id = self.last_id.max(id);
         self.received += 1;
-        let sent = event["data"]["sent_ns"].as_u64().unwrap_or(now);
         self.latencies_ns.push(now.saturating_sub(sent));
     }
 }
@@ -62,5 +85,22 @@ impl KindTotals {
         self.out_of_order += report.out_of_order;
         self.errors += report.error.is_some() as usize;
         self.latencies_ns.extend(report.latencies_ns);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_read_after_their_exact_key() {
+        let ws = r#"{"type":"live_event","request_id":7,"event":{"id":42,"data":{"seq":3,"sent_ns":1700000000123456789}}}"#;
+        assert_eq!(number_after(ws, r#""id":"#), Some(42));
+        assert_eq!(
+            number_after(ws, r#""sent_ns":"#),
+            Some(1_700_000_000_123_456_789)
+        );
+        assert_eq!(number_after(ws, r#""missing":"#), None);
+        assert_eq!(number_after(r#"{"id":"x"}"#, r#""id":"#), None);
     }
 }

@@ -10,7 +10,7 @@ use crossbeam_channel::Sender;
 use serde_json::Value;
 use tungstenite::{Message, WebSocket};
 
-use crate::record::ClientReport;
+use crate::record::{ClientReport, number_after};
 
 type Socket = WebSocket<TcpStream>;
 
@@ -54,6 +54,25 @@ fn read_json(socket: &mut Socket, stop: Option<&AtomicBool>) -> Result<Value, St
     }
 }
 
+/// The next text message, unparsed; `Ok(None)` when the read timed out (so the caller can
+/// look at its stop flag) or the message was not text.
+fn read_text(socket: &mut Socket) -> Result<Option<String>, String> {
+    match socket.read() {
+        Ok(Message::Text(text)) => Ok(Some(text)),
+        Ok(Message::Close(frame)) => Err(format!("closed by the server: {frame:?}")),
+        Ok(_) => Ok(None),
+        Err(tungstenite::Error::Io(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// One receiving client: subscribe to `bench`, report ready, record until `expected` events.
 pub fn receive(
     addr: SocketAddr,
@@ -85,10 +104,10 @@ pub fn receive(
     };
     ready.send(Ok(())).ok();
     while report.received < expected.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
-        match read_json(&mut socket, Some(&stop)) {
-            Ok(message) if message["type"] == "live_event" => {
-                let event = &message["event"];
-                report.record(event["id"].as_u64().unwrap_or(0), event);
+        match read_text(&mut socket) {
+            Ok(Some(text)) if text.starts_with(r#"{"type":"live_event""#) => {
+                let id = number_after(&text, r#""id":"#).unwrap_or(0);
+                report.record_sent(id, number_after(&text, r#""sent_ns":"#));
             }
             Ok(_) => {}
             Err(err) => {
