@@ -19,6 +19,7 @@ mod hostile;
 mod http;
 mod mjpeg;
 mod mqtt;
+mod polled;
 mod procstat;
 mod record;
 mod soak;
@@ -60,10 +61,12 @@ struct Options {
     /// CPUs for the server it starts, and for its own client threads.
     server_cpus: Option<Vec<usize>>,
     client_cpus: Option<Vec<usize>>,
+    /// A thread per streaming client instead of one `epoll` thread for all.
+    client_threads: bool,
 }
 
 const USAGE: &str = "usage: porchlight-bench [--sse N] [--ws M] [--mjpeg K [--quality Q] [--duration S]] [--commands C] [--soak S [--churn N] [--sample S]] [--events E] [--rate PER_S] [--json] \
-[--timeout S] [--mqtt] [--idle S] [--hostile N] [--guesses S] [--slowloris S] [--server-arg ARG]... [--server-cpus LIST --client-cpus LIST] | --url HOST:PORT --pid PID [--token T]";
+[--timeout S] [--mqtt] [--idle S] [--hostile N] [--guesses S] [--slowloris S] [--server-arg ARG]... [--server-cpus LIST --client-cpus LIST] [--client-threads] | --url HOST:PORT --pid PID [--token T]";
 
 fn parse_options() -> Result<Options, String> {
     let mut o = Options {
@@ -91,6 +94,7 @@ fn parse_options() -> Result<Options, String> {
         slowloris: None,
         server_cpus: None,
         client_cpus: None,
+        client_threads: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -131,6 +135,7 @@ fn parse_options() -> Result<Options, String> {
                 )
             }
             "--json" => o.json = true,
+            "--client-threads" => o.client_threads = true,
             "--mqtt" => o.mqtt = true,
             "--idle" => o.idle_seconds = value("--idle")?.parse().map_err(|_| "--idle: seconds")?,
             "--url" => {
@@ -186,11 +191,46 @@ fn parse_options() -> Result<Options, String> {
     Ok(o)
 }
 
-/// Which kind of client a thread is.
+/// Which kind of streaming client.
 #[derive(Clone, Copy)]
 enum Kind {
     Sse,
     Ws,
+}
+
+/// The streaming clients: one thread each (`--client-threads`, the soak), or all in one
+/// thread's `epoll` (`polled.rs`, the default).
+enum Clients {
+    Threads(Vec<(Kind, std::thread::JoinHandle<record::ClientReport>)>),
+    Polled(std::thread::JoinHandle<Vec<(Kind, record::ClientReport)>>),
+}
+
+impl Clients {
+    fn all_finished(&self) -> bool {
+        match self {
+            Clients::Threads(threads) => threads.iter().all(|(_, c)| c.is_finished()),
+            Clients::Polled(thread) => thread.is_finished(),
+        }
+    }
+
+    /// The reports of the clients that finished (the others are left running; the process
+    /// ends soon after). Call after `stop` is set: the polled thread then ends.
+    fn take_finished(&mut self) -> Result<Vec<(Kind, record::ClientReport)>, String> {
+        match std::mem::replace(self, Clients::Threads(Vec::new())) {
+            Clients::Threads(threads) => threads
+                .into_iter()
+                .filter(|(_, c)| c.is_finished())
+                .map(|(kind, c)| {
+                    c.join()
+                        .map(|report| (kind, report))
+                        .map_err(|_| "a client thread panicked".to_string())
+                })
+                .collect(),
+            Clients::Polled(thread) => thread
+                .join()
+                .map_err(|_| "the client thread panicked".into()),
+        }
+    }
 }
 
 fn main() {
@@ -296,23 +336,36 @@ fn run(mut o: Options) -> Result<(), String> {
     let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
     let connect_started = Instant::now();
     let total = o.sse + o.ws;
-    let mut clients = Vec::with_capacity(total);
-    for (kind, count) in [(Kind::Sse, o.sse), (Kind::Ws, o.ws)] {
-        for i in 0..count {
-            let ready = ready_tx.clone();
-            let stop = Arc::clone(&stop);
-            let token_query = token_query.clone();
-            let expected = Arc::clone(&expected);
-            let handle = std::thread::Builder::new()
-                .stack_size(256 * 1024)
-                .spawn(move || match kind {
-                    Kind::Sse => sse::run(addr, i, &token_query, expected, ready, stop),
-                    Kind::Ws => ws::receive(addr, i, &token_query, expected, ready, stop),
-                })
-                .map_err(|e| format!("cannot start client thread {i}: {e}"))?;
-            clients.push((kind, handle));
+    let mut clients = if o.client_threads || o.soak.is_some() {
+        // The soak's clients live for minutes beside churning ones: a thread each.
+        let mut threads = Vec::with_capacity(total);
+        for (kind, count) in [(Kind::Sse, o.sse), (Kind::Ws, o.ws)] {
+            for i in 0..count {
+                let ready = ready_tx.clone();
+                let stop = Arc::clone(&stop);
+                let token_query = token_query.clone();
+                let expected = Arc::clone(&expected);
+                let handle = std::thread::Builder::new()
+                    .stack_size(256 * 1024)
+                    .spawn(move || match kind {
+                        Kind::Sse => sse::run(addr, i, &token_query, expected, ready, stop),
+                        Kind::Ws => ws::receive(addr, i, &token_query, expected, ready, stop),
+                    })
+                    .map_err(|e| format!("cannot start client thread {i}: {e}"))?;
+                threads.push((kind, handle));
+            }
         }
-    }
+        Clients::Threads(threads)
+    } else {
+        let (ready, stop, token_query) = (ready_tx.clone(), Arc::clone(&stop), token_query.clone());
+        let counts = (o.sse, o.ws);
+        let events = o.events;
+        let handle = std::thread::Builder::new()
+            .name("clients".into())
+            .spawn(move || polled::run(addr, counts, &token_query, events, ready, stop))
+            .map_err(|e| format!("cannot start the client thread: {e}"))?;
+        Clients::Polled(handle)
+    };
     let video_stop = Arc::new(AtomicBool::new(false));
     let mut viewers = Vec::with_capacity(o.mjpeg);
     for i in 0..o.mjpeg {
@@ -359,15 +412,14 @@ fn run(mut o: Options) -> Result<(), String> {
             .request("POST", "/api/events", last.to_string().as_bytes())
             .map_err(|e| format!("posting the last event: {e}"))?;
         let deadline = Instant::now() + Duration::from_secs(15);
-        while clients.iter().any(|(_, c)| !c.is_finished()) && Instant::now() < deadline {
+        while !clients.all_finished() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
         stop.store(true, Ordering::Relaxed);
         let mut lost = 0;
         let mut duplicated = 0;
         let mut stayed = 0;
-        for (_, handle) in clients.into_iter().filter(|(_, c)| c.is_finished()) {
-            let client = handle.join().map_err(|_| "a client thread panicked")?;
+        for (_, client) in clients.take_finished()? {
             lost += (posted as usize + 1).saturating_sub(client.received);
             duplicated += client.duplicates;
             stayed += 1;
@@ -427,7 +479,7 @@ fn run(mut o: Options) -> Result<(), String> {
     }
     // Wait for the clients to finish (they stop when they have every event), bounded.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while clients.iter().any(|(_, c)| !c.is_finished()) && Instant::now() < deadline {
+    while !clients.all_finished() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     let mqtt_report = mqtt
@@ -466,9 +518,12 @@ fn run(mut o: Options) -> Result<(), String> {
 
     let mut sse_totals = record::KindTotals::default();
     let mut ws_totals = record::KindTotals::default();
-    let finished = clients.iter().filter(|(_, c)| c.is_finished()).count();
-    for (kind, handle) in clients.into_iter().filter(|(_, c)| c.is_finished()) {
-        let report = handle.join().map_err(|_| "a client thread panicked")?;
+    let finished_reports = clients.take_finished()?;
+    let finished = finished_reports
+        .iter()
+        .filter(|(_, report)| report.received >= o.events || report.error.is_some())
+        .count();
+    for (kind, report) in finished_reports {
         match kind {
             Kind::Sse => sse_totals.add(report),
             Kind::Ws => ws_totals.add(report),

@@ -54,7 +54,8 @@ impl ClientReport {
         self.record_received(id, sent, now);
     }
 
-    fn record_received(&mut self, id: u64, sent: u64, now: u64) {
+    /// Records one benchmark event sent at `sent` and received at `now` (Unix ns).
+    pub fn record_received(&mut self, id: u64, sent: u64, now: u64) {
         if !self.seen.insert(id) {
             self.duplicates += 1;
             return;

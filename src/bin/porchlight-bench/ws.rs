@@ -12,7 +12,7 @@ use tungstenite::{Message, WebSocket};
 
 use crate::record::{ClientReport, number_after};
 
-type Socket = WebSocket<TcpStream>;
+pub type Socket = WebSocket<TcpStream>;
 
 fn open(addr: SocketAddr, client_id: &str, token_query: &str) -> Result<Socket, String> {
     let stream = TcpStream::connect(addr).map_err(|e| e.to_string())?;
@@ -73,6 +73,25 @@ fn read_text(socket: &mut Socket) -> Result<Option<String>, String> {
     }
 }
 
+/// A session subscribed to `bench`, its `subscribed` answer read.
+pub fn open_subscribed(
+    addr: SocketAddr,
+    client: usize,
+    token_query: &str,
+) -> Result<Socket, String> {
+    let mut socket = open(addr, &format!("bench-ws-{client}"), token_query)?;
+    socket
+        .send(Message::Text(
+            r#"{"type":"subscribe","event_types":["bench"]}"#.into(),
+        ))
+        .map_err(|e| e.to_string())?;
+    let answer = read_json(&mut socket, None)?;
+    if answer["type"] != "subscribed" {
+        return Err(format!("expected subscribed, got {answer}"));
+    }
+    Ok(socket)
+}
+
 /// One receiving client: subscribe to `bench`, report ready, record until `expected` events.
 pub fn receive(
     addr: SocketAddr,
@@ -83,18 +102,7 @@ pub fn receive(
     stop: Arc<AtomicBool>,
 ) -> ClientReport {
     let mut report = ClientReport::default();
-    let subscribed = open(addr, &format!("bench-ws-{client}"), token_query).and_then(|mut s| {
-        s.send(Message::Text(
-            r#"{"type":"subscribe","event_types":["bench"]}"#.into(),
-        ))
-        .map_err(|e| e.to_string())?;
-        let answer = read_json(&mut s, None)?;
-        if answer["type"] != "subscribed" {
-            return Err(format!("expected subscribed, got {answer}"));
-        }
-        Ok(s)
-    });
-    let mut socket = match subscribed {
+    let mut socket = match open_subscribed(addr, client, token_query) {
         Ok(socket) => socket,
         Err(err) => {
             ready.send(Err(err.clone())).ok();
