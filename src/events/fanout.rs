@@ -21,10 +21,9 @@
 //! and the fan-out writes only while holding it in direct mode, so exactly one side writes to
 //! a socket at any time, and only between whole events.
 //!
-//! An owned client's thread is woken through a one-slot channel (for `select!`), or through an
-//! eventfd ([`WakeFd`]) when it waits in `poll(2)` on its socket as well
-//! ([`Fanout::subscribe_polled`]: a WebSocket session, one thread reading its client and
-//! waiting for events).
+//! An owned client's thread is woken through its eventfd ([`WakeFd`]), which it waits on in one
+//! `poll(2)` together with its socket (an SSE stream watching for the client's hang-up, a
+//! WebSocket session reading its client) and the shutdown descriptor.
 //!
 //! Exactly once, in order: the sink keeps the id of the last event handled (sent, or skipped by
 //! its filter) while direct, and the thread's [`Cursor`](super::Cursor) hands its own over on
@@ -37,8 +36,6 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
-
-use crossbeam_channel::{Receiver, Sender};
 
 use super::event::{PublishedEvent, SharedEvent};
 use crate::wake::WakeFd;
@@ -230,38 +227,10 @@ struct Offer {
 struct Slot {
     id: u64,
     sink: Arc<Sink>,
-    wake: Wake,
+    /// The thread's eventfd: readable until the thread clears it, so a wake-up given while it
+    /// is busy is not lost, and any number of them are one.
+    wake: Arc<WakeFd>,
     on_evict: Option<StreamEvictHook>,
-}
-
-/// How the fan-out wakes a client's thread.
-enum Wake {
-    /// A one-slot channel: one pending wake-up is all a thread needs (it then takes whatever
-    /// is queued); dropped at eviction, which disconnects the thread's receiver.
-    Channel(Sender<()>),
-    /// An eventfd the thread polls; it stays readable until the thread clears it.
-    Fd(Arc<WakeFd>),
-}
-
-impl Wake {
-    fn wake(&self) {
-        match self {
-            // Full means a wake-up is already pending: nothing is lost.
-            Wake::Channel(wake) => {
-                wake.try_send(()).ok();
-            }
-            Wake::Fd(wake) => wake.wake(),
-        }
-    }
-
-    /// The client is evicted and its slot is about to go: its thread must look at its sink
-    /// once more. A channel's thread sees the disconnection when the slot (and with it the
-    /// sender) is dropped; an eventfd must be woken.
-    fn evicted(&self) {
-        if let Wake::Fd(wake) = self {
-            wake.wake();
-        }
-    }
 }
 
 struct Shared {
@@ -310,41 +279,15 @@ impl Fanout {
 
     /// Adds a client whose stream is `socket` framed as `wire`. It starts *owned*: nothing is
     /// sent to it until its thread [`Outlet::settle`]s (after its handshake and replay); events
-    /// published meanwhile are queued, at most `capacity` of them.
+    /// published meanwhile are queued, at most `capacity` of them, and the thread is woken by
+    /// making `wake` readable (also when it is evicted).
     pub fn subscribe(
         &self,
         socket: TcpStream,
         wire: Wire,
         capacity: usize,
         on_evict: Option<StreamEvictHook>,
-    ) -> Outlet {
-        let (wake, woken) = crossbeam_channel::bounded(1);
-        self.add(socket, wire, capacity, on_evict, Wake::Channel(wake), woken)
-    }
-
-    /// [`subscribe`](Self::subscribe) for a thread that waits in `poll(2)`: it is woken by
-    /// making `wake` readable (when events are queued for it, or it is evicted), and its
-    /// outlet's [`woken`](Outlet::woken) channel never fires.
-    pub fn subscribe_polled(
-        &self,
-        socket: TcpStream,
-        wire: Wire,
-        capacity: usize,
-        on_evict: Option<StreamEvictHook>,
         wake: Arc<WakeFd>,
-    ) -> Outlet {
-        let never = crossbeam_channel::never();
-        self.add(socket, wire, capacity, on_evict, Wake::Fd(wake), never)
-    }
-
-    fn add(
-        &self,
-        socket: TcpStream,
-        wire: Wire,
-        capacity: usize,
-        on_evict: Option<StreamEvictHook>,
-        wake: Wake,
-        woken: Receiver<()>,
     ) -> Outlet {
         let sink = Arc::new(Sink {
             socket,
@@ -371,7 +314,6 @@ impl Fanout {
         Outlet {
             id,
             sink,
-            woken,
             shared: Arc::clone(&self.shared),
         }
     }
@@ -395,9 +337,9 @@ impl Fanout {
                 let offer = slot.sink.offer(events, now, &mut scratch);
                 if offer.evict {
                     evicted.push((Arc::clone(&slot.sink), slot.on_evict.take()));
-                    // The slot goes; its thread is told (a dropped channel disconnects, an
-                    // eventfd is woken) and sees `Evicted` once it has taken what was queued.
-                    slot.wake.evicted();
+                    // The slot goes; its thread is woken and sees `Evicted` once it has taken
+                    // what was queued.
+                    slot.wake.wake();
                     return false;
                 }
                 match slot.sink.wire {
@@ -456,7 +398,6 @@ pub struct Backlog {
 pub struct Outlet {
     id: u64,
     sink: Arc<Sink>,
-    woken: Receiver<()>,
     shared: Arc<Shared>,
 }
 
@@ -468,12 +409,6 @@ impl Drop for Outlet {
 }
 
 impl Outlet {
-    /// Ready when the fan-out queued something (or evicted the client): wait on it with
-    /// `select!`, then [`Outlet::settle`].
-    pub fn woken(&self) -> &Receiver<()> {
-        &self.woken
-    }
-
     /// Takes up to `max` queued events for the thread to write. If none are queued and
     /// `attach` is true, hands the socket to the fan-out with `handled` (the thread's cursor)
     /// as the last id already handled: later events go straight out, earlier ones never.
@@ -539,6 +474,10 @@ mod tests {
     use std::sync::atomic::AtomicBool;
     use std::time::Duration;
 
+    fn eventfd() -> Arc<WakeFd> {
+        Arc::new(WakeFd::new().unwrap())
+    }
+
     fn event(id: u64, event_type: &str, pad: usize) -> SharedEvent {
         let mut data = serde_json::Map::new();
         data.insert("pad".into(), "x".repeat(pad).into());
@@ -589,11 +528,12 @@ mod tests {
     fn queued_until_settled_then_sent_by_the_writer_without_a_wake_up() {
         let fanout = Fanout::new();
         let (server, mut client) = pair();
-        let outlet = fanout.subscribe(server, Wire::SseChunked, 8, None);
+        let wake = eventfd();
+        let outlet = fanout.subscribe(server, Wire::SseChunked, 8, None, Arc::clone(&wake));
         // Owned at first (the thread writes its handshake and replay): events are queued.
         let first = event(1, "doorbell_pressed", 0);
         assert_eq!(fanout.publish(std::slice::from_ref(&first)).sse_sent, 0);
-        assert!(outlet.woken().try_recv().is_ok());
+        assert!(wake.clear());
         let Settled::Backlog(backlog) = outlet.settle(0, true, 64) else {
             panic!("the queued event");
         };
@@ -604,7 +544,7 @@ mod tests {
         let second = event(2, "doorbell_pressed", 0);
         let published = fanout.publish(std::slice::from_ref(&second));
         assert_eq!(published.sse_sent, 1);
-        assert!(outlet.woken().try_recv().is_err(), "the thread was woken");
+        assert!(!wake.clear(), "the thread was woken");
         assert_eq!(
             read_exactly(&mut client, second.sse_chunk().len()),
             second.sse_chunk()
@@ -615,7 +555,7 @@ mod tests {
         assert_eq!(outlet.detach(), 2);
         let third = event(3, "doorbell_pressed", 0);
         assert_eq!(fanout.publish(std::slice::from_ref(&third)).sse_sent, 0);
-        assert!(outlet.woken().try_recv().is_ok());
+        assert!(wake.clear());
         nothing_more(&mut client);
     }
 
@@ -623,7 +563,7 @@ mod tests {
     fn a_batch_goes_out_in_one_send_and_the_cursor_and_filter_apply() {
         let fanout = Fanout::new();
         let (server, mut client) = pair();
-        let outlet = fanout.subscribe(server, Wire::WebSocket, 8, None);
+        let outlet = fanout.subscribe(server, Wire::WebSocket, 8, None, eventfd());
         outlet.set_interest(Some(Box::new(|t: &str| t != "motion_detected")));
         // The thread already handled id 2 (say, from a replay of the store).
         assert!(matches!(outlet.settle(2, true, 64), Settled::Idle));
@@ -652,7 +592,7 @@ mod tests {
     fn a_full_socket_hands_the_rest_to_the_thread_which_finishes_the_event() {
         let fanout = Fanout::new();
         let (server, mut client) = pair();
-        let outlet = fanout.subscribe(server, Wire::SseChunked, 1000, None);
+        let outlet = fanout.subscribe(server, Wire::SseChunked, 1000, None, eventfd());
         assert!(matches!(outlet.settle(0, true, 64), Settled::Idle));
         // The client reads nothing: publish until the writer has to hand over.
         let mut published = Vec::new();
@@ -709,7 +649,7 @@ mod tests {
     fn detaching_after_a_hand_off_still_yields_the_half_sent_event_first() {
         let fanout = Fanout::new();
         let (server, _client) = pair();
-        let outlet = fanout.subscribe(server, Wire::SseChunked, 1000, None);
+        let outlet = fanout.subscribe(server, Wire::SseChunked, 1000, None, eventfd());
         assert!(matches!(outlet.settle(0, true, 64), Settled::Idle));
         let mut id = 0;
         loop {
@@ -742,6 +682,7 @@ mod tests {
         let (server, _client) = pair();
         let fired = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&fired);
+        let wake = eventfd();
         let outlet = fanout.subscribe(
             server,
             Wire::SsePlain,
@@ -750,9 +691,10 @@ mod tests {
                 socket.shutdown(std::net::Shutdown::Both).ok();
                 flag.store(true, Ordering::SeqCst);
             })),
+            Arc::clone(&wake),
         );
         let (other, mut other_client) = pair();
-        let keeps_up = fanout.subscribe(other, Wire::SsePlain, 2, None);
+        let keeps_up = fanout.subscribe(other, Wire::SsePlain, 2, None, eventfd());
         assert!(matches!(keeps_up.settle(0, true, 64), Settled::Idle));
         // The first is still owned by its thread (say, replaying): its queue fills up.
         let events: Vec<_> = (1..=3).map(|id| event(id, "x", 0)).collect();
@@ -769,35 +711,27 @@ mod tests {
             outlet.settle(0, true, 64),
             Settled::Evicted { .. }
         ));
-        // Its wake-up channel says so too, once drained (a thread waiting on it wakes).
-        while outlet.woken().try_recv().is_ok() {}
-        assert!(matches!(
-            outlet.woken().try_recv(),
-            Err(crossbeam_channel::TryRecvError::Disconnected)
-        ));
+        // Its thread was woken to find out.
+        assert!(wake.clear());
         // The other client got all three, from the writer.
         let expected: Vec<u8> = events.iter().flat_map(|e| e.sse().to_vec()).collect();
         assert_eq!(read_exactly(&mut other_client, expected.len()), expected);
     }
 
     #[test]
-    fn a_polled_client_is_woken_through_its_eventfd_when_queued_and_when_evicted() {
+    fn a_client_is_woken_through_its_eventfd_when_queued_and_when_evicted_never_else() {
         use crate::wake::is_readable;
         use std::os::fd::AsFd;
         let fanout = Fanout::new();
         let (server, mut client) = pair();
-        let wake = Arc::new(WakeFd::new().unwrap());
-        let outlet = fanout.subscribe_polled(server, Wire::WebSocket, 2, None, Arc::clone(&wake));
+        let wake = eventfd();
+        let outlet = fanout.subscribe(server, Wire::WebSocket, 2, None, Arc::clone(&wake));
         assert!(!is_readable(wake.as_fd()));
         // Owned (the session is busy): the event is queued and the eventfd made readable.
         let first = event(1, "doorbell_pressed", 0);
         fanout.publish(std::slice::from_ref(&first));
         assert!(is_readable(wake.as_fd()));
         assert!(wake.clear());
-        assert!(
-            outlet.woken().try_recv().is_err(),
-            "the channel is not used"
-        );
         let Settled::Backlog(backlog) = outlet.settle(0, true, 64) else {
             panic!("the queued event");
         };
@@ -838,7 +772,7 @@ mod tests {
     fn dropping_the_outlet_unsubscribes() {
         let fanout = Fanout::new();
         let (server, _client) = pair();
-        let outlet = fanout.subscribe(server, Wire::SseChunked, 2, None);
+        let outlet = fanout.subscribe(server, Wire::SseChunked, 2, None, eventfd());
         assert_eq!(fanout.len(), 1);
         drop(outlet);
         assert_eq!(fanout.len(), 0);

@@ -117,7 +117,7 @@ impl EventHub {
     }
 
     /// A live feed of events published from now on, for an in-process consumer (streaming
-    /// clients use [`EventHub::subscribe_stream`]). `on_evict` runs if the subscriber falls
+    /// clients use [`EventHub::subscribe_stream_polled`]). `on_evict` runs if the subscriber falls
     /// `capacity` events behind.
     pub fn subscribe(
         &self,
@@ -130,19 +130,8 @@ impl EventHub {
     /// A streaming client's place in the fan-out: events published from now on are written to
     /// `socket` (a handle of the client's own) framed as `wire`, by the writer itself while the
     /// client's thread has handed it the socket, queued for that thread otherwise (see
-    /// [`Outlet::settle`]). `on_evict` runs if the client falls `capacity` events behind.
-    pub fn subscribe_stream(
-        &self,
-        socket: std::net::TcpStream,
-        wire: Wire,
-        capacity: usize,
-        on_evict: Option<StreamEvictHook>,
-    ) -> Outlet {
-        self.fanout.subscribe(socket, wire, capacity, on_evict)
-    }
-
-    /// [`subscribe_stream`](Self::subscribe_stream) for a client's thread that waits in
-    /// `poll(2)`: the fan-out wakes it by making `wake` readable.
+    /// [`Outlet::settle`]), which the fan-out then wakes by making `wake` readable (its thread
+    /// waits on it in `poll(2)`). `on_evict` runs if the client falls `capacity` events behind.
     pub fn subscribe_stream_polled(
         &self,
         socket: std::net::TcpStream,
@@ -152,7 +141,7 @@ impl EventHub {
         wake: std::sync::Arc<crate::wake::WakeFd>,
     ) -> Outlet {
         self.fanout
-            .subscribe_polled(socket, wire, capacity, on_evict, wake)
+            .subscribe(socket, wire, capacity, on_evict, wake)
     }
 
     pub fn reader(&self) -> &StoreReader {

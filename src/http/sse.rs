@@ -433,13 +433,14 @@ fn live(
             }
             return "server shutting down".into();
         }
-        if ready.client {
-            return "closed the connection".into();
-        }
         if ready.woken {
-            // Something was queued (or the client was evicted): settle again.
+            // Something was queued, or the client was evicted (whose hook also shut the
+            // socket down): settle again, which says which.
             wake.clear();
             continue;
+        }
+        if ready.client {
+            return "closed the connection".into();
         }
         if idle_since.elapsed() < heartbeat {
             continue;
