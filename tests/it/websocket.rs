@@ -14,6 +14,12 @@ use crate::common::*;
 
 type Ws = tungstenite::WebSocket<TcpStream>;
 
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
 fn threads(pid: u32) -> usize {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
@@ -129,13 +135,18 @@ fn each_websocket_client_costs_one_thread() {
         assert_eq!(message["type"], "live_event", "{message}");
         assert_eq!(message["event"]["id"], event["id"]);
     }
+    // Every session's descriptors (socket, the fan-out's handle, eventfd) go with it; the
+    // shutdown eventfd, made by the first session, stays.
+    let fds_with_clients = open_fds(server.pid());
     drop(clients);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while threads(server.pid()) > before {
+    while threads(server.pid()) > before || open_fds(server.pid()) > fds_with_clients - 3 * CLIENTS
+    {
         assert!(
             Instant::now() < deadline,
-            "{} threads left after the clients went, {before} before",
-            threads(server.pid())
+            "{} threads and {} descriptors left after the clients went, {before} threads before",
+            threads(server.pid()),
+            open_fds(server.pid())
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -210,4 +221,58 @@ fn a_message_split_across_waits_is_answered_whole() {
     std::thread::sleep(Duration::from_millis(100));
     ws.get_mut().write_all(rest).unwrap();
     expect_pongs(&mut ws, 1);
+}
+
+/// A session that panics while it runs (deep in its loop, from its connection thread's
+/// outermost frame) gives everything back as the thread unwinds: its thread, its descriptors
+/// (the socket, the fan-out's handle on it, its eventfd), its slot; and the client sees the
+/// connection end.
+#[test]
+fn a_session_that_panics_leaks_no_descriptor_thread_or_slot() {
+    const CLIENTS: usize = 10;
+    let server = Server::try_start_wrapped(&["env", "PORCHLIGHT_TEST_PANIC=session:/ws"], &[])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let port = server.port();
+    let pid = server.pid();
+    let series = "porchlight_clients{kind=\"websocket\"}";
+    let no_session = |what: &str| {
+        let left = wait_metric(port, None, series, Duration::from_secs(10), |v| v == 0.0);
+        assert_eq!(left, Some(0.0), "{what}: WebSocket slots leaked");
+    };
+    // A first session makes the shutdown eventfd (once per process); it panics too, at the
+    // hang-up. After it the baseline is steady.
+    drop(open(port));
+    no_session("after the first client");
+    let (fds, threads_before) = (open_fds(pid), threads(pid));
+    let mut clients: Vec<Ws> = (0..CLIENTS).map(|_| open(port)).collect();
+    assert!(
+        open_fds(pid) >= fds + 2 * CLIENTS,
+        "each session holds descriptors"
+    );
+    for ws in &mut clients {
+        send(ws, r#"{"type":"ping"}"#);
+        // The panic ends the connection: no answer, the stream just ends.
+        match ws.read() {
+            Err(_) | Ok(Message::Close(_)) => {}
+            Ok(other) => panic!("the session answered {other:?} instead of panicking"),
+        }
+    }
+    no_session("after panicking sessions");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open_fds(pid) > fds || threads(pid) > threads_before {
+        assert!(
+            Instant::now() < deadline,
+            "{} descriptors and {} threads left, {fds} and {threads_before} before",
+            open_fds(pid),
+            threads(pid)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = server.stderr();
+    assert_eq!(
+        log.matches("panic while answering GET \"/ws\"").count(),
+        CLIENTS + 1,
+        "{log}"
+    );
+    drop(clients);
 }

@@ -435,6 +435,8 @@ impl<'a> Session<'a> {
     /// with more perhaps already read (the caller comes back at once, after its other inputs).
     #[inline(never)]
     fn received(&mut self) -> Result<bool, End> {
+        // Tests make this panic, deep in a running session (debug builds only).
+        crate::http::panics::injected("session", "/ws");
         self.begin_work()?;
         self.drain_queued()?;
         // Any frame, pong or not, shows the client is alive.
