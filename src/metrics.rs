@@ -44,6 +44,9 @@ pub struct Metrics {
     pub events_stored: AtomicU64,
     pub last_event_id: AtomicU64,
     pub store_commits: AtomicU64,
+    /// Time spent storing events (the transaction and its fsync), in nanoseconds: every
+    /// event's latency to its clients includes it, since none is sent before it is on disk.
+    pub store_commit_nanos: AtomicU64,
     pub store_errors: AtomicU64,
     pub sse_events_sent: AtomicU64,
     pub ws_events_sent: AtomicU64,
@@ -118,6 +121,11 @@ pub const SERIES: &[Series<Metrics>] = &[
         "porchlight_store_commits_total",
         "Store transactions committed (one fsync each; events_total/commits is the group-commit batch size).",
         |m, out| out.atomic(&m.store_commits),
+    ),
+    Series::counter(
+        "porchlight_store_commit_seconds_total",
+        "Time spent storing events, fsync included (each event reaches its clients only after it; divided by store_commits_total: the mean).",
+        |m, out| out.value(m.store_commit_nanos.load(Ordering::Relaxed) as f64 * 1e-9),
     ),
     Series::counter(
         "porchlight_store_errors_total",

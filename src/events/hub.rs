@@ -18,6 +18,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
@@ -245,6 +246,7 @@ fn run_writer(
     let mut replies = Vec::with_capacity(MAX_BATCH);
     let mut clip_updates = Vec::new();
     let mut clip_sink: Option<Box<dyn ClipSink>> = None;
+    let mut slow_disk = SlowDisk::default();
     let mut stopping = false;
     while !stopping {
         // With delivery cursors to keep, wake at least every SAVE_INTERVAL to save moved ones.
@@ -289,12 +291,14 @@ fn run_writer(
             }
         }
         let moved = cursors.unsaved();
+        let storing = Instant::now();
         let appended = match &mut store {
             Ok(store) => store
                 .append_saving(&drafts, &moved)
                 .map(|events| (events, store.stored())),
             Err(refusal) => Err(refusal.clone()),
         };
+        slow_disk.note(storing.elapsed(), &metrics);
         if appended.is_ok() {
             cursors.mark_saved(&moved);
         } else if let Some(sink) = clip_sink.as_mut() {
@@ -355,6 +359,46 @@ fn run_writer(
     log::debug!("event writer stopped");
 }
 
+/// A commit (the transaction and its fsync) slower than this delays every client noticeably.
+const SLOW_COMMIT: Duration = Duration::from_millis(100);
+/// At most one slow-disk warning this often.
+const SLOW_COMMIT_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Counts the time spent storing, and says so in the log when the disk holds events up: an SD
+/// card's fsync can take a second, and every client waits for it.
+#[derive(Default)]
+struct SlowDisk {
+    last_warning: Option<Instant>,
+    slow_since_warning: u64,
+}
+
+impl SlowDisk {
+    fn note(&mut self, took: Duration, metrics: &Metrics) {
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        metrics
+            .store_commit_nanos
+            .fetch_add(nanos, Ordering::Relaxed);
+        if took < SLOW_COMMIT {
+            return;
+        }
+        self.slow_since_warning += 1;
+        if self
+            .last_warning
+            .is_some_and(|t| t.elapsed() < SLOW_COMMIT_LOG_EVERY)
+        {
+            return;
+        }
+        log::warn!(
+            "storing events took {} ms (the disk is slow; {} such commit(s) since the last \
+             warning): clients get each event only once it is on disk",
+            took.as_millis(),
+            self.slow_since_warning
+        );
+        self.last_warning = Some(Instant::now());
+        self.slow_since_warning = 0;
+    }
+}
+
 fn count_fanout(metrics: &Metrics, published: Published) {
     metrics
         .sse_events_sent
@@ -388,5 +432,31 @@ fn save_cursors(store: &mut Result<Store, StoreError>, cursors: &DeliveryCursors
     match store.save_cursors(&moved) {
         Ok(()) => cursors.mark_saved(&moved),
         Err(err) => log::warn!("cannot save {} delivery cursor(s): {err}", moved.len()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_time_is_counted_and_a_slow_disk_warned_of_at_most_once_a_minute() {
+        let metrics = Metrics::default();
+        let mut disk = SlowDisk::default();
+        disk.note(Duration::from_millis(2), &metrics);
+        assert!(disk.last_warning.is_none());
+        disk.note(SLOW_COMMIT, &metrics);
+        assert!(disk.last_warning.is_some(), "a slow commit is warned of");
+        assert_eq!(disk.slow_since_warning, 0);
+        disk.note(SLOW_COMMIT * 2, &metrics);
+        assert_eq!(
+            disk.slow_since_warning, 1,
+            "the next one within a minute is only counted"
+        );
+        let spent = Duration::from_millis(2) + SLOW_COMMIT * 3;
+        assert_eq!(
+            metrics.store_commit_nanos.load(Ordering::Relaxed),
+            u64::try_from(spent.as_nanos()).unwrap()
+        );
     }
 }

@@ -221,6 +221,11 @@ fn a_concurrent_burst_shares_fsyncs() {
     let events = metric(&text, "porchlight_events_total").expect("events_total");
     let commits = metric(&text, "porchlight_store_commits_total").expect("commits_total");
     assert_eq!(events, 320.0);
+    let storing = metric(&text, "porchlight_store_commit_seconds_total").expect("commit seconds");
+    assert!(
+        storing > 0.0 && storing < 320.0,
+        "{storing} s spent storing {events} events"
+    );
     assert!(
         commits < events,
         "{commits} commits for {events} events: every event paid its own fsync"

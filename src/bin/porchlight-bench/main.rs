@@ -486,6 +486,7 @@ fn run(mut o: Options) -> Result<(), String> {
         .as_ref()
         .map(|m| m.report(o.events, Duration::from_secs(10)));
     let load_end = proc_now();
+    let storing = store_commits(&mut producer);
     video_stop.store(true, Ordering::Relaxed);
     let video = summarise_viewers(viewers, &o.quality)?;
 
@@ -571,6 +572,11 @@ fn run(mut o: Options) -> Result<(), String> {
             "threads_connected": loaded_idle.map(|s| s.1.threads),
             "threads_load": loaded.map(|s| s.threads),
         },
+        "store": storing.map(|(commits, seconds)| json!({
+            "commits": commits,
+            "seconds": seconds,
+            "mean_ms": if commits > 0.0 { seconds / commits * 1e3 } else { 0.0 },
+        })),
         "reconnect_replay": reconnect.map(|(t, n)| json!({"seconds": t.as_secs_f64(), "events_replayed": n})),
     });
     if o.json {
@@ -580,6 +586,28 @@ fn run(mut o: Options) -> Result<(), String> {
     }
     drop(spawned);
     Ok(())
+}
+
+/// The server's store commits and the seconds they took, from `/metrics` (absent from servers
+/// older than the series).
+fn store_commits(connection: &mut http::KeepAlive) -> Option<(f64, f64)> {
+    let (status, body) = connection.request("GET", "/metrics", b"").ok()?;
+    if status != 200 {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&body);
+    let read = |name: &str| {
+        text.lines().find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .parse::<f64>()
+                .ok()
+        })
+    };
+    Some((
+        read("porchlight_store_commits_total")?,
+        read("porchlight_store_commit_seconds_total")?,
+    ))
 }
 
 /// Joins the viewers and summarises fps and capture → client latency.
@@ -714,6 +742,13 @@ fn print_table(r: &serde_json::Value) {
         "server threads      idle {}  clients connected {}  under load {}",
         s["threads_idle"], s["threads_connected"], s["threads_load"]
     );
+    if let Some(store) = r["store"].as_object() {
+        println!(
+            "storing             {} commits, mean {:.2} ms each (transaction + fsync; in every event's latency)",
+            store["commits"],
+            num(&store["mean_ms"])
+        );
+    }
     if let Some(rc) = r["reconnect_replay"].as_object() {
         println!(
             "reconnect + replay  {:.1} ms for {} events",
