@@ -110,16 +110,6 @@ fn raw_exchange(port: u16, bytes: &[u8], half_close: bool) -> (Option<Response>,
     (response, closed)
 }
 
-/// The process's thread count, from /proc.
-fn threads(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("Threads line")
-}
-
 /// CPU time (user + system) the process has used, from /proc/PID/stat, in clock ticks.
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();

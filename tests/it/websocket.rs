@@ -14,21 +14,6 @@ use crate::common::*;
 
 type Ws = tungstenite::WebSocket<TcpStream>;
 
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count()
-}
-
-fn threads(pid: u32) -> usize {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("Threads:"))
-        .and_then(|n| n.trim().parse().ok())
-        .expect("Threads: in /proc/PID/status")
-}
-
 fn next_json(ws: &mut Ws) -> Value {
     loop {
         match ws.read().expect("a WebSocket message") {

@@ -410,17 +410,29 @@ pub fn run_program(program: &str, args: &[&str], timeout: Duration) -> Finished 
     }
 }
 
+/// The first number of a `/proc/PID/status` line (`VmRSS:`, `Threads:`, ...).
+fn status_number(pid: u32, key: &str) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(key))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} number in /proc/{pid}/status"))
+}
+
 /// Resident set size of a process in bytes, from /proc.
 pub fn rss_bytes(pid: u32) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .expect("VmRSS line");
-    let kb: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS value");
-    kb * 1024
+    status_number(pid, "VmRSS:") * 1024
+}
+
+/// The process's thread count, from /proc.
+pub fn threads(pid: u32) -> usize {
+    usize::try_from(status_number(pid, "Threads:")).expect("a thread count fits usize")
+}
+
+/// The process's open file descriptors, from /proc.
+pub fn open_fds(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read /proc fd")
+        .count()
 }
