@@ -12,7 +12,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -129,87 +129,84 @@ fn open_ws(addr: SocketAddr, client: usize, token_query: &str) -> Result<Receive
 /// The epoll loop: reads every readable socket, parses what it got, until every receiver is
 /// done or `stop` is set.
 fn read_all(receivers: &mut [Receiver], expected: usize, stop: &AtomicBool) -> Result<(), String> {
-    // SAFETY: epoll_create1 takes no pointers; a non-negative result is a descriptor we own
-    // (closed below).
-    let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    if epoll < 0 {
+    // SAFETY: epoll_create1 takes no pointers; a non-negative result is a descriptor we own.
+    let created = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if created < 0 {
         return Err(format!("epoll: {}", std::io::Error::last_os_error()));
     }
-    let result = (|| {
-        for (index, receiver) in receivers.iter_mut().enumerate() {
-            receiver
-                .socket
-                .set_nonblocking(true)
-                .map_err(|e| e.to_string())?;
-            let mut event = libc::epoll_event {
-                events: libc::EPOLLIN as u32,
-                u64: index as u64,
-            };
-            // SAFETY: registers a socket we own with our epoll; `event` is read for the call.
-            let added = unsafe {
-                libc::epoll_ctl(
-                    epoll,
-                    libc::EPOLL_CTL_ADD,
-                    receiver.socket.as_raw_fd(),
-                    &mut event,
-                )
-            };
-            if added < 0 {
-                return Err(format!("epoll_ctl: {}", std::io::Error::last_os_error()));
-            }
-            // Bytes that came with the setup (none, normally) are parsed now.
-            receiver.parse(unix_nanos(), expected);
+    // SAFETY: `created` is a new descriptor nothing else owns; closed when this drops.
+    let owned = unsafe { OwnedFd::from_raw_fd(created) };
+    let epoll = owned.as_raw_fd();
+    for (index, receiver) in receivers.iter_mut().enumerate() {
+        receiver
+            .socket
+            .set_nonblocking(true)
+            .map_err(|e| e.to_string())?;
+        let mut event = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: index as u64,
+        };
+        // SAFETY: registers a socket we own with our epoll; `event` is read for the call.
+        let added = unsafe {
+            libc::epoll_ctl(
+                epoll,
+                libc::EPOLL_CTL_ADD,
+                receiver.socket.as_raw_fd(),
+                &mut event,
+            )
+        };
+        if added < 0 {
+            return Err(format!("epoll_ctl: {}", std::io::Error::last_os_error()));
         }
-        let mut open = receivers.iter().filter(|r| !r.done).count();
-        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
-        let mut buf = vec![0u8; 64 * 1024];
-        while open > 0 && !stop.load(Ordering::Relaxed) {
-            // SAFETY: epoll_wait writes at most `events.len()` entries into our buffer.
-            let ready = unsafe {
-                libc::epoll_wait(
-                    epoll,
-                    events.as_mut_ptr(),
-                    events.len() as libc::c_int,
-                    POLL_MS,
-                )
+        // Bytes that came with the setup (none, normally) are parsed now.
+        receiver.parse(unix_nanos(), expected);
+    }
+    let mut open = receivers.iter().filter(|r| !r.done).count();
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+    let mut buf = vec![0u8; 64 * 1024];
+    while open > 0 && !stop.load(Ordering::Relaxed) {
+        // SAFETY: epoll_wait writes at most `events.len()` entries into our buffer.
+        let ready = unsafe {
+            libc::epoll_wait(
+                epoll,
+                events.as_mut_ptr(),
+                events.len() as libc::c_int,
+                POLL_MS,
+            )
+        };
+        let Ok(ready) = usize::try_from(ready) else {
+            let err = std::io::Error::last_os_error();
+            if err.kind() == ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(format!("epoll_wait: {err}"));
+        };
+        for event in &events[..ready] {
+            let Some(receiver) = usize::try_from(event.u64)
+                .ok()
+                .and_then(|i| receivers.get_mut(i))
+            else {
+                continue;
             };
-            let Ok(ready) = usize::try_from(ready) else {
-                let err = std::io::Error::last_os_error();
-                if err.kind() == ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(format!("epoll_wait: {err}"));
-            };
-            for event in &events[..ready] {
-                let Some(receiver) = usize::try_from(event.u64)
-                    .ok()
-                    .and_then(|i| receivers.get_mut(i))
-                else {
-                    continue;
-                };
-                if receiver.done {
-                    continue;
-                }
-                receiver.drain(&mut buf, expected);
-                if receiver.done {
-                    open -= 1;
-                    // SAFETY: removes a descriptor we registered; no event pointer is needed.
-                    unsafe {
-                        libc::epoll_ctl(
-                            epoll,
-                            libc::EPOLL_CTL_DEL,
-                            receiver.socket.as_raw_fd(),
-                            std::ptr::null_mut(),
-                        );
-                    }
+            if receiver.done {
+                continue;
+            }
+            receiver.drain(&mut buf, expected);
+            if receiver.done {
+                open -= 1;
+                // SAFETY: removes a descriptor we registered; no event pointer is needed.
+                unsafe {
+                    libc::epoll_ctl(
+                        epoll,
+                        libc::EPOLL_CTL_DEL,
+                        receiver.socket.as_raw_fd(),
+                        std::ptr::null_mut(),
+                    );
                 }
             }
         }
-        Ok(())
-    })();
-    // SAFETY: closes the epoll descriptor created above, once.
-    unsafe { libc::close(epoll) };
-    result
+    }
+    Ok(())
 }
 
 impl Receiver {
@@ -234,10 +231,10 @@ impl Receiver {
         self.parse(unix_nanos(), expected);
     }
 
+    /// The stream ended before this client had every event (one that has them all is done
+    /// and no longer read).
     fn end(&mut self, why: &str) {
-        if self.report.received < usize::MAX {
-            self.report.error.get_or_insert_with(|| why.to_string());
-        }
+        self.report.error.get_or_insert_with(|| why.to_string());
         self.done = true;
     }
 
