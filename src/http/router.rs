@@ -205,9 +205,7 @@ pub fn handle<'c>(mut request: Request, conn: &'c Conn, ctx: &'c Ctx) -> Handled
         target.path,
         reply.status_code().0
     );
-    let keep_alive = respond(request, reply, ctx) && !close;
-    drop(scope);
-    Handled::Answered(keep_alive)
+    Handled::Answered(respond(request, reply, ctx) && !close)
 }
 
 /// Sends `reply`, counts it, and says whether the connection may carry another request.
