@@ -118,7 +118,7 @@ impl EventHub {
     }
 
     /// A live feed of events published from now on, for an in-process consumer (streaming
-    /// clients use [`EventHub::subscribe_stream_polled`]). `on_evict` runs if the subscriber falls
+    /// clients use [`EventHub::subscribe_stream`]). `on_evict` runs if the subscriber falls
     /// `capacity` events behind.
     pub fn subscribe(
         &self,
@@ -129,20 +129,28 @@ impl EventHub {
     }
 
     /// A streaming client's place in the fan-out: events published from now on are written to
-    /// `socket` (a handle of the client's own) framed as `wire`, by the writer itself while the
-    /// client's thread has handed it the socket, queued for that thread otherwise (see
-    /// [`Outlet::settle`]), which the fan-out then wakes by making `wake` readable (its thread
-    /// waits on it in `poll(2)`). `on_evict` runs if the client falls `capacity` events behind.
-    pub fn subscribe_stream_polled(
+    /// a handle of `socket` framed as `wire`, by the writer itself while the client's thread has
+    /// handed it the socket, queued for that thread otherwise (see [`Outlet::settle`]), which the
+    /// fan-out then wakes by making the returned eventfd readable (the thread waits on it in
+    /// `poll(2)`). `on_evict` runs if the client falls `capacity` events behind. Fails, changing
+    /// nothing, when the process is out of file descriptors for the handle or the eventfd.
+    pub fn subscribe_stream(
         &self,
-        socket: std::net::TcpStream,
+        socket: &std::net::TcpStream,
         wire: Wire,
         capacity: usize,
         on_evict: Option<StreamEvictHook>,
-        wake: std::sync::Arc<crate::wake::WakeFd>,
-    ) -> Outlet {
-        self.fanout
-            .subscribe(socket, wire, capacity, on_evict, wake)
+    ) -> std::io::Result<(Outlet, std::sync::Arc<crate::wake::WakeFd>)> {
+        let handle = socket.try_clone()?;
+        let wake = std::sync::Arc::new(crate::wake::WakeFd::new()?);
+        let outlet = self.fanout.subscribe(
+            handle,
+            wire,
+            capacity,
+            on_evict,
+            std::sync::Arc::clone(&wake),
+        );
+        Ok((outlet, wake))
     }
 
     pub fn reader(&self) -> &StoreReader {

@@ -44,3 +44,9 @@ pub fn over_limit(what: &str, limit: usize) -> Reply {
     )
     .with_header(header("Retry-After", "5"))
 }
+
+/// 503 for a stream the server cannot give the file descriptors it needs.
+pub fn out_of_descriptors() -> Reply {
+    error(503, "unavailable", "the server is out of file descriptors")
+        .with_header(header("Retry-After", "5"))
+}

@@ -305,22 +305,19 @@ fn open_events<'c>(
         Wire::SsePlain
     };
     // Every descriptor the stream needs, before anything is sent: running out is a 503.
-    let descriptors = (conn.socket.try_clone(), WakeFd::new(), ctx.shutdown.fd());
-    let (Ok(sink_socket), Ok(wake), Ok(_)) = descriptors else {
-        let busy = reply::error(503, "unavailable", "the server is out of file descriptors")
-            .with_header(reply::header("Retry-After", "5"));
-        return Err(respond(request, busy, ctx));
+    let subscribed = ctx.shutdown.fd().and_then(|_| {
+        ctx.events.subscribe_stream(
+            &conn.socket,
+            wire,
+            ctx.http.client_queue_events,
+            Some(Box::new(|socket: &TcpStream| {
+                socket.shutdown(SocketShutdown::Both).ok();
+            })),
+        )
+    });
+    let Ok((outlet, wake)) = subscribed else {
+        return Err(respond(request, reply::out_of_descriptors(), ctx));
     };
-    let wake = Arc::new(wake);
-    let outlet = ctx.events.subscribe_stream_polled(
-        sink_socket,
-        wire,
-        ctx.http.client_queue_events,
-        Some(Box::new(|socket: &TcpStream| {
-            socket.shutdown(SocketShutdown::Both).ok();
-        })),
-        Arc::clone(&wake),
-    );
     if let Some(types) = &asked.types {
         let types = types.clone();
         outlet.set_interest(Some(Box::new(move |event_type: &str| {

@@ -21,8 +21,6 @@ mod session;
 mod subscriptions;
 mod transport;
 
-use std::sync::Arc;
-
 use tiny_http::{Method, Request, Response};
 
 use self::handshake::Opening;
@@ -36,7 +34,6 @@ use super::server::Conn;
 use crate::ctx::Ctx;
 use crate::events::fanout::Wire;
 use crate::metrics::{ClientKind, ClientSlot};
-use crate::wake::WakeFd;
 
 pub use self::session::MAX_MESSAGE_BYTES;
 
@@ -111,23 +108,21 @@ fn open<'c>(
         return None;
     };
     // Every descriptor the session needs, before the upgrade: running out is a 503.
-    let descriptors = (conn.socket.try_clone(), WakeFd::new(), ctx.shutdown.fd());
-    let (Ok(sink_socket), Ok(wake), Ok(stop)) = descriptors else {
-        let busy = reply::error(503, "unavailable", "the server is out of file descriptors")
-            .with_header(reply::header("Retry-After", "5"));
-        respond(request, busy, ctx);
-        return None;
-    };
-    let wake = Arc::new(wake);
     // Subscribe before anything else: the replay seam (events::replay) depends on it.
     let latch = EvictionLatch::new();
-    let outlet = ctx.events.subscribe_stream_polled(
-        sink_socket,
-        Wire::WebSocket,
-        ctx.http.client_queue_events,
-        Some(latch.hook()),
-        Arc::clone(&wake),
-    );
+    let subscribed = ctx.shutdown.fd().and_then(|stop| {
+        let (outlet, wake) = ctx.events.subscribe_stream(
+            &conn.socket,
+            Wire::WebSocket,
+            ctx.http.client_queue_events,
+            Some(latch.hook()),
+        )?;
+        Ok((outlet, wake, stop))
+    });
+    let Ok((outlet, wake, stop)) = subscribed else {
+        respond(request, reply::out_of_descriptors(), ctx);
+        return None;
+    };
     let switching =
         Response::empty(101).with_header(reply::header("Sec-WebSocket-Accept", &accept_key));
     let upgraded = request.upgrade("websocket", switching);
