@@ -22,6 +22,7 @@ pub(crate) mod motion;
 pub mod mqtt;
 pub(crate) mod outbound;
 pub(crate) mod sdnotify;
+pub(crate) mod short_sort;
 pub(crate) mod shutdown;
 pub(crate) mod stack;
 pub mod status;

@@ -57,7 +57,7 @@ pub fn discover(dev_dir: &Path, sys_dir: &Path) -> Vec<Device> {
             Some((number, entry.path(), is_char))
         })
         .collect();
-    nodes.sort();
+    crate::short_sort::sort_short_by(&mut nodes, |a, b| a < b);
     nodes
         .into_iter()
         .map(|(number, path, is_char)| {
@@ -136,7 +136,7 @@ fn frame_rates(camera: &dyn VideoDevice, format: &[u8; 4], size: (u32, u32)) -> 
         Ok(rscam::IntervalInfo::Stepwise { min, max, .. }) => vec![to_fps(min), to_fps(max)],
         Err(_) => Vec::new(),
     };
-    rates.sort_by(|a, b| b.total_cmp(a));
+    crate::short_sort::sort_short_by(&mut rates, |a, b| a.total_cmp(b).is_gt());
     rates.dedup();
     rates
 }

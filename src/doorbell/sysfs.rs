@@ -106,7 +106,7 @@ impl SysfsGpio {
                 })
             })
             .collect();
-        chips.sort_by_key(|chip| chip.base);
+        crate::short_sort::sort_short_by(&mut chips, |a, b| a.base < b.base);
         Ok(chips)
     }
 
