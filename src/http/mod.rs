@@ -7,6 +7,7 @@ pub(crate) mod caching;
 pub(crate) mod chunked;
 pub(crate) mod clip;
 pub(crate) mod cors;
+pub(crate) mod gzip;
 pub(crate) mod mjpeg;
 pub(crate) mod panics;
 pub mod query;

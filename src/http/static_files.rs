@@ -1,4 +1,7 @@
-//! The dashboard's files: embedded in the binary, or read from `--www DIR` for development.
+//! The dashboard's files: embedded in the binary (gzip-compressed, see `build.rs`), or read from
+//! `--www DIR` for development. An embedded file goes out as it is stored, with
+//! `Content-Encoding: gzip`, to a client that accepts gzip (every browser), and unpacked to one
+//! that does not (curl, scripts); both carry `Vary: Accept-Encoding` and their own `ETag`.
 //! No path outside the root is ever served: the URL path is decoded, `..` and hidden segments
 //! are refused before touching the disk, and a file read from `--www` must still resolve inside
 //! the root after symlinks.
@@ -7,9 +10,9 @@ use std::path::{Path, PathBuf};
 
 use tiny_http::Request;
 
-use super::caching;
 use super::query::{Target, decode_component};
 use super::reply::{self, Reply};
+use super::{caching, gzip};
 use crate::ctx::Ctx;
 
 mod embedded {
@@ -63,21 +66,80 @@ fn read_from_dir(root: &Path, relative: &str) -> Option<Vec<u8>> {
     std::fs::read(path).ok()
 }
 
-/// The file's bytes, from `--www` or from the copy embedded in the binary.
-fn load(relative: &str, ctx: &Ctx) -> Option<Vec<u8>> {
-    match &ctx.http.www {
-        Some(root) => read_from_dir(root, relative),
-        None => embedded::EMBEDDED
-            .iter()
-            .find(|(path, _)| path[1..] == *relative)
-            .map(|(_, bytes)| bytes.to_vec()),
-    }
+/// The embedded gzip member of the file at `relative` ("index.html").
+pub(crate) fn embedded_gzip(relative: &str) -> Option<&'static [u8]> {
+    embedded::EMBEDDED
+        .iter()
+        .find(|(path, _)| path[1..] == *relative)
+        .map(|(_, member)| *member)
 }
 
-fn file_reply(status: u16, relative: &str, body: Vec<u8>) -> Reply {
+/// A file's bytes and how they are coded.
+struct Body {
+    bytes: Vec<u8>,
+    /// Still the embedded gzip member (sent with `Content-Encoding: gzip`).
+    gzipped: bool,
+    /// Embedded, so the answer depends on `Accept-Encoding`.
+    embedded: bool,
+}
+
+/// The file's bytes, from `--www` or from the copy embedded in the binary: left compressed if
+/// `gzip_ok`, else unpacked.
+fn load(relative: &str, ctx: &Ctx, gzip_ok: bool) -> Option<Body> {
+    if let Some(root) = &ctx.http.www {
+        let bytes = read_from_dir(root, relative)?;
+        return Some(Body {
+            bytes,
+            gzipped: false,
+            embedded: false,
+        });
+    }
+    let member = embedded_gzip(relative)?;
+    let bytes = if gzip_ok {
+        member.to_vec()
+    } else {
+        gzip::gunzip(member)?
+    };
+    Some(Body {
+        bytes,
+        gzipped: gzip_ok,
+        embedded: true,
+    })
+}
+
+/// Whether `Accept-Encoding` accepts gzip: listed as `gzip` (or `x-gzip`), or matched by `*`,
+/// with a q-value above 0. No header at all gets the identity: curl and scripts that send none
+/// expect the file as it is.
+fn accepts_gzip(request: &Request) -> bool {
+    let Some(accepted) = super::access::header(request, "Accept-Encoding") else {
+        return false;
+    };
+    let (mut gzip, mut any) = (None, None);
+    for item in accepted.split(',') {
+        let mut parts = item.split(';');
+        let coding = parts.next().unwrap_or("").trim();
+        let weight = parts.find_map(|p| {
+            let (name, value) = p.split_once('=')?;
+            name.trim().eq_ignore_ascii_case("q").then(|| value.trim())
+        });
+        // q is 0 to 1 with up to three decimals; anything else is not a yes.
+        let wanted = weight.is_none_or(|q| q.parse::<f32>().is_ok_and(|q| q > 0.0 && q <= 1.0));
+        if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+            gzip = Some(wanted);
+        } else if coding == "*" {
+            any = Some(wanted);
+        }
+    }
+    gzip.or(any).unwrap_or(false)
+}
+
+fn file_reply(status: u16, relative: &str, body: Vec<u8>, gzipped: bool) -> Reply {
     let kind = content_type(relative);
-    let response = reply::bytes(status, kind, body)
+    let mut response = reply::bytes(status, kind, body)
         .with_header(reply::header("Referrer-Policy", "no-referrer"));
+    if gzipped {
+        response = response.with_header(reply::header("Content-Encoding", "gzip"));
+    }
     if kind.starts_with("text/html") {
         // The page's Content-Security-Policy, and no framing.
         response
@@ -95,18 +157,29 @@ pub fn serve(request: &Request, url_path: &str, ctx: &Ctx) -> Reply {
     let Some(relative) = relative_path(url_path) else {
         return not_found();
     };
-    let Some(body) = load(&relative, ctx) else {
+    let Some(body) = load(&relative, ctx, accepts_gzip(request)) else {
         return not_found();
     };
     tagged(request, &relative, body)
 }
 
-/// A file's 200 with its `ETag`, or 304 if the client's copy is current.
-fn tagged(request: &Request, relative: &str, body: Vec<u8>) -> Reply {
-    let tag = caching::etag("", &body);
-    caching::conditional(request, &tag, "no-cache", body, |body| {
-        file_reply(200, relative, body)
-    })
+/// A file's 200 with its `ETag`, or 304 if the client's copy is current. The tag is a digest
+/// of the bytes sent, so the gzip and the plain copy have different tags, as they must.
+fn tagged(request: &Request, relative: &str, body: Body) -> Reply {
+    let tag = caching::etag("", &body.bytes);
+    let Body {
+        bytes,
+        gzipped,
+        embedded,
+    } = body;
+    let reply = caching::conditional(request, &tag, "no-cache", bytes, |bytes| {
+        file_reply(200, relative, bytes, gzipped)
+    });
+    if embedded {
+        reply.with_header(reply::header("Vary", "Accept-Encoding"))
+    } else {
+        reply
+    }
 }
 
 /// Whether the client says it wants an HTML page (a browser's navigation does; scripts, curl
@@ -136,8 +209,9 @@ pub fn serve_untrusted(request: &Request, target: &Target, ctx: &Ctx) -> Reply {
     if is_page && !wants_html(request) {
         return denied;
     }
-    match load(&relative, ctx) {
-        Some(body) if is_page => file_reply(401, &relative, body)
+    // The 401 page is sent unpacked: its `Vary` is about `Accept` (below).
+    match load(&relative, ctx, accepts_gzip(request) && !is_page) {
+        Some(body) if is_page => file_reply(401, &relative, body.bytes, false)
             .with_header(reply::header("Cache-Control", "no-store"))
             .with_header(reply::header(
                 "WWW-Authenticate",
@@ -175,5 +249,19 @@ mod tests {
     #[test]
     fn the_dashboard_is_embedded() {
         assert!(embedded::EMBEDDED.iter().any(|(p, _)| *p == "/index.html"));
+    }
+
+    /// Every embedded file unpacks to the bytes of its source in `www/`, and is smaller packed.
+    #[test]
+    fn every_embedded_file_unpacks_to_its_source() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("www");
+        let (mut packed, mut plain) = (0, 0);
+        for (path, member) in embedded::EMBEDDED {
+            let source = std::fs::read(root.join(&path[1..])).unwrap();
+            assert_eq!(gzip::gunzip(member).as_deref(), Some(&source[..]), "{path}");
+            packed += member.len();
+            plain += source.len();
+        }
+        assert!(packed * 2 < plain, "{packed} bytes packed of {plain}");
     }
 }

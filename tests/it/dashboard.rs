@@ -269,3 +269,96 @@ fn the_embedded_dashboard_is_whole_small_and_keeps_to_the_csp() {
         }
     }
 }
+
+/// `gzip -dc` of `bytes` (gzip is on every Debian machine the tests run on).
+fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("gzip")
+        .arg("-dc")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("gzip");
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "not a valid gzip stream");
+    out.stdout
+}
+
+#[test]
+fn embedded_files_go_gzipped_to_clients_that_accept_it_and_plain_to_others() {
+    let server = Server::start(&[]);
+    let port = server.port();
+    let www = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("www");
+    for path in ["/index.html", "/js/main.js", "/style.css", "/icon.svg"] {
+        let source = std::fs::read(www.join(&path[1..])).unwrap();
+
+        // No Accept-Encoding (curl, scripts), identity only, gzip refused: the file as it is.
+        for headers in [
+            &[][..],
+            &[("Accept-Encoding", "identity")][..],
+            &[("Accept-Encoding", "gzip;q=0, deflate")][..],
+            &[("Accept-Encoding", "*;q=0")][..],
+            &[("Accept-Encoding", "gzip;q=nonsense")][..],
+        ] {
+            let plain = request(port, "GET", path, headers, b"");
+            assert_eq!(plain.status, 200, "{path} {headers:?}");
+            assert_eq!(plain.header("content-encoding"), None, "{path} {headers:?}");
+            assert_eq!(plain.body, source, "{path} {headers:?}");
+            assert_eq!(plain.header("vary"), Some("Accept-Encoding"));
+        }
+
+        // What browsers send: the stored gzip member, smaller, unpacking to the file.
+        for accepted in [
+            "gzip, deflate, br, zstd",
+            "GZIP",
+            "br;q=1.0, gzip;q=0.8",
+            "*",
+        ] {
+            let packed = request(port, "GET", path, &[("Accept-Encoding", accepted)], b"");
+            assert_eq!(packed.status, 200, "{path} {accepted}");
+            assert_eq!(
+                packed.header("content-encoding"),
+                Some("gzip"),
+                "{accepted}"
+            );
+            assert_eq!(packed.header("vary"), Some("Accept-Encoding"));
+            assert_eq!(
+                packed.header("content-length"),
+                Some(packed.body.len().to_string().as_str())
+            );
+            assert_eq!(gunzip(&packed.body), source, "{path} {accepted}");
+            if source.len() > 1000 {
+                assert!(
+                    packed.body.len() * 2 < source.len(),
+                    "{path} barely compressed"
+                );
+            }
+        }
+
+        // Each representation has its own tag and is revalidated on its own.
+        let plain = request(port, "GET", path, &[], b"");
+        let packed = request(port, "GET", path, &[("Accept-Encoding", "gzip")], b"");
+        let (plain_tag, packed_tag) = (
+            plain.header("etag").unwrap(),
+            packed.header("etag").unwrap(),
+        );
+        assert_ne!(plain_tag, packed_tag, "{path}");
+        let again = request(
+            port,
+            "GET",
+            path,
+            &[("Accept-Encoding", "gzip"), ("If-None-Match", packed_tag)],
+            b"",
+        );
+        assert_eq!(again.status, 304, "{path}");
+        assert_eq!(again.header("vary"), Some("Accept-Encoding"));
+        let other = request(port, "GET", path, &[("If-None-Match", packed_tag)], b"");
+        assert_eq!(
+            other.status, 200,
+            "{path}: the gzip tag must not validate the plain copy"
+        );
+        assert_eq!(other.body, source);
+    }
+}
