@@ -51,6 +51,8 @@ pub struct Metrics {
     /// what a producer's acknowledgement waits for after its event was fanned out.
     pub store_syncs: AtomicU64,
     pub store_sync_nanos: AtomicU64,
+    /// Checkpoints (WAL copied into the database file) by the syncer thread.
+    pub store_checkpoints: AtomicU64,
     pub store_errors: AtomicU64,
     pub sse_events_sent: AtomicU64,
     pub ws_events_sent: AtomicU64,
@@ -140,6 +142,11 @@ pub const SERIES: &[Series<Metrics>] = &[
         "porchlight_store_sync_seconds_total",
         "Time spent in those fsyncs (divided by store_syncs_total: the mean a producer's acknowledgement waits for the disk).",
         |m, out| out.value(m.store_sync_nanos.load(Ordering::Relaxed) as f64 * 1e-9),
+    ),
+    Series::counter(
+        "porchlight_store_checkpoints_total",
+        "Checkpoints of the event store's WAL into its database file, off the event writer's path.",
+        |m, out| out.atomic(&m.store_checkpoints),
     ),
     Series::counter(
         "porchlight_store_errors_total",

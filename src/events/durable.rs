@@ -26,7 +26,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use rusqlite::Connection;
 
 use super::event::SharedEvent;
 use super::store::StoreError;
@@ -131,12 +132,24 @@ pub struct Syncer {
 }
 
 impl Syncer {
-    pub fn start(wal: Arc<Wal>, metrics: Arc<Metrics>) -> io::Result<Syncer> {
+    /// `checkpointer`: a connection of the store's own for checkpoints (without one, the
+    /// writer's connection checkpoints as SQLite does by default).
+    pub fn start(
+        wal: Arc<Wal>,
+        checkpointer: Option<Connection>,
+        metrics: Arc<Metrics>,
+    ) -> io::Result<Syncer> {
         let (requests, rx) = crossbeam_channel::bounded(SYNC_QUEUE);
         let thread = std::thread::Builder::new()
             .name("event-sync".into())
-            .stack_size(64 * 1024)
-            .spawn(move || run(&wal, &rx, &metrics))?;
+            .stack_size(128 * 1024)
+            .spawn(move || {
+                let mut checkpoints = Checkpoints {
+                    conn: checkpointer,
+                    due: None,
+                };
+                run(&wal, &rx, &mut checkpoints, &metrics);
+            })?;
         Ok(Syncer { requests, thread })
     }
 
@@ -163,13 +176,66 @@ impl Syncer {
     }
 }
 
-fn run(wal: &Wal, rx: &Receiver<Vec<Ack>>, metrics: &Metrics) {
+/// How long after a commit its WAL frames are copied into the database file: long enough to
+/// fold a burst's commits into one checkpoint (two fsyncs), short enough to keep the WAL small.
+const CHECKPOINT_AFTER: Duration = Duration::from_secs(1);
+
+/// The syncer's checkpoints, on a connection of their own, a second after the first commit
+/// since the last one.
+struct Checkpoints {
+    conn: Option<Connection>,
+    due: Option<Instant>,
+}
+
+impl Checkpoints {
+    fn after_commit(&mut self) {
+        if self.conn.is_some() && self.due.is_none() {
+            self.due = Some(Instant::now() + CHECKPOINT_AFTER);
+        }
+    }
+
+    /// A passive checkpoint: it copies what it can without waiting for the writer or readers,
+    /// and the writer restarts the WAL from its beginning once everything was copied.
+    fn run(&mut self, metrics: &Metrics) {
+        self.due = None;
+        let Some(conn) = &self.conn else { return };
+        let started = Instant::now();
+        let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+            Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+        });
+        match done {
+            Ok((frames, copied)) => {
+                metrics.store_checkpoints.fetch_add(1, Ordering::Relaxed);
+                log::debug!(
+                    "checkpoint: {copied} of {frames} WAL frame(s) copied in {} ms",
+                    started.elapsed().as_millis()
+                );
+            }
+            Err(err) => log::warn!("checkpoint of the event store failed: {err}"),
+        }
+    }
+}
+
+fn run(wal: &Wal, rx: &Receiver<Vec<Ack>>, checkpoints: &mut Checkpoints, metrics: &Metrics) {
     let mut slow_disk = SlowDisk::new(
         "making events durable",
         "producers get their acknowledgement only after it (clients got the events before)",
     );
     let mut waiting: Vec<Ack> = Vec::new();
-    while let Ok(first) = rx.recv() {
+    loop {
+        let first = match checkpoints.due {
+            Some(due) => rx.recv_deadline(due),
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        let first = match first {
+            Ok(first) => first,
+            Err(RecvTimeoutError::Timeout) => {
+                checkpoints.run(metrics);
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        checkpoints.after_commit();
         waiting.extend(first);
         while let Ok(more) = rx.try_recv() {
             waiting.extend(more);

@@ -87,7 +87,19 @@ impl EventHub {
                 .store(store.stored(), Ordering::Relaxed);
         }
         let syncer = match &store {
-            Ok(store) => Some(Syncer::start(store.wal(), Arc::clone(&metrics))?),
+            Ok(store) => {
+                let checkpointer = store
+                    .checkpointer()
+                    .inspect_err(|err| {
+                        log::warn!("checkpoints stay on the event writer's connection: {err}")
+                    })
+                    .ok();
+                Some(Syncer::start(
+                    store.wal(),
+                    checkpointer,
+                    Arc::clone(&metrics),
+                )?)
+            }
             Err(_) => None,
         };
         let writer = {
@@ -517,6 +529,12 @@ mod tests {
         assert_eq!(acked.event.id, 1);
         producer.join().unwrap();
         assert!(metrics.store_syncs.load(Ordering::Relaxed) >= 1);
+        // A second after the commit the syncer checkpoints, on its own connection.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while metrics.store_checkpoints.load(Ordering::Relaxed) == 0 {
+            assert!(Instant::now() < deadline, "no checkpoint after the commit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
 
         hub.stop();
         writer.join().unwrap();

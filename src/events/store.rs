@@ -112,6 +112,8 @@ pub struct Store {
     clips: ClipRows,
     /// The WAL, synced by the syncer thread, and the id floor (see [`super::durable`]).
     wal: Arc<Wal>,
+    /// The database file (for the checkpointer's connection).
+    db_path: PathBuf,
     /// After an unclean close: the next event's id comes after this floor. Applied with that
     /// event, so until then the status shows the last id actually stored.
     skip_to: Option<u64>,
@@ -159,8 +161,10 @@ impl Store {
             )));
         }
         // Commits reach the WAL's pages without an fsync; `Wal::sync` makes them durable
-        // (checkpoints still sync, as SQLite always does).
-        conn.execute_batch("PRAGMA synchronous=NORMAL;")?;
+        // (checkpoints still sync, as SQLite always does). The syncer thread checkpoints on
+        // its own connection (`Store::checkpointer`); this connection only steps in when the
+        // WAL outgrows that (a burst of over 16 MB within a second).
+        conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=4096;")?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(clip_rows::SCHEMA)?;
         // The first block of ids is made durable here, so the first event needs no sync of
@@ -189,6 +193,7 @@ impl Store {
             snapshot_bytes,
             clips,
             wal: Arc::new(wal),
+            db_path: dir.join(DB_FILE),
             skip_to,
         };
         store.recover_clips()?;
@@ -198,6 +203,13 @@ impl Store {
     /// The WAL, for the syncer thread.
     pub fn wal(&self) -> Arc<Wal> {
         Arc::clone(&self.wal)
+    }
+
+    /// A connection of its own for the syncer thread's checkpoints, which then never hold up
+    /// the writer's commits (a checkpoint copies the WAL into the database file and syncs both:
+    /// several milliseconds, or far more on an SD card).
+    pub fn checkpointer(&self) -> Result<Connection, StoreError> {
+        open_connection(&self.db_path, OpenFlags::SQLITE_OPEN_READ_WRITE)
     }
 
     /// Makes everything committed so far durable, here and now.
