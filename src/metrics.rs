@@ -44,9 +44,15 @@ pub struct Metrics {
     pub events_stored: AtomicU64,
     pub last_event_id: AtomicU64,
     pub store_commits: AtomicU64,
-    /// Time spent storing events (the transaction and its fsync), in nanoseconds: every
-    /// event's latency to its clients includes it, since none is sent before it is on disk.
+    /// Time spent committing event batches (without their fsync), in nanoseconds: every
+    /// event's latency to its clients includes it, since none is sent before it is committed.
     pub store_commit_nanos: AtomicU64,
+    /// fsyncs of the store's WAL by the syncer thread, and the time they took (nanoseconds):
+    /// what a producer's acknowledgement waits for after its event was fanned out.
+    pub store_syncs: AtomicU64,
+    pub store_sync_nanos: AtomicU64,
+    /// Checkpoints (WAL copied into the database file) by the syncer thread.
+    pub store_checkpoints: AtomicU64,
     pub store_errors: AtomicU64,
     pub sse_events_sent: AtomicU64,
     pub ws_events_sent: AtomicU64,
@@ -119,13 +125,28 @@ pub const SERIES: &[Series<Metrics>] = &[
     ),
     Series::counter(
         "porchlight_store_commits_total",
-        "Store transactions committed (one fsync each; events_total/commits is the group-commit batch size).",
+        "Event batches committed (events_total/commits is the group-commit batch size).",
         |m, out| out.atomic(&m.store_commits),
     ),
     Series::counter(
         "porchlight_store_commit_seconds_total",
-        "Time spent storing events, fsync included (each event reaches its clients only after it; divided by store_commits_total: the mean).",
+        "Time spent committing events, without the fsync (each event reaches its clients after it; divided by store_commits_total: the mean).",
         |m, out| out.value(m.store_commit_nanos.load(Ordering::Relaxed) as f64 * 1e-9),
+    ),
+    Series::counter(
+        "porchlight_store_syncs_total",
+        "fsyncs of the event store, each for every commit before it (producers are acknowledged after it).",
+        |m, out| out.atomic(&m.store_syncs),
+    ),
+    Series::counter(
+        "porchlight_store_sync_seconds_total",
+        "Time spent in those fsyncs (divided by store_syncs_total: the mean a producer's acknowledgement waits for the disk).",
+        |m, out| out.value(m.store_sync_nanos.load(Ordering::Relaxed) as f64 * 1e-9),
+    ),
+    Series::counter(
+        "porchlight_store_checkpoints_total",
+        "Checkpoints of the event store's WAL into its database file, off the event writer's path.",
+        |m, out| out.atomic(&m.store_checkpoints),
     ),
     Series::counter(
         "porchlight_store_errors_total",

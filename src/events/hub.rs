@@ -1,12 +1,13 @@
-//! EventHub: every event goes id → store → fan-out, in that order, on one writer thread.
+//! EventHub: every event goes id → commit → fan-out → fsync → acknowledgement, in that order.
 //!
 //! Producers (REST, the doorbell, the WebSocket) call [`EventHub::publish`], which blocks until
-//! the event is committed and fanned out. The writer thread takes whatever requests are waiting
-//! and commits them in one transaction (group commit: a burst costs one fsync, not one per
-//! event), then offers each event, serialised once, to every subscriber: streaming clients
-//! through the write-through fan-out (`fanout.rs`, which sends to their sockets itself),
-//! in-process consumers through a queue each. It also persists the
-//! delivery cursors of the MQTT bridge and webhooks ([`super::delivery`]), so it stays the
+//! the event is durable. The writer thread takes whatever requests are waiting and commits them
+//! in one transaction (group commit), then offers each event, serialised once, to every
+//! subscriber, then hands the producers' acknowledgements to the syncer thread, which answers
+//! them after the fsync ([`super::durable`]: clients no longer wait for the disk, producers
+//! still do). Streaming clients are offered events through the write-through fan-out
+//! (`fanout.rs`, which sends to their sockets itself), in-process consumers through a queue
+//! each. It also persists the delivery cursors of the MQTT bridge and webhooks ([`super::delivery`]), so it stays the
 //! store's one writer.
 //!
 //! Clips: the clip recorder (a [`ClipSink`]) decides on this thread, as an event is stored,
@@ -18,12 +19,13 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::clip_rows::{ClipPlan, ClipUpdate};
 use super::delivery::{DeliveryCursors, SAVE_INTERVAL};
+use super::durable::{Ack, SlowDisk, Syncer, nanos};
 use super::event::{Event, EventDraft, PublishedEvent, SharedEvent};
 use super::fanout::{Fanout, Outlet, Published, StreamEvictHook, Wire};
 use super::store::{Store, StoreError, StoreReader};
@@ -84,6 +86,22 @@ impl EventHub {
                 .events_stored
                 .store(store.stored(), Ordering::Relaxed);
         }
+        let syncer = match &store {
+            Ok(store) => {
+                let checkpointer = store
+                    .checkpointer()
+                    .inspect_err(|err| {
+                        log::warn!("checkpoints stay on the event writer's connection: {err}")
+                    })
+                    .ok();
+                Some(Syncer::start(
+                    store.wal(),
+                    checkpointer,
+                    Arc::clone(&metrics),
+                )?)
+            }
+            Err(_) => None,
+        };
         let writer = {
             let broadcast = broadcast.clone();
             let cursors = cursors.clone();
@@ -91,7 +109,7 @@ impl EventHub {
             std::thread::Builder::new()
                 .name("event-writer".into())
                 .stack_size(256 * 1024)
-                .spawn(move || run_writer(store, rx, broadcast, fanout, cursors, metrics))?
+                .spawn(move || run_writer(store, syncer, rx, broadcast, fanout, cursors, metrics))?
         };
         Ok((
             EventHub {
@@ -105,8 +123,8 @@ impl EventHub {
         ))
     }
 
-    /// Stores the event, fans it out, and returns it as sent. Once this returns `Ok`, the event
-    /// is on disk.
+    /// Stores the event, fans it out, and returns it as sent once it is on disk (clients may
+    /// have it a little before: see [`super::durable`]).
     pub fn publish(&self, draft: EventDraft) -> Result<SharedEvent, StoreError> {
         let (reply, answer) = crossbeam_channel::bounded(1);
         self.requests
@@ -244,6 +262,7 @@ fn update_clips(store: &mut Result<Store, StoreError>, updates: &[ClipUpdate], m
 
 fn run_writer(
     mut store: Result<Store, StoreError>,
+    syncer: Option<Syncer>,
     rx: Receiver<Request>,
     broadcast: Broadcast<SharedEvent>,
     fanout: Fanout,
@@ -254,7 +273,7 @@ fn run_writer(
     let mut replies = Vec::with_capacity(MAX_BATCH);
     let mut clip_updates = Vec::new();
     let mut clip_sink: Option<Box<dyn ClipSink>> = None;
-    let mut slow_disk = SlowDisk::default();
+    let mut slow_disk = SlowDisk::new("committing events", "every client waits for it");
     let mut stopping = false;
     while !stopping {
         // With delivery cursors to keep, wake at least every SAVE_INTERVAL to save moved ones.
@@ -266,7 +285,9 @@ fn run_writer(
         let first = match first {
             Ok(first) => first,
             Err(RecvTimeoutError::Timeout) => {
-                save_cursors(&mut store, &cursors);
+                if save_cursors(&mut store, &cursors) {
+                    sync_soon(syncer.as_ref(), &store);
+                }
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => break,
@@ -289,6 +310,9 @@ fn run_writer(
         if !clip_updates.is_empty() {
             update_clips(&mut store, &clip_updates, &metrics);
             clip_updates.clear();
+            if drafts.is_empty() {
+                sync_soon(syncer.as_ref(), &store);
+            }
         }
         if drafts.is_empty() {
             continue;
@@ -306,7 +330,19 @@ fn run_writer(
                 .map(|events| (events, store.stored())),
             Err(refusal) => Err(refusal.clone()),
         };
-        slow_disk.note(storing.elapsed(), &metrics);
+        let took = storing.elapsed();
+        metrics
+            .store_commit_nanos
+            .fetch_add(nanos(took), Ordering::Relaxed);
+        slow_disk.note(took);
+        let appended = appended.and_then(|(events, stored)| {
+            // An id above the durable floor is synced before anyone is told of it.
+            let last_id = events.last().map_or(0, |event| event.id);
+            match &store {
+                Ok(store) => store.make_tellable(last_id).map(|()| (events, stored)),
+                Err(refusal) => Err(refusal.clone()),
+            }
+        });
         if appended.is_ok() {
             cursors.mark_saved(&moved);
         } else if let Some(sink) = clip_sink.as_mut() {
@@ -339,13 +375,15 @@ fn run_writer(
                         .last_event_id
                         .store(last.event.id, Ordering::Relaxed);
                 }
-                // Stored (fsync'd) above: clients may see the events now.
+                // Committed above: clients may see the events now; producers after the sync.
                 count_fanout(&metrics, fanout.publish(&published));
+                let mut acks: Vec<Ack> = Vec::with_capacity(published.len());
                 for (event, reply) in published.into_iter().zip(replies.drain(..)) {
                     let evicted = broadcast.publish(&event);
                     count_evicted(&metrics, evicted as u64);
-                    reply.send(Ok(event)).ok();
+                    acks.push((reply, event));
                 }
+                acknowledge_when_durable(syncer.as_ref(), &store, acks);
             }
             Err(err) => {
                 metrics.store_errors.fetch_add(1, Ordering::Relaxed);
@@ -361,50 +399,40 @@ fn run_writer(
         update_clips(&mut store, &clip_updates, &metrics);
     }
     save_cursors(&mut store, &cursors);
+    // Answers every producer still waiting; the checkpoint then syncs the rest.
+    if let Some(syncer) = syncer {
+        syncer.stop();
+    }
     if let Ok(Err(err)) = store.as_ref().map(Store::checkpoint) {
         log::warn!("final checkpoint of the event store failed: {err}");
     }
     log::debug!("event writer stopped");
 }
 
-/// A commit (the transaction and its fsync) slower than this delays every client noticeably.
-const SLOW_COMMIT: Duration = Duration::from_millis(100);
-/// At most one slow-disk warning this often.
-const SLOW_COMMIT_LOG_EVERY: Duration = Duration::from_secs(60);
-
-/// Counts the time spent storing, and says so in the log when the disk holds events up: an SD
-/// card's fsync can take a second, and every client waits for it.
-#[derive(Default)]
-struct SlowDisk {
-    last_warning: Option<Instant>,
-    slow_since_warning: u64,
+/// Hands `acks` to the syncer, which answers them once their events are durable. Without a
+/// syncer (it exists whenever the store does, so this is only a safeguard) it syncs here.
+fn acknowledge_when_durable(
+    syncer: Option<&Syncer>,
+    store: &Result<Store, StoreError>,
+    acks: Vec<Ack>,
+) {
+    if let Some(syncer) = syncer {
+        syncer.after_sync(acks);
+        return;
+    }
+    let synced = match store {
+        Ok(store) => store.sync(),
+        Err(refusal) => Err(refusal.clone()),
+    };
+    for (reply, event) in acks {
+        reply.send(synced.clone().map(|()| event)).ok();
+    }
 }
 
-impl SlowDisk {
-    fn note(&mut self, took: Duration, metrics: &Metrics) {
-        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-        metrics
-            .store_commit_nanos
-            .fetch_add(nanos, Ordering::Relaxed);
-        if took < SLOW_COMMIT {
-            return;
-        }
-        self.slow_since_warning += 1;
-        if self
-            .last_warning
-            .is_some_and(|t| t.elapsed() < SLOW_COMMIT_LOG_EVERY)
-        {
-            return;
-        }
-        log::warn!(
-            "storing events took {} ms (the disk is slow; {} such commit(s) since the last \
-             warning): clients get each event only once it is on disk",
-            took.as_millis(),
-            self.slow_since_warning
-        );
-        self.last_warning = Some(Instant::now());
-        self.slow_since_warning = 0;
-    }
+/// A commit without events (clip updates, delivery cursors) is made durable soon, with the
+/// next group of events or on its own.
+fn sync_soon(syncer: Option<&Syncer>, store: &Result<Store, StoreError>) {
+    acknowledge_when_durable(syncer, store, Vec::new());
 }
 
 fn count_fanout(metrics: &Metrics, published: Published) {
@@ -430,41 +458,86 @@ fn count_evicted(metrics: &Metrics, evicted: u64) {
 }
 
 /// Saves the delivery cursors that moved, in a transaction of their own (no event batch to
-/// ride along with). A failure is logged and retried on the next occasion.
-fn save_cursors(store: &mut Result<Store, StoreError>, cursors: &DeliveryCursors) {
-    let Ok(store) = store else { return };
+/// ride along with). A failure is logged and retried on the next occasion. Whether it
+/// committed something.
+fn save_cursors(store: &mut Result<Store, StoreError>, cursors: &DeliveryCursors) -> bool {
+    let Ok(store) = store else { return false };
     let moved = cursors.unsaved();
     if moved.is_empty() {
-        return;
+        return false;
     }
     match store.save_cursors(&moved) {
-        Ok(()) => cursors.mark_saved(&moved),
-        Err(err) => log::warn!("cannot save {} delivery cursor(s): {err}", moved.len()),
+        Ok(()) => {
+            cursors.mark_saved(&moved);
+            true
+        }
+        Err(err) => {
+            log::warn!("cannot save {} delivery cursor(s): {err}", moved.len());
+            false
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::store::Retention;
+    use std::time::Duration;
 
+    /// Clients get an event as soon as it is committed; its producer only once the fsync is
+    /// done (here: held back until the test lets it run).
     #[test]
-    fn commit_time_is_counted_and_a_slow_disk_warned_of_at_most_once_a_minute() {
-        let metrics = Metrics::default();
-        let mut disk = SlowDisk::default();
-        disk.note(Duration::from_millis(2), &metrics);
-        assert!(disk.last_warning.is_none());
-        disk.note(SLOW_COMMIT, &metrics);
-        assert!(disk.last_warning.is_some(), "a slow commit is warned of");
-        assert_eq!(disk.slow_since_warning, 0);
-        disk.note(SLOW_COMMIT * 2, &metrics);
-        assert_eq!(
-            disk.slow_since_warning, 1,
-            "the next one within a minute is only counted"
+    fn clients_are_told_before_the_fsync_and_producers_after_it() {
+        let dir = std::env::temp_dir().join(format!(
+            "porchlight-hub-sync-{}-{}",
+            std::process::id(),
+            crate::clock::unix_now()
+        ));
+        let retention = Retention {
+            max_events: 100,
+            max_snapshot_bytes: 1 << 20,
+            max_clip_bytes: 1 << 20,
+        };
+        let store = Store::open(&dir, retention).unwrap();
+        let wal = store.wal();
+        let reader = Arc::new(StoreReader::new(&dir));
+        let metrics = Arc::new(Metrics::new());
+        let (hub, writer) = EventHub::start(Ok(store), reader, Arc::clone(&metrics)).unwrap();
+        let client = hub.subscribe(16, None);
+        let draft = || EventDraft::new("doorbell_pressed", "test", Default::default());
+
+        let held = wal.hold_syncs();
+        let (acked_tx, acked) = crossbeam_channel::bounded(1);
+        let producer = {
+            let hub = hub.clone();
+            std::thread::spawn(move || acked_tx.send(hub.publish(draft())).unwrap())
+        };
+        let seen = client
+            .rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the client is told while the fsync is held");
+        assert_eq!(seen.event.id, 1);
+        assert!(
+            acked.recv_timeout(Duration::from_millis(200)).is_err(),
+            "the producer was acknowledged before its event was durable"
         );
-        let spent = Duration::from_millis(2) + SLOW_COMMIT * 3;
-        assert_eq!(
-            metrics.store_commit_nanos.load(Ordering::Relaxed),
-            u64::try_from(spent.as_nanos()).unwrap()
-        );
+        drop(held);
+        let acked = acked
+            .recv_timeout(Duration::from_secs(10))
+            .expect("acknowledged after the fsync")
+            .unwrap();
+        assert_eq!(acked.event.id, 1);
+        producer.join().unwrap();
+        assert!(metrics.store_syncs.load(Ordering::Relaxed) >= 1);
+        // A second after the commit the syncer checkpoints, on its own connection.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while metrics.store_checkpoints.load(Ordering::Relaxed) == 0 {
+            assert!(Instant::now() < deadline, "no checkpoint after the commit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+
+        hub.stop();
+        writer.join().unwrap();
+        std::fs::remove_dir_all(dir).ok();
     }
 }

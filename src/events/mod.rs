@@ -2,6 +2,7 @@
 
 pub(crate) mod clip_rows;
 pub(crate) mod delivery;
+pub(crate) mod durable;
 pub mod event;
 pub(crate) mod fanout;
 pub(crate) mod feed;

@@ -1,20 +1,23 @@
-//! The durable event store: SQLite in `--data-dir` (WAL, `synchronous=FULL`).
+//! The durable event store: SQLite in `--data-dir` (WAL, `synchronous=NORMAL` plus our own
+//! sync of the WAL, see [`super::durable`]).
 //!
 //! Why SQLite rather than a log of our own: it already survives `kill -9` and power cuts with a
 //! torn last write (the WAL frame checksum drops it), `AUTOINCREMENT` never reuses an id even
 //! after every row is deleted, and queries by type/before/after come for free. One writer
-//! ([`Store`], owned by the event hub's writer thread) commits batches — one fsync per batch,
-//! not per event (group commit); readers ([`StoreReader`]) use their own connections, which WAL
+//! ([`Store`], owned by the event hub's writer thread) commits batches, and the syncer thread
+//! makes them durable — one fsync for whatever has queued, not one per event (group commit);
+//! readers ([`StoreReader`]) use their own connections, which WAL
 //! lets run beside the writer.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 use serde_json::{Map, Value};
 
 use super::clip_rows::{self, ClipLocation, ClipRows, ClipUpdate, Updated};
+use super::durable::{FLOOR_BLOCK, FLOOR_MARGIN, Wal};
 use super::event::{Event, EventDraft};
 
 pub const DB_FILE: &str = "events.sqlite3";
@@ -50,6 +53,19 @@ impl fmt::Display for StoreError {
     }
 }
 
+impl StoreError {
+    /// An I/O failure of the store's own (not SQLite's) file operations, `doing` what.
+    pub fn from_io(doing: &str, err: &std::io::Error) -> StoreError {
+        match err.kind() {
+            std::io::ErrorKind::StorageFull => StoreError::Full,
+            std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied => {
+                StoreError::ReadOnly(format!("{doing}: {err}"))
+            }
+            _ => StoreError::Unavailable(format!("{doing}: {err}")),
+        }
+    }
+}
+
 impl From<rusqlite::Error> for StoreError {
     fn from(err: rusqlite::Error) -> Self {
         match err.sqlite_error_code() {
@@ -79,6 +95,10 @@ CREATE TABLE IF NOT EXISTS delivery_cursors (
     name TEXT PRIMARY KEY,
     last_id INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS id_floor (
+    slot INTEGER PRIMARY KEY CHECK (slot = 1),
+    value INTEGER NOT NULL
+);
 ";
 
 /// The single writer.
@@ -90,6 +110,13 @@ pub struct Store {
     snapshot_bytes: u64,
     /// Which events have clips, in which files, and the clip folder (`<data dir>/clips`).
     clips: ClipRows,
+    /// The WAL, synced by the syncer thread, and the id floor (see [`super::durable`]).
+    wal: Arc<Wal>,
+    /// The database file (for the checkpointer's connection).
+    db_path: PathBuf,
+    /// After an unclean close: the next event's id comes after this floor. Applied with that
+    /// event, so until then the status shows the last id actually stored.
+    skip_to: Option<u64>,
 }
 
 /// Page cache per connection, in KiB. SQLite's default (2 MiB each) across the writer and the
@@ -133,9 +160,26 @@ impl Store {
                 "could not switch to WAL mode (got {mode})"
             )));
         }
-        conn.execute_batch("PRAGMA synchronous=FULL;")?;
+        // Commits reach the WAL's pages without an fsync; `Wal::sync` makes them durable
+        // (checkpoints still sync, as SQLite always does). The syncer thread checkpoints on
+        // its own connection (`Store::checkpointer`); this connection only steps in when the
+        // WAL outgrows that (a burst of over 16 MB within a second).
+        conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=4096;")?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(clip_rows::SCHEMA)?;
+        // The first block of ids is made durable here, so the first event needs no sync of
+        // its own before it is told.
+        let skip_to = unclean_floor(&conn)?;
+        let floor = skip_to
+            .unwrap_or(last_id_given(&conn)?)
+            .saturating_add(FLOOR_BLOCK);
+        write_floor(&conn, floor)?;
+        let wal_path = dir.join(format!("{DB_FILE}-wal"));
+        let wal = Wal::open(wal_path.clone(), 0)
+            .map_err(|e| StoreError::from_io(&format!("cannot open {}", wal_path.display()), &e))?;
+        wal.floor_committed(floor);
+        wal.sync()
+            .map_err(|e| StoreError::from_io("cannot sync the event store", &e))?;
         let (stored, snapshot_bytes) = conn.query_row(
             "SELECT (SELECT COUNT(*) FROM events), (SELECT COALESCE(SUM(bytes), 0) FROM snapshots)",
             [],
@@ -148,9 +192,40 @@ impl Store {
             stored,
             snapshot_bytes,
             clips,
+            wal: Arc::new(wal),
+            db_path: dir.join(DB_FILE),
+            skip_to,
         };
         store.recover_clips()?;
         Ok(store)
+    }
+
+    /// The WAL, for the syncer thread.
+    pub fn wal(&self) -> Arc<Wal> {
+        Arc::clone(&self.wal)
+    }
+
+    /// A connection of its own for the syncer thread's checkpoints, which then never hold up
+    /// the writer's commits (a checkpoint copies the WAL into the database file and syncs both:
+    /// several milliseconds, or far more on an SD card).
+    pub fn checkpointer(&self) -> Result<Connection, StoreError> {
+        open_connection(&self.db_path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+    }
+
+    /// Makes everything committed so far durable, here and now.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.wal
+            .sync()
+            .map_err(|e| StoreError::from_io("cannot make the events durable", &e))
+    }
+
+    /// Before events up to `last_id` are told to anyone: syncs now if an id is above the
+    /// durable floor (only when more than [`FLOOR_MARGIN`] ids were taken within one sync).
+    pub fn make_tellable(&self, last_id: u64) -> Result<(), StoreError> {
+        if last_id <= self.wal.durable_floor() {
+            return Ok(());
+        }
+        self.sync()
     }
 
     /// Brings the clip rows and files back in line after a crash (see `clip_rows::recover`).
@@ -226,6 +301,9 @@ impl Store {
     ) -> Result<Vec<Event>, StoreError> {
         let tx = self.conn.transaction()?;
         write_cursors(&tx, cursors)?;
+        if let Some(floor) = self.skip_to {
+            skip_ids_to(&tx, floor)?;
+        }
         let mut batch_new = None;
         let mut events = Vec::with_capacity(drafts.len());
         let mut added_bytes = 0u64;
@@ -273,7 +351,17 @@ impl Store {
         if let Some(cutoff) = deleted_up_to {
             self.clips.events_deleted_up_to(&tx, cutoff)?;
         }
+        let last_id = events.last().map_or(0, |event| event.id);
+        let raised_floor = (last_id.saturating_add(FLOOR_MARGIN) > self.wal.committed_floor())
+            .then(|| last_id.saturating_add(FLOOR_BLOCK));
+        if let Some(floor) = raised_floor {
+            write_floor(&tx, floor)?;
+        }
         tx.commit()?;
+        self.skip_to = None;
+        if let Some(floor) = raised_floor {
+            self.wal.floor_committed(floor);
+        }
         self.stored = stored;
         self.snapshot_bytes = snapshot_bytes;
         for event in &mut events {
@@ -299,12 +387,89 @@ impl Store {
         Ok(())
     }
 
+    /// Lowers the id floor to the last id given, durably: everything given is committed, so
+    /// the next start may continue right after it (a clean close leaves no gap in the ids).
+    fn lower_floor(&mut self) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        // Ids skipped to after an unclean close stay protected until an event took one.
+        let last_id = last_id_given(&tx)?.max(self.skip_to.unwrap_or(0));
+        write_floor(&tx, last_id)?;
+        tx.commit()?;
+        self.sync()?;
+        self.wal.floor_lowered(last_id);
+        Ok(())
+    }
+
     /// Folds the WAL back into the database file, for a clean shutdown.
     pub fn checkpoint(&self) -> Result<(), StoreError> {
         self.conn
             .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
         Ok(())
     }
+}
+
+impl Drop for Store {
+    /// A drop is a clean close: nothing the store gave out is lost, so the floor can come down
+    /// (a crash or a power cut never gets here and leaves the floor above every id told).
+    fn drop(&mut self) {
+        if let Err(err) = self.lower_floor() {
+            log::warn!("event ids will skip ahead after the next start: {err}");
+        }
+    }
+}
+
+/// The largest event id ever given (also after its event was deleted).
+fn last_id_given(conn: &Connection) -> Result<u64, StoreError> {
+    let seq: i64 = conn.query_row(
+        "SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'events'",
+        [],
+        |row| row.get(0),
+    )?;
+    Ok(u64::try_from(seq).unwrap_or(0))
+}
+
+fn write_floor(conn: &Connection, floor: u64) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO id_floor (slot, value) VALUES (1, ?1)
+         ON CONFLICT(slot) DO UPDATE SET value = excluded.value",
+        params![sql_int(floor)],
+    )?;
+    Ok(())
+}
+
+/// At open: the id floor, if it is above the last id given (the store was not closed cleanly:
+/// ids up to the floor may have been told before a crash or a power cut lost their events).
+fn unclean_floor(conn: &Connection) -> Result<Option<u64>, StoreError> {
+    let last_id = last_id_given(conn)?;
+    let floor: Option<i64> = conn
+        .query_row("SELECT value FROM id_floor WHERE slot = 1", [], |row| {
+            row.get(0)
+        })
+        .optional()?;
+    let floor = floor.and_then(|f| u64::try_from(f).ok()).unwrap_or(0);
+    if floor <= last_id {
+        return Ok(None);
+    }
+    log::info!(
+        "the event store was not closed cleanly: the next event id comes after {floor} (the \
+         last stored is {last_id}; the ones between may have been shown to clients)"
+    );
+    Ok(Some(floor))
+}
+
+/// Makes the next id come after `floor` (in the transaction that stores it).
+fn skip_ids_to(conn: &Connection, floor: u64) -> Result<(), StoreError> {
+    let moved = conn.execute(
+        "UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'events'",
+        params![sql_int(floor)],
+    )?;
+    if moved == 0 {
+        conn.execute(
+            "INSERT INTO sqlite_sequence (name, seq) VALUES ('events', ?1)",
+            params![sql_int(floor)],
+        )?;
+    }
+    Ok(())
 }
 
 fn write_cursors(
@@ -627,6 +792,97 @@ mod tests {
                 stored: 2
             }
         );
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// A `kill -9` (no clean close) keeps every commit but not the lowered floor; a power cut
+    /// can also lose the last commits, which clients may have seen. Neither gives an id twice.
+    #[test]
+    fn ids_told_before_a_crash_or_a_power_cut_are_never_given_again() {
+        use super::super::durable::FLOOR_BLOCK;
+        let dir = temp_dir("floor");
+        let store = Store::open(&dir, LOTS).unwrap();
+        let wal = store.wal();
+        assert_eq!(
+            wal.durable_floor(),
+            FLOOR_BLOCK,
+            "the first block is durable at open"
+        );
+        let mut store = store;
+        let told = store.append(&[draft("a"), draft("b"), draft("c")]).unwrap();
+        assert_eq!(told.last().unwrap().id, 3);
+        std::mem::forget(store); // kill -9: no clean close
+        // And a power cut lost the last commit: event 3 and its sequence are gone from disk.
+        let raw = Connection::open(dir.join(DB_FILE)).unwrap();
+        raw.execute_batch(
+            "DELETE FROM events WHERE id = 3;
+             UPDATE sqlite_sequence SET seq = 2 WHERE name = 'events';",
+        )
+        .unwrap();
+        drop(raw);
+        let store = Store::open(&dir, LOTS).unwrap();
+        let bounds = StoreReader::new(&dir).bounds().unwrap();
+        assert_eq!(
+            bounds.last_id, 2,
+            "until an event takes the next id, the last stored shows"
+        );
+        drop(store); // a clean close with no event in between keeps the skip
+        let mut store = Store::open(&dir, LOTS).unwrap();
+        let next = store.append(&[draft("d")]).unwrap();
+        assert_eq!(
+            next[0].id,
+            FLOOR_BLOCK + 1,
+            "ids continue above the floor, never at 3 again"
+        );
+        drop(store);
+        let mut store = Store::open(&dir, LOTS).unwrap();
+        assert_eq!(
+            store.append(&[draft("e")]).unwrap()[0].id,
+            FLOOR_BLOCK + 2,
+            "a clean close leaves no gap"
+        );
+        drop(store);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// The floor is raised ahead of the ids, in blocks, and an id above the durable floor is
+    /// synced before it may be told.
+    #[test]
+    fn the_floor_stays_ahead_of_the_ids() {
+        use super::super::durable::{FLOOR_BLOCK, FLOOR_MARGIN};
+        let dir = temp_dir("ahead");
+        let mut store = Store::open(&dir, LOTS).unwrap();
+        let wal = store.wal();
+        let batch: Vec<_> = (0..100).map(|_| draft("x")).collect();
+        let mut last = 0;
+        for _ in 0..12 {
+            last = store.append(&batch).unwrap().last().unwrap().id;
+            assert!(
+                wal.committed_floor() >= last + FLOOR_MARGIN,
+                "floor {} is not ahead of id {last}",
+                wal.committed_floor()
+            );
+        }
+        assert_eq!(last, 1200);
+        // Nothing synced since open, so 1200 is above the durable floor (the first block).
+        assert_eq!(wal.durable_floor(), FLOOR_BLOCK);
+        store.make_tellable(FLOOR_BLOCK).unwrap();
+        assert_eq!(
+            wal.durable_floor(),
+            FLOOR_BLOCK,
+            "no sync needed up to the floor"
+        );
+        store.make_tellable(last).unwrap();
+        assert!(
+            wal.durable_floor() >= last + FLOOR_MARGIN,
+            "synced with its raised floor"
+        );
+        let on_disk: i64 = store
+            .conn
+            .query_row("SELECT value FROM id_floor", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(u64::try_from(on_disk).unwrap(), wal.durable_floor());
+        drop(store);
         std::fs::remove_dir_all(dir).ok();
     }
 

@@ -199,8 +199,9 @@ fn kill_9_in_the_middle_of_a_burst_loses_nothing_acknowledged() {
     assert_eq!(replayed, expected);
 }
 
-/// A burst from many producers is committed in batches (group commit): fewer store commits,
-/// each one fsync, than events. One commit per event would make `commits == events`.
+/// A burst from many producers is committed in batches (group commit) and made durable in
+/// groups: fewer store commits, and fewer fsyncs, than events. One of either per event would
+/// make it equal to `events`.
 #[test]
 fn a_concurrent_burst_shares_fsyncs() {
     let server = Server::start(&[]);
@@ -228,9 +229,14 @@ fn a_concurrent_burst_shares_fsyncs() {
     );
     assert!(
         commits < events,
-        "{commits} commits for {events} events: every event paid its own fsync"
+        "{commits} commits for {events} events: every event paid its own transaction"
     );
-    eprintln!("group commit: {events} events in {commits} commits");
+    let syncs = metric(&text, "porchlight_store_syncs_total").expect("syncs_total");
+    assert!(
+        syncs >= 1.0 && syncs < events,
+        "{syncs} fsyncs for {events} events: every event paid its own fsync"
+    );
+    eprintln!("group commit: {events} events in {commits} commits and {syncs} fsyncs");
 }
 
 /// A crash can tear the last write (power cut mid-sector). Simulated by cutting bytes off the

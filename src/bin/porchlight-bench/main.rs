@@ -572,10 +572,12 @@ fn run(mut o: Options) -> Result<(), String> {
             "threads_connected": loaded_idle.map(|s| s.1.threads),
             "threads_load": loaded.map(|s| s.threads),
         },
-        "store": storing.map(|(commits, seconds)| json!({
-            "commits": commits,
-            "seconds": seconds,
-            "mean_ms": if commits > 0.0 { seconds / commits * 1e3 } else { 0.0 },
+        "store": storing.map(|s| json!({
+            "commits": s.commits,
+            "seconds": s.commit_seconds,
+            "mean_ms": mean_ms(s.commit_seconds, s.commits),
+            "syncs": s.syncs,
+            "sync_mean_ms": s.syncs.map(|n| mean_ms(s.sync_seconds.unwrap_or(0.0), n)),
         })),
         "reconnect_replay": reconnect.map(|(t, n)| json!({"seconds": t.as_secs_f64(), "events_replayed": n})),
     });
@@ -588,9 +590,26 @@ fn run(mut o: Options) -> Result<(), String> {
     Ok(())
 }
 
-/// The server's store commits and the seconds they took, from `/metrics` (absent from servers
-/// older than the series).
-fn store_commits(connection: &mut http::KeepAlive) -> Option<(f64, f64)> {
+fn mean_ms(seconds: f64, count: f64) -> f64 {
+    if count > 0.0 {
+        seconds / count * 1e3
+    } else {
+        0.0
+    }
+}
+
+/// What the server's store did during the run, from `/metrics`.
+struct Storing {
+    commits: f64,
+    commit_seconds: f64,
+    /// Absent from servers whose commit included the fsync.
+    syncs: Option<f64>,
+    sync_seconds: Option<f64>,
+}
+
+/// The server's store commits and syncs and the seconds they took, from `/metrics` (absent
+/// from servers older than the series).
+fn store_commits(connection: &mut http::KeepAlive) -> Option<Storing> {
     let (status, body) = connection.request("GET", "/metrics", b"").ok()?;
     if status != 200 {
         return None;
@@ -604,10 +623,12 @@ fn store_commits(connection: &mut http::KeepAlive) -> Option<(f64, f64)> {
                 .ok()
         })
     };
-    Some((
-        read("porchlight_store_commits_total")?,
-        read("porchlight_store_commit_seconds_total")?,
-    ))
+    Some(Storing {
+        commits: read("porchlight_store_commits_total")?,
+        commit_seconds: read("porchlight_store_commit_seconds_total")?,
+        syncs: read("porchlight_store_syncs_total"),
+        sync_seconds: read("porchlight_store_sync_seconds_total"),
+    })
 }
 
 /// Joins the viewers and summarises fps and capture → client latency.
@@ -743,11 +764,21 @@ fn print_table(r: &serde_json::Value) {
         s["threads_idle"], s["threads_connected"], s["threads_load"]
     );
     if let Some(store) = r["store"].as_object() {
-        println!(
-            "storing             {} commits, mean {:.2} ms each (transaction + fsync; in every event's latency)",
-            store["commits"],
-            num(&store["mean_ms"])
-        );
+        match store["sync_mean_ms"].as_f64() {
+            Some(sync_ms) => println!(
+                "storing             {} commits, mean {:.2} ms each (in every event's latency); \
+                 {} fsyncs, mean {:.2} ms each (in the producers' acknowledgements only)",
+                store["commits"],
+                num(&store["mean_ms"]),
+                store["syncs"],
+                sync_ms
+            ),
+            None => println!(
+                "storing             {} commits, mean {:.2} ms each (transaction + fsync; in every event's latency)",
+                store["commits"],
+                num(&store["mean_ms"])
+            ),
+        }
     }
     if let Some(rc) = r["reconnect_replay"].as_object() {
         println!(
