@@ -20,13 +20,12 @@
 use std::fs::File;
 use std::io;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::Sender;
 use rusqlite::Connection;
 
 use super::event::SharedEvent;
@@ -121,13 +120,33 @@ fn same_file(file: &File, path: &std::path::Path) -> bool {
 /// A producer waiting for its event to be durable.
 pub type Ack = (Sender<Result<SharedEvent, StoreError>>, SharedEvent);
 
-/// Batches of acknowledgements (or of nothing: a commit without events, such as a clip
-/// update, still wants its sync) queued for the syncer at most; the writer waits beyond.
-const SYNC_QUEUE: usize = 256;
+/// What the writer left for the syncer. A `Mutex` and a `Condvar` rather than a channel: the
+/// syncer takes everything at once anyway, and the list is bounded by the producers waiting
+/// (each waits for its answer, and the hub's request queue is bounded).
+#[derive(Default)]
+struct Queue {
+    acks: Vec<Ack>,
+    /// Something was committed since the syncer last took the queue (also with no acks: a
+    /// clip update or a delivery cursor wants its sync too).
+    committed: bool,
+    stopping: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    ready: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 /// The writer's handle on the syncer thread.
 pub struct Syncer {
-    requests: Sender<Vec<Ack>>,
+    shared: Arc<Shared>,
     thread: JoinHandle<()>,
 }
 
@@ -139,37 +158,47 @@ impl Syncer {
         checkpointer: Option<Connection>,
         metrics: Arc<Metrics>,
     ) -> io::Result<Syncer> {
-        let (requests, rx) = crossbeam_channel::bounded(SYNC_QUEUE);
-        let thread = std::thread::Builder::new()
-            .name("event-sync".into())
-            .stack_size(128 * 1024)
-            .spawn(move || {
-                let mut checkpoints = Checkpoints {
-                    conn: checkpointer,
-                    due: None,
-                };
-                run(&wal, &rx, &mut checkpoints, &metrics);
-            })?;
-        Ok(Syncer { requests, thread })
+        let shared = Arc::new(Shared::default());
+        let thread = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("event-sync".into())
+                .stack_size(128 * 1024)
+                .spawn(move || {
+                    let mut checkpoints = Checkpoints {
+                        conn: checkpointer,
+                        due: None,
+                    };
+                    run(&wal, &shared, &mut checkpoints, &metrics);
+                })?
+        };
+        Ok(Syncer { shared, thread })
     }
 
     /// Answers `acks` once everything committed before this call is durable.
     pub fn after_sync(&self, acks: Vec<Ack>) {
-        if let Err(unsent) = self.requests.send(acks) {
+        let mut queue = self.shared.lock();
+        queue.acks.extend(acks);
+        queue.committed = true;
+        if self.thread.is_finished() {
             // The syncer is gone (it panicked): nobody can vouch for these events.
-            for (reply, _) in unsent.into_inner() {
+            for (reply, _) in queue.acks.drain(..) {
                 reply
                     .send(Err(StoreError::Unavailable(
                         "the event store's sync thread stopped".into(),
                     )))
                     .ok();
             }
+            return;
         }
+        drop(queue);
+        self.shared.ready.notify_one();
     }
 
     /// Syncs what is queued, answers it, and ends the thread.
     pub fn stop(self) {
-        drop(self.requests);
+        self.shared.lock().stopping = true;
+        self.shared.ready.notify_one();
         if self.thread.join().is_err() {
             log::error!("the event store's sync thread panicked");
         }
@@ -216,30 +245,43 @@ impl Checkpoints {
     }
 }
 
-fn run(wal: &Wal, rx: &Receiver<Vec<Ack>>, checkpoints: &mut Checkpoints, metrics: &Metrics) {
+fn run(wal: &Wal, shared: &Shared, checkpoints: &mut Checkpoints, metrics: &Metrics) {
     let mut slow_disk = SlowDisk::new(
         "making events durable",
         "producers get their acknowledgement only after it (clients got the events before)",
     );
     let mut waiting: Vec<Ack> = Vec::new();
     loop {
-        let first = match checkpoints.due {
-            Some(due) => rx.recv_deadline(due),
-            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-        };
-        let first = match first {
-            Ok(first) => first,
-            Err(RecvTimeoutError::Timeout) => {
+        {
+            let mut queue = shared.lock();
+            while !queue.committed && !queue.stopping {
+                match checkpoints.due {
+                    Some(due) => {
+                        let left = due.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        queue = shared
+                            .ready
+                            .wait_timeout(queue, left)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
+                    }
+                    None => queue = shared.ready.wait(queue).unwrap_or_else(|p| p.into_inner()),
+                }
+            }
+            if !queue.committed {
+                if queue.stopping {
+                    return;
+                }
+                drop(queue);
                 checkpoints.run(metrics);
                 continue;
             }
-            Err(RecvTimeoutError::Disconnected) => break,
-        };
-        checkpoints.after_commit();
-        waiting.extend(first);
-        while let Ok(more) = rx.try_recv() {
-            waiting.extend(more);
+            queue.committed = false;
+            std::mem::swap(&mut waiting, &mut queue.acks);
         }
+        checkpoints.after_commit();
         let syncing = Instant::now();
         let synced = wal.sync();
         let took = syncing.elapsed();
