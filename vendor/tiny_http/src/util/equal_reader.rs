@@ -1,7 +1,5 @@
 use std::io::Read;
 use std::io::Result as IoResult;
-use std::sync::mpsc::channel;
-use std::sync::mpsc::{Receiver, Sender};
 
 /// Largest unread body that is drained (and discarded) on drop; a larger one is left, and the
 /// connection's next request then fails to parse and the connection closes.
@@ -18,23 +16,17 @@ where
 {
     reader: R,
     size: usize,
-    last_read_signal: Sender<IoResult<()>>,
 }
 
 impl<R> EqualReader<R>
 where
     R: Read,
 {
-    pub fn new(reader: R, size: usize) -> (EqualReader<R>, Receiver<IoResult<()>>) {
-        let (tx, rx) = channel();
-
-        let r = EqualReader {
-            reader,
-            size,
-            last_read_signal: tx,
-        };
-
-        (r, rx)
+    // porchlight patch: no "last read" signal. Upstream also returned the receiving end of an
+    // `mpsc` channel told when the body had been read or drained; every caller dropped it
+    // unread, and the channel cost an allocation per request and ~10 KB of binary.
+    pub fn new(reader: R, size: usize) -> EqualReader<R> {
+        EqualReader { reader, size }
     }
 }
 
@@ -77,7 +69,6 @@ where
         // porchlight patch: drain in bounded chunks and give up past a cap, instead of
         // allocating `Content-Length` bytes at once (a memory bomb for a huge declared body).
         if self.size > MAX_DRAIN_BYTES {
-            self.last_read_signal.send(Ok(())).ok();
             return;
         }
         let mut remaining_to_read = self.size;
@@ -86,14 +77,7 @@ where
             let mut buf = vec![0; remaining_to_read.min(8192)];
 
             match self.reader.read(&mut buf) {
-                Err(e) => {
-                    self.last_read_signal.send(Err(e)).ok();
-                    break;
-                }
-                Ok(0) => {
-                    self.last_read_signal.send(Ok(())).ok();
-                    break;
-                }
+                Err(_) | Ok(0) => break,
                 Ok(other) => {
                     remaining_to_read -= other;
                 }
@@ -114,7 +98,7 @@ mod tests {
         let mut org_reader = Cursor::new("hello world".to_string().into_bytes());
 
         {
-            let (mut equal_reader, _) = EqualReader::new(org_reader.by_ref(), 5);
+            let mut equal_reader = EqualReader::new(org_reader.by_ref(), 5);
 
             let mut string = String::new();
             equal_reader.read_to_string(&mut string).unwrap();
@@ -133,7 +117,7 @@ mod tests {
         let mut org_reader = Cursor::new("hello world".to_string().into_bytes());
 
         {
-            let (mut equal_reader, _) = EqualReader::new(org_reader.by_ref(), 5);
+            let mut equal_reader = EqualReader::new(org_reader.by_ref(), 5);
 
             let mut vec = [0];
             equal_reader.read_exact(&mut vec).unwrap();
