@@ -379,6 +379,68 @@ mod tests {
         assert_eq!(disk.slow_since_warning, 1);
     }
 
+    fn event(id: u64) -> SharedEvent {
+        Arc::new(super::super::event::PublishedEvent::new(
+            super::super::event::Event {
+                id,
+                event_type: "test".into(),
+                timestamp: 0.0,
+                source: "test".into(),
+                data: Default::default(),
+                has_snapshot: false,
+                clip_file: None,
+            },
+        ))
+    }
+
+    /// A producer is answered after the sync: `Ok` when it worked, the error when it did not
+    /// (the WAL vanished here; a full or failing disk in life), and everyone queued at a stop.
+    #[test]
+    fn producers_get_the_outcome_of_the_sync_that_covers_their_event() {
+        let dir = std::env::temp_dir().join(format!(
+            "porchlight-syncer-{}-{}",
+            std::process::id(),
+            crate::clock::unix_now()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("x-wal");
+        std::fs::write(&path, b"frames").unwrap();
+        let wal = Arc::new(Wal::open(path.clone(), 0).unwrap());
+        let metrics = Arc::new(Metrics::default());
+        let syncer = Syncer::start(Arc::clone(&wal), None, Arc::clone(&metrics)).unwrap();
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        syncer.after_sync(vec![(reply, event(1))]);
+        let answered = answer.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(answered.unwrap().event.id, 1);
+
+        std::fs::remove_file(&path).unwrap();
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        syncer.after_sync(vec![(reply, event(2))]);
+        let answered = answer.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(
+            matches!(answered, Err(StoreError::Unavailable(_))),
+            "{answered:?}"
+        );
+        assert!(metrics.store_errors.load(Ordering::Relaxed) >= 1);
+
+        std::fs::write(&path, b"again").unwrap();
+        let answers: Vec<_> = (3..6)
+            .map(|id| {
+                let (reply, answer) = crossbeam_channel::bounded(1);
+                syncer.after_sync(vec![(reply, event(id))]);
+                answer
+            })
+            .collect();
+        syncer.stop();
+        for answer in answers {
+            assert!(
+                answer.try_recv().unwrap().is_ok(),
+                "answered before the stop ended"
+            );
+        }
+        std::fs::remove_dir_all(dir).ok();
+    }
+
     #[test]
     fn a_sync_makes_the_committed_floor_durable_and_follows_a_replaced_file() {
         let dir = std::env::temp_dir().join(format!(
