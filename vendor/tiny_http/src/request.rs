@@ -5,8 +5,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 
-use std::sync::mpsc::Sender;
-
+// porchlight patch: the "responded" notice is a one-shot slot, not an `mpsc` channel.
+use crate::util::OneShotSender as Sender;
 use crate::util::{ChunkedDecoder, EqualReader, FusedReader};
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
 
@@ -98,7 +98,7 @@ impl<R: Write> Write for NotifyOnDrop<R> {
 }
 impl<R> Drop for NotifyOnDrop<R> {
     fn drop(&mut self) {
-        self.sender.send(()).unwrap();
+        let _ = self.sender.send(());
     }
 }
 
@@ -479,8 +479,8 @@ impl Request {
         R: Read,
     {
         let res = self.respond_impl(response);
-        if let Some(sender) = self.notify_when_responded.take() {
-            sender.send(()).unwrap();
+        if let Some(mut sender) = self.notify_when_responded.take() {
+            let _ = sender.send(());
         }
         res
     }
@@ -541,8 +541,8 @@ impl Drop for Request {
         if self.response_writer.is_some() {
             let response = Response::empty(500);
             let _ = self.respond_impl(response); // ignoring any potential error
-            if let Some(sender) = self.notify_when_responded.take() {
-                sender.send(()).unwrap();
+            if let Some(mut sender) = self.notify_when_responded.take() {
+                let _ = sender.send(());
             }
         }
     }

@@ -7,6 +7,7 @@ pub use self::messages_queue::MessagesQueue;
 pub use self::refined_tcp_stream::RefinedTcpStream;
 pub use self::sequential::{SequentialReader, SequentialReaderBuilder};
 pub use self::sequential::SequentialWriterBuilder;
+pub(crate) use self::sequential::{Sender as OneShotSender, channel as one_shot};
 pub use self::task_pool::TaskPool;
 
 use std::str::FromStr;

@@ -9,7 +9,8 @@ use std::mem;
 // mutex and a condvar, ~100 bytes) replaces the `std::sync::mpsc` channel upstream used (a
 // cache-padded channel of ~500 bytes plus a 31-slot block of the handed-over value, ~2 KiB for
 // a `BufReader`), which every connection paid three times over for as long as it was open.
-fn channel<T>() -> (Sender<T>, Receiver<T>) {
+// `Request`'s "responded" notice uses it too (`util::one_shot`), so no `mpsc` is left.
+pub(crate) fn channel<T>() -> (Sender<T>, Receiver<T>) {
     let slot = Arc::new(Slot {
         state: Mutex::new(State::Empty),
         ready: Condvar::new(),
@@ -35,20 +36,20 @@ enum State<T> {
 }
 
 /// Sends one value; dropping it unsent wakes the receiver with an error.
-struct Sender<T> {
+pub(crate) struct Sender<T> {
     slot: Option<Arc<Slot<T>>>,
 }
 
-struct Receiver<T> {
+pub(crate) struct Receiver<T> {
     slot: Arc<Slot<T>>,
 }
 
 /// The sender went away without sending.
 #[derive(Debug)]
-struct RecvError;
+pub(crate) struct RecvError;
 
 impl<T> Sender<T> {
-    fn send(&mut self, value: T) -> Result<(), T> {
+    pub(crate) fn send(&mut self, value: T) -> Result<(), T> {
         let Some(slot) = self.slot.take() else {
             return Err(value);
         };
@@ -72,7 +73,7 @@ impl<T> Drop for Sender<T> {
 }
 
 impl<T> Receiver<T> {
-    fn recv(&self) -> Result<T, RecvError> {
+    pub(crate) fn recv(&self) -> Result<T, RecvError> {
         let mut state = self.slot.state.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             match mem::replace(&mut *state, State::Closed) {
