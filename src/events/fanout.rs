@@ -28,6 +28,13 @@
 //! Exactly once, in order: the sink keeps the id of the last event handled (sent, or skipped by
 //! its filter) while direct, and the thread's [`Cursor`](super::Cursor) hands its own over on
 //! attaching, so an event that a replay already read from the store is never sent again live.
+//!
+//! Split passes: on a machine with more than one CPU (a Pi Zero 2 has four), a pass over many
+//! clients ([`Split::min_clients`]) is split in two halves, the second written by a helper
+//! thread started for that pass, so the last client is written about half as late. Each client
+//! is in exactly one half and the pass ends (both halves done) before `publish` returns, so
+//! everything above holds per client as in a serial pass. With one CPU (a Pi Zero, `taskset -c
+//! 0`), a cgroup quota of one, or no thread to be had, passes stay serial.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -35,7 +42,8 @@ use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use super::event::{PublishedEvent, SharedEvent};
 use crate::wake::WakeFd;
@@ -231,11 +239,145 @@ struct Slot {
     /// is busy is not lost, and any number of them are one.
     wake: Arc<WakeFd>,
     on_evict: Option<StreamEvictHook>,
+    /// Evicted during the pass under way: removed from the list when it ends.
+    gone: bool,
+}
+
+impl Slot {
+    /// Offers `events` to this client and counts what happened in `pass`.
+    fn offer<'e>(
+        &mut self,
+        events: &'e [SharedEvent],
+        now: Instant,
+        scratch: &mut Scratch<'e>,
+        pass: &mut Pass,
+    ) {
+        let offer = self.sink.offer(events, now, scratch);
+        if offer.evict {
+            self.gone = true;
+            pass.evicted
+                .push((Arc::clone(&self.sink), self.on_evict.take()));
+            // Its thread is woken and sees `Evicted` once it has taken what was queued.
+            self.wake.wake();
+            return;
+        }
+        match self.sink.wire {
+            Wire::WebSocket => pass.counts.ws_sent += offer.sent as u64,
+            Wire::SseChunked | Wire::SsePlain => pass.counts.sse_sent += offer.sent as u64,
+        }
+        if offer.handed_off {
+            pass.counts.handed_off += 1;
+        }
+        if offer.queued {
+            self.wake.wake();
+        }
+    }
+}
+
+/// What a pass over some of the clients did.
+#[derive(Default)]
+struct Pass {
+    counts: Published,
+    /// The clients it evicted, with their hooks (run once the slots' lock is released).
+    evicted: Vec<(Arc<Sink>, Option<StreamEvictHook>)>,
+}
+
+impl Pass {
+    /// Offers `events` to each of `slots` in turn.
+    fn over(slots: &mut [Slot], events: &[SharedEvent], now: Instant) -> Pass {
+        let mut scratch = Scratch {
+            parts: Vec::with_capacity(events.len()),
+            wanted: Vec::with_capacity(events.len()),
+        };
+        let mut pass = Pass::default();
+        for slot in slots {
+            slot.offer(events, now, &mut scratch, &mut pass);
+        }
+        pass
+    }
+
+    fn add(&mut self, other: Pass) {
+        self.counts.sse_sent += other.counts.sse_sent;
+        self.counts.ws_sent += other.counts.ws_sent;
+        self.counts.handed_off += other.counts.handed_off;
+        self.evicted.extend(other.evicted);
+    }
+}
+
+/// When a pass is split in two, and how the helper thread is made.
+pub struct Split {
+    /// Passes over fewer clients stay serial: starting a thread costs about as much as writing
+    /// to a few dozen clients, and below this the last client is not written much later.
+    pub min_clients: usize,
+    /// How many CPUs this process may run on (asked again every [`Split::recheck`]).
+    pub cpus: fn() -> usize,
+    pub recheck: Duration,
+    /// The helper's stack (it only runs the pass: buffers are on the heap).
+    pub helper_stack: usize,
+}
+
+impl Default for Split {
+    fn default() -> Split {
+        Split {
+            min_clients: 64,
+            cpus: usable_cpus,
+            recheck: Duration::from_secs(10),
+            helper_stack: 64 * 1024,
+        }
+    }
+}
+
+/// The CPUs this process may use: its affinity mask (`sched_getaffinity`: `taskset`, a
+/// systemd `CPUAffinity=`), capped by a cgroup CPU quota when there is one.
+fn usable_cpus() -> usize {
+    thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// What the fan-out last found out about splitting.
+struct SplitState {
+    cpus: usize,
+    checked: Option<Instant>,
+    /// A helper thread could not be started: serial until the next check.
+    refused: bool,
+}
+
+impl Split {
+    /// Whether a pass over `clients` clients at `now` is to be split.
+    fn wanted(&self, state: &mut SplitState, clients: usize, now: Instant) -> bool {
+        if clients < self.min_clients.max(2) {
+            return false;
+        }
+        if state
+            .checked
+            .is_none_or(|checked| now.saturating_duration_since(checked) >= self.recheck)
+        {
+            let cpus = (self.cpus)();
+            if state.checked.is_none() || (cpus > 1) != (state.cpus > 1) {
+                if cpus > 1 {
+                    log::info!(
+                        "event fan-out: {cpus} CPUs usable, passes over {} or more clients are \
+                         split over two threads",
+                        self.min_clients.max(2)
+                    );
+                } else {
+                    log::info!("event fan-out: one CPU usable, every pass is serial");
+                }
+            }
+            state.cpus = cpus;
+            state.checked = Some(now);
+            state.refused = false;
+        }
+        state.cpus > 1 && !state.refused
+    }
 }
 
 struct Shared {
     slots: Mutex<Vec<Slot>>,
     next_id: AtomicU64,
+    split: Split,
+    split_state: Mutex<SplitState>,
+    /// Passes that were split (a helper wrote half of the clients).
+    split_passes: AtomicU64,
 }
 
 impl Shared {
@@ -269,10 +411,22 @@ pub struct Published {
 
 impl Fanout {
     pub fn new() -> Fanout {
+        Fanout::with_split(Split::default())
+    }
+
+    /// A fan-out that splits its passes as `split` says.
+    pub fn with_split(split: Split) -> Fanout {
         Fanout {
             shared: Arc::new(Shared {
                 slots: Mutex::new(Vec::new()),
                 next_id: AtomicU64::new(1),
+                split,
+                split_state: Mutex::new(SplitState {
+                    cpus: 1,
+                    checked: None,
+                    refused: false,
+                }),
+                split_passes: AtomicU64::new(0),
             }),
         }
     }
@@ -310,6 +464,7 @@ impl Fanout {
             sink: Arc::clone(&sink),
             wake,
             on_evict,
+            gone: false,
         });
         Outlet {
             id,
@@ -320,49 +475,84 @@ impl Fanout {
 
     /// Offers `events` (one committed batch, in id order) to every client: one send per
     /// direct client, a queue entry and a wake-up per owned one. Never blocks on a client.
+    /// A pass over many clients may be split over two threads (see [`Split`]); it has ended
+    /// for every client when this returns.
     pub fn publish(&self, events: &[SharedEvent]) -> Published {
-        let mut published = Published::default();
         if events.is_empty() {
-            return published;
+            return Published::default();
         }
         let now = Instant::now();
-        let mut evicted = Vec::new();
-        {
-            let mut scratch = Scratch {
-                parts: Vec::with_capacity(events.len()),
-                wanted: Vec::with_capacity(events.len()),
-            };
+        let pass = {
             let mut slots = self.shared.slots();
-            slots.retain_mut(|slot| {
-                let offer = slot.sink.offer(events, now, &mut scratch);
-                if offer.evict {
-                    evicted.push((Arc::clone(&slot.sink), slot.on_evict.take()));
-                    // The slot goes; its thread is woken and sees `Evicted` once it has taken
-                    // what was queued.
-                    slot.wake.wake();
-                    return false;
-                }
-                match slot.sink.wire {
-                    Wire::WebSocket => published.ws_sent += offer.sent as u64,
-                    Wire::SseChunked | Wire::SsePlain => published.sse_sent += offer.sent as u64,
-                }
-                if offer.handed_off {
-                    published.handed_off += 1;
-                }
-                if offer.queued {
-                    slot.wake.wake();
-                }
-                true
-            });
-        }
+            let split = {
+                let mut state = self
+                    .shared
+                    .split_state
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                self.shared.split.wanted(&mut state, slots.len(), now)
+            };
+            let pass = if split {
+                self.split_pass(&mut slots, events, now)
+            } else {
+                Pass::over(&mut slots, events, now)
+            };
+            if !pass.evicted.is_empty() {
+                slots.retain(|slot| !slot.gone);
+            }
+            pass
+        };
         // Hooks run outside the lock: they do I/O (shutting a socket down).
-        published.evicted = evicted.len() as u64;
-        for (sink, hook) in evicted {
+        let mut published = pass.counts;
+        published.evicted = pass.evicted.len() as u64;
+        for (sink, hook) in pass.evicted {
             if let Some(hook) = hook {
                 hook(&sink.socket);
             }
         }
         published
+    }
+
+    /// One pass with the second half of the clients written by a helper thread, or by this
+    /// one after the first half if no thread can be started (then serial until the next
+    /// check of the CPUs).
+    fn split_pass(&self, slots: &mut [Slot], events: &[SharedEvent], now: Instant) -> Pass {
+        let (first, second) = slots.split_at_mut(slots.len() / 2);
+        let (mut pass, helped) = thread::scope(|scope| {
+            let helper = thread::Builder::new()
+                .name("fanout-helper".into())
+                .stack_size(self.shared.split.helper_stack)
+                .spawn_scoped(scope, || Pass::over(second, events, now));
+            let mut pass = Pass::over(first, events, now);
+            let helped = match helper {
+                Ok(helper) => match helper.join() {
+                    Ok(theirs) => {
+                        pass.add(theirs);
+                        true
+                    }
+                    Err(panic) => std::panic::resume_unwind(panic),
+                },
+                Err(err) => {
+                    self.shared
+                        .split_state
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .refused = true;
+                    log::warn!(
+                        "event fan-out: no helper thread ({err}), passes are serial for {} s",
+                        self.shared.split.recheck.as_secs()
+                    );
+                    false
+                }
+            };
+            (pass, helped)
+        });
+        if helped {
+            self.shared.split_passes.fetch_add(1, Ordering::Relaxed);
+        } else {
+            pass.add(Pass::over(second, events, now));
+        }
+        pass
     }
 
     /// Clients subscribed.
@@ -766,6 +956,169 @@ mod tests {
             1,
             "the fan-out let go of the eventfd"
         );
+    }
+
+    /// A fan-out that splits every pass over two or more clients, as if on `cpus` CPUs.
+    fn splitting(cpus: fn() -> usize, helper_stack: usize) -> Fanout {
+        Fanout::with_split(Split {
+            min_clients: 2,
+            cpus,
+            recheck: Duration::from_secs(3600),
+            helper_stack,
+        })
+    }
+
+    fn two_cpus() -> usize {
+        2
+    }
+
+    fn one_cpu() -> usize {
+        1
+    }
+
+    /// The stack no thread can be given (more than the address space): spawning fails.
+    const NO_STACK: usize = 1 << 50;
+
+    /// `count` clients, settled (direct), alternately SSE and WebSocket, with their reading ends.
+    fn direct_clients(fanout: &Fanout, count: usize) -> Vec<(Outlet, TcpStream, Wire)> {
+        (0..count)
+            .map(|i| {
+                let (server, client) = pair();
+                let wire = if i % 2 == 0 {
+                    Wire::SseChunked
+                } else {
+                    Wire::WebSocket
+                };
+                let outlet = fanout.subscribe(server, wire, 8, None, eventfd());
+                assert!(matches!(outlet.settle(0, true, 64), Settled::Idle));
+                (outlet, client, wire)
+            })
+            .collect()
+    }
+
+    /// Publishes ids 1..=9 in batches of 1, 3 and 5; every client must read all nine, in order,
+    /// once. Returns what `publish` said in total.
+    fn every_client_gets_every_event_in_order(
+        fanout: &Fanout,
+        clients: &mut [(Outlet, TcpStream, Wire)],
+    ) -> Published {
+        let events: Vec<_> = (1..=9).map(|id| event(id, "doorbell_pressed", 0)).collect();
+        let mut total = Published::default();
+        for batch in [&events[..1], &events[1..4], &events[4..]] {
+            let published = fanout.publish(batch);
+            total.sse_sent += published.sse_sent;
+            total.ws_sent += published.ws_sent;
+            total.handed_off += published.handed_off;
+            total.evicted += published.evicted;
+        }
+        for (outlet, client, wire) in clients.iter_mut() {
+            let expected: Vec<u8> = events.iter().flat_map(|e| wire.bytes(e).to_vec()).collect();
+            assert_eq!(read_exactly(client, expected.len()), expected);
+            nothing_more(client);
+            assert_eq!(outlet.sent(), 9);
+        }
+        total
+    }
+
+    #[test]
+    fn a_split_pass_gives_both_halves_every_event_in_order() {
+        let fanout = splitting(two_cpus, Split::default().helper_stack);
+        let mut clients = direct_clients(&fanout, 7);
+        let published = every_client_gets_every_event_in_order(&fanout, &mut clients);
+        // 4 SSE and 3 WebSocket clients, 9 events each.
+        assert_eq!(
+            published,
+            Published {
+                sse_sent: 36,
+                ws_sent: 27,
+                ..Published::default()
+            }
+        );
+        assert_eq!(fanout.shared.split_passes.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn one_cpu_few_clients_or_no_helper_thread_keep_passes_serial_and_complete() {
+        for (what, fanout, clients) in [
+            ("one CPU", splitting(one_cpu, 64 * 1024), 7),
+            ("no thread to be had", splitting(two_cpus, NO_STACK), 7),
+            ("under the threshold", Fanout::new(), 7),
+        ] {
+            let mut clients = direct_clients(&fanout, clients);
+            let published = every_client_gets_every_event_in_order(&fanout, &mut clients);
+            assert_eq!((published.sse_sent, published.ws_sent), (36, 27), "{what}");
+            assert_eq!(
+                fanout.shared.split_passes.load(Ordering::Relaxed),
+                0,
+                "{what}"
+            );
+        }
+        // A refused thread is tried again only after the next check of the CPUs.
+        let fanout = splitting(two_cpus, NO_STACK);
+        let _clients = direct_clients(&fanout, 2);
+        fanout.publish(&[event(1, "x", 0)]);
+        assert!(fanout.shared.split_state.lock().unwrap().refused);
+    }
+
+    #[test]
+    fn a_split_pass_evicts_in_either_half_and_runs_the_hooks_after_the_lock() {
+        let fanout = splitting(two_cpus, Split::default().helper_stack);
+        let fired = Arc::new(AtomicU64::new(0));
+        // Clients 0 and 3 (one in each half) stay owned by their threads with room for one
+        // event; 1 and 2 are direct.
+        let mut owned = Vec::new();
+        let mut direct = Vec::new();
+        for i in 0..4 {
+            let (server, client) = pair();
+            let fired = Arc::clone(&fired);
+            let shared = Arc::downgrade(&fanout.shared);
+            let hook: StreamEvictHook = Box::new(move |socket: &TcpStream| {
+                let shared = shared.upgrade().expect("the fan-out is alive");
+                assert!(
+                    shared.slots.try_lock().is_ok(),
+                    "hook run under the slots' lock"
+                );
+                socket.shutdown(std::net::Shutdown::Both).ok();
+                fired.fetch_add(1, Ordering::SeqCst);
+            });
+            let wake = eventfd();
+            let outlet = fanout.subscribe(server, Wire::SsePlain, 1, Some(hook), Arc::clone(&wake));
+            if i == 0 || i == 3 {
+                owned.push((outlet, wake));
+            } else {
+                assert!(matches!(outlet.settle(0, true, 64), Settled::Idle));
+                direct.push((outlet, client));
+            }
+        }
+        let events: Vec<_> = (1..=2).map(|id| event(id, "x", 0)).collect();
+        assert_eq!(fanout.publish(&events[..1]).evicted, 0);
+        let published = fanout.publish(&events[1..]);
+        assert_eq!(published.evicted, 2);
+        assert_eq!(published.sse_sent, 2);
+        assert_eq!(fired.load(Ordering::SeqCst), 2);
+        assert_eq!(fanout.len(), 2);
+        assert_eq!(fanout.shared.split_passes.load(Ordering::Relaxed), 2);
+        for (outlet, wake) in &owned {
+            assert!(wake.clear(), "woken");
+            let Settled::Backlog(backlog) = outlet.settle(0, true, 64) else {
+                panic!("the event queued before the eviction");
+            };
+            assert_eq!(backlog.events.len(), 1);
+            assert!(matches!(
+                outlet.settle(0, true, 64),
+                Settled::Evicted { .. }
+            ));
+        }
+        // The clients that kept up got both events, and are still served.
+        let third = event(3, "x", 0);
+        assert_eq!(fanout.publish(std::slice::from_ref(&third)).sse_sent, 2);
+        for (_, client) in &mut direct {
+            let expected: Vec<u8> = [&events[0], &events[1], &third]
+                .iter()
+                .flat_map(|e| e.sse().to_vec())
+                .collect();
+            assert_eq!(read_exactly(client, expected.len()), expected);
+        }
     }
 
     #[test]
