@@ -40,8 +40,8 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -239,63 +239,105 @@ struct Slot {
     /// is busy is not lost, and any number of them are one.
     wake: Arc<WakeFd>,
     on_evict: Option<StreamEvictHook>,
-    /// Evicted during the pass under way: removed from the list when it ends.
-    gone: bool,
 }
 
-impl Slot {
-    /// Offers `events` to this client and counts what happened in `pass`.
-    fn offer<'e>(
-        &mut self,
-        events: &'e [SharedEvent],
-        now: Instant,
-        scratch: &mut Scratch<'e>,
-        pass: &mut Pass,
-    ) {
-        let offer = self.sink.offer(events, now, scratch);
-        if offer.evict {
-            self.gone = true;
-            pass.evicted
-                .push((Arc::clone(&self.sink), self.on_evict.take()));
-            // Its thread is woken and sees `Evicted` once it has taken what was queued.
-            self.wake.wake();
-            return;
+/// A client as a pass reaches it: what the writer and the helper share.
+struct Target {
+    sink: Arc<Sink>,
+    wake: Arc<WakeFd>,
+}
+
+/// The clients, in subscription order.
+struct Slots {
+    list: Vec<Slot>,
+    /// `list` as a split pass shares it with the helper thread (same order); made again at the
+    /// first split pass after the list changed.
+    targets: Option<Arc<[Target]>>,
+}
+
+impl Slots {
+    fn targets(&mut self) -> Arc<[Target]> {
+        let list = &self.list;
+        Arc::clone(self.targets.get_or_insert_with(|| {
+            list.iter()
+                .map(|slot| Target {
+                    sink: Arc::clone(&slot.sink),
+                    wake: Arc::clone(&slot.wake),
+                })
+                .collect()
+        }))
+    }
+
+    /// Removes the clients at `evicted` (indexes into `list`) and returns their hooks.
+    fn evict(&mut self, evicted: &[usize]) -> Vec<(Arc<Sink>, Option<StreamEvictHook>)> {
+        if evicted.is_empty() {
+            return Vec::new();
         }
-        match self.sink.wire {
-            Wire::WebSocket => pass.counts.ws_sent += offer.sent as u64,
-            Wire::SseChunked | Wire::SsePlain => pass.counts.sse_sent += offer.sent as u64,
-        }
-        if offer.handed_off {
-            pass.counts.handed_off += 1;
-        }
-        if offer.queued {
-            self.wake.wake();
+        let hooks = evicted
+            .iter()
+            .map(|&i| {
+                let slot = &mut self.list[i];
+                (Arc::clone(&slot.sink), slot.on_evict.take())
+            })
+            .collect();
+        let mut i = 0;
+        self.list.retain(|_| {
+            i += 1;
+            !evicted.contains(&(i - 1))
+        });
+        self.targets = None;
+        hooks
+    }
+}
+
+/// Offers `events` to one client and counts what happened in `pass`; `index` is its place in
+/// the slots' list.
+fn offer_to<'e>(
+    index: usize,
+    sink: &Sink,
+    wake: &WakeFd,
+    events: &'e [SharedEvent],
+    now: Instant,
+    scratch: &mut Scratch<'e>,
+    pass: &mut Pass,
+) {
+    let offer = sink.offer(events, now, scratch);
+    if offer.evict {
+        pass.evicted.push(index);
+        // Its thread is woken and sees `Evicted` once it has taken what was queued.
+        wake.wake();
+        return;
+    }
+    match sink.wire {
+        Wire::WebSocket => pass.counts.ws_sent += offer.sent as u64,
+        Wire::SseChunked | Wire::SsePlain => pass.counts.sse_sent += offer.sent as u64,
+    }
+    if offer.handed_off {
+        pass.counts.handed_off += 1;
+    }
+    if offer.queued {
+        wake.wake();
+    }
+}
+
+impl<'e> Scratch<'e> {
+    fn new(events: &[SharedEvent]) -> Scratch<'e> {
+        Scratch {
+            parts: Vec::with_capacity(events.len()),
+            wanted: Vec::with_capacity(events.len()),
         }
     }
 }
 
-/// What a pass over some of the clients did.
+/// What a pass (or one thread's share of it) did.
 #[derive(Default)]
 struct Pass {
     counts: Published,
-    /// The clients it evicted, with their hooks (run once the slots' lock is released).
-    evicted: Vec<(Arc<Sink>, Option<StreamEvictHook>)>,
+    /// The clients it evicted: indexes into the slots' list.
+    evicted: Vec<usize>,
 }
 
 impl Pass {
-    /// Offers `events` to each of `slots` in turn.
-    fn over(slots: &mut [Slot], events: &[SharedEvent], now: Instant) -> Pass {
-        let mut scratch = Scratch {
-            parts: Vec::with_capacity(events.len()),
-            wanted: Vec::with_capacity(events.len()),
-        };
-        let mut pass = Pass::default();
-        for slot in slots {
-            slot.offer(events, now, &mut scratch, &mut pass);
-        }
-        pass
-    }
-
     fn add(&mut self, other: Pass) {
         self.counts.sse_sent += other.counts.sse_sent;
         self.counts.ws_sent += other.counts.ws_sent;
@@ -304,15 +346,18 @@ impl Pass {
     }
 }
 
-/// When a pass is split in two, and how the helper thread is made.
+/// When a pass is shared with the helper thread.
 pub struct Split {
-    /// Passes over fewer clients stay serial: starting a thread costs about as much as writing
+    /// Passes over fewer clients stay serial: waking the helper costs about as much as writing
     /// to a few dozen clients, and below this the last client is not written much later.
     pub min_clients: usize,
-    /// How many CPUs this process may run on (asked again every [`Split::recheck`]).
+    /// Clients a thread takes at a time. The writer waits at the end of a pass for the chunk
+    /// the helper is writing, never for the helper to start.
+    pub chunk: usize,
+    /// How many CPUs this process may run on (asked again every `recheck`).
     pub cpus: fn() -> usize,
     pub recheck: Duration,
-    /// The helper's stack (it only runs the pass: buffers are on the heap).
+    /// The helper's stack (it only runs passes: its buffers are on the heap).
     pub helper_stack: usize,
 }
 
@@ -320,6 +365,7 @@ impl Default for Split {
     fn default() -> Split {
         Split {
             min_clients: 64,
+            chunk: 8,
             cpus: usable_cpus,
             recheck: Duration::from_secs(10),
             helper_stack: 64 * 1024,
@@ -333,19 +379,77 @@ fn usable_cpus() -> usize {
     thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
-/// What the fan-out last found out about splitting.
+/// The writer's side of splitting: what it last found out, and the helper.
 struct SplitState {
     cpus: usize,
     checked: Option<Instant>,
     /// A helper thread could not be started: serial until the next check.
     refused: bool,
+    /// The helper (it ends when this is dropped); started at the first split pass.
+    helper: Option<HelperHandle>,
+}
+
+/// Where the writer leaves a pass for the helper.
+#[derive(Default)]
+struct Inbox {
+    state: Mutex<InboxState>,
+    filled: Condvar,
+}
+
+#[derive(Default)]
+struct InboxState {
+    /// The latest pass; one the helper did not take in time is replaced (the writer did it).
+    job: Option<Arc<Job>>,
+    /// The fan-out is gone: the helper ends.
+    closed: bool,
+}
+
+impl Inbox {
+    fn state(&self) -> MutexGuard<'_, InboxState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn offer(&self, job: Arc<Job>) {
+        self.state().job = Some(job);
+        self.filled.notify_one();
+    }
+
+    /// The next pass, or `None` once the fan-out is gone.
+    fn take(&self) -> Option<Arc<Job>> {
+        let mut state = self.state();
+        loop {
+            if state.closed {
+                return None;
+            }
+            if let Some(job) = state.job.take() {
+                return Some(job);
+            }
+            state = self
+                .filled
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+/// The writer's hold on the helper: dropping it ends the helper thread.
+struct HelperHandle(Arc<Inbox>);
+
+impl Drop for HelperHandle {
+    fn drop(&mut self) {
+        let mut state = self.0.state();
+        state.closed = true;
+        state.job = None;
+        drop(state);
+        self.0.filled.notify_one();
+    }
 }
 
 impl Split {
-    /// Whether a pass over `clients` clients at `now` is to be split.
-    fn wanted(&self, state: &mut SplitState, clients: usize, now: Instant) -> bool {
+    /// The helper to share a pass over `clients` clients with at `now`, if any.
+    fn helper(&self, state: &mut SplitState, clients: usize, now: Instant) -> Option<Arc<Inbox>> {
         if clients < self.min_clients.max(2) {
-            return false;
+            return None;
         }
         if state
             .checked
@@ -355,8 +459,8 @@ impl Split {
             if state.checked.is_none() || (cpus > 1) != (state.cpus > 1) {
                 if cpus > 1 {
                     log::info!(
-                        "event fan-out: {cpus} CPUs usable, passes over {} or more clients are \
-                         split over two threads",
+                        "event fan-out: {cpus} CPUs usable, a helper thread shares passes over \
+                         {} or more clients",
                         self.min_clients.max(2)
                     );
                 } else {
@@ -366,22 +470,140 @@ impl Split {
             state.cpus = cpus;
             state.checked = Some(now);
             state.refused = false;
+            if cpus < 2 {
+                // Ends the helper, if there was one.
+                state.helper = None;
+            }
         }
-        state.cpus > 1 && !state.refused
+        if state.cpus < 2 || state.refused {
+            return None;
+        }
+        if state.helper.is_none() {
+            let inbox = Arc::new(Inbox::default());
+            let jobs = Arc::clone(&inbox);
+            match thread::Builder::new()
+                .name("fanout-helper".into())
+                .stack_size(self.helper_stack)
+                .spawn(move || help(&jobs))
+            {
+                Ok(_) => state.helper = Some(HelperHandle(inbox)),
+                Err(err) => {
+                    state.refused = true;
+                    log::warn!(
+                        "event fan-out: no helper thread ({err}), passes are serial for {} s",
+                        self.recheck.as_secs()
+                    );
+                    return None;
+                }
+            }
+        }
+        state.helper.as_ref().map(|helper| Arc::clone(&helper.0))
+    }
+}
+
+/// One pass shared by the writer and the helper: each takes the next `chunk` clients until
+/// none are left.
+struct Job {
+    targets: Arc<[Target]>,
+    events: Vec<SharedEvent>,
+    now: Instant,
+    chunk: usize,
+    next: AtomicUsize,
+    state: Mutex<JobState>,
+    /// Signalled when the helper stops working on the job.
+    helper_done: Condvar,
+}
+
+#[derive(Default)]
+struct JobState {
+    /// The writer has taken the last chunk: a helper that comes now does nothing.
+    closed: bool,
+    /// The helper is working on the job.
+    helping: bool,
+    /// The helper took at least one chunk.
+    helped: bool,
+    /// It panicked: the pass is incomplete.
+    helper_panicked: bool,
+    /// What the helper did.
+    pass: Pass,
+}
+
+impl Job {
+    fn state(&self) -> MutexGuard<'_, JobState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Offers the events to chunks of clients until none are left; says whether it took any.
+    fn work(&self, pass: &mut Pass) -> bool {
+        let mut scratch = Scratch::new(&self.events);
+        let mut took = false;
+        loop {
+            let start = self.next.fetch_add(self.chunk, Ordering::Relaxed);
+            if start >= self.targets.len() {
+                return took;
+            }
+            took = true;
+            let end = (start + self.chunk).min(self.targets.len());
+            for (i, target) in self.targets[start..end].iter().enumerate() {
+                offer_to(
+                    start + i,
+                    &target.sink,
+                    &target.wake,
+                    &self.events,
+                    self.now,
+                    &mut scratch,
+                    pass,
+                );
+            }
+        }
+    }
+}
+
+/// The helper thread: works on each pass it is given (unless the writer already finished it)
+/// until the fan-out is dropped. A panic here ends the thread and, through `Leaving`, the
+/// writer's pass with the same panic, as a panic in a serial pass would.
+fn help(jobs: &Inbox) {
+    /// Tells the writer the helper stopped, also when a panic unwinds it.
+    struct Leaving<'j>(&'j Job);
+    impl Drop for Leaving<'_> {
+        fn drop(&mut self) {
+            let mut state = self.0.state();
+            state.helping = false;
+            state.helper_panicked = thread::panicking();
+            self.0.helper_done.notify_one();
+        }
+    }
+    while let Some(job) = jobs.take() {
+        {
+            let mut state = job.state();
+            if state.closed {
+                continue;
+            }
+            state.helping = true;
+        }
+        let leaving = Leaving(&job);
+        let mut pass = Pass::default();
+        let took = job.work(&mut pass);
+        {
+            let mut state = job.state();
+            state.helped = took;
+            state.pass = pass;
+        }
+        drop(leaving);
     }
 }
 
 struct Shared {
-    slots: Mutex<Vec<Slot>>,
+    slots: Mutex<Slots>,
     next_id: AtomicU64,
     split: Split,
     split_state: Mutex<SplitState>,
-    /// Passes that were split (a helper wrote half of the clients).
-    split_passes: AtomicU64,
+    /// Passes the helper took part in.
+    helped_passes: AtomicU64,
 }
 
 impl Shared {
-    fn slots(&self) -> MutexGuard<'_, Vec<Slot>> {
+    fn slots(&self) -> MutexGuard<'_, Slots> {
         self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -414,19 +636,23 @@ impl Fanout {
         Fanout::with_split(Split::default())
     }
 
-    /// A fan-out that splits its passes as `split` says.
+    /// A fan-out that shares its passes with a helper thread as `split` says.
     pub fn with_split(split: Split) -> Fanout {
         Fanout {
             shared: Arc::new(Shared {
-                slots: Mutex::new(Vec::new()),
+                slots: Mutex::new(Slots {
+                    list: Vec::new(),
+                    targets: None,
+                }),
                 next_id: AtomicU64::new(1),
                 split,
                 split_state: Mutex::new(SplitState {
                     cpus: 1,
                     checked: None,
                     refused: false,
+                    helper: None,
                 }),
-                split_passes: AtomicU64::new(0),
+                helped_passes: AtomicU64::new(0),
             }),
         }
     }
@@ -459,13 +685,15 @@ impl Fanout {
             }),
         });
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        self.shared.slots().push(Slot {
+        let mut slots = self.shared.slots();
+        slots.list.push(Slot {
             id,
             sink: Arc::clone(&sink),
             wake,
             on_evict,
-            gone: false,
         });
+        slots.targets = None;
+        drop(slots);
         Outlet {
             id,
             sink,
@@ -475,37 +703,47 @@ impl Fanout {
 
     /// Offers `events` (one committed batch, in id order) to every client: one send per
     /// direct client, a queue entry and a wake-up per owned one. Never blocks on a client.
-    /// A pass over many clients may be split over two threads (see [`Split`]); it has ended
-    /// for every client when this returns.
+    /// A pass over many clients may be shared with a helper thread (see [`Split`]); it has
+    /// ended for every client when this returns.
     pub fn publish(&self, events: &[SharedEvent]) -> Published {
         if events.is_empty() {
             return Published::default();
         }
         let now = Instant::now();
-        let pass = {
+        let (mut published, hooks) = {
             let mut slots = self.shared.slots();
-            let split = {
+            let helper = {
                 let mut state = self
                     .shared
                     .split_state
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner);
-                self.shared.split.wanted(&mut state, slots.len(), now)
+                self.shared.split.helper(&mut state, slots.list.len(), now)
             };
-            let pass = if split {
-                self.split_pass(&mut slots, events, now)
-            } else {
-                Pass::over(&mut slots, events, now)
+            let pass = match helper {
+                Some(helper) => self.shared_pass(&helper, &mut slots, events, now),
+                None => {
+                    let mut pass = Pass::default();
+                    let mut scratch = Scratch::new(events);
+                    for (i, slot) in slots.list.iter().enumerate() {
+                        offer_to(
+                            i,
+                            &slot.sink,
+                            &slot.wake,
+                            events,
+                            now,
+                            &mut scratch,
+                            &mut pass,
+                        );
+                    }
+                    pass
+                }
             };
-            if !pass.evicted.is_empty() {
-                slots.retain(|slot| !slot.gone);
-            }
-            pass
+            (pass.counts, slots.evict(&pass.evicted))
         };
         // Hooks run outside the lock: they do I/O (shutting a socket down).
-        let mut published = pass.counts;
-        published.evicted = pass.evicted.len() as u64;
-        for (sink, hook) in pass.evicted {
+        published.evicted = hooks.len() as u64;
+        for (sink, hook) in hooks {
             if let Some(hook) = hook {
                 hook(&sink.socket);
             }
@@ -513,52 +751,51 @@ impl Fanout {
         published
     }
 
-    /// One pass with the second half of the clients written by a helper thread, or by this
-    /// one after the first half if no thread can be started (then serial until the next
-    /// check of the CPUs).
-    fn split_pass(&self, slots: &mut [Slot], events: &[SharedEvent], now: Instant) -> Pass {
-        let (first, second) = slots.split_at_mut(slots.len() / 2);
-        let (mut pass, helped) = thread::scope(|scope| {
-            let helper = thread::Builder::new()
-                .name("fanout-helper".into())
-                .stack_size(self.shared.split.helper_stack)
-                .spawn_scoped(scope, || Pass::over(second, events, now));
-            let mut pass = Pass::over(first, events, now);
-            let helped = match helper {
-                Ok(helper) => match helper.join() {
-                    Ok(theirs) => {
-                        pass.add(theirs);
-                        true
-                    }
-                    Err(panic) => std::panic::resume_unwind(panic),
-                },
-                Err(err) => {
-                    self.shared
-                        .split_state
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .refused = true;
-                    log::warn!(
-                        "event fan-out: no helper thread ({err}), passes are serial for {} s",
-                        self.shared.split.recheck.as_secs()
-                    );
-                    false
-                }
-            };
-            (pass, helped)
+    /// One pass shared with the helper: it is offered the job and takes chunks of clients
+    /// beside this thread once it runs; this thread takes every chunk it has not, and then
+    /// waits only for a chunk the helper is still writing.
+    fn shared_pass(
+        &self,
+        helper: &Inbox,
+        slots: &mut Slots,
+        events: &[SharedEvent],
+        now: Instant,
+    ) -> Pass {
+        let job = Arc::new(Job {
+            targets: slots.targets(),
+            events: events.to_vec(),
+            now,
+            chunk: self.shared.split.chunk.max(1),
+            next: AtomicUsize::new(0),
+            state: Mutex::new(JobState::default()),
+            helper_done: Condvar::new(),
         });
-        if helped {
-            self.shared.split_passes.fetch_add(1, Ordering::Relaxed);
-        } else {
-            pass.add(Pass::over(second, events, now));
+        helper.offer(Arc::clone(&job));
+        let mut pass = Pass::default();
+        job.work(&mut pass);
+        let mut state = job.state();
+        state.closed = true;
+        while state.helping {
+            state = job
+                .helper_done
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
         }
+        assert!(
+            !state.helper_panicked,
+            "the fan-out's helper panicked during a pass"
+        );
+        if state.helped {
+            self.shared.helped_passes.fetch_add(1, Ordering::Relaxed);
+        }
+        pass.add(std::mem::take(&mut state.pass));
         pass
     }
 
     /// Clients subscribed.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.shared.slots().len()
+        self.shared.slots().list.len()
     }
 }
 
@@ -594,7 +831,10 @@ pub struct Outlet {
 impl Drop for Outlet {
     fn drop(&mut self) {
         // Also runs while a panicking connection thread unwinds: never panic here.
-        self.shared.slots().retain(|slot| slot.id != self.id);
+        let mut slots = self.shared.slots();
+        slots.list.retain(|slot| slot.id != self.id);
+        // The snapshot for split passes holds a handle on the socket: let it go now.
+        slots.targets = None;
     }
 }
 
@@ -958,10 +1198,12 @@ mod tests {
         );
     }
 
-    /// A fan-out that splits every pass over two or more clients, as if on `cpus` CPUs.
+    /// A fan-out that shares every pass over two or more clients with its helper, one client
+    /// at a time, as if on `cpus` CPUs.
     fn splitting(cpus: fn() -> usize, helper_stack: usize) -> Fanout {
         Fanout::with_split(Split {
             min_clients: 2,
+            chunk: 1,
             cpus,
             recheck: Duration::from_secs(3600),
             helper_stack,
@@ -978,6 +1220,14 @@ mod tests {
 
     /// The stack no thread can be given (more than the address space): spawning fails.
     const NO_STACK: usize = 1 << 50;
+
+    fn helped_passes(fanout: &Fanout) -> u64 {
+        fanout.shared.helped_passes.load(Ordering::Relaxed)
+    }
+
+    fn has_helper(fanout: &Fanout) -> bool {
+        fanout.shared.split_state.lock().unwrap().helper.is_some()
+    }
 
     /// `count` clients, settled (direct), alternately SSE and WebSocket, with their reading ends.
     fn direct_clients(fanout: &Fanout, count: usize) -> Vec<(Outlet, TcpStream, Wire)> {
@@ -1021,7 +1271,7 @@ mod tests {
     }
 
     #[test]
-    fn a_split_pass_gives_both_halves_every_event_in_order() {
+    fn a_shared_pass_gives_every_client_every_event_in_order() {
         let fanout = splitting(two_cpus, Split::default().helper_stack);
         let mut clients = direct_clients(&fanout, 7);
         let published = every_client_gets_every_event_in_order(&fanout, &mut clients);
@@ -1034,24 +1284,76 @@ mod tests {
                 ..Published::default()
             }
         );
-        assert_eq!(fanout.shared.split_passes.load(Ordering::Relaxed), 3);
+        assert!(has_helper(&fanout));
+    }
+
+    /// The writer is held up on the first client (its lock is taken here): the helper writes
+    /// to the others, evicts the one that fell behind, and the pass ends only once the writer's
+    /// client has the event too; the eviction's hook runs after the slots' lock is released.
+    #[test]
+    fn the_helper_writes_and_evicts_while_the_writer_is_held_up() {
+        let fanout = splitting(two_cpus, Split::default().helper_stack);
+        let mut clients = direct_clients(&fanout, 2);
+        let (server, _owned_client) = pair();
+        let fired = Arc::new(AtomicU64::new(0));
+        let hook: StreamEvictHook = {
+            let fired = Arc::clone(&fired);
+            let shared = Arc::downgrade(&fanout.shared);
+            Box::new(move |_: &TcpStream| {
+                let shared = shared.upgrade().expect("the fan-out is alive");
+                assert!(
+                    shared.slots.try_lock().is_ok(),
+                    "hook run under the slots' lock"
+                );
+                fired.fetch_add(1, Ordering::SeqCst);
+            })
+        };
+        // Owned by its thread (say, replaying), with room for one event.
+        let owned = fanout.subscribe(server, Wire::SsePlain, 1, Some(hook), eventfd());
+        clients.extend(direct_clients(&fanout, 1));
+        let first = event(1, "x", 0);
+        assert_eq!(fanout.publish(std::slice::from_ref(&first)).evicted, 0);
+        let second = event(2, "x", 0);
+        let first_sink = Arc::clone(&clients[0].0.sink);
+        let held = first_sink.lock();
+        let publisher = {
+            let fanout = fanout.clone();
+            let second = Arc::clone(&second);
+            std::thread::spawn(move || fanout.publish(std::slice::from_ref(&second)))
+        };
+        // Clients 1 and 3 get both events while the writer waits for client 0's lock.
+        for (_, client, wire) in &mut clients[1..] {
+            let expected = [wire.bytes(&first), wire.bytes(&second)].concat();
+            assert_eq!(read_exactly(client, expected.len()), expected);
+        }
+        assert!(!publisher.is_finished(), "the pass ended without client 0");
+        assert_eq!(fired.load(Ordering::SeqCst), 0);
+        drop(held);
+        let published = publisher.join().unwrap();
+        assert_eq!(published.evicted, 1);
+        assert_eq!(published.sse_sent + published.ws_sent, 3);
+        assert_eq!(fired.load(Ordering::SeqCst), 1);
+        assert_eq!(fanout.len(), 3);
+        assert!(helped_passes(&fanout) >= 1);
+        let (_, client, wire) = &mut clients[0];
+        let expected = [wire.bytes(&first), wire.bytes(&second)].concat();
+        assert_eq!(read_exactly(client, expected.len()), expected);
+        assert!(matches!(owned.settle(0, true, 64), Settled::Backlog(_)));
+        assert!(matches!(owned.settle(0, true, 64), Settled::Evicted { .. }));
     }
 
     #[test]
     fn one_cpu_few_clients_or_no_helper_thread_keep_passes_serial_and_complete() {
-        for (what, fanout, clients) in [
-            ("one CPU", splitting(one_cpu, 64 * 1024), 7),
-            ("no thread to be had", splitting(two_cpus, NO_STACK), 7),
-            ("under the threshold", Fanout::new(), 7),
+        for (what, fanout) in [
+            ("one CPU", splitting(one_cpu, 64 * 1024)),
+            ("no thread to be had", splitting(two_cpus, NO_STACK)),
+            ("under the threshold", Fanout::new()),
         ] {
-            let mut clients = direct_clients(&fanout, clients);
+            let mut clients = direct_clients(&fanout, 7);
             let published = every_client_gets_every_event_in_order(&fanout, &mut clients);
             assert_eq!((published.sse_sent, published.ws_sent), (36, 27), "{what}");
-            assert_eq!(
-                fanout.shared.split_passes.load(Ordering::Relaxed),
-                0,
-                "{what}"
-            );
+            assert!(!has_helper(&fanout), "{what}");
+            assert_eq!(helped_passes(&fanout), 0, "{what}");
         }
         // A refused thread is tried again only after the next check of the CPUs.
         let fanout = splitting(two_cpus, NO_STACK);
@@ -1061,11 +1363,11 @@ mod tests {
     }
 
     #[test]
-    fn a_split_pass_evicts_in_either_half_and_runs_the_hooks_after_the_lock() {
+    fn a_shared_pass_evicts_anywhere_and_runs_the_hooks_after_the_lock() {
         let fanout = splitting(two_cpus, Split::default().helper_stack);
         let fired = Arc::new(AtomicU64::new(0));
-        // Clients 0 and 3 (one in each half) stay owned by their threads with room for one
-        // event; 1 and 2 are direct.
+        // Clients 0 and 3 stay owned by their threads with room for one event; 1 and 2 are
+        // direct.
         let mut owned = Vec::new();
         let mut direct = Vec::new();
         for i in 0..4 {
@@ -1097,7 +1399,6 @@ mod tests {
         assert_eq!(published.sse_sent, 2);
         assert_eq!(fired.load(Ordering::SeqCst), 2);
         assert_eq!(fanout.len(), 2);
-        assert_eq!(fanout.shared.split_passes.load(Ordering::Relaxed), 2);
         for (outlet, wake) in &owned {
             assert!(wake.clear(), "woken");
             let Settled::Backlog(backlog) = outlet.settle(0, true, 64) else {
