@@ -29,16 +29,17 @@
 //! its filter) while direct, and the thread's [`Cursor`](super::Cursor) hands its own over on
 //! attaching, so an event that a replay already read from the store is never sent again live.
 //!
-//! Split passes: on a machine with more than one CPU (a Pi Zero 2 has four), a pass over many
-//! clients ([`Split::min_clients`]) is split in two halves, the second written by a helper
-//! thread started for that pass, so the last client is written about half as late. Each client
-//! is in exactly one half and the pass ends (both halves done) before `publish` returns, so
-//! everything above holds per client as in a serial pass. With one CPU (a Pi Zero, `taskset -c
-//! 0`), a cgroup quota of one, or no thread to be had, passes stay serial.
+//! Shared passes: on a machine with more than one CPU (a Pi Zero 2 has four), a pass over many
+//! clients ([`Split::min_clients`]) is shared with one helper thread: both take the next few
+//! clients until none are left, so the last client is written up to about half as late. Each
+//! client is written by one of them, under its lock, and the pass ends before `publish`
+//! returns, so everything above holds per client as in a serial pass. With one CPU (a Pi Zero,
+//! `taskset -c 0`), a cgroup quota of one, or no thread to be had, passes stay serial.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::net::TcpStream;
+use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -365,7 +366,7 @@ impl Default for Split {
     fn default() -> Split {
         Split {
             min_clients: 64,
-            chunk: 8,
+            chunk: 4,
             cpus: usable_cpus,
             recheck: Duration::from_secs(10),
             helper_stack: 64 * 1024,
@@ -412,6 +413,19 @@ impl Inbox {
     fn offer(&self, job: Arc<Job>) {
         self.state().job = Some(job);
         self.filled.notify_one();
+    }
+
+    /// Takes `job` back if the helper has not taken it (so nothing holds the pass's snapshot of
+    /// the clients once it has ended).
+    fn withdraw(&self, job: &Arc<Job>) {
+        let mut state = self.state();
+        if state
+            .job
+            .as_ref()
+            .is_some_and(|left| Arc::ptr_eq(left, job))
+        {
+            state.job = None;
+        }
     }
 
     /// The next pass, or `None` once the fan-out is gone.
@@ -508,21 +522,20 @@ struct Job {
     events: Vec<SharedEvent>,
     now: Instant,
     chunk: usize,
+    /// The first client not taken yet.
     next: AtomicUsize,
     state: Mutex<JobState>,
-    /// Signalled when the helper stops working on the job.
-    helper_done: Condvar,
+    /// Signalled when the helper finishes a chunk while the writer waits.
+    progress: Condvar,
 }
 
 #[derive(Default)]
 struct JobState {
-    /// The writer has taken the last chunk: a helper that comes now does nothing.
-    closed: bool,
-    /// The helper is working on the job.
-    helping: bool,
-    /// The helper took at least one chunk.
-    helped: bool,
-    /// It panicked: the pass is incomplete.
+    /// Clients the helper has finished.
+    finished: usize,
+    /// The writer waits for the helper's last chunk.
+    waiting: bool,
+    /// The helper panicked: the pass is incomplete.
     helper_panicked: bool,
     /// What the helper did.
     pass: Pass,
@@ -533,63 +546,56 @@ impl Job {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Offers the events to chunks of clients until none are left; says whether it took any.
-    fn work(&self, pass: &mut Pass) -> bool {
-        let mut scratch = Scratch::new(&self.events);
-        let mut took = false;
-        loop {
-            let start = self.next.fetch_add(self.chunk, Ordering::Relaxed);
-            if start >= self.targets.len() {
-                return took;
-            }
-            took = true;
-            let end = (start + self.chunk).min(self.targets.len());
-            for (i, target) in self.targets[start..end].iter().enumerate() {
-                offer_to(
-                    start + i,
-                    &target.sink,
-                    &target.wake,
-                    &self.events,
-                    self.now,
-                    &mut scratch,
-                    pass,
-                );
-            }
+    /// Takes the next chunk of clients, if any is left.
+    fn claim(&self) -> Option<Range<usize>> {
+        let start = self.next.fetch_add(self.chunk, Ordering::Relaxed);
+        (start < self.targets.len()).then(|| start..(start + self.chunk).min(self.targets.len()))
+    }
+
+    fn offer<'e>(&'e self, clients: Range<usize>, scratch: &mut Scratch<'e>, pass: &mut Pass) {
+        for i in clients {
+            let target = &self.targets[i];
+            offer_to(
+                i,
+                &target.sink,
+                &target.wake,
+                &self.events,
+                self.now,
+                scratch,
+                pass,
+            );
         }
     }
 }
 
-/// The helper thread: works on each pass it is given (unless the writer already finished it)
-/// until the fan-out is dropped. A panic here ends the thread and, through `Leaving`, the
-/// writer's pass with the same panic, as a panic in a serial pass would.
+/// The helper thread: takes chunks of each pass it is given (none, if the writer already took
+/// them all) until the fan-out is dropped. A panic here ends the thread and, through
+/// `Leaving`, the writer's pass with a panic, as a panic in a serial pass would.
 fn help(jobs: &Inbox) {
-    /// Tells the writer the helper stopped, also when a panic unwinds it.
+    /// Tells a waiting writer that the helper panicked.
     struct Leaving<'j>(&'j Job);
     impl Drop for Leaving<'_> {
         fn drop(&mut self) {
-            let mut state = self.0.state();
-            state.helping = false;
-            state.helper_panicked = thread::panicking();
-            self.0.helper_done.notify_one();
+            if thread::panicking() {
+                self.0.state().helper_panicked = true;
+                self.0.progress.notify_one();
+            }
         }
     }
     while let Some(job) = jobs.take() {
-        {
+        let _leaving = Leaving(&job);
+        let mut scratch = Scratch::new(&job.events);
+        while let Some(clients) = job.claim() {
+            let count = clients.len();
+            let mut pass = Pass::default();
+            job.offer(clients, &mut scratch, &mut pass);
             let mut state = job.state();
-            if state.closed {
-                continue;
+            state.pass.add(pass);
+            state.finished += count;
+            if state.waiting {
+                job.progress.notify_one();
             }
-            state.helping = true;
         }
-        let leaving = Leaving(&job);
-        let mut pass = Pass::default();
-        let took = job.work(&mut pass);
-        {
-            let mut state = job.state();
-            state.helped = took;
-            state.pass = pass;
-        }
-        drop(leaving);
     }
 }
 
@@ -768,24 +774,30 @@ impl Fanout {
             chunk: self.shared.split.chunk.max(1),
             next: AtomicUsize::new(0),
             state: Mutex::new(JobState::default()),
-            helper_done: Condvar::new(),
+            progress: Condvar::new(),
         });
         helper.offer(Arc::clone(&job));
         let mut pass = Pass::default();
-        job.work(&mut pass);
+        let mut scratch = Scratch::new(events);
+        let mut mine = 0;
+        while let Some(clients) = job.claim() {
+            mine += clients.len();
+            job.offer(clients, &mut scratch, &mut pass);
+        }
+        helper.withdraw(&job);
         let mut state = job.state();
-        state.closed = true;
-        while state.helping {
+        while state.finished + mine < job.targets.len() {
+            assert!(
+                !state.helper_panicked,
+                "the fan-out's helper panicked during a pass"
+            );
+            state.waiting = true;
             state = job
-                .helper_done
+                .progress
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
         }
-        assert!(
-            !state.helper_panicked,
-            "the fan-out's helper panicked during a pass"
-        );
-        if state.helped {
+        if state.finished > 0 {
             self.shared.helped_passes.fetch_add(1, Ordering::Relaxed);
         }
         pass.add(std::mem::take(&mut state.pass));
