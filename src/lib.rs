@@ -21,6 +21,7 @@ pub(crate) mod metrics;
 pub(crate) mod motion;
 pub mod mqtt;
 pub(crate) mod outbound;
+pub(crate) mod priority;
 pub(crate) mod sdnotify;
 pub(crate) mod short_sort;
 pub(crate) mod shutdown;

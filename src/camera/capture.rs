@@ -153,7 +153,10 @@ impl Camera {
         let handle = std::thread::Builder::new()
             .name("camera".into())
             .stack_size(512 * 1024)
-            .spawn(move || capture.run())?;
+            .spawn(move || {
+                crate::priority::yield_to_events("camera");
+                capture.run()
+            })?;
         Ok((Camera { shared }, handle))
     }
 

@@ -168,6 +168,7 @@ where
             .name("v4l2-reader".into())
             .stack_size(256 * 1024)
             .spawn(move || {
+                crate::priority::yield_to_events("v4l2-reader");
                 while !stop.load(Ordering::Relaxed) {
                     let result = capture();
                     let failed = result.is_err();

@@ -87,7 +87,10 @@ pub fn start(settings: Settings, fps: f64, wiring: Wiring) -> std::io::Result<Jo
     std::thread::Builder::new()
         .name("motion".into())
         .stack_size(256 * 1024)
-        .spawn(move || watcher.run())
+        .spawn(move || {
+            crate::priority::yield_to_events("motion");
+            watcher.run()
+        })
 }
 
 struct Watcher {

@@ -173,7 +173,10 @@ impl Video {
                 std::thread::Builder::new()
                     .name(format!("encode-{}", quality.name()))
                     .stack_size(256 * 1024)
-                    .spawn(move || video.run_encoder(index))
+                    .spawn(move || {
+                        crate::priority::yield_to_events("encoder");
+                        video.run_encoder(index)
+                    })
                     .map_err(|e| format!("cannot start the {quality} encoder: {e}"))?;
                 state.running = true;
             }
