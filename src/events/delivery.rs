@@ -126,11 +126,7 @@ mod tests {
     use crate::events::store::{Retention, Store};
 
     fn store(name: &str, events: usize) -> (Store, StoreReader, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!(
-            "porchlight-delivery-{name}-{}-{}",
-            std::process::id(),
-            crate::clock::unix_now()
-        ));
+        let dir = crate::events::scratch_dir(&format!("delivery-{name}"));
         let retention = Retention {
             max_events: 1000,
             max_snapshot_bytes: 1 << 20,

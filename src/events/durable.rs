@@ -52,14 +52,14 @@ pub struct Wal {
 
 impl Wal {
     /// Opens the WAL file at `path` (SQLite's `<database>-wal`, which exists while the
-    /// database is open in WAL mode) with a floor already durable.
-    pub fn open(path: PathBuf, durable_floor: u64) -> io::Result<Wal> {
+    /// database is open in WAL mode). No floor is durable until the first sync.
+    pub fn open(path: PathBuf) -> io::Result<Wal> {
         let file = File::open(&path)?;
         Ok(Wal {
             path,
             file: Mutex::new(file),
-            committed_floor: AtomicU64::new(durable_floor),
-            durable_floor: AtomicU64::new(durable_floor),
+            committed_floor: AtomicU64::new(0),
+            durable_floor: AtomicU64::new(0),
         })
     }
 
@@ -165,6 +165,7 @@ impl Syncer {
                 .name("event-sync".into())
                 .stack_size(128 * 1024)
                 .spawn(move || {
+                    let _answer_if_it_panics = AnswerIfPanicking(&shared);
                     let mut checkpoints = Checkpoints {
                         conn: checkpointer,
                         due: None,
@@ -182,13 +183,7 @@ impl Syncer {
         queue.committed = true;
         if self.thread.is_finished() {
             // The syncer is gone (it panicked): nobody can vouch for these events.
-            for (reply, _) in queue.acks.drain(..) {
-                reply
-                    .send(Err(StoreError::Unavailable(
-                        "the event store's sync thread stopped".into(),
-                    )))
-                    .ok();
-            }
+            refuse_all(&mut queue);
             return;
         }
         drop(queue);
@@ -201,6 +196,30 @@ impl Syncer {
         self.shared.ready.notify_one();
         if self.thread.join().is_err() {
             log::error!("the event store's sync thread panicked");
+        }
+    }
+}
+
+/// Producers waiting for a syncer that can no longer sync are told so.
+fn refuse_all(queue: &mut Queue) {
+    for (reply, _) in queue.acks.drain(..) {
+        reply
+            .send(Err(StoreError::Unavailable(
+                "the event store's sync thread stopped".into(),
+            )))
+            .ok();
+    }
+}
+
+/// Held by the syncer thread: if it panics, the producers still queued are answered (those it
+/// had taken get a closed channel, which `publish` reports as well); later ones are answered by
+/// [`Syncer::after_sync`], which sees the thread gone.
+struct AnswerIfPanicking<'a>(&'a Shared);
+
+impl Drop for AnswerIfPanicking<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            refuse_all(&mut self.0.lock());
         }
     }
 }
@@ -397,15 +416,10 @@ mod tests {
     /// (the WAL vanished here; a full or failing disk in life), and everyone queued at a stop.
     #[test]
     fn producers_get_the_outcome_of_the_sync_that_covers_their_event() {
-        let dir = std::env::temp_dir().join(format!(
-            "porchlight-syncer-{}-{}",
-            std::process::id(),
-            crate::clock::unix_now()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = super::super::scratch_dir("syncer");
         let path = dir.join("x-wal");
         std::fs::write(&path, b"frames").unwrap();
-        let wal = Arc::new(Wal::open(path.clone(), 0).unwrap());
+        let wal = Arc::new(Wal::open(path.clone()).unwrap());
         let metrics = Arc::new(Metrics::default());
         let syncer = Syncer::start(Arc::clone(&wal), None, Arc::clone(&metrics)).unwrap();
         let (reply, answer) = crossbeam_channel::bounded(1);
@@ -443,17 +457,12 @@ mod tests {
 
     #[test]
     fn a_sync_makes_the_committed_floor_durable_and_follows_a_replaced_file() {
-        let dir = std::env::temp_dir().join(format!(
-            "porchlight-wal-{}-{}",
-            std::process::id(),
-            crate::clock::unix_now()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = super::super::scratch_dir("wal");
         let path = dir.join("x-wal");
         std::fs::write(&path, b"frames").unwrap();
-        let wal = Wal::open(path.clone(), 10).unwrap();
+        let wal = Wal::open(path.clone()).unwrap();
         wal.floor_committed(2000);
-        assert_eq!(wal.durable_floor(), 10, "committed is not durable");
+        assert_eq!(wal.durable_floor(), 0, "committed is not durable");
         wal.sync().unwrap();
         assert_eq!(wal.durable_floor(), 2000);
         std::fs::remove_file(&path).unwrap();

@@ -286,7 +286,7 @@ fn run_writer(
             Ok(first) => first,
             Err(RecvTimeoutError::Timeout) => {
                 if save_cursors(&mut store, &cursors) {
-                    sync_soon(syncer.as_ref(), &store);
+                    sync_soon(syncer.as_ref());
                 }
                 continue;
             }
@@ -311,7 +311,7 @@ fn run_writer(
             update_clips(&mut store, &clip_updates, &metrics);
             clip_updates.clear();
             if drafts.is_empty() {
-                sync_soon(syncer.as_ref(), &store);
+                sync_soon(syncer.as_ref());
             }
         }
         if drafts.is_empty() {
@@ -383,7 +383,7 @@ fn run_writer(
                     count_evicted(&metrics, evicted as u64);
                     acks.push((reply, event));
                 }
-                acknowledge_when_durable(syncer.as_ref(), &store, acks);
+                acknowledge_when_durable(syncer.as_ref(), acks);
             }
             Err(err) => {
                 metrics.store_errors.fetch_add(1, Ordering::Relaxed);
@@ -409,30 +409,19 @@ fn run_writer(
     log::debug!("event writer stopped");
 }
 
-/// Hands `acks` to the syncer, which answers them once their events are durable. Without a
-/// syncer (it exists whenever the store does, so this is only a safeguard) it syncs here.
-fn acknowledge_when_durable(
-    syncer: Option<&Syncer>,
-    store: &Result<Store, StoreError>,
-    acks: Vec<Ack>,
-) {
-    if let Some(syncer) = syncer {
-        syncer.after_sync(acks);
-        return;
-    }
-    let synced = match store {
-        Ok(store) => store.sync(),
-        Err(refusal) => Err(refusal.clone()),
-    };
-    for (reply, event) in acks {
-        reply.send(synced.clone().map(|()| event)).ok();
+/// Hands `acks` to the syncer, which answers them once their events are durable. There is a
+/// syncer whenever the store opened, and only then are there events to acknowledge.
+fn acknowledge_when_durable(syncer: Option<&Syncer>, acks: Vec<Ack>) {
+    match syncer {
+        Some(syncer) => syncer.after_sync(acks),
+        None => debug_assert!(acks.is_empty(), "events stored without a syncer"),
     }
 }
 
 /// A commit without events (clip updates, delivery cursors) is made durable soon, with the
 /// next group of events or on its own.
-fn sync_soon(syncer: Option<&Syncer>, store: &Result<Store, StoreError>) {
-    acknowledge_when_durable(syncer, store, Vec::new());
+fn sync_soon(syncer: Option<&Syncer>) {
+    acknowledge_when_durable(syncer, Vec::new());
 }
 
 fn count_fanout(metrics: &Metrics, published: Published) {
@@ -488,11 +477,7 @@ mod tests {
     /// done (here: held back until the test lets it run).
     #[test]
     fn clients_are_told_before_the_fsync_and_producers_after_it() {
-        let dir = std::env::temp_dir().join(format!(
-            "porchlight-hub-sync-{}-{}",
-            std::process::id(),
-            crate::clock::unix_now()
-        ));
+        let dir = crate::events::scratch_dir("hub-sync");
         let retention = Retention {
             max_events: 100,
             max_snapshot_bytes: 1 << 20,

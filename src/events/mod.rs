@@ -17,3 +17,15 @@ pub use feed::{Fed, Feed};
 pub use hub::EventHub;
 pub use replay::{Cursor, ReplayError, Replayed};
 pub use store::{EventQuery, Retention, Store, StoreError, StoreReader};
+
+/// A fresh folder for a test's store (unique per process, test and second).
+#[cfg(test)]
+pub(crate) fn scratch_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "porchlight-{tag}-{}-{}",
+        std::process::id(),
+        crate::clock::unix_now()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

@@ -175,7 +175,7 @@ impl Store {
             .saturating_add(FLOOR_BLOCK);
         write_floor(&conn, floor)?;
         let wal_path = dir.join(format!("{DB_FILE}-wal"));
-        let wal = Wal::open(wal_path.clone(), 0)
+        let wal = Wal::open(wal_path.clone())
             .map_err(|e| StoreError::from_io(&format!("cannot open {}", wal_path.display()), &e))?;
         wal.floor_committed(floor);
         wal.sync()
@@ -743,13 +743,7 @@ mod tests {
     use std::sync::Arc;
 
     fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "porchlight-store-{name}-{}-{}",
-            std::process::id(),
-            crate::clock::unix_now()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+        super::super::scratch_dir(&format!("store-{name}"))
     }
 
     fn draft(event_type: &str) -> EventDraft {
