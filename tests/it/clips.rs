@@ -498,7 +498,7 @@ fn a_camera_that_goes_offline_mid_clip_ends_the_clip_cleanly() {
     let went_offline = offline.json()["timestamp"].as_f64().unwrap();
     // The recording ends with the camera, long before its 30 s, and is stored whole.
     wait_recordings_stored(port, 1, Duration::from_secs(10));
-    let log = server.stderr();
+    let log = server.stderr_with("the camera went offline");
     assert!(log.contains("the camera went offline"), "{log}");
     let mut mjpeg = Mjpeg::connect(port, &url);
     let mut parts = Vec::new();
@@ -629,7 +629,7 @@ fn a_full_disk_stops_recording_with_an_alert_and_the_server_goes_on() {
     assert!(later["clip_url"].is_null(), "recording is paused: {later}");
     assert_eq!(get(port, "/api/status", None).status, 200);
     assert!(metric(&metrics(port, None), "porchlight_clip_write_errors_total").unwrap() >= 1.0);
-    let log = server.stderr();
+    let log = server.stderr_with("clip recording stopped");
     assert!(log.contains("clip recording stopped"), "{log}");
 }
 

@@ -147,11 +147,8 @@ fn a_read_only_data_dir_serves_reads_and_refuses_writes_with_503() {
     let server = Server::start(&["--data-dir", data_s]);
     let port = server.port();
     trigger_expecting(port, 503);
-    assert!(
-        server.stderr().contains("read-only"),
-        "no clear log line: {}",
-        server.stderr()
-    );
+    let log = server.stderr_with("read-only");
+    assert!(log.contains("read-only"), "no clear log line: {log}");
     let listed = all_events(port, None);
     assert_eq!(listed.len(), 3);
     for event in &before {

@@ -233,18 +233,11 @@ fn hold(ms: u64) {
 /// Waits until the server's stderr holds `needle` at least `count` times (the poller logs
 /// every press and release it accepts: the test's signal that a reading was handled).
 fn wait_log(server: &Server, needle: &str, count: usize) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let log = server.stderr();
-        if log.matches(needle).count() >= count {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "waited 10 s for {count} × {needle:?}; stderr:\n{log}"
-        );
-        thread::sleep(Duration::from_millis(5));
-    }
+    let log = server.wait_stderr(|log| log.matches(needle).count() >= count);
+    assert!(
+        log.matches(needle).count() >= count,
+        "waited 10 s for {count} × {needle:?}; stderr:\n{log}"
+    );
 }
 
 fn gpio_events(port: u16) -> Vec<Value> {
@@ -308,7 +301,7 @@ fn bouncy_presses_and_a_long_hold_ring_exactly_once_each() {
     assert_eq!(gpio.attr(529, "direction"), "in");
     assert_eq!(gpio.attr(529, "edge"), "both");
     assert_eq!(gpio.attr(529, "active_low"), "0");
-    let log = server.stderr();
+    let log = server.stderr_with("doorbell on GPIO 17");
     assert!(
         log.contains("doorbell on GPIO 17 (sysfs 529 on pinctrl-bcm2835), active-low"),
         "{log}"
@@ -435,7 +428,7 @@ fn active_high_button_pulses_the_chime_and_both_pins_are_unexported_at_exit() {
     server.stop();
     assert!(gpio.wait_unexported(534), "button pin still exported");
     assert!(gpio.wait_unexported(539), "chime pin still exported");
-    let log = server.stderr();
+    let log = server.stderr_with("GPIO 22 (sysfs 534 on pinctrl-bcm2835) unexported");
     assert!(
         log.contains("GPIO 22 (sysfs 534 on pinctrl-bcm2835) unexported"),
         "{log}"
@@ -565,11 +558,8 @@ fn an_input_left_exported_by_an_earlier_run_is_reused_and_left_exported() {
     let gpio = FakeGpio::new(PI_CHIPS);
     gpio.pre_export(529, "in", false);
     let mut server = Server::with_config(&config(&gpio, "gpio:17:debounce=10", ""), &[]);
-    assert!(
-        server.stderr().contains("was already exported"),
-        "{}",
-        server.stderr()
-    );
+    let log = server.stderr_with("was already exported");
+    assert!(log.contains("was already exported"), "{log}");
     gpio.set_level(529, true);
     wait_log(&server, "doorbell pressed", 1);
     assert_eq!(gpio_events(server.port()).len(), 1);

@@ -275,9 +275,14 @@ fn a_panicking_handler_releases_everything_and_is_logged_once() {
         thread::sleep(Duration::from_millis(50));
     }
     // Each panic is one log line naming its request, and no default-hook noise.
-    let log = server.stderr();
+    let wanted = |path: &str| format!("panic while answering GET \"{path}\" from 127.0.0.1:");
+    let log = server.wait_stderr(|log| {
+        cases
+            .iter()
+            .all(|(path, _)| log.matches(&wanted(path)).count() >= ROUNDS)
+    });
     for (path, _) in cases {
-        let wanted = format!("panic while answering GET \"{path}\" from 127.0.0.1:");
+        let wanted = wanted(path);
         assert_eq!(log.matches(&wanted).count(), ROUNDS, "{wanted}\n{log}");
     }
     assert!(!log.contains("panicked at"), "default panic output:\n{log}");
@@ -1572,7 +1577,9 @@ fn wrong_tokens_are_throttled_per_address() {
     .unwrap();
     assert_eq!(resp.status, 200);
     // Failures are logged at warn with the address and the route, never the token.
-    let log = server.stderr();
+    let log = server.wait_stderr(|log| {
+        log.contains("authentication failed from 127.0.0.21") && log.contains("refusing its tokens")
+    });
     assert!(
         log.contains("authentication failed from 127.0.0.21 on GET \"/api/status\""),
         "{log}"

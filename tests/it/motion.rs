@@ -459,5 +459,6 @@ fn motion_off_runs_no_thread_and_decodes_nothing() {
     // The synthetic test picture moves by design: it is not watched, and says so.
     let server = Server::start(&["--camera", "synthetic:320x240@15"]);
     assert!(!thread_names(server.pid()).iter().any(|n| n == "motion"));
-    assert!(server.stderr().contains("synthetic"), "{}", server.stderr());
+    let log = server.stderr_with("synthetic");
+    assert!(log.contains("synthetic"), "{log}");
 }

@@ -247,7 +247,8 @@ fn availability_goes_offline_on_sigterm_and_by_the_will_on_kill_9() {
     );
     let retained = broker.retained("porchlight/door/availability");
     assert_eq!(retained[0].text(), "offline", "and it is retained");
-    assert!(server.stderr().contains("MQTT: disconnected"));
+    let log = server.stderr_with("MQTT: disconnected");
+    assert!(log.contains("MQTT: disconnected"), "{log}");
 
     let mut server = Server::with_config(&toml, &args);
     assert_eq!(
@@ -329,7 +330,8 @@ fn a_broker_outage_mid_burst_loses_no_event() {
         duplicates <= 16,
         "only the in-flight window may come twice, got {duplicates}"
     );
-    assert!(server.stderr().contains("MQTT: lost the connection"));
+    let log = server.stderr_with("MQTT: lost the connection");
+    assert!(log.contains("MQTT: lost the connection"), "{log}");
 }
 
 /// Events stored but not yet acknowledged when porchlight is killed are published after it
@@ -431,11 +433,8 @@ fn commands_over_mqtt_run_the_websocket_commands() {
     let port = server.port();
     sub.wait_for("porchlight/cmd/availability", WAIT);
     // The bridge subscribes right after `online`; its status tells when the SUBACK came.
-    let deadline = Instant::now() + WAIT;
-    while !server.stderr().contains("MQTT: connected") {
-        assert!(Instant::now() < deadline);
-        thread::sleep(Duration::from_millis(20));
-    }
+    let log = server.stderr_with("MQTT: connected");
+    assert!(log.contains("MQTT: connected"), "{log}");
     let publish_until_answered = |topic: &str, payload: &str| -> Value {
         // A command published before the bridge's SUBACK would be lost; retry until answered.
         let result = format!("{topic}/result");

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -63,11 +63,26 @@ impl Drop for TempDir {
 // The server process
 // ---------------------------------------------------------------------------------------------
 
+/// What the server wrote to stderr, as the test's reader thread has copied it so far, and a
+/// signal for each line it adds. A line the server has written may not be here yet (the
+/// reader runs on its own): a test that expects a line waits for it ([`Server::wait_stderr`]).
+#[derive(Default)]
+struct Log {
+    text: Mutex<String>,
+    grew: Condvar,
+}
+
+impl Log {
+    fn text(&self) -> String {
+        self.text.lock().unwrap().clone()
+    }
+}
+
 /// A running `porchlight`. Dropping it kills the process (SIGKILL) if it is still running.
 pub struct Server {
     child: Child,
     port: u16,
-    log: Arc<Mutex<String>>,
+    log: Arc<Log>,
     exit: Option<ExitStatus>,
     // Last, so the process is gone before its directories are removed (held, never read).
     _own_dir: Option<TempDir>,
@@ -165,7 +180,7 @@ impl Server {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot spawn {BIN}: {e}"));
         let stderr = child.stderr.take().expect("piped stderr");
-        let log = Arc::new(Mutex::new(String::new()));
+        let log = Arc::new(Log::default());
         let (tx, rx) = mpsc::channel();
         {
             let log = Arc::clone(&log);
@@ -182,11 +197,12 @@ impl Server {
                     }
                     let text = String::from_utf8_lossy(&line).into_owned();
                     {
-                        let mut log = log.lock().unwrap();
-                        if log.len() < 8 << 20 {
-                            log.push_str(&text);
+                        let mut copied = log.text.lock().unwrap();
+                        if copied.len() < 8 << 20 {
+                            copied.push_str(&text);
                         }
                     }
+                    log.grew.notify_all();
                     if !announced && let Some(port) = parse_listening(&text) {
                         announced = true;
                         let _ = tx.send(port);
@@ -194,7 +210,7 @@ impl Server {
                 }
             });
         }
-        let captured = |log: &Arc<Mutex<String>>| log.lock().unwrap().clone();
+        let captured = |log: &Arc<Log>| log.text();
         match rx.recv_timeout(START_TIMEOUT) {
             Ok(port) => Ok(Server {
                 child,
@@ -244,9 +260,31 @@ impl Server {
         self.child.id()
     }
 
-    /// Everything the server wrote to stderr so far.
+    /// Everything of the server's stderr the test has read so far (see [`Log`]: a line just
+    /// written may still be on its way; wait for it with [`Server::wait_stderr`]).
     pub fn stderr(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.log.text()
+    }
+
+    /// Waits up to 10 s until `done` holds for the server's stderr as read so far (woken by
+    /// each line the reader adds) and returns it; returns it anyway at the deadline, for the
+    /// caller's assertion to show.
+    pub fn wait_stderr(&self, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut text = self.log.text.lock().unwrap();
+        while !done(&text) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            text = self.log.grew.wait_timeout(text, left).unwrap().0;
+        }
+        text.clone()
+    }
+
+    /// The server's stderr once it holds `needle` (or after 10 s without it).
+    pub fn stderr_with(&self, needle: &str) -> String {
+        self.wait_stderr(|log| log.contains(needle))
     }
 
     /// Sends a signal by name (`TERM`, `INT`, `KILL`) through the `kill` command.
