@@ -35,6 +35,10 @@
 //! client is written by one of them, under its lock, and the pass ends before `publish`
 //! returns, so everything above holds per client as in a serial pass. With one CPU (a Pi Zero,
 //! `taskset -c 0`), a cgroup quota of one, or no thread to be had, passes stay serial.
+//!
+//! Fair turns: each pass starts at a different client and wraps around the list (the starts
+//! spread evenly, [`Slots::next_start`]), so the few milliseconds a pass over hundreds of
+//! clients takes are shared by all of them instead of always falling on the latest subscribers.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -251,12 +255,37 @@ struct Target {
 /// The clients, in subscription order.
 struct Slots {
     list: Vec<Slot>,
+    /// Where the next pass starts in `list` ([`Slots::next_start`]).
+    phase: u32,
     /// `list` as a split pass shares it with the helper thread (same order); made again at the
     /// first split pass after the list changed.
     targets: Option<Arc<[Target]>>,
 }
 
+/// Steps `Slots::phase` by the golden ratio of its range (a Weyl sequence), so consecutive
+/// passes start far apart and any run of passes spreads its starts evenly over the list.
+const PHASE_STEP: u32 = 0x9E37_79B9;
+
+/// Steps `phase` and gives the place in a list of `len` it points at (0 for an empty list).
+fn next_start(phase: &mut u32, len: usize) -> usize {
+    *phase = phase.wrapping_add(PHASE_STEP);
+    let len = u64::try_from(len).unwrap_or(u64::MAX);
+    // phase / 2^32 of the way into the list: always below `len`.
+    usize::try_from((u64::from(*phase) * len) >> 32).unwrap_or(0)
+}
+
 impl Slots {
+    /// Where a pass over the list starts. A pass takes time (a send each, some microseconds
+    /// per client), so the client written last waits the whole pass: if every pass began at the
+    /// first subscriber, the same clients (the ones that subscribed last) would always wait
+    /// longest, and a group of them (say the WebSockets that connected after the SSE streams)
+    /// would see their whole latency distribution shifted by most of a pass. Starting each pass
+    /// somewhere else shares that wait among all clients. Each client still gets every event in
+    /// order: a pass ends before the next begins.
+    fn next_start(&mut self) -> usize {
+        next_start(&mut self.phase, self.list.len())
+    }
+
     fn targets(&mut self) -> Arc<[Target]> {
         let list = &self.list;
         Arc::clone(self.targets.get_or_insert_with(|| {
@@ -519,10 +548,12 @@ impl Split {
 /// none are left.
 struct Job {
     targets: Arc<[Target]>,
+    /// The pass begins at this client and wraps around ([`Slots::next_start`]).
+    start: usize,
     events: Vec<SharedEvent>,
     now: Instant,
     chunk: usize,
-    /// The first client not taken yet.
+    /// The first place in the pass not taken yet.
     next: AtomicUsize,
     state: Mutex<JobState>,
     /// Signalled when the helper finishes a chunk while the writer waits.
@@ -546,14 +577,20 @@ impl Job {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Takes the next chunk of clients, if any is left.
+    /// Takes the next chunk of places in the pass, if any is left.
     fn claim(&self) -> Option<Range<usize>> {
         let start = self.next.fetch_add(self.chunk, Ordering::Relaxed);
         (start < self.targets.len()).then(|| start..(start + self.chunk).min(self.targets.len()))
     }
 
-    fn offer<'e>(&'e self, clients: Range<usize>, scratch: &mut Scratch<'e>, pass: &mut Pass) {
-        for i in clients {
+    /// Offers the events to the clients at `places` in this pass's order (which begins at
+    /// `start`).
+    fn offer<'e>(&'e self, places: Range<usize>, scratch: &mut Scratch<'e>, pass: &mut Pass) {
+        let len = self.targets.len();
+        for place in places {
+            // start < len and place < len: the sum is below 2 len.
+            let i = self.start + place;
+            let i = if i >= len { i - len } else { i };
             let target = &self.targets[i];
             offer_to(
                 i,
@@ -648,6 +685,7 @@ impl Fanout {
             shared: Arc::new(Shared {
                 slots: Mutex::new(Slots {
                     list: Vec::new(),
+                    phase: 0,
                     targets: None,
                 }),
                 next_id: AtomicU64::new(1),
@@ -731,7 +769,10 @@ impl Fanout {
                 None => {
                     let mut pass = Pass::default();
                     let mut scratch = Scratch::new(events);
-                    for (i, slot) in slots.list.iter().enumerate() {
+                    let start = slots.next_start();
+                    let (tail, head) = slots.list.split_at(start);
+                    let from_start = head.iter().enumerate().map(|(k, slot)| (start + k, slot));
+                    for (i, slot) in from_start.chain(tail.iter().enumerate()) {
                         offer_to(
                             i,
                             &slot.sink,
@@ -767,8 +808,10 @@ impl Fanout {
         events: &[SharedEvent],
         now: Instant,
     ) -> Pass {
+        let start = slots.next_start();
         let job = Arc::new(Job {
             targets: slots.targets(),
+            start,
             events: events.to_vec(),
             now,
             chunk: self.shared.split.chunk.max(1),
@@ -915,6 +958,37 @@ mod tests {
     use std::net::TcpListener;
     use std::sync::atomic::AtomicBool;
     use std::time::Duration;
+
+    #[test]
+    fn passes_start_at_a_different_client_each_time_spread_over_the_list() {
+        let mut phase = 0;
+        assert_eq!(next_start(&mut phase, 0), 0, "an empty list");
+        for len in 1..50 {
+            for _ in 0..100 {
+                assert!(next_start(&mut phase, len) < len);
+            }
+        }
+        // Every client of ten is first about as often as the others.
+        let mut first = [0u32; 10];
+        for _ in 0..1000 {
+            first[next_start(&mut phase, 10)] += 1;
+        }
+        assert!(first.iter().all(|&n| (90..=110).contains(&n)), "{first:?}");
+        // The benchmark's shape: 500 SSE clients, then 100 WebSockets, 200 events. Always
+        // starting at the first client, the WebSockets' mean place in a pass would be 549.5;
+        // taking turns, it is about the middle of the list, as for everyone else.
+        let (clients, late) = (600usize, 500..600usize);
+        let mut places = 0usize;
+        for _ in 0..200 {
+            let start = next_start(&mut phase, clients);
+            places += late
+                .clone()
+                .map(|c| (c + clients - start) % clients)
+                .sum::<usize>();
+        }
+        let mean = places / (200 * late.len());
+        assert!((270..=330).contains(&mean), "mean place {mean}");
+    }
 
     fn eventfd() -> Arc<WakeFd> {
         Arc::new(WakeFd::new().unwrap())
