@@ -427,6 +427,68 @@ mod tests {
         );
     }
 
+    /// Each entity's own options as published (the rest of every config is [`tail`]).
+    const GOLDEN: &[(&str, &str)] = &[
+        (
+            "homeassistant/event/front/doorbell/config",
+            r#""name":"Doorbell","device_class":"doorbell","state_topic":"porchlight/front/events/doorbell_pressed","event_types":["doorbell_pressed"]"#,
+        ),
+        (
+            "homeassistant/binary_sensor/front/motion/config",
+            r#""name":"Motion","device_class":"motion","state_topic":"porchlight/front/motion","payload_on":"ON","payload_off":"OFF""#,
+        ),
+        (
+            "homeassistant/camera/front/snapshot/config",
+            r#""name":"Last event","topic":"porchlight/front/snapshot""#,
+        ),
+        (
+            "homeassistant/sensor/front/cpu/config",
+            r#""name":"CPU","state_topic":"porchlight/front/status","value_template":"{{ value_json.cpu_percent }}","unit_of_measurement":"%","state_class":"measurement","entity_category":"diagnostic","icon":"mdi:cpu-32-bit""#,
+        ),
+        (
+            "homeassistant/sensor/front/temperature/config",
+            r#""name":"Temperature","device_class":"temperature","state_topic":"porchlight/front/status","value_template":"{{ value_json.temperature_c }}","unit_of_measurement":"°C","state_class":"measurement","entity_category":"diagnostic""#,
+        ),
+        (
+            "homeassistant/sensor/front/viewers/config",
+            r#""name":"Video viewers","state_topic":"porchlight/front/status","value_template":"{{ value_json.clients.video }}","state_class":"measurement","icon":"mdi:eye""#,
+        ),
+        (
+            "homeassistant/button/front/ring/config",
+            r#""name":"Ring test doorbell","command_topic":"porchlight/front/command/trigger_doorbell","payload_press":"{}","icon":"mdi:bell-ring""#,
+        ),
+        (
+            "homeassistant/button/front/restart_camera/config",
+            r#""name":"Restart camera","device_class":"restart","command_topic":"porchlight/front/command/restart_pipeline","payload_press":"{}","entity_category":"config""#,
+        ),
+    ];
+
+    /// What every config ends with, after its own options.
+    fn tail(object: &str) -> String {
+        format!(
+            r#""unique_id":"porchlight_front_{object}","availability_topic":"porchlight/front/availability","payload_available":"online","payload_not_available":"offline","device":{{"identifiers":["porchlight_front"],"name":"porchlight front","manufacturer":"porchlight","model":"Doorbell camera","sw_version":"{VERSION}","configuration_url":"http://door.local:8080"}},"origin":{{"name":"porchlight","sw_version":"{VERSION}"}}"#,
+            VERSION = env!("CARGO_PKG_VERSION")
+        )
+    }
+
+    /// Every config byte for byte, as published: they stay retained on the broker, so a
+    /// change here is a change Home Assistant sees.
+    #[test]
+    fn configs_are_published_byte_for_byte() {
+        let published: Vec<(String, String)> = messages(&settings(true, true))
+            .into_iter()
+            .map(|(topic, payload)| (topic, String::from_utf8(payload).unwrap()))
+            .collect();
+        let expected: Vec<(String, String)> = GOLDEN
+            .iter()
+            .map(|(topic, own)| {
+                let object = topic.split('/').nth(3).unwrap();
+                (topic.to_string(), format!("{{{own},{}}}", tail(object)))
+            })
+            .collect();
+        assert_eq!(published, expected);
+    }
+
     #[test]
     fn without_public_url_there_is_no_configuration_url() {
         let mut s = settings(false, true);
