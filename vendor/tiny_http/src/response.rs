@@ -540,23 +540,27 @@ impl Response<Cursor<Vec<u8>>> {
     }
 }
 
-impl Response<io::Empty> {
+impl Response<Cursor<Vec<u8>>> {
     /// Builds an empty `Response` with the given status code.
-    pub fn empty<S>(status_code: S) -> Response<io::Empty>
+    ///
+    /// PORCHLIGHT: an empty `Cursor` (no allocation) rather than `io::Empty`, so that every
+    /// response is of the one type the server's replies already are, and `Response`'s code is
+    /// compiled for it alone (see PORCHLIGHT-PATCHES.md, item 14).
+    pub fn empty<S>(status_code: S) -> Response<Cursor<Vec<u8>>>
     where
         S: Into<StatusCode>,
     {
         Response::new(
             status_code.into(),
             Vec::with_capacity(0),
-            io::empty(),
+            Cursor::new(Vec::new()),
             Some(0),
             None,
         )
     }
 
     /// DEPRECATED. Use `empty` instead.
-    pub fn new_empty(status_code: StatusCode) -> Response<io::Empty> {
+    pub fn new_empty(status_code: StatusCode) -> Response<Cursor<Vec<u8>>> {
         Response::empty(status_code)
     }
 }
