@@ -126,7 +126,11 @@ macro_rules! config_keys {
         }
 
         /// Every key the config file accepts, in the order `--check-config` and the README list them.
-        pub const KEYS: &[Key] = &[
+        ///
+        /// A `static`, not a `const`: a `const` is copied into every crate that names it, and
+        /// `main.rs` (the binary's own crate) does, so each key's closures were compiled twice
+        /// (24 KB of the binary).
+        pub static KEYS: &[Key] = &[
             $( Key {
                 name: stringify!($name),
                 flag: $flag,
