@@ -5,15 +5,22 @@
 //! well before that: a 10 KB body of `[[[[…` aborted the whole server. So nesting is counted
 //! first, in one flat pass, and anything deeper than any real message is refused before
 //! serde_json sees it.
+//!
+//! An object naming the same key twice is refused too: serde_json keeps the last value, other
+//! parsers the first, so `{"type": "ping", "type": "subscribe"}` would mean one thing to a proxy
+//! or logger that checked it and another to us.
 
-use serde_json::Value;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
 
 /// Deepest nesting of arrays and objects accepted from a client. Events and WebSocket
 /// messages need a handful of levels; this leaves room for any real `data` object.
 pub const MAX_DEPTH: usize = 32;
 
-/// Parses `bytes` as JSON, refusing nesting deeper than [`MAX_DEPTH`]. The error text says what
-/// was wrong.
+/// Parses `bytes` as JSON, refusing nesting deeper than [`MAX_DEPTH`] and objects that name a
+/// key twice. The error text says what was wrong.
 pub fn parse_untrusted(bytes: &[u8]) -> Result<Value, String> {
     if nesting_exceeds(bytes, MAX_DEPTH) {
         return Err(format!(
@@ -21,7 +28,7 @@ pub fn parse_untrusted(bytes: &[u8]) -> Result<Value, String> {
         ));
     }
     match std::str::from_utf8(bytes) {
-        Ok(text) => serde_json::from_str(text).map_err(|e| e.to_string()),
+        Ok(text) => unique_keys_from_str(text).map_err(|e| e.to_string()),
         Err(_) => Err(not_utf8_error(bytes)),
     }
 }
@@ -129,6 +136,88 @@ fn first_string_not_utf8(
         at += 1;
     }
     None
+}
+
+/// `serde_json::from_str::<Value>(text)` (the same reader, so no second parser is linked; see
+/// [`not_utf8_error`]), refusing an object's second use of a key.
+fn unique_keys_from_str(text: &str) -> serde_json::Result<Value> {
+    let mut parser = serde_json::Deserializer::from_str(text);
+    let value = UniqueKeys.deserialize(&mut parser)?;
+    parser.end()?;
+    Ok(value)
+}
+
+/// Builds a [`Value`] as serde_json does, but fails on an object's second use of a key.
+/// Recursion is bounded by the [`MAX_DEPTH`] check that runs first.
+#[derive(Clone, Copy)]
+struct UniqueKeys;
+
+impl<'de> DeserializeSeed<'de> for UniqueKeys {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for UniqueKeys {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+        Ok(Value::Number(n.into()))
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+        Ok(Value::Number(n.into()))
+    }
+
+    fn visit_f64<E>(self, n: f64) -> Result<Value, E> {
+        // serde_json's parser yields only finite floats; anything else would be null, as
+        // serde_json's own Value makes it.
+        Ok(Number::from_f64(n).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::String(s.to_owned()))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Value, E> {
+        Ok(Value::String(s))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(self)? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(de::Error::custom(format_args!(
+                    "the key {key:?} appears twice in one object"
+                )));
+            }
+            let value = map.next_value_seed(self)?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
+    }
 }
 
 /// Whether arrays/objects in `bytes` nest deeper than `max` (brackets inside strings do not
@@ -268,6 +357,24 @@ mod tests {
             }
             same_as_from_slice(&bytes);
         }
+    }
+
+    #[test]
+    fn a_key_named_twice_is_refused_at_any_depth() {
+        let err = parse_untrusted(br#"{"type": "ping", "type": "subscribe"}"#).unwrap_err();
+        assert!(err.contains("\"type\" appears twice"), "{err}");
+        assert!(parse_untrusted(br#"{"a": [{"k": 1, "k": 1}]}"#).is_err());
+        // The same key in sibling objects is fine, and values come out as serde_json's own.
+        let text =
+            r#"{"a": {"k": 1}, "b": [{"k": -2}, {"k": 2.5}], "c": null, "d": "\u00e9", "e": true}"#;
+        let value = parse_untrusted(text.as_bytes()).unwrap();
+        assert_eq!(value, serde_json::from_str::<Value>(text).unwrap());
+        assert_eq!(
+            value.to_string(),
+            r#"{"a":{"k":1},"b":[{"k":-2},{"k":2.5}],"c":null,"d":"é","e":true}"#
+        );
+        assert!(parse_untrusted(b"{} {}").is_err());
+        assert!(parse_untrusted(b" [1, 2] ").is_ok());
     }
 
     #[test]
