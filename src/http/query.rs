@@ -24,7 +24,22 @@ impl Target {
         }
     }
 
-    /// The first value of `key`.
+    /// A parameter given more than once with different values (`limit=5&limit=abc`), which
+    /// would otherwise mean whichever one a reader happens to take: the request is refused.
+    /// The same value repeated is harmless and allowed.
+    pub fn conflicting_param(&self) -> Option<&str> {
+        self.params
+            .iter()
+            .enumerate()
+            .find_map(|(i, (key, value))| {
+                self.params[..i]
+                    .iter()
+                    .any(|(k, v)| k == key && v != value)
+                    .then_some(key.as_str())
+            })
+    }
+
+    /// The value of `key` (see [`Target::conflicting_param`] for one given twice).
     pub fn get(&self, key: &str) -> Option<&str> {
         self.params
             .iter()
@@ -146,6 +161,21 @@ mod tests {
         assert_eq!(t.get_event_id("limit", IdFloor::One), Ok(Some(5)));
         assert!(t.get_event_id("type", IdFloor::One).is_err());
         assert_eq!(t.get_event_id("missing", IdFloor::One), Ok(None));
+    }
+
+    #[test]
+    fn a_parameter_repeated_with_another_value_is_a_conflict() {
+        assert_eq!(
+            Target::parse("/a?limit=5&limit=abc").conflicting_param(),
+            Some("limit")
+        );
+        assert_eq!(
+            Target::parse("/a?x=1&t=a&t=%61&t=b").conflicting_param(),
+            Some("t")
+        );
+        assert_eq!(Target::parse("/a?t=a&t=a&u=1").conflicting_param(), None);
+        assert_eq!(Target::parse("/a?t=a&u=a").conflicting_param(), None);
+        assert_eq!(Target::parse("/a").conflicting_param(), None);
     }
 
     #[test]

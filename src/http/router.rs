@@ -260,6 +260,39 @@ fn has_chunked_body(request: &Request) -> bool {
         .any(|h| h.field.equiv("Transfer-Encoding"))
 }
 
+/// Headers a request may send once: each decides who is asking or how its body is read.
+const SINGLE_HEADERS: [&str; 3] = ["Authorization", "Origin", "Content-Type"];
+
+/// 400 for a request that says one thing twice with different values: a query parameter
+/// (`limit=5&limit=abc`, `token=A&token=B`) or one of [`SINGLE_HEADERS`]. Taking either value
+/// would let a client slip one past whatever checked the other.
+fn refuse_ambiguous(request: &Request, target: &Target) -> Result<(), Reply> {
+    if let Some(key) = target.conflicting_param() {
+        return Err(reply::error(
+            400,
+            "bad_request",
+            &format!("the query parameter {key:?} is given twice with different values"),
+        ));
+    }
+    for name in SINGLE_HEADERS {
+        let mut values = request
+            .headers()
+            .iter()
+            .filter(|h| h.field.equiv(name))
+            .map(|h| h.value.as_str().trim());
+        if let Some(first) = values.next()
+            && values.any(|other| other != first)
+        {
+            return Err(reply::error(
+                400,
+                "bad_request",
+                &format!("{name} is sent twice with different values"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Resolves the route and checks the caller may use it: host, token (throttled), role, origin.
 #[inline(never)]
 fn admit(request: &mut Request, target: &Target, conn: &Conn, ctx: &Ctx) -> Result<Route, Reply> {
@@ -275,6 +308,7 @@ fn admit(request: &mut Request, target: &Target, conn: &Conn, ctx: &Ctx) -> Resu
         ));
     }
     let route = resolve(request.method(), &target.path)?;
+    refuse_ambiguous(request, target)?;
     let address = server::client_address(&conn.peer);
     if let Route::Login = route {
         // Open without a token, but not to other origins: a foreign page must not log the

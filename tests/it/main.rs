@@ -22,6 +22,7 @@ mod hostile;
 mod interop;
 mod motion;
 mod mqtt;
+mod probe;
 mod rest_auth;
 mod shutdown;
 mod snapshots;

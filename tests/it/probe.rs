@@ -1,0 +1,212 @@
+//! Black-box probes of the release contract (API.md) that found defects: a client that says one
+//! thing twice with different values (a JSON key, a query parameter, a header) must be refused,
+//! not read whichever way a parser happens to settle it, and must change nothing.
+
+use std::net::TcpStream;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tungstenite::Message;
+
+use crate::common::*;
+
+type Ws = tungstenite::WebSocket<TcpStream>;
+
+fn token_args() -> Vec<String> {
+    [("viewer", VIEWER), ("control", CONTROL), ("admin", ADMIN)]
+        .iter()
+        .flat_map(|(role, token)| ["--token".to_string(), format!("{role}:{token}")])
+        .collect()
+}
+
+fn ws_open(port: u16, token: &str) -> Ws {
+    let stream = connect(port);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let url = format!("ws://127.0.0.1:{port}/ws?token={token}");
+    let (mut ws, response) = tungstenite::client::client(url.as_str(), stream).unwrap();
+    assert_eq!(response.status().as_u16(), 101);
+    assert_eq!(ws_json(&mut ws)["type"], "connected");
+    ws
+}
+
+fn ws_json(ws: &mut Ws) -> Value {
+    loop {
+        match ws.read().expect("a WebSocket message") {
+            Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("expected a text message, got {other:?}"),
+        }
+    }
+}
+
+fn ws_exchange(ws: &mut Ws, text: &str) -> Value {
+    ws.send(Message::Text(text.into())).unwrap();
+    ws_json(ws)
+}
+
+fn stored(port: u16) -> u64 {
+    get(port, "/api/status", Some(ADMIN)).json()["events"]["stored"]
+        .as_u64()
+        .expect("events.stored")
+}
+
+#[test]
+fn a_json_key_named_twice_is_refused_on_every_json_input_and_changes_nothing() {
+    let args = token_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start(&args);
+    let port = server.port();
+    let before = stored(port);
+
+    // REST: an event whose type (or any key, at any depth) is given twice is not stored as
+    // whichever one the parser kept.
+    for body in [
+        r#"{"event_type": "harmless", "event_type": "doorbell_pressed"}"#,
+        r#"{"event_type": "x", "data": {"k": 1, "k": 2}}"#,
+        r#"{"event_type": "x", "data": {"list": [{"a": 1, "a": 1}]}}"#,
+        r#"{"event_type": "x", "source": "a", "source": "b"}"#,
+    ] {
+        let resp = post(port, "/api/events", Some(ADMIN), body);
+        resp.assert_error(400);
+        assert!(
+            resp.json()["message"]
+                .as_str()
+                .unwrap()
+                .contains("appears twice"),
+            "{body}: {:?}",
+            resp.text()
+        );
+    }
+    assert_eq!(stored(port), before, "a refused post was stored");
+    // The same key in sibling objects is ordinary JSON.
+    let resp = post(
+        port,
+        "/api/events",
+        Some(ADMIN),
+        r#"{"event_type": "x", "data": {"a": {"k": 1}, "b": {"k": 2}}}"#,
+    );
+    assert_eq!(resp.status, 201, "{:?}", resp.text());
+    assert_eq!(resp.json()["data"], json!({"a": {"k": 1}, "b": {"k": 2}}));
+
+    // Login: a body naming two tokens logs nobody in.
+    let body = format!(r#"{{"token": "{VIEWER}", "token": "{ADMIN}"}}"#);
+    let resp = post(port, "/api/login", None, &body);
+    resp.assert_error(400);
+    assert!(resp.header("Set-Cookie").is_none());
+
+    // WebSocket: refused as bad JSON, and the session goes on.
+    let mut ws = ws_open(port, CONTROL);
+    for text in [
+        r#"{"type": "ping", "type": "subscribe", "event_types": ["*"]}"#,
+        r#"{"type": "system_command", "command": "get_system_status", "command": "trigger_doorbell", "request_id": 7}"#,
+        r#"{"type": "subscribe", "event_types": ["x"], "event_types": ["*"]}"#,
+    ] {
+        let reply = ws_exchange(&mut ws, text);
+        assert_eq!(reply["type"], "error", "{text}: {reply}");
+        assert_eq!(reply["code"], "bad_json", "{text}: {reply}");
+    }
+    assert_eq!(ws_exchange(&mut ws, r#"{"type": "ping"}"#)["type"], "pong");
+    // Nothing was subscribed and nothing rang: the next event is not sent to this session,
+    // and the store holds only the one valid post.
+    assert_eq!(stored(port), before + 1);
+    let reply = ws_exchange(&mut ws, r#"{"type": "subscribe", "event_types": ["y"]}"#);
+    assert_eq!(reply["type"], "subscribed");
+    post_event(port, Some(ADMIN), "x", json!({}));
+    post_event(port, Some(ADMIN), "y", json!({}));
+    let live = ws_json(&mut ws);
+    assert_eq!(live["type"], "live_event");
+    assert_eq!(live["event"]["event_type"], "y", "{live}");
+}
+
+#[test]
+fn a_query_parameter_or_header_given_twice_with_different_values_is_a_400() {
+    let args = token_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start(&args);
+    let port = server.port();
+    let before = stored(port);
+    let admin = format!("Bearer {ADMIN}");
+    let viewer = format!("Bearer {VIEWER}");
+
+    // Every route, before anything else is looked at: a value a check accepted must be the
+    // value used.
+    for path in [
+        "/api/events?limit=2&limit=abc".to_string(),
+        "/api/events?after=0&after=18446744073709551616".to_string(),
+        format!("/api/status?token={VIEWER}&token=wrong-token-9999"),
+        format!("/api/status?token=wrong-token-9999&token={VIEWER}"),
+        format!("/stream/events?token={VIEWER}&types=a&types=b"),
+        format!("/stream/video?token={VIEWER}&quality=low&quality=bogus"),
+        format!("/api/snapshot.jpg?token={VIEWER}&quality=low&quality=high"),
+        format!("/ws?token={VIEWER}&last_event_id=1&last_event_id=2"),
+    ] {
+        let resp = request(port, "GET", &path, &[], b"");
+        resp.assert_error(400);
+        assert!(resp.text().contains("twice"), "{path}: {:?}", resp.text());
+    }
+    // The same value twice is only repetition.
+    let resp = get(
+        port,
+        &format!("/api/events?limit=2&limit=2&token={ADMIN}"),
+        None,
+    );
+    assert_eq!(resp.status, 200, "{:?}", resp.text());
+
+    // Two different tokens: neither is taken, whatever their order.
+    for (first, second) in [(&viewer, &admin), (&admin, &viewer)] {
+        let resp = request(
+            port,
+            "POST",
+            "/api/trigger-doorbell",
+            &[("Authorization", first), ("Authorization", second)],
+            b"",
+        );
+        resp.assert_error(400);
+    }
+    // Two different origins on a POST: the one the origin check read is not the one to trust.
+    let body = br#"{"event_type": "cross_site"}"#;
+    let resp = request(
+        port,
+        "POST",
+        "/api/events",
+        &[
+            ("Authorization", &admin),
+            ("Content-Type", "application/json"),
+            ("Origin", "http://127.0.0.1"),
+            ("Origin", "http://evil.example"),
+        ],
+        body,
+    );
+    resp.assert_error(400);
+    // Two different content types.
+    let resp = request(
+        port,
+        "POST",
+        "/api/events",
+        &[
+            ("Authorization", &admin),
+            ("Content-Type", "application/json"),
+            ("Content-Type", "text/plain"),
+        ],
+        body,
+    );
+    resp.assert_error(400);
+    assert_eq!(
+        stored(port),
+        before,
+        "an ambiguous request changed the store"
+    );
+
+    // A header repeated with the same value is fine.
+    let resp = request(
+        port,
+        "POST",
+        "/api/trigger-doorbell",
+        &[("Authorization", &admin), ("Authorization", &admin)],
+        b"",
+    );
+    assert_eq!(resp.status, 200, "{:?}", resp.text());
+    assert_eq!(stored(port), before + 1);
+}
