@@ -169,7 +169,15 @@ config_keys! {
         flag: Flag::Value("--www", "DIR"),
         parse: |key, value| {
             let text = as_str(key, value)?;
-            Ok((!text.is_empty()).then(|| PathBuf::from(text)))
+            if text.is_empty() {
+                return Ok(None);
+            }
+            // Every page would be a 404: say so now rather than serve nothing.
+            match std::fs::metadata(text) {
+                Ok(meta) if meta.is_dir() => Ok(Some(PathBuf::from(text))),
+                Ok(_) => Err(ConfigError::new(key, format!("{text} is not a directory"))),
+                Err(e) => Err(ConfigError::new(key, format!("cannot use {text}: {e}"))),
+            }
         },
         show: |www| quoted_path(&www.clone().unwrap_or_default());
     /// `synthetic:WxH@FPS`, `v4l2:/dev/videoN[:WxH@FPS]` or `file:PATH[@FPS]` (see "Live video")
@@ -522,10 +530,13 @@ impl Config {
 }
 
 fn type_error(key: &str, wanted: &str, value: &toml::Value) -> ConfigError {
-    ConfigError::new(
-        key,
-        format!("expected {wanted}, found a {}", value.type_str()),
-    )
+    let found = value.type_str();
+    let article = if found.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    ConfigError::new(key, format!("expected {wanted}, found {article} {found}"))
 }
 
 fn as_str<'a>(key: &str, value: &'a toml::Value) -> Result<&'a str, ConfigError> {

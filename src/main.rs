@@ -76,7 +76,10 @@ fn parse_args(args: &[String]) -> Result<Command, ConfigError> {
                 return Ok(v.clone());
             }
             i += 1;
+            // `--listen --data-dir D` lost the listen address: say so, rather than take
+            // `--data-dir` as the address and then refuse `D` as an unknown flag.
             args.get(i)
+                .filter(|next| !next.starts_with("--"))
                 .cloned()
                 .ok_or_else(|| ConfigError::new(flag, "needs a value"))
         };

@@ -200,6 +200,10 @@ fn bad_flags_exit_2_naming_the_flag() {
         (&["--data-dir", ""], &["data-dir", "data_dir"]),
         (&["--no-such-flag"], &["--no-such-flag"]),
         (&["stray-argument"], &["stray-argument"]),
+        // A flag whose value is missing, followed by another flag: named, not the next one.
+        (&["--listen", "--log-level", "info"], &["listen"]),
+        (&["--www", "/nonexistent/porchlight-www"], &["www"]),
+        (&["--www", "/etc/hostname"], &["www"]),
     ];
     for (flags, needles) in cases {
         let mut args: Vec<&str> = Vec::new();
