@@ -260,8 +260,15 @@ fn has_chunked_body(request: &Request) -> bool {
         .any(|h| h.field.equiv("Transfer-Encoding"))
 }
 
-/// Headers a request may send once: each decides who is asking or how its body is read.
-const SINGLE_HEADERS: [&str; 3] = ["Authorization", "Origin", "Content-Type"];
+/// Headers a request may send once: each decides who is asking, how its body is read or what
+/// a WebSocket handshake answers (RFC 6455 §11.3.1 allows one `Sec-WebSocket-Key`).
+const SINGLE_HEADERS: [&str; 5] = [
+    "Authorization",
+    "Origin",
+    "Content-Type",
+    "Sec-WebSocket-Key",
+    "Sec-WebSocket-Version",
+];
 
 /// 400 for a request that says one thing twice with different values: a query parameter
 /// (`limit=5&limit=abc`, `token=A&token=B`) or one of [`SINGLE_HEADERS`]. Taking either value

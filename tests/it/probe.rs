@@ -198,6 +198,21 @@ fn a_query_parameter_or_header_given_twice_with_different_values_is_a_400() {
         before,
         "an ambiguous request changed the store"
     );
+    // A WebSocket handshake with two keys: no upgrade answering one of them.
+    let resp = request(
+        port,
+        "GET",
+        &format!("/ws?token={VIEWER}"),
+        &[
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("Sec-WebSocket-Key", "AAAAAAAAAAAAAAAAAAAAAA=="),
+        ],
+        b"",
+    );
+    resp.assert_error(400);
 
     // A header repeated with the same value is fine.
     let resp = request(

@@ -91,9 +91,9 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue
     Box::<RawValue>::deserialize(d).map(Some)
 }
 
-/// The `request_id` of `text` (already checked to be a JSON object within the depth limit),
-/// exactly as written. A message naming `request_id` twice (which JSON parsers settle
-/// differently) gets the value `object` kept, re-serialised.
+/// The `request_id` of `text` (already checked to be a JSON object within the depth limit,
+/// naming no key twice), exactly as written; if the raw read fails anyway, the parsed value
+/// re-serialised.
 fn raw_request_id(text: &str, object: &Map<String, Value>) -> Option<RequestId> {
     match serde_json::from_str::<RawRequestId>(text) {
         Ok(raw) => raw.request_id.map(RequestId),
@@ -537,9 +537,11 @@ mod tests {
     }
 
     #[test]
-    fn a_repeated_request_id_echoes_the_one_the_message_keeps() {
-        let refusal = refused(r#"{"request_id":1,"request_id":2}"#);
-        assert_eq!(refusal.request_id.as_ref().map(RequestId::text), Some("2"));
+    fn a_repeated_request_id_is_bad_json_and_echoes_neither() {
+        // Which of two ids a client meant cannot be known: the message is refused whole.
+        let refusal = refused(r#"{"type":"ping","request_id":1,"request_id":2}"#);
+        assert_eq!(refusal.code, ErrorCode::BadJson);
+        assert!(refusal.request_id.is_none());
     }
 
     #[test]
