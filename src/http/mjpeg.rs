@@ -70,11 +70,16 @@ fn parse_request(target: &Target, conn: &Conn, ctx: &Ctx) -> Result<VideoRequest
         .path
         .strip_prefix("/stream/video/")
         .filter(|id| !id.is_empty());
-    let client_id = client_id(
-        from_path.or_else(|| target.get("client_id")),
-        "video",
-        conn.id,
-    )?;
+    let from_query = target.get("client_id");
+    if let (Some(path), Some(query)) = (from_path, from_query)
+        && path != query
+    {
+        return Err(format!(
+            "client_id is given twice with different values: {path:?} in the path, {query:?} \
+             in the query"
+        ));
+    }
+    let client_id = client_id(from_path.or(from_query), "video", conn.id)?;
     let asked = match target.get("quality") {
         None => StreamQuality::Preset(ctx.control.default_quality()),
         Some(text) => StreamQuality::parse(text).ok_or_else(|| StreamQuality::choices(text))?,

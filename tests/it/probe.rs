@@ -141,6 +141,7 @@ fn a_query_parameter_or_header_given_twice_with_different_values_is_a_400() {
         format!("/stream/video?token={VIEWER}&quality=low&quality=bogus"),
         format!("/api/snapshot.jpg?token={VIEWER}&quality=low&quality=high"),
         format!("/ws?token={VIEWER}&last_event_id=1&last_event_id=2"),
+        format!("/stream/video/door-1?token={VIEWER}&client_id=door-2"),
     ] {
         let resp = request(port, "GET", &path, &[], b"");
         resp.assert_error(400);
