@@ -4,7 +4,7 @@
 //! (0 clean shutdown, 1 fatal error, 2 bad configuration). Everything else is in the library
 //! (`src/lib.rs`), so tests, benchmarks and fuzz targets reach the same code.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use porchlight::app;
@@ -56,6 +56,25 @@ enum Command {
     ListCameras,
     Version,
     Help,
+}
+
+/// Largest config file read: far above any real one (every key with a long comment is a few
+/// KiB). `--config /dev/zero` or an endless pipe stops here instead of filling the memory.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+fn read_config_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(std::io::Error::other(format!(
+            "the file is larger than {} KiB",
+            MAX_CONFIG_BYTES / 1024
+        )));
+    }
+    Ok(text)
 }
 
 fn parse_args(args: &[String]) -> Result<Command, ConfigError> {
@@ -122,7 +141,7 @@ fn parse_args(args: &[String]) -> Result<Command, ConfigError> {
 
     let mut config = Config::default();
     if let Some((flag, path)) = &config_file {
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let text = read_config_file(path).map_err(|e| {
             ConfigError::new(
                 flag.as_str(),
                 format!("cannot read {}: {e}", path.display()),

@@ -204,6 +204,9 @@ fn bad_flags_exit_2_naming_the_flag() {
         (&["--listen", "--log-level", "info"], &["listen"]),
         (&["--www", "/nonexistent/porchlight-www"], &["www"]),
         (&["--www", "/etc/hostname"], &["www"]),
+        // An endless file is refused at a size bound, not read until the memory is gone.
+        (&["--config", "/dev/zero"], &["--config"]),
+        (&["--check-config", "/dev/zero"], &["--check-config"]),
     ];
     for (flags, needles) in cases {
         let mut args: Vec<&str> = Vec::new();
