@@ -2,6 +2,7 @@
 //! thing twice with different values (a JSON key, a query parameter, a header) must be refused,
 //! not read whichever way a parser happens to settle it, and must change nothing.
 
+use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -50,6 +51,19 @@ fn stored(port: u16) -> u64 {
     get(port, "/api/status", Some(ADMIN)).json()["events"]["stored"]
         .as_u64()
         .expect("events.stored")
+}
+
+/// The status of `GET path` and, unless it is a 200 (which may be an endless stream), its body.
+fn refusal_of(port: u16, path: &str) -> (u16, String) {
+    let mut stream = connect(port);
+    write_request(&mut stream, "GET", path, &[("Connection", "close")], b"").unwrap();
+    let mut reader = BufReader::new(stream);
+    let (status, _, _) = read_head(&mut reader).unwrap();
+    let mut body = String::new();
+    if status != 200 {
+        reader.read_to_string(&mut body).unwrap();
+    }
+    (status, body)
 }
 
 #[test]
@@ -143,9 +157,9 @@ fn a_query_parameter_or_header_given_twice_with_different_values_is_a_400() {
         format!("/ws?token={VIEWER}&last_event_id=1&last_event_id=2"),
         format!("/stream/video/door-1?token={VIEWER}&client_id=door-2"),
     ] {
-        let resp = request(port, "GET", &path, &[], b"");
-        resp.assert_error(400);
-        assert!(resp.text().contains("twice"), "{path}: {:?}", resp.text());
+        let (status, body) = refusal_of(port, &path);
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(body.contains("twice"), "{path}: {body}");
     }
     // The same value twice is only repetition.
     let resp = get(
@@ -225,4 +239,40 @@ fn a_query_parameter_or_header_given_twice_with_different_values_is_a_400() {
     );
     assert_eq!(resp.status, 200, "{:?}", resp.text());
     assert_eq!(stored(port), before + 1);
+}
+
+#[test]
+fn an_empty_line_before_a_request_is_ignored_as_rfc_9112_asks() {
+    let server = Server::start(&[]);
+    let port = server.port();
+    let stream = connect(port);
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    // A client that ends its POST body with an extra CRLF, then sends its next request on the
+    // same connection: both are answered and the connection stays usable.
+    let body = r#"{"event_type": "crlf_after_body"}"#;
+    write!(
+        writer,
+        "POST /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}\r\n",
+        body.len()
+    )
+    .unwrap();
+    let posted = read_response(&mut reader, "POST").unwrap();
+    assert_eq!(posted.status, 201, "{:?}", posted.text());
+    writer
+        .write_all(b"GET /api/events?limit=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let listed = read_response(&mut reader, "GET").unwrap();
+    assert_eq!(listed.status, 200, "{:?}", listed.text());
+    assert_eq!(listed.json()["events"][0]["event_type"], "crlf_after_body");
+    // Two empty lines are still a slip; a run of them is not a request (400, closed).
+    writer
+        .write_all(b"\r\n\r\nGET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut reader, "GET").unwrap().status, 200);
+    writer
+        .write_all(b"\r\n\r\n\r\n\r\nGET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    read_response(&mut reader, "GET").unwrap().assert_error(400);
 }

@@ -251,9 +251,20 @@ impl ClientConnection {
         let (method, path, version, headers) = {
             // reading the request line
             let (method, path, version) = {
-                let line = self
+                // porchlight patch: RFC 9112 §2.2 asks a server to ignore at least one empty
+                // line before a request line: some clients end a POST body with an extra CRLF,
+                // which arrives ahead of their next keep-alive request. A few are skipped;
+                // more is not a client's slip but noise (400).
+                let mut line = self
                     .read_next_line()
                     .map_err(|e| e.into_read_error(ReadError::RequestLineTooLong))?;
+                let mut skipped = 0;
+                while line.is_empty() && skipped < MAX_EMPTY_LINES_BEFORE_REQUEST {
+                    skipped += 1;
+                    line = self
+                        .read_next_line()
+                        .map_err(|e| e.into_read_error(ReadError::RequestLineTooLong))?;
+                }
 
                 parse_request_line(line.as_str())?
             };
@@ -500,6 +511,9 @@ impl Iterator for ClientConnection {
         Some(rq)
     }
 }
+
+/// porchlight patch: empty lines ignored ahead of a request line (see `ClientConnection::read`).
+const MAX_EMPTY_LINES_BEFORE_REQUEST: usize = 2;
 
 /// Parses a "HTTP/1.1" string. porchlight patch: `HTTP/d.d` other than 1.0 and 1.1 is a
 /// version we do not speak (505); anything else is not a version at all (400).
