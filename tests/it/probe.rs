@@ -276,3 +276,22 @@ fn an_empty_line_before_a_request_is_ignored_as_rfc_9112_asks() {
         .unwrap();
     read_response(&mut reader, "GET").unwrap().assert_error(400);
 }
+
+#[test]
+fn a_websocket_handshake_over_http_1_0_is_refused_not_upgraded() {
+    let server = Server::start(&[]);
+    let port = server.port();
+    let handshake = |version: &str| {
+        let mut stream = connect(port);
+        write!(
+            stream,
+            "GET /ws {version}\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        .unwrap();
+        read_head(&mut BufReader::new(stream)).unwrap().0
+    };
+    assert_eq!(handshake("HTTP/1.0"), 426);
+    assert_eq!(handshake("HTTP/1.1"), 101);
+}

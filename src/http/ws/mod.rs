@@ -180,6 +180,15 @@ fn check(
             "this page's origin may not open the WebSocket; add it to allowed_origins",
         ));
     }
+    // RFC 6455 §4.1: the opening handshake is an HTTP/1.1 request; HTTP/1.0 has no upgrade.
+    let version = request.http_version();
+    if (version.0, version.1) < (1, 1) {
+        return Err(reply::error(
+            426,
+            "upgrade_required",
+            "a WebSocket handshake is an HTTP/1.1 request; this one is HTTP/1.0",
+        ));
+    }
     let accept_key = handshake::accept_key(&Opening {
         upgrade: header(request, "Upgrade"),
         connection: header(request, "Connection"),
