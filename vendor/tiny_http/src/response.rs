@@ -497,9 +497,8 @@ fn add_checked_header(headers: &mut Vec<Header>, data_length: &mut Option<usize>
         return;
     // if the header is Content-Type and it's already set, overwrite it
     } else if header.field.equiv("Content-Type") {
-        if let Some(content_type_header) = headers
-            .iter_mut()
-            .find(|h| h.field.equiv("Content-Type"))
+        if let Some(content_type_header) =
+            headers.iter_mut().find(|h| h.field.equiv("Content-Type"))
         {
             content_type_header.value = header.value;
             return;
