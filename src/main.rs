@@ -34,7 +34,7 @@ OPTIONS:
         let Some(flag) = key.flag.usage() else {
             continue;
         };
-        let default = (key.default)();
+        let default = key.default();
         text.push_str(&format!(
             "    {flag}\n        {} [default: {default}]\n",
             key.doc
