@@ -453,7 +453,11 @@ impl fmt::Display for ConfigError {
 impl Config {
     /// Applies a whole TOML document on top of `self`.
     pub fn apply_toml(&mut self, text: &str) -> Result<(), ConfigError> {
-        let table: toml::Table = toml::from_str(text).map_err(|e| {
+        // `str::parse` (toml's `FromStr for Table`, which is `toml::from_str`) rather than
+        // `toml::from_str::<Table>` here: the same parse, but instantiated in the toml crate,
+        // which is built for size (Cargo.toml), instead of a second copy of toml's deserializer
+        // in ours at `opt-level = 3`.
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
             ConfigError::new("config file", format!("not valid TOML: {}", e.message()))
         })?;
         for (key, value) in &table {
