@@ -441,7 +441,8 @@ fn many_stalled_connections_do_not_block_others() {
 fn connection_cap_answers_503_and_recovers() {
     let server = Server::with_config("request_timeout_s = 10\nmax_connections = 10\n", &[]);
     let port = server.port();
-    assert_responsive(port, "starting");
+    // No request first: its connection would keep a slot until the server's thread has seen it
+    // close, so the 10 below might not fill the cap (the 11th then got 200 under load).
     let stalled: Vec<TcpStream> = (0..10)
         .map(|_| {
             let mut s = connect(port);
