@@ -21,13 +21,83 @@ fn open(addr: SocketAddr, client_id: &str, token_query: &str) -> Result<Socket, 
     stream
         .set_read_timeout(Some(Duration::from_millis(500)))
         .ok();
-    let url = format!("ws://{addr}/ws?client_id={client_id}{token_query}");
-    let (mut socket, _) = tungstenite::client(url.as_str(), stream).map_err(|e| e.to_string())?;
+    let mut socket = upgrade(
+        stream,
+        addr,
+        &format!("/ws?client_id={client_id}{token_query}"),
+    )?;
     let hello = read_json(&mut socket, None)?;
     if hello["type"] != "connected" {
         return Err(format!("expected connected, got {hello}"));
     }
     Ok(socket)
+}
+
+/// The client's side of the opening handshake (RFC 6455 §4.1): the GET with its upgrade
+/// headers, then the server's `101` head, whose `Sec-WebSocket-Accept` must answer our key.
+/// Written here because the server's binary is built without tungstenite's `handshake`
+/// feature (which would bring `tungstenite::client`), and a benchmark binary shares it.
+/// Bytes after the head (the server's `connected` message may come in the same read) go to
+/// the session.
+fn upgrade(mut stream: TcpStream, addr: SocketAddr, path: &str) -> Result<Socket, String> {
+    use std::io::{Read, Write};
+    // Any 16 bytes will do for a benchmark; the server only checks their form.
+    const KEY: &str = "cG9yY2hsaWdodGJlbmNoIQ==";
+    const ACCEPT: &str = "Sec-WebSocket-Accept: ";
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {KEY}\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 1024];
+    let end = loop {
+        if let Some(at) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        if received.len() > 16 * 1024 {
+            return Err("the upgrade answer's head is over 16 KiB".into());
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => return Err("closed during the upgrade".into()),
+            Ok(n) => received.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(format!("reading the upgrade answer: {e}")),
+        }
+    };
+    let head = String::from_utf8_lossy(&received[..end]).into_owned();
+    if !head.starts_with("HTTP/1.1 101") {
+        return Err(format!(
+            "upgrade refused: {}",
+            head.lines().next().unwrap_or("")
+        ));
+    }
+    let expected = accept_for(KEY);
+    let answered = head
+        .lines()
+        .find_map(|line| line.strip_prefix(ACCEPT))
+        .map(str::trim);
+    if answered != Some(expected.as_str()) {
+        return Err(format!(
+            "Sec-WebSocket-Accept {answered:?}, expected {expected}"
+        ));
+    }
+    Ok(WebSocket::from_partially_read(
+        stream,
+        received[end..].to_vec(),
+        tungstenite::protocol::Role::Client,
+        None,
+    ))
+}
+
+/// What a server must answer to `key` (RFC 6455 §4.2.2).
+fn accept_for(key: &str) -> String {
+    use sha1::{Digest, Sha1};
+    let mut sha1 = Sha1::new();
+    sha1.update(key.as_bytes());
+    sha1.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    data_encoding::BASE64.encode(&sha1.finalize())
 }
 
 /// The next text message as JSON; `Ok(Value::Null)` when the read timed out and `stop` is set.

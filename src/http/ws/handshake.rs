@@ -53,15 +53,26 @@ pub fn accept_key(opening: &Opening<'_>) -> Result<String, Reply> {
         .with_header(reply::header("Sec-WebSocket-Version", VERSION)));
     }
     match opening.key.map(str::trim) {
-        Some(key) if valid_key(key) => {
-            Ok(tungstenite::handshake::derive_accept_key(key.as_bytes()))
-        }
+        Some(key) if valid_key(key) => Ok(derive_accept(key)),
         _ => Err(reply::error(
             400,
             "bad_request",
             "Sec-WebSocket-Key must be 16 bytes in base64 (24 characters)",
         )),
     }
+}
+
+/// `Sec-WebSocket-Accept` for `key` (RFC 6455 §4.2.2): the base64 of the SHA-1 of the key
+/// followed by the protocol's GUID. Ours rather than tungstenite's `derive_accept_key`: that one
+/// comes with tungstenite's `handshake` feature, whose HTTP types and client handshake are 24 KB
+/// of the binary a server upgrading from tiny_http never uses.
+fn derive_accept(key: &str) -> String {
+    use sha1::{Digest, Sha1};
+    const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    let mut sha1 = Sha1::new();
+    sha1.update(key.as_bytes());
+    sha1.update(GUID);
+    data_encoding::BASE64.encode(&sha1.finalize())
 }
 
 #[cfg(test)]
