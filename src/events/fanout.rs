@@ -88,21 +88,8 @@ pub type StreamEvictHook = Box<dyn FnOnce(&TcpStream) + Send>;
 /// buffer directly; `sendmsg(2)` first copies a message header and an iovec array in from user
 /// memory, work done once per client per event.
 fn send_now(socket: &TcpStream, parts: &[IoSlice<'_>]) -> io::Result<usize> {
-    // SAFETY: a zeroed msghdr is valid (no name, no control data); IoSlice is guaranteed to be
-    // ABI-compatible with iovec on Unix, and `parts` outlives the call.
-    let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
-    message.msg_iov = parts.as_ptr() as *mut libc::iovec;
-    message.msg_iovlen = parts.len() as _;
-    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
     loop {
-        let sent = match parts {
-            // SAFETY: send reads `only.len()` bytes from `only`, valid for the call.
-            [only] => unsafe {
-                libc::send(socket.as_raw_fd(), only.as_ptr().cast(), only.len(), flags)
-            },
-            // SAFETY: sendmsg reads the iovecs described by `message`, all valid for the call.
-            _ => unsafe { libc::sendmsg(socket.as_raw_fd(), &message, flags) },
-        };
+        let sent = send_once(socket.as_raw_fd(), parts);
         if let Ok(sent) = usize::try_from(sent) {
             return Ok(sent);
         }
@@ -113,6 +100,22 @@ fn send_now(socket: &TcpStream, parts: &[IoSlice<'_>]) -> io::Result<usize> {
             _ => return Err(err),
         }
     }
+}
+
+/// One non-blocking send of `parts` to `fd`: the system call's result.
+fn send_once(fd: std::os::fd::RawFd, parts: &[IoSlice<'_>]) -> isize {
+    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    if let [only] = parts {
+        // SAFETY: send reads `only.len()` bytes from `only`, valid for the call.
+        return unsafe { libc::send(fd, only.as_ptr().cast(), only.len(), flags) };
+    }
+    // SAFETY: a zeroed msghdr is valid (no name, no control data); IoSlice is guaranteed to be
+    // ABI-compatible with iovec on Unix, and `parts` outlives the call.
+    let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
+    message.msg_iov = parts.as_ptr() as *mut libc::iovec;
+    message.msg_iovlen = parts.len() as _;
+    // SAFETY: sendmsg reads the iovecs described by `message`, all valid for the call.
+    unsafe { libc::sendmsg(fd, &message, flags) }
 }
 
 /// One client, as the fan-out sees it.
@@ -270,6 +273,14 @@ struct Slots {
 /// Steps `Slots::phase` by the golden ratio of its range (a Weyl sequence), so consecutive
 /// passes start far apart and any run of passes spreads its starts evenly over the list.
 const PHASE_STEP: u32 = 0x9E37_79B9;
+
+/// The list index of the client at `place` in a pass over `len` clients that begins at
+/// `start` and wraps around (both below `len`).
+fn index_at(start: usize, place: usize, len: usize) -> usize {
+    // start < len and place < len: the sum is below 2 len.
+    let i = start + place;
+    if i >= len { i - len } else { i }
+}
 
 /// Steps `phase` and gives the place in a list of `len` it points at (0 for an empty list).
 fn next_start(phase: &mut u32, len: usize) -> usize {
@@ -593,9 +604,7 @@ impl Job {
     fn offer<'e>(&'e self, places: Range<usize>, scratch: &mut Scratch<'e>, pass: &mut Pass) {
         let len = self.targets.len();
         for place in places {
-            // start < len and place < len: the sum is below 2 len.
-            let i = self.start + place;
-            let i = if i >= len { i - len } else { i };
+            let i = index_at(self.start, place, len);
             let target = &self.targets[i];
             offer_to(
                 i,
@@ -775,9 +784,10 @@ impl Fanout {
                     let mut pass = Pass::default();
                     let mut scratch = Scratch::new(events);
                     let start = slots.next_start();
-                    let (tail, head) = slots.list.split_at(start);
-                    let from_start = head.iter().enumerate().map(|(k, slot)| (start + k, slot));
-                    for (i, slot) in from_start.chain(tail.iter().enumerate()) {
+                    let len = slots.list.len();
+                    for place in 0..len {
+                        let i = index_at(start, place, len);
+                        let slot = &slots.list[i];
                         offer_to(
                             i,
                             &slot.sink,
@@ -972,6 +982,14 @@ mod tests {
             for _ in 0..100 {
                 assert!(next_start(&mut phase, len) < len);
             }
+        }
+        // A pass from any start reaches every client once, in list order after the start.
+        for start in 0..7 {
+            let order: Vec<usize> = (0..7).map(|place| index_at(start, place, 7)).collect();
+            let mut sorted = order.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, (0..7).collect::<Vec<_>>());
+            assert_eq!(order[0], start);
         }
         // Every client of ten is first about as often as the others.
         let mut first = [0u32; 10];
