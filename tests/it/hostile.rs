@@ -166,32 +166,6 @@ const WS_HANDSHAKE: [(&str, &str); 4] = [
     ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
 ];
 
-/// A WebSocket client (tungstenite) on `/ws?QUERY`, past the `connected` message.
-fn ws_connect(port: u16, query: &str) -> tungstenite::WebSocket<TcpStream> {
-    let stream = connect(port);
-    let url = format!("ws://127.0.0.1:{port}/ws?{query}");
-    let (mut ws, response) = tungstenite::client::client(url.as_str(), stream)
-        .unwrap_or_else(|e| panic!("WebSocket handshake to {url}: {e}"));
-    assert_eq!(response.status().as_u16(), 101);
-    let hello = ws_next(&mut ws);
-    assert_eq!(hello["type"], "connected", "{hello}");
-    ws
-}
-
-fn ws_next_text(ws: &mut tungstenite::WebSocket<TcpStream>) -> String {
-    loop {
-        match ws.read().expect("WebSocket message") {
-            tungstenite::Message::Text(text) => return text.to_string(),
-            tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_) => continue,
-            other => panic!("unexpected WebSocket message {other:?}"),
-        }
-    }
-}
-
-fn ws_next(ws: &mut tungstenite::WebSocket<TcpStream>) -> Value {
-    serde_json::from_str(&ws_next_text(ws)).unwrap()
-}
-
 fn ws_send(ws: &mut tungstenite::WebSocket<TcpStream>, text: &str) {
     ws.send(tungstenite::Message::Text(text.into())).unwrap();
 }

@@ -3,48 +3,25 @@
 //! not read whichever way a parser happens to settle it, and must change nothing.
 
 use std::io::{BufReader, Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 use tungstenite::Message;
 
 use crate::common::*;
 
-type Ws = tungstenite::WebSocket<TcpStream>;
-
-fn token_args() -> Vec<String> {
-    [("viewer", VIEWER), ("control", CONTROL), ("admin", ADMIN)]
+/// A server with a token for each role (so every route checks one).
+fn start_with_tokens() -> Server {
+    let args: Vec<String> = [("viewer", VIEWER), ("control", CONTROL), ("admin", ADMIN)]
         .iter()
         .flat_map(|(role, token)| ["--token".to_string(), format!("{role}:{token}")])
-        .collect()
-}
-
-fn ws_open(port: u16, token: &str) -> Ws {
-    let stream = connect(port);
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let url = format!("ws://127.0.0.1:{port}/ws?token={token}");
-    let (mut ws, response) = tungstenite::client::client(url.as_str(), stream).unwrap();
-    assert_eq!(response.status().as_u16(), 101);
-    assert_eq!(ws_json(&mut ws)["type"], "connected");
-    ws
-}
-
-fn ws_json(ws: &mut Ws) -> Value {
-    loop {
-        match ws.read().expect("a WebSocket message") {
-            Message::Text(text) => return serde_json::from_str(&text).unwrap(),
-            Message::Ping(_) | Message::Pong(_) => {}
-            other => panic!("expected a text message, got {other:?}"),
-        }
-    }
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Server::start(&args)
 }
 
 fn ws_exchange(ws: &mut Ws, text: &str) -> Value {
     ws.send(Message::Text(text.into())).unwrap();
-    ws_json(ws)
+    ws_next(ws)
 }
 
 fn stored(port: u16) -> u64 {
@@ -68,9 +45,7 @@ fn refusal_of(port: u16, path: &str) -> (u16, String) {
 
 #[test]
 fn a_json_key_named_twice_is_refused_on_every_json_input_and_changes_nothing() {
-    let args = token_args();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let server = Server::start(&args);
+    let server = start_with_tokens();
     let port = server.port();
     let before = stored(port);
 
@@ -111,7 +86,7 @@ fn a_json_key_named_twice_is_refused_on_every_json_input_and_changes_nothing() {
     assert!(resp.header("Set-Cookie").is_none());
 
     // WebSocket: refused as bad JSON, and the session goes on.
-    let mut ws = ws_open(port, CONTROL);
+    let mut ws = ws_connect(port, &format!("token={CONTROL}"));
     for text in [
         r#"{"type": "ping", "type": "subscribe", "event_types": ["*"]}"#,
         r#"{"type": "system_command", "command": "get_system_status", "command": "trigger_doorbell", "request_id": 7}"#,
@@ -129,16 +104,14 @@ fn a_json_key_named_twice_is_refused_on_every_json_input_and_changes_nothing() {
     assert_eq!(reply["type"], "subscribed");
     post_event(port, Some(ADMIN), "x", json!({}));
     post_event(port, Some(ADMIN), "y", json!({}));
-    let live = ws_json(&mut ws);
+    let live = ws_next(&mut ws);
     assert_eq!(live["type"], "live_event");
     assert_eq!(live["event"]["event_type"], "y", "{live}");
 }
 
 #[test]
 fn a_query_parameter_or_header_given_twice_with_different_values_is_a_400() {
-    let args = token_args();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let server = Server::start(&args);
+    let server = start_with_tokens();
     let port = server.port();
     let before = stored(port);
     let admin = format!("Bearer {ADMIN}");

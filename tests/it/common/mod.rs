@@ -15,12 +15,14 @@ pub mod http;
 pub mod metrics;
 pub mod server;
 pub mod sse;
+pub mod ws;
 
 pub use assertions::*;
 pub use http::*;
 pub use metrics::*;
 pub use server::*;
 pub use sse::*;
+pub use ws::*;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_porchlight");
