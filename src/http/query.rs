@@ -24,6 +24,11 @@ impl Target {
         }
     }
 
+    /// How many `key=value` parameters the query has.
+    pub fn param_count(&self) -> usize {
+        self.params.len()
+    }
+
     /// A parameter given more than once with different values (`limit=5&limit=abc`), which
     /// would otherwise mean whichever one a reader happens to take: the request is refused.
     /// The same value repeated is harmless and allowed.

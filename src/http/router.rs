@@ -260,6 +260,9 @@ fn has_chunked_body(request: &Request) -> bool {
         .any(|h| h.field.equiv("Transfer-Encoding"))
 }
 
+/// Most query parameters a request may carry (a route reads at most six).
+const MAX_QUERY_PARAMS: usize = 32;
+
 /// Headers a request may send once: each decides who is asking, how its body is read or what
 /// a WebSocket handshake answers (RFC 6455 §11.3.1 allows one `Sec-WebSocket-Key`).
 const SINGLE_HEADERS: [&str; 5] = [
@@ -274,6 +277,15 @@ const SINGLE_HEADERS: [&str; 5] = [
 /// (`limit=5&limit=abc`, `token=A&token=B`) or one of [`SINGLE_HEADERS`]. Taking either value
 /// would let a client slip one past whatever checked the other.
 fn refuse_ambiguous(request: &Request, target: &Target) -> Result<(), Reply> {
+    // Checked first: comparing every pair is quadratic, and an 8 KiB request line holds
+    // thousands of `a&a&...`; no route reads more than a handful.
+    if target.param_count() > MAX_QUERY_PARAMS {
+        return Err(reply::error(
+            400,
+            "bad_request",
+            &format!("more than {MAX_QUERY_PARAMS} query parameters"),
+        ));
+    }
     if let Some(key) = target.conflicting_param() {
         return Err(reply::error(
             400,

@@ -134,6 +134,16 @@ fn a_query_parameter_or_header_given_twice_with_different_values_is_a_400() {
         assert_eq!(status, 400, "{path}: {body}");
         assert!(body.contains("twice"), "{path}: {body}");
     }
+    // A query of thousands of parameters is refused before any pair is compared; 32 pass.
+    let (status, body) = refusal_of(port, &format!("/api/status?{}", "a&".repeat(3000)));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("more than 32 query parameters"), "{body}");
+    let resp = get(
+        port,
+        &format!("/api/status?{}token={ADMIN}", "a=1&".repeat(31)),
+        None,
+    );
+    assert_eq!(resp.status, 200, "{:?}", resp.text());
     // The same value twice is only repetition.
     let resp = get(
         port,
