@@ -73,7 +73,7 @@ fn upgrade(mut stream: TcpStream, addr: SocketAddr, path: &str) -> Result<Socket
             head.lines().next().unwrap_or("")
         ));
     }
-    let expected = accept_for(KEY);
+    let expected = porchlight::http::ws::derive_accept(KEY);
     let answered = head
         .lines()
         .find_map(|line| line.strip_prefix(ACCEPT))
@@ -89,15 +89,6 @@ fn upgrade(mut stream: TcpStream, addr: SocketAddr, path: &str) -> Result<Socket
         tungstenite::protocol::Role::Client,
         None,
     ))
-}
-
-/// What a server must answer to `key` (RFC 6455 §4.2.2).
-fn accept_for(key: &str) -> String {
-    use sha1::{Digest, Sha1};
-    let mut sha1 = Sha1::new();
-    sha1.update(key.as_bytes());
-    sha1.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
-    data_encoding::BASE64.encode(&sha1.finalize())
 }
 
 /// The next text message as JSON; `Ok(Value::Null)` when the read timed out and `stop` is set.

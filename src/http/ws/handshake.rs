@@ -65,8 +65,9 @@ pub fn accept_key(opening: &Opening<'_>) -> Result<String, Reply> {
 /// `Sec-WebSocket-Accept` for `key` (RFC 6455 §4.2.2): the base64 of the SHA-1 of the key
 /// followed by the protocol's GUID. Ours rather than tungstenite's `derive_accept_key`: that one
 /// comes with tungstenite's `handshake` feature, whose HTTP types and client handshake are 24 KB
-/// of the binary a server upgrading from tiny_http never uses.
-fn derive_accept(key: &str) -> String {
+/// of the binary a server upgrading from tiny_http never uses. Public for the benchmark's
+/// client, which checks the server's answer with it.
+pub fn derive_accept(key: &str) -> String {
     use sha1::{Digest, Sha1};
     const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
     let mut sha1 = Sha1::new();

@@ -24,6 +24,7 @@ mod transport;
 use tiny_http::{Method, Request, Response};
 
 use self::handshake::Opening;
+pub use self::handshake::derive_accept;
 use self::session::{EvictionLatch, Opened, Session};
 use self::transport::{Transport, Upgraded};
 use super::access::{self, header};
