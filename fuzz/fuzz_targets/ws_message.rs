@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
         Ok(ClientMessage::Subscribe(types) | ClientMessage::Unsubscribe(types)) => {
             assert!(!types.is_empty());
             let reply: serde_json::Value =
-                serde_json::from_str(&protocol::subscription_changed("subscribed", &types))
+                serde_json::from_str(&protocol::subscription_changed("subscribed", &types, None))
                     .expect("subscribed reply is JSON");
             assert_eq!(
                 reply["event_types"].as_array().map(Vec::len),

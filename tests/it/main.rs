@@ -23,6 +23,7 @@ mod interop;
 mod motion;
 mod mqtt;
 mod probe;
+mod probe2;
 mod rest_auth;
 mod shutdown;
 mod snapshots;

@@ -61,7 +61,7 @@ impl RequestId {
         self.0.get()
     }
 
-    /// An id that arrived as a parsed value (an MQTT command's): its JSON serialisation.
+    /// An id that is only at hand as a parsed value: its JSON serialisation.
     pub fn from_value(value: &Value) -> RequestId {
         serde_json::value::to_raw_value(value).map_or_else(|_| RequestId::null(), RequestId)
     }
@@ -93,8 +93,8 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue
 
 /// The `request_id` of `text` (already checked to be a JSON object within the depth limit,
 /// naming no key twice), exactly as written; if the raw read fails anyway, the parsed value
-/// re-serialised.
-fn raw_request_id(text: &str, object: &Map<String, Value>) -> Option<RequestId> {
+/// re-serialised. MQTT command payloads are read through here too.
+pub(crate) fn raw_request_id(text: &str, object: &Map<String, Value>) -> Option<RequestId> {
     match serde_json::from_str::<RawRequestId>(text) {
         Ok(raw) => raw.request_id.map(RequestId),
         Err(_) => object.get("request_id").map(RequestId::from_value),
@@ -175,6 +175,13 @@ pub enum ClientMessage {
 
 /// Parses one text message.
 pub fn parse(text: &str) -> Result<ClientMessage, Refusal> {
+    parse_with_request_id(text).map(|(message, _)| message)
+}
+
+/// Parses one text message, with its `request_id` as sent (when it had one): the contract
+/// echoes it on whatever answers the message (`subscribed`, `pong`, ...), not only on
+/// `command_result` and `error`, so a client can match every answer to its request.
+pub fn parse_with_request_id(text: &str) -> Result<(ClientMessage, Option<RequestId>), Refusal> {
     let refuse = |code, message: String, request_id: Option<&RequestId>| Refusal {
         code,
         message,
@@ -209,7 +216,7 @@ pub fn parse(text: &str) -> Result<ClientMessage, Refusal> {
             ));
         }
     };
-    match kind {
+    let message = match kind {
         "subscribe" => event_types(&object)
             .map(ClientMessage::Subscribe)
             .map_err(bad_params),
@@ -237,7 +244,7 @@ pub fn parse(text: &str) -> Result<ClientMessage, Refusal> {
             Ok(ClientMessage::SystemCommand {
                 command,
                 params: object.remove("params").unwrap_or(Value::Null),
-                request_id: request_id.unwrap_or_else(RequestId::null),
+                request_id: request_id.clone().unwrap_or_else(RequestId::null),
             })
         }
         "request_video_stream" => match object.get("quality") {
@@ -259,7 +266,8 @@ pub fn parse(text: &str) -> Result<ClientMessage, Refusal> {
             ),
             request_id.as_ref(),
         )),
-    }
+    }?;
+    Ok((message, request_id))
 }
 
 /// The error text for a quality name that is not a preset.
@@ -300,14 +308,38 @@ fn event_types(object: &Map<String, Value>) -> Result<Vec<String>, String> {
 // Server → client
 // ---------------------------------------------------------------------------------------------
 
+/// A reply of `kind` with `fields` (a JSON object), carrying the `request_id` of the message it
+/// answers when that message had one, exactly as it was sent.
+fn reply(kind: &str, request_id: Option<&RequestId>, fields: &Value) -> String {
+    #[derive(Serialize)]
+    struct Reply<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        request_id: Option<&'a RequestId>,
+        #[serde(flatten)]
+        fields: &'a Value,
+    }
+    serde_json::to_string(&Reply {
+        kind,
+        request_id,
+        fields,
+    })
+    .expect("a reply serialises")
+}
+
 pub fn connected(client_id: &str) -> String {
     json!({"type": "connected", "client_id": client_id, "server_capabilities": CAPABILITIES})
         .to_string()
 }
 
-/// `subscribed` or `unsubscribed`, echoing the types the client named.
-pub fn subscription_changed(kind: &str, types: &[String]) -> String {
-    json!({"type": kind, "event_types": types}).to_string()
+/// `subscribed` or `unsubscribed`, echoing the types the client named (and its `request_id`).
+pub fn subscription_changed(
+    kind: &str,
+    types: &[String],
+    request_id: Option<&RequestId>,
+) -> String {
+    reply(kind, request_id, &json!({"event_types": types}))
 }
 
 /// `command_result`: `Ok(result)` is a success, `Err(error)` a command that failed while
@@ -365,18 +397,24 @@ pub fn error(refusal: &Refusal) -> String {
 }
 
 /// Where this client's MJPEG stream is: `/stream/video/<client_id>?quality=Q`.
-pub fn video_stream_ready(client_id: &str, quality: StreamQuality) -> String {
+pub fn video_stream_ready(
+    client_id: &str,
+    quality: StreamQuality,
+    request_id: Option<&RequestId>,
+) -> String {
     let quality = quality.name();
-    json!({
-        "type": "video_stream_ready",
-        "stream_url": format!("/stream/video/{client_id}?quality={quality}"),
-        "quality": quality,
-    })
-    .to_string()
+    reply(
+        "video_stream_ready",
+        request_id,
+        &json!({
+            "stream_url": format!("/stream/video/{client_id}?quality={quality}"),
+            "quality": quality,
+        }),
+    )
 }
 
-pub fn pong(timestamp: f64) -> String {
-    json!({"type": "pong", "timestamp": timestamp}).to_string()
+pub fn pong(timestamp: f64, request_id: Option<&RequestId>) -> String {
+    reply("pong", request_id, &json!({"timestamp": timestamp}))
 }
 
 /// Like SSE's `event: gap`: events after `from` were deleted by retention before this client
@@ -574,13 +612,49 @@ mod tests {
         let ready: Value = serde_json::from_str(&video_stream_ready(
             "phone-1",
             StreamQuality::Preset(Quality::Low),
+            None,
         ))
         .unwrap();
         assert_eq!(ready["stream_url"], "/stream/video/phone-1?quality=low");
         assert_eq!(ready["quality"], "low");
         let ready: Value =
-            serde_json::from_str(&video_stream_ready("phone-1", StreamQuality::Auto)).unwrap();
+            serde_json::from_str(&video_stream_ready("phone-1", StreamQuality::Auto, None))
+                .unwrap();
         assert_eq!(ready["stream_url"], "/stream/video/phone-1?quality=auto");
         assert_eq!(ready["quality"], "auto");
+        assert!(ready.get("request_id").is_none());
+    }
+
+    #[test]
+    fn every_answer_echoes_the_request_id_it_was_given() {
+        for (text, kind) in [
+            (r#"{"type":"ping","request_id":1.50}"#, "pong"),
+            (
+                r#"{"type":"subscribe","event_types":["*"],"request_id":1.50}"#,
+                "subscribed",
+            ),
+            (
+                r#"{"type":"request_video_stream","request_id":1.50}"#,
+                "video_stream_ready",
+            ),
+        ] {
+            let (message, request_id) = parse_with_request_id(text).unwrap();
+            let id = request_id.as_ref();
+            let answer = match message {
+                ClientMessage::Ping => pong(1.0, id),
+                ClientMessage::Subscribe(types) => subscription_changed("subscribed", &types, id),
+                ClientMessage::RequestVideoStream { .. } => {
+                    video_stream_ready("c", StreamQuality::Auto, id)
+                }
+                other => panic!("{other:?}"),
+            };
+            assert!(
+                answer.starts_with(&format!(r#"{{"type":"{kind}","request_id":1.50,"#)),
+                "{answer}"
+            );
+        }
+        let (_, none) = parse_with_request_id(r#"{"type":"ping"}"#).unwrap();
+        assert!(none.is_none());
+        assert_eq!(pong(2.0, None), r#"{"type":"pong","timestamp":2.0}"#);
     }
 }

@@ -543,17 +543,22 @@ impl<'a> Session<'a> {
     }
 
     fn handle_text(&mut self, text: &str) -> Result<(), End> {
-        let message = match protocol::parse(text) {
-            Ok(message) => message,
+        let (message, request_id) = match protocol::parse_with_request_id(text) {
+            Ok(parsed) => parsed,
             Err(refusal) => return self.refuse(&refusal),
         };
+        let request_id = request_id.as_ref();
         match message {
             ClientMessage::Subscribe(types) => {
                 if let Err(message) = self.subscriptions.subscribe(&types) {
-                    return self.refuse(&bad_params(message));
+                    return self.refuse(&bad_params(message, request_id));
                 }
                 self.update_interest();
-                self.send(protocol::subscription_changed("subscribed", &types))?;
+                self.send(protocol::subscription_changed(
+                    "subscribed",
+                    &types,
+                    request_id,
+                ))?;
                 if let Some(after) = self.pending_replay.take() {
                     self.replay(after)?;
                 }
@@ -561,10 +566,14 @@ impl<'a> Session<'a> {
             }
             ClientMessage::Unsubscribe(types) => {
                 if let Err(message) = self.subscriptions.unsubscribe(&types) {
-                    return self.refuse(&bad_params(message));
+                    return self.refuse(&bad_params(message, request_id));
                 }
                 self.update_interest();
-                self.send(protocol::subscription_changed("unsubscribed", &types))
+                self.send(protocol::subscription_changed(
+                    "unsubscribed",
+                    &types,
+                    request_id,
+                ))
             }
             ClientMessage::SystemCommand {
                 command,
@@ -574,12 +583,13 @@ impl<'a> Session<'a> {
             ClientMessage::RequestVideoStream { quality } => {
                 let quality = quality
                     .unwrap_or_else(|| StreamQuality::Preset(self.ctx.control.default_quality()));
-                let ready = protocol::video_stream_ready(&self.opened.client_id, quality);
+                let ready =
+                    protocol::video_stream_ready(&self.opened.client_id, quality, request_id);
                 self.send(ready)
             }
             ClientMessage::Ping => {
                 let now = crate::clock::round_ms(crate::clock::unix_now());
-                self.send(protocol::pong(now))
+                self.send(protocol::pong(now, request_id))
             }
         }
     }
@@ -785,11 +795,12 @@ fn send_on(
     Ok(ws.flush(transport)?)
 }
 
-fn bad_params(message: String) -> Refusal {
+/// A `bad_params` refusal of a message that had `request_id` (echoed).
+fn bad_params(message: String, request_id: Option<&protocol::RequestId>) -> Refusal {
     Refusal {
         code: ErrorCode::BadParams,
         message,
-        request_id: None,
+        request_id: request_id.cloned(),
     }
 }
 

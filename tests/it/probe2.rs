@@ -1,0 +1,73 @@
+//! Second black-box audit of the release contract (API.md): what a client that correlates
+//! answers, filters events or runs the server from a terminal relies on. Each test failed on
+//! the binary before its fix.
+
+use serde_json::Value;
+use tungstenite::Message;
+
+use crate::common::*;
+
+/// Sends `text` and returns the next message as the exact text the server sent.
+fn ws_answer(ws: &mut Ws, text: &str) -> String {
+    ws.send(Message::Text(text.into())).unwrap();
+    ws_next_text(ws)
+}
+
+#[test]
+fn every_websocket_answer_echoes_the_request_id_exactly_as_sent() {
+    let server = Server::start(&[]);
+    let mut ws = ws_connect(server.port(), "client_id=probe");
+    // Ids a JSON round trip would change: trailing zero, a 2^64+1 integer, an escape.
+    for id in [
+        r#"1.50"#,
+        "18446744073709551617",
+        r#""\u0041b""#,
+        r#"{"n": [1, 2]}"#,
+    ] {
+        for (message, kind) in [
+            (r#""type": "ping""#.to_string(), "pong"),
+            (
+                r#""type": "subscribe", "event_types": ["doorbell_pressed"]"#.into(),
+                "subscribed",
+            ),
+            (
+                r#""type": "unsubscribe", "event_types": ["*"]"#.into(),
+                "unsubscribed",
+            ),
+            (
+                r#""type": "request_video_stream", "quality": "low""#.into(),
+                "video_stream_ready",
+            ),
+            (
+                r#""type": "system_command", "command": "get_system_status""#.into(),
+                "command_result",
+            ),
+            // Refusals already echoed it; they must go on doing so.
+            (r#""type": "subscribe", "event_types": []"#.into(), "error"),
+            (r#""type": "nonsense""#.into(), "error"),
+        ] {
+            let text = format!("{{{message}, \"request_id\": {id}}}");
+            let answer = ws_answer(&mut ws, &text);
+            let parsed: Value = serde_json::from_str(&answer).unwrap();
+            assert_eq!(parsed["type"], kind, "{text}: {answer}");
+            assert!(
+                answer.contains(&format!(r#""request_id":{id}"#)),
+                "{text}: the answer does not echo the request_id as sent: {answer}"
+            );
+        }
+    }
+    // A message without one gets an answer without one (command_result's is null).
+    let answer: Value = serde_json::from_str(&ws_answer(&mut ws, r#"{"type": "ping"}"#)).unwrap();
+    assert_eq!(answer["type"], "pong");
+    assert!(answer.get("request_id").is_none(), "{answer}");
+
+    // A subscription over the per-connection limit is refused, echoing the id too.
+    let many: Vec<String> = (0..300).map(|i| format!("\"t{i}\"")).collect();
+    let text = format!(
+        r#"{{"type": "subscribe", "event_types": [{}], "request_id": 77}}"#,
+        many.join(",")
+    );
+    let answer: Value = serde_json::from_str(&ws_answer(&mut ws, &text)).unwrap();
+    assert_eq!(answer["code"], "bad_params", "{answer}");
+    assert_eq!(answer["request_id"], 77, "{answer}");
+}
