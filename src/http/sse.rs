@@ -104,6 +104,13 @@ fn parse_request(
             if let Some(bad) = types.iter().find(|t| !valid_event_type(t)) {
                 return Err(format!("types: {bad:?} must match [a-z0-9_]{{1,64}}"));
             }
+            // A filter naming no type would be a stream that never sends an event, without a
+            // word (the WebSocket's `event_types: []` is refused the same way).
+            if types.is_empty() {
+                return Err(format!(
+                    "types={list:?} names no event type: leave types out for every type"
+                ));
+            }
             Some(types)
         }
     };

@@ -71,3 +71,31 @@ fn every_websocket_answer_echoes_the_request_id_exactly_as_sent() {
     assert_eq!(answer["code"], "bad_params", "{answer}");
     assert_eq!(answer["request_id"], 77, "{answer}");
 }
+
+#[test]
+fn an_sse_types_filter_naming_no_type_is_a_400_not_a_silent_stream() {
+    let server = Server::start(&[]);
+    let port = server.port();
+    for query in ["types=", "types=,", "types=,,,"] {
+        let path = format!("/stream/events?{query}");
+        let refused = match Sse::open(port, &path, &[]) {
+            Ok(_) => panic!("{path}: a stream that can never send an event was opened"),
+            Err(response) => response,
+        };
+        refused.assert_error(400);
+        assert!(
+            refused.json()["message"]
+                .as_str()
+                .unwrap()
+                .contains("names no event type"),
+            "{path}: {:?}",
+            refused.text()
+        );
+    }
+    // A filter with a name in it still works, empty items and all.
+    let mut sse = Sse::connect(port, "/stream/events?types=,probe_b,");
+    post_event(port, None, "probe_a", serde_json::json!({}));
+    let wanted = post_event(port, None, "probe_b", serde_json::json!({}));
+    let block = sse.expect_event();
+    assert_eq!(block.id_num(), id_of(&wanted));
+}
