@@ -421,7 +421,7 @@ config_keys! {
         flag: Flag::None,
         parse: as_bool,
         show: |on| on.to_string();
-    /// `[{url = "http://host/path", types = ["doorbell_pressed"], format = "json"}]`: POST each matching event (`types` absent: all; `format` `json` or `ntfy`; see "Webhooks and ntfy")
+    /// `[{url = "http://host/path", types = ["doorbell_pressed"], format = "json"}]`: POST each matching event (`types` absent: all, never `[]`; `format` `json` or `ntfy`; see "Webhooks and ntfy")
     webhooks: Vec<WebhookSettings> = Vec::<String>::new(),
         flag: Flag::None,
         parse: parse_webhooks,
@@ -799,6 +799,15 @@ fn parse_webhooks(key: &str, value: &toml::Value) -> Result<Vec<WebhookSettings>
                     }
                     None => return Err(type_error(&field("types"), "event type strings", item)),
                 }
+            }
+            // An empty list would read as "nothing" to one person and "everything" to another
+            // (and `clip_event_types = []` is none): say which way to write either.
+            if types.is_empty() {
+                return Err(ConfigError::new(
+                    field("types"),
+                    "is empty: leave types out to send every event type, or remove the webhook \
+                     to send none",
+                ));
             }
         }
         let format = match table.get("format") {

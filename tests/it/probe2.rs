@@ -2,6 +2,8 @@
 //! answers, filters events or runs the server from a terminal relies on. Each test failed on
 //! the binary before its fix.
 
+use std::time::Duration;
+
 use serde_json::Value;
 use tungstenite::Message;
 
@@ -98,4 +100,30 @@ fn an_sse_types_filter_naming_no_type_is_a_400_not_a_silent_stream() {
     let wanted = post_event(port, None, "probe_b", serde_json::json!({}));
     let block = sse.expect_event();
     assert_eq!(block.id_num(), id_of(&wanted));
+}
+
+#[test]
+fn a_webhook_with_an_empty_types_list_is_a_config_error_not_every_event() {
+    let dir = TempDir::new("probe2-hooks");
+    let path = dir.write(
+        "hooks.toml",
+        "webhooks = [{url = \"http://127.0.0.1:9/hook\", types = []}]\n",
+    );
+    let path = path.to_string_lossy().into_owned();
+    let checked = run_to_exit(&["--check-config", &path], Duration::from_secs(10));
+    assert_eq!(checked.code(), Some(2), "{}", checked.stderr);
+    let lines = checked.stderr_lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("webhooks[0].types"), "{lines:?}");
+    assert!(lines[0].contains("leave types out"), "{lines:?}");
+    // Leaving it out is every type, as the README says.
+    let fine = dir.write(
+        "fine.toml",
+        "webhooks = [{url = \"http://127.0.0.1:9/hook\"}]\n",
+    );
+    let checked = run_to_exit(
+        &["--check-config", &fine.to_string_lossy()],
+        Duration::from_secs(10),
+    );
+    assert_eq!(checked.code(), Some(0), "{}", checked.stderr);
 }
