@@ -99,11 +99,15 @@ fn termination_signals() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
+        // The terminal porchlight was started from went away (an ssh session closed): its
+        // default action would kill the process mid-write, with no `offline` on MQTT and no
+        // clean close of the store. Nothing is reloaded on SIGHUP; it stops like SIGTERM.
+        libc::sigaddset(&mut set, libc::SIGHUP);
         set
     }
 }
 
-/// Blocks SIGTERM and SIGINT in this thread and every thread it spawns afterwards.
+/// Blocks SIGTERM, SIGINT and SIGHUP in this thread and every thread it spawns afterwards.
 pub fn block_signals() {
     let set = termination_signals();
     // SAFETY: changes only this thread's signal mask.
@@ -112,7 +116,7 @@ pub fn block_signals() {
     }
 }
 
-/// Spawns the thread that waits for SIGTERM/SIGINT and triggers `shutdown`.
+/// Spawns the thread that waits for SIGTERM/SIGINT/SIGHUP and triggers `shutdown`.
 pub fn spawn_signal_listener(shutdown: Shutdown) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("signals".into())
@@ -125,6 +129,7 @@ pub fn spawn_signal_listener(shutdown: Shutdown) -> std::io::Result<()> {
             let name = match signal {
                 libc::SIGTERM => "SIGTERM",
                 libc::SIGINT => "SIGINT",
+                libc::SIGHUP => "SIGHUP",
                 _ => "a signal",
             };
             if rc == 0 {

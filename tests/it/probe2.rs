@@ -127,3 +127,27 @@ fn a_webhook_with_an_empty_types_list_is_a_config_error_not_every_event() {
     );
     assert_eq!(checked.code(), Some(0), "{}", checked.stderr);
 }
+
+#[test]
+fn sighup_shuts_down_cleanly_like_sigterm() {
+    let mut server = Server::start(&[]);
+    let mut sse = Sse::connect(server.port(), "/stream/events");
+    server.signal("HUP");
+    let status = server
+        .wait_exit(Duration::from_secs(5))
+        .expect("no exit within 5 s of SIGHUP");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "SIGHUP must be a clean shutdown, not a kill: {status}"
+    );
+    assert!(
+        server.stderr().contains("SIGHUP received"),
+        "{}",
+        server.stderr()
+    );
+    // The streams were ended properly, not cut.
+    let (_, end, _) = sse.read_to_end(Duration::from_secs(5));
+    assert!(end.is_closed(), "{end:?}");
+    assert!(sse.body_complete(), "the chunked body was cut");
+}
