@@ -387,7 +387,7 @@ impl Bridge {
             }
             Parsed::Run(request) => {
                 let name = request.command.name().to_string();
-                let request_id = protocol::RequestId::from_value(&request.request_id);
+                let request_id = request.request_id;
                 let outcome = run_from(
                     "mqtt",
                     request.command,

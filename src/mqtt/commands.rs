@@ -10,7 +10,7 @@
 
 use serde_json::Value;
 
-use crate::http::ws::protocol::{CommandName, ErrorCode, Refusal, RequestId};
+use crate::http::ws::protocol::{CommandName, ErrorCode, Refusal, RequestId, raw_request_id};
 
 /// Largest command payload read; anything longer is refused unparsed.
 const MAX_PAYLOAD: usize = 16 * 1024;
@@ -20,7 +20,8 @@ const MAX_PAYLOAD: usize = 16 * 1024;
 pub struct Request {
     pub command: CommandName,
     pub params: Value,
-    pub request_id: Value,
+    /// As the payload wrote it (`null` when absent), echoed byte for byte like a WebSocket's.
+    pub request_id: RequestId,
 }
 
 /// What to do with a message on the command topics.
@@ -59,12 +60,12 @@ pub fn parse(prefix: &str, topic: &str, payload: &[u8], retained: bool) -> Parse
         );
         return Parsed::Ignore;
     }
-    let refuse = |code, message: String, request_id: Option<Value>| Parsed::Refuse {
+    let refuse = |code, message: String, request_id: Option<RequestId>| Parsed::Refuse {
         name: name.to_string(),
         refusal: Refusal {
             code,
             message,
-            request_id: request_id.as_ref().map(RequestId::from_value),
+            request_id,
         },
     };
     let mut params = if payload.iter().all(u8::is_ascii_whitespace) {
@@ -94,7 +95,11 @@ pub fn parse(prefix: &str, topic: &str, payload: &[u8], retained: bool) -> Parse
             }
         }
     };
-    let request_id = params.remove("request_id");
+    // The exact text, not the parsed value: `1.50` or a 2^64+1 integer come back as sent.
+    let request_id = std::str::from_utf8(payload)
+        .ok()
+        .and_then(|text| raw_request_id(text, &params));
+    params.remove("request_id");
     let Some(command) = CommandName::parse(name) else {
         return refuse(
             ErrorCode::UnknownCommand,
@@ -112,7 +117,7 @@ pub fn parse(prefix: &str, topic: &str, payload: &[u8], retained: bool) -> Parse
         } else {
             Value::Object(params)
         },
-        request_id: request_id.unwrap_or(Value::Null),
+        request_id: request_id.unwrap_or_else(RequestId::null),
     })
 }
 
@@ -130,22 +135,22 @@ mod tests {
             Parsed::Run(Request {
                 command: CommandName::TriggerDoorbell,
                 params: Value::Null,
-                request_id: Value::Null,
+                request_id: RequestId::null(),
             })
         );
-        assert_eq!(
-            parse(
-                P,
-                "porchlight/door/command/set_quality",
-                br#"{"quality":"low","request_id":"r7"}"#,
-                false
-            ),
-            Parsed::Run(Request {
-                command: CommandName::SetQuality,
-                params: json!({"quality": "low"}),
-                request_id: json!("r7"),
-            })
-        );
+        match parse(
+            P,
+            "porchlight/door/command/set_quality",
+            br#"{"quality":"low","request_id":1.50}"#,
+            false,
+        ) {
+            Parsed::Run(request) => {
+                assert_eq!(request.command, CommandName::SetQuality);
+                assert_eq!(request.params, json!({"quality": "low"}));
+                assert_eq!(request.request_id.text(), "1.50");
+            }
+            other => panic!("{other:?}"),
+        }
         assert!(matches!(
             parse(P, "porchlight/door/command/get_system_status", b"", false),
             Parsed::Run(_)

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tungstenite::Message;
 
+use crate::common::broker::Broker;
 use crate::common::*;
 
 /// Sends `text` and returns the next message as the exact text the server sent.
@@ -150,4 +151,46 @@ fn sighup_shuts_down_cleanly_like_sigterm() {
     let (_, end, _) = sse.read_to_end(Duration::from_secs(5));
     assert!(end.is_closed(), "{end:?}");
     assert!(sse.body_complete(), "the chunked body was cut");
+}
+
+#[test]
+fn an_mqtt_command_answer_echoes_the_request_id_exactly_as_sent() {
+    let broker = Broker::start();
+    let sub = broker.subscribe(&["porchlight/p2/command/#"]);
+    let toml = format!(
+        "mqtt_url = \"{}\"\ndevice_id = \"p2\"\nmqtt_commands = true\n",
+        broker.url()
+    );
+    let server = Server::with_config(&toml, &[]);
+    let log = server.stderr_with("MQTT: connected");
+    assert!(log.contains("MQTT: connected"), "{log}");
+    let topic = "porchlight/p2/command/get_system_status";
+    let result = format!("{topic}/result");
+    // Published until answered: one sent before the bridge's SUBACK is not seen.
+    let answer_to = |payload: &str| -> String {
+        for _ in 0..50 {
+            broker.publish(topic, payload, false);
+            if let Some(m) = (0..20)
+                .filter_map(|_| sub.next(Duration::from_millis(100)))
+                .find(|m| m.topic == result)
+            {
+                return m.text();
+            }
+        }
+        panic!("no answer on {result}");
+    };
+    for id in ["1.50", "18446744073709551617", r#""\u0041b""#] {
+        for (payload, kind) in [
+            (format!(r#"{{"request_id": {id}}}"#), "command_result"),
+            (format!(r#"{{"request_id": {id}, "x": 1}}"#), "error"),
+        ] {
+            let answer = answer_to(&payload);
+            let parsed: Value = serde_json::from_str(&answer).unwrap();
+            assert_eq!(parsed["type"], kind, "{payload}: {answer}");
+            assert!(
+                answer.contains(&format!(r#""request_id":{id}"#)),
+                "{payload}: the answer does not echo the request_id as sent: {answer}"
+            );
+        }
+    }
 }
