@@ -285,7 +285,8 @@ fn event_types(object: &Map<String, Value>) -> Result<Vec<String>, String> {
             }
             _ => {
                 return Err(format!(
-                    "event type {item} must be \"*\" or match [a-z0-9_]{{1,64}}"
+                    "event type {} must be \"*\" or match [a-z0-9_]{{1,64}}",
+                    crate::json::text(item)
                 ));
             }
         }
@@ -301,13 +302,14 @@ fn event_types(object: &Map<String, Value>) -> Result<Vec<String>, String> {
 // ---------------------------------------------------------------------------------------------
 
 pub fn connected(client_id: &str) -> String {
-    json!({"type": "connected", "client_id": client_id, "server_capabilities": CAPABILITIES})
-        .to_string()
+    crate::json::text(
+        &json!({"type": "connected", "client_id": client_id, "server_capabilities": CAPABILITIES}),
+    )
 }
 
 /// `subscribed` or `unsubscribed`, echoing the types the client named.
 pub fn subscription_changed(kind: &str, types: &[String]) -> String {
-    json!({"type": kind, "event_types": types}).to_string()
+    crate::json::text(&json!({"type": kind, "event_types": types}))
 }
 
 /// `command_result`: `Ok(result)` is a success, `Err(error)` a command that failed while
@@ -367,28 +369,29 @@ pub fn error(refusal: &Refusal) -> String {
 /// Where this client's MJPEG stream is: `/stream/video/<client_id>?quality=Q`.
 pub fn video_stream_ready(client_id: &str, quality: StreamQuality) -> String {
     let quality = quality.name();
-    json!({
+    crate::json::text(&json!({
         "type": "video_stream_ready",
         "stream_url": format!("/stream/video/{client_id}?quality={quality}"),
         "quality": quality,
-    })
-    .to_string()
+    }))
 }
 
 pub fn pong(timestamp: f64) -> String {
-    json!({"type": "pong", "timestamp": timestamp}).to_string()
+    crate::json::text(&json!({"type": "pong", "timestamp": timestamp}))
 }
 
 /// Like SSE's `event: gap`: events after `from` were deleted by retention before this client
 /// saw them; `to` is the first one still stored.
 pub fn gap(from: u64, to: u64) -> String {
-    json!({"type": "gap", "from": from, "to": to}).to_string()
+    crate::json::text(&json!({"type": "gap", "from": from, "to": to}))
 }
 
 /// Like SSE's `event: reset`: `last_event_id` is beyond every id the store ever assigned (it
 /// was wiped or replaced); live events after `newest_id` follow.
 pub fn reset(last_event_id: u64, newest_id: u64) -> String {
-    json!({"type": "reset", "last_event_id": last_event_id, "newest_id": newest_id}).to_string()
+    crate::json::text(
+        &json!({"type": "reset", "last_event_id": last_event_id, "newest_id": newest_id}),
+    )
 }
 
 #[cfg(test)]
