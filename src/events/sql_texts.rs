@@ -67,7 +67,9 @@ fn is_sql(text: &str) -> bool {
 /// Every SQL statement in the store's sources, `{COLUMNS}` filled in as `format!` does.
 fn statements() -> Vec<(&'static str, String)> {
     let store = SOURCES[0].1;
-    let columns_at = store.find("const COLUMNS: &str = ").expect("store.rs has COLUMNS");
+    let columns_at = store
+        .find("const COLUMNS: &str = ")
+        .expect("store.rs has COLUMNS");
     let columns = &string_literals(&store[columns_at..])[0];
     let mut statements = Vec::new();
     for (file, source) in SOURCES {
@@ -117,8 +119,14 @@ fn every_pragma_the_store_uses_is_compiled_in() {
     let conn = Connection::open_in_memory().unwrap();
     for name in names {
         // An unknown (or omitted) pragma is no statement at all: no columns, no row.
-        let columns = conn.prepare(&format!("PRAGMA {name}")).unwrap().column_count();
-        assert!(columns > 0, "PRAGMA {name} is not compiled into this SQLite");
+        let columns = conn
+            .prepare(&format!("PRAGMA {name}"))
+            .unwrap()
+            .column_count();
+        assert!(
+            columns > 0,
+            "PRAGMA {name} is not compiled into this SQLite"
+        );
     }
 }
 
@@ -128,7 +136,9 @@ fn no_statement_uses_syntax_the_trimmed_sqlite_ignores() {
         let upper = statement.to_ascii_uppercase();
         for word in SILENTLY_OMITTED {
             assert!(
-                !upper.split(|c: char| !c.is_ascii_alphanumeric()).any(|w| w == word),
+                !upper
+                    .split(|c: char| !c.is_ascii_alphanumeric())
+                    .any(|w| w == word),
                 "{file}: {statement:?} uses {word}, which .cargo/config.toml compiles out of \
                  SQLite (SQLITE_OMIT_COMPOUND_SELECT / SQLITE_OMIT_FOREIGN_KEY)"
             );
