@@ -15,6 +15,16 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
+/// `value` as one line of JSON: the same bytes as `Value`'s `Display` (`value.to_string()`,
+/// `{value}` in `format!`), written by the `Vec` serializer that `serde_json::to_string` and
+/// `to_vec` use everywhere else. `Display` writes through a `fmt::Formatter` adapter and
+/// compiles a compact and a pretty copy of the serializer beside that one (~13 KB of the
+/// binary, BENCHMARKS.md "Binary size"), and costs a `Formatter` call per piece written.
+/// Serialising a `Value` (or a `Map`) cannot fail: its keys are strings, its numbers finite.
+pub fn text<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).expect("JSON values always serialise")
+}
+
 /// Deepest nesting of arrays and objects accepted from a client. Events and WebSocket
 /// messages need a handful of levels; this leaves room for any real `data` object.
 pub const MAX_DEPTH: usize = 32;

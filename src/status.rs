@@ -246,7 +246,7 @@ impl StatusHub {
                     if hub.broadcast.is_empty() {
                         continue;
                     }
-                    let status = Arc::new(hub.sampler.sample().to_string());
+                    let status = Arc::new(crate::json::text(&hub.sampler.sample()));
                     hub.broadcast.publish(&status);
                 }
             })

@@ -161,7 +161,7 @@ pub type SharedEvent = Arc<PublishedEvent>;
 
 impl PublishedEvent {
     pub fn new(event: Event) -> PublishedEvent {
-        let json = event.to_json().to_string();
+        let json = crate::json::text(&event.to_json());
         let block = sse_block(&event, &json);
         let size_line = format!("{:x}\r\n", block.len());
         let mut sse_chunk = Vec::with_capacity(size_line.len() + block.len() + 2);

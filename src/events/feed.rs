@@ -39,7 +39,7 @@ impl Fed {
     pub fn json(&self) -> Cow<'_, str> {
         match self {
             Fed::Live(shared) => Cow::Borrowed(&shared.json),
-            Fed::Stored(event) => Cow::Owned(event.to_json().to_string()),
+            Fed::Stored(event) => Cow::Owned(crate::json::text(&event.to_json())),
         }
     }
 }

@@ -8,6 +8,8 @@ pub(crate) mod fanout;
 pub(crate) mod feed;
 pub(crate) mod hub;
 pub(crate) mod replay;
+#[cfg(test)]
+mod sql_texts;
 pub(crate) mod store;
 
 pub use clip_rows::{ClipLocation, ClipPlan, ClipUpdate};

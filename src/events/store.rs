@@ -316,7 +316,7 @@ impl Store {
                 "INSERT INTO snapshots (event_id, jpeg, bytes) VALUES (?1, ?2, ?3)",
             )?;
             for draft in drafts {
-                let data = Value::Object(draft.data.clone()).to_string();
+                let data = crate::json::text(&draft.data);
                 insert_event.execute(params![
                     draft.event_type,
                     draft.timestamp,

@@ -269,7 +269,16 @@ pub fn stream(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
                 taken: std::mem::take(&mut taken),
                 missed: std::mem::take(&mut missed_since),
             };
-            if let Some(next) = adapter.written(Instant::now(), report) {
+            let now = Instant::now();
+            // Once a judgement: the ladder of the picture the camera sends now (unknown for a
+            // viewer that came before the first frame; changed by a camera back at another size).
+            let resized = if adapter.judging(now) {
+                let camera = ctx.camera.frames().current();
+                camera.and_then(|(_, frame)| adapter.source_is((frame.width, frame.height)))
+            } else {
+                None
+            };
+            if let Some(next) = adapter.written(now, report).or(resized) {
                 match ctx.video.watch(next) {
                     Ok(new) => {
                         log::info!(

@@ -30,7 +30,7 @@ pub fn json_text(status: u16, body: String) -> Reply {
 }
 
 pub fn json(status: u16, value: &Value) -> Reply {
-    json_text(status, value.to_string())
+    json_text(status, crate::json::text(value))
 }
 
 /// `{"error": code, "message": text}` with `status`.

@@ -408,7 +408,7 @@ fn detect_dead_peers(stream: &TcpStream) {
 
 /// Answers 503 on a connection we cannot serve, without reading its request.
 fn refuse(mut stream: TcpStream, why: &str) {
-    let body = serde_json::json!({"error": "unavailable", "message": why}).to_string();
+    let body = crate::json::text(&serde_json::json!({"error": "unavailable", "message": why}));
     let head = format!(
         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nRetry-After: 5\r\nConnection: close\r\n\r\n",

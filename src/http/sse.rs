@@ -212,20 +212,24 @@ impl EventStream<'_> {
         let result = cursor.replay(self.ctx.events.reader(), after, |item| {
             match item {
                 Replayed::Gap { from, to } => {
-                    let gap = json!({"from": from, "to": to});
+                    let gap = crate::json::text(&json!({"from": from, "to": to}));
                     write!(self.out, "event: gap\ndata: {gap}\n\n")
                 }
                 Replayed::Reset {
                     last_event_id,
                     newest_id,
                 } => {
-                    let reset = json!({"last_event_id": last_event_id, "newest_id": newest_id});
+                    let reset = crate::json::text(
+                        &json!({"last_event_id": last_event_id, "newest_id": newest_id}),
+                    );
                     write!(self.out, "event: reset\ndata: {reset}\n\n")
                 }
                 // The cursor has already let this id through.
                 Replayed::Event(event) if self.wants(&event.event_type) => {
-                    let block =
-                        crate::events::event::sse_block(event, &event.to_json().to_string());
+                    let block = crate::events::event::sse_block(
+                        event,
+                        &crate::json::text(&event.to_json()),
+                    );
                     self.write_if_wanted(&event.event_type, &block)
                 }
                 Replayed::Event(_) => Ok(()),
@@ -343,11 +347,11 @@ fn open_events<'c>(
         sent: 0,
         ctx,
     };
-    let connected = json!({
+    let connected = crate::json::text(&json!({
         "client_id": asked.client_id,
         "server_time": crate::clock::round_ms(crate::clock::unix_now()),
         "capabilities": ["replay", "types", "heartbeat", "gap"],
-    });
+    }));
     let opened = write!(stream.out, "{RETRY}event: connected\ndata: {connected}\n\n")
         .and_then(|()| stream.out.flush());
     if opened.is_err() {
@@ -468,7 +472,8 @@ fn live(
 /// waiting: the loop's frame stays small (see `events`).
 #[inline(never)]
 fn heartbeat_block(out: &mut StreamBody) -> std::io::Result<()> {
-    let beat = json!({"timestamp": crate::clock::round_ms(crate::clock::unix_now())});
+    let beat =
+        crate::json::text(&json!({"timestamp": crate::clock::round_ms(crate::clock::unix_now())}));
     write!(out, "event: heartbeat\ndata: {beat}\n\n").and_then(|()| out.flush())
 }
 
@@ -539,12 +544,12 @@ pub fn status(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
     let Ok(mut out) = open_stream(request, conn, ctx, &mut held_writer) else {
         return false;
     };
-    let connected = json!({
+    let connected = crate::json::text(&json!({
         "client_id": client_id,
         "server_time": crate::clock::round_ms(crate::clock::unix_now()),
         "interval_s": ctx.http.status_interval_s,
-    });
-    let now = ctx.status.sample();
+    }));
+    let now = crate::json::text(&ctx.status.sample());
     let opened = write!(out, "{RETRY}event: status_connected\ndata: {connected}\n\n")
         .and_then(|()| write!(out, "event: system_status\ndata: {now}\n\n"))
         .and_then(|()| out.flush());

@@ -309,7 +309,7 @@ impl Bridge {
     }
 
     fn publish_status(&mut self, conn: &mut Connection) -> Result<(), String> {
-        let status = self.ctx.status.sample().to_string();
+        let status = crate::json::text(&self.ctx.status.sample());
         let topic = self.settings.topic(STATUS_TOPIC);
         let packet = codec::publish(&topic, status.as_bytes(), QoS::AtMostOnce, true, None)
             .map_err(|e| e.to_string())?;

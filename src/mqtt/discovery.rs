@@ -212,7 +212,7 @@ pub fn messages(settings: &MqttSettings) -> Vec<(String, Vec<u8>)> {
         .iter()
         .map(|entity| {
             let payload = if entity.announced(settings) {
-                entity.config(settings).to_string().into_bytes()
+                crate::json::text(&entity.config(settings)).into_bytes()
             } else {
                 Vec::new()
             };

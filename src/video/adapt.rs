@@ -19,7 +19,10 @@
 //!
 //! It starts at `medium`, or lower if the camera's picture is no bigger than `low`'s, and only
 //! moves among presets that differ for this camera: with a 640x480 camera `high` would be the
-//! same picture as `medium`, so `medium` is the top.
+//! same picture as `medium`, so `medium` is the top. The camera's picture size is checked again
+//! at each judgement ([`Adapter::source_is`]): a viewer that arrived before the camera's first
+//! frame (its size then unknown) or a camera that came back at another size gets the ladder of
+//! the picture it is actually sent.
 
 use std::time::{Duration, Instant};
 
@@ -116,6 +119,36 @@ impl Adapter {
     /// The preset the viewer should get now.
     pub fn quality(&self) -> Quality {
         self.ladder[self.level]
+    }
+
+    /// Whether the report of a frame written at `now` closes a judgement: the caller then
+    /// tells [`Adapter::source_is`] the camera's picture size first (read once per window,
+    /// not per frame).
+    pub fn judging(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.window_start) >= WINDOW
+    }
+
+    /// The camera's picture is `source` big: the ladder becomes that picture's, and the viewer
+    /// keeps its preset if the new ladder has it, else gets the biggest one below it (the
+    /// smallest if none is). Returns the new preset when that changes it.
+    pub fn source_is(&mut self, source: (u32, u32)) -> Option<Quality> {
+        let ladder = ladder(source);
+        if ladder == self.ladder {
+            return None;
+        }
+        let current = self.quality();
+        let rank = |q: Quality| {
+            [Quality::Low, Quality::Medium, Quality::High]
+                .iter()
+                .position(|r| *r == q)
+        };
+        let level = ladder
+            .iter()
+            .rposition(|q| rank(*q) <= rank(current))
+            .unwrap_or(0);
+        self.ladder = ladder;
+        self.level = level;
+        (self.quality() != current).then(|| self.quality())
     }
 
     /// Reports one frame written at `now`; returns the new preset when it changes.
@@ -239,6 +272,37 @@ mod tests {
             }
         }
         changes
+    }
+
+    #[test]
+    fn the_ladder_follows_the_picture_the_camera_sends() {
+        let start = Instant::now();
+        // Arrived before the first frame: assumed HD, then told it is VGA while on medium.
+        let mut a = Adapter::new(start, HD);
+        assert_eq!(a.source_is(HD), None);
+        assert_eq!(a.source_is(VGA), None, "medium is on VGA's ladder");
+        assert_eq!(a.quality(), Quality::Medium);
+        // Keeping up for a minute on VGA's ladder never reaches high, which would be medium's
+        // picture again.
+        assert_eq!(drive(&mut a, start, (0.0, 60.0), 15.0, 1.0, 0.0), []);
+        // The camera comes back at 1280x720: high is on the ladder again and is reached.
+        assert_eq!(a.source_is(HD), None);
+        let got = drive(&mut a, start, (60.0, 90.0), 15.0, 1.0, 0.0);
+        assert_eq!(got.iter().map(|c| c.1).collect::<Vec<_>>(), [Quality::High]);
+        // And back at 640x480 while on high: medium, the biggest below it.
+        assert_eq!(a.source_is(VGA), Some(Quality::Medium));
+        assert_eq!(a.quality(), Quality::Medium);
+        // A camera as small as low's picture: low, the only preset left.
+        assert_eq!(a.source_is((320, 240)), Some(Quality::Low));
+        assert_eq!(a.source_is((160, 120)), None);
+    }
+
+    #[test]
+    fn judging_is_once_a_window() {
+        let start = Instant::now();
+        let a = Adapter::new(start, HD);
+        assert!(!a.judging(start + Duration::from_millis(1999)));
+        assert!(a.judging(start + WINDOW));
     }
 
     #[test]

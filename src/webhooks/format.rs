@@ -47,7 +47,7 @@ fn as_json(event: &Event, json: &str, cx: &Context<'_>) -> Request {
                     *path = format!("{base}{path}");
                 }
             }
-            object.to_string().into_bytes()
+            crate::json::text(&object).into_bytes()
         }
         _ => json.as_bytes().to_vec(),
     };
@@ -105,7 +105,7 @@ fn describe(event: &Event) -> (String, String, &'static str, &'static str) {
             "System alert".into(),
             match event.data.get("message").and_then(Value::as_str) {
                 Some(message) => message.to_string(),
-                None => Value::Object(event.data.clone()).to_string(),
+                None => crate::json::text(&event.data),
             },
             "rotating_light",
             "high",
@@ -118,7 +118,7 @@ fn describe(event: &Event) -> (String, String, &'static str, &'static str) {
             let message = if event.data.is_empty() {
                 format!("{title}.")
             } else {
-                Value::Object(event.data.clone()).to_string()
+                crate::json::text(&event.data)
             };
             (title, message, "house", "default")
         }

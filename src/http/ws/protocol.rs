@@ -293,7 +293,8 @@ fn event_types(object: &Map<String, Value>) -> Result<Vec<String>, String> {
             }
             _ => {
                 return Err(format!(
-                    "event type {item} must be \"*\" or match [a-z0-9_]{{1,64}}"
+                    "event type {} must be \"*\" or match [a-z0-9_]{{1,64}}",
+                    crate::json::text(item)
                 ));
             }
         }
@@ -329,8 +330,9 @@ fn reply(kind: &str, request_id: Option<&RequestId>, fields: &Value) -> String {
 }
 
 pub fn connected(client_id: &str) -> String {
-    json!({"type": "connected", "client_id": client_id, "server_capabilities": CAPABILITIES})
-        .to_string()
+    crate::json::text(
+        &json!({"type": "connected", "client_id": client_id, "server_capabilities": CAPABILITIES}),
+    )
 }
 
 /// `subscribed` or `unsubscribed`, echoing the types the client named (and its `request_id`).
@@ -420,13 +422,15 @@ pub fn pong(timestamp: f64, request_id: Option<&RequestId>) -> String {
 /// Like SSE's `event: gap`: events after `from` were deleted by retention before this client
 /// saw them; `to` is the first one still stored.
 pub fn gap(from: u64, to: u64) -> String {
-    json!({"type": "gap", "from": from, "to": to}).to_string()
+    crate::json::text(&json!({"type": "gap", "from": from, "to": to}))
 }
 
 /// Like SSE's `event: reset`: `last_event_id` is beyond every id the store ever assigned (it
 /// was wiped or replaced); live events after `newest_id` follow.
 pub fn reset(last_event_id: u64, newest_id: u64) -> String {
-    json!({"type": "reset", "last_event_id": last_event_id, "newest_id": newest_id}).to_string()
+    crate::json::text(
+        &json!({"type": "reset", "last_event_id": last_event_id, "newest_id": newest_id}),
+    )
 }
 
 #[cfg(test)]

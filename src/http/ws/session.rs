@@ -653,7 +653,7 @@ impl<'a> Session<'a> {
                     Message::Text(protocol::reset(last_event_id, newest_id)),
                 ),
                 Replayed::Event(event) if subscriptions.wants(&event.event_type) => {
-                    let frame = live_event_frame(&event.to_json().to_string());
+                    let frame = live_event_frame(&crate::json::text(&event.to_json()));
                     transport
                         .write_all(&frame)
                         .map_err(|e| Box::new(WsError::Io(e)))?;
