@@ -47,6 +47,23 @@ fn declares_json(request: &Request) -> bool {
 /// reply says what was wrong. A body that stops short of its `Content-Length` is a 400 and a
 /// body slower than the request's deadline a 408; either closes the connection.
 fn read_json_body(request: &mut Request) -> Result<Vec<u8>, Outcome> {
+    // A compressed body is not read as if it were plain (which a gzip body is not, and a plain
+    // body labelled gzip would be read one way here and another by anything in between).
+    if let Some(coding) = super::access::header(request, "Content-Encoding")
+        .map(str::trim)
+        .filter(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case("identity"))
+    {
+        return Err(Outcome {
+            reply: reply::error(
+                415,
+                "unsupported_media_type",
+                &format!(
+                    "Content-Encoding {coding:?} is not supported: send the JSON uncompressed"
+                ),
+            ),
+            close: false,
+        });
+    }
     if !declares_json(request) {
         return Err(Outcome {
             reply: reply::error(

@@ -194,3 +194,49 @@ fn an_mqtt_command_answer_echoes_the_request_id_exactly_as_sent() {
         }
     }
 }
+
+#[test]
+fn a_json_body_with_a_content_encoding_is_a_415_and_changes_nothing() {
+    let server = Server::start(&[]);
+    let port = server.port();
+    let stored = || get(port, "/api/status", None).json()["events"]["stored"].clone();
+    let before = stored();
+    let body = br#"{"event_type": "encoded", "data": {}}"#;
+    // A plain body labelled gzip is not read as plain (nor a gzip one as garbage JSON: 400).
+    for coding in ["gzip", "deflate", "br", "gzip, identity"] {
+        for path in ["/api/events", "/api/login"] {
+            let resp = request(
+                port,
+                "POST",
+                path,
+                &[
+                    ("Content-Type", "application/json"),
+                    ("Content-Encoding", coding),
+                ],
+                body,
+            );
+            resp.assert_error(415);
+            assert!(
+                resp.json()["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("Content-Encoding"),
+                "{path} {coding}: {:?}",
+                resp.text()
+            );
+        }
+    }
+    assert_eq!(stored(), before, "an encoded body was stored");
+    // `identity` is no encoding at all.
+    let resp = request(
+        port,
+        "POST",
+        "/api/events",
+        &[
+            ("Content-Type", "application/json"),
+            ("Content-Encoding", "identity"),
+        ],
+        body,
+    );
+    assert_eq!(resp.status, 201, "{:?}", resp.text());
+}
