@@ -9,16 +9,20 @@ use serde_json::{Map, Value};
 
 use crate::camera::Camera;
 use crate::events::{EventDraft, EventHub, SharedEvent, StoreError};
-use crate::video::Quality;
+use crate::video::{Quality, StreamQuality};
 
 #[derive(Clone)]
 pub struct Control {
     events: EventHub,
-    /// The preset `/stream/video` uses when the URL names none.
+    /// The quality `/stream/video` uses when the URL names none: a preset's index, or
+    /// [`AUTO_INDEX`].
     default_quality: Arc<AtomicU8>,
     /// The camera, for restarts and for the picture of the moment an event happens.
     camera: Camera,
 }
+
+/// `default_quality`'s value for `auto` (no preset has this index).
+const AUTO_INDEX: u8 = u8::MAX;
 
 /// Event type of a doorbell press.
 pub const DOORBELL_PRESSED: &str = "doorbell_pressed";
@@ -34,14 +38,22 @@ impl Control {
         }
     }
 
-    pub fn default_quality(&self) -> Quality {
-        Quality::from_index(self.default_quality.load(Ordering::Relaxed))
+    pub fn default_quality(&self) -> StreamQuality {
+        match self.default_quality.load(Ordering::Relaxed) {
+            AUTO_INDEX => StreamQuality::Auto,
+            index => StreamQuality::Preset(Quality::from_index(index)),
+        }
     }
 
-    pub fn set_default_quality(&self, quality: Quality) {
-        self.default_quality
-            .store(quality.index(), Ordering::Relaxed);
-        log::info!("default video quality set to {quality}");
+    /// Sets what `/stream/video` without `quality=` gets: a preset, or `auto` (each viewer's
+    /// preset chosen from how it keeps up), as a stream URL may ask for.
+    pub fn set_default_quality(&self, quality: StreamQuality) {
+        let index = match quality {
+            StreamQuality::Preset(preset) => preset.index(),
+            StreamQuality::Auto => AUTO_INDEX,
+        };
+        self.default_quality.store(index, Ordering::Relaxed);
+        log::info!("default video quality set to {}", quality.name());
     }
 
     /// Closes and reopens the camera. Returns once the capture thread took the request and the

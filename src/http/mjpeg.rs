@@ -81,7 +81,7 @@ fn parse_request(target: &Target, conn: &Conn, ctx: &Ctx) -> Result<VideoRequest
     }
     let client_id = client_id(from_path.or(from_query), "video", conn.id)?;
     let asked = match target.get("quality") {
-        None => StreamQuality::Preset(ctx.control.default_quality()),
+        None => ctx.control.default_quality(),
         Some(text) => StreamQuality::parse(text).ok_or_else(|| StreamQuality::choices(text))?,
     };
     let (quality, auto) = match asked {

@@ -2,6 +2,7 @@
 //! answers, filters events or runs the server from a terminal relies on. Each test failed on
 //! the binary before its fix.
 
+use std::io::{BufRead, BufReader};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -239,4 +240,54 @@ fn a_json_body_with_a_content_encoding_is_a_415_and_changes_nothing() {
         body,
     );
     assert_eq!(resp.status, 201, "{:?}", resp.text());
+}
+
+#[test]
+fn set_quality_takes_auto_like_a_stream_url_does() {
+    let server = Server::start(&["--camera", "synthetic:640x480@15"]);
+    let port = server.port();
+    let mut ws = ws_connect(port, "");
+    let answer: Value = serde_json::from_str(&ws_answer(
+        &mut ws,
+        r#"{"type": "system_command", "command": "set_quality", "params": {"quality": "auto"}, "request_id": 1}"#,
+    ))
+    .unwrap();
+    assert_eq!(answer["type"], "command_result", "{answer}");
+    assert_eq!(answer["success"], true, "{answer}");
+    assert_eq!(answer["result"]["quality"], "auto", "{answer}");
+    let ready: Value =
+        serde_json::from_str(&ws_answer(&mut ws, r#"{"type": "request_video_stream"}"#)).unwrap();
+    assert_eq!(ready["quality"], "auto", "{ready}");
+    // A stream without quality= is now auto: its parts say which preset they are.
+    let head = first_part_head(port, "/stream/video");
+    assert!(head.contains("X-Quality: "), "{head}");
+    // And back to a preset.
+    let answer: Value = serde_json::from_str(&ws_answer(
+        &mut ws,
+        r#"{"type": "system_command", "command": "set_quality", "params": {"quality": "medium"}}"#,
+    ))
+    .unwrap();
+    assert_eq!(answer["success"], true, "{answer}");
+    let head = first_part_head(port, "/stream/video");
+    assert!(!head.contains("X-Quality"), "{head}");
+    assert!(head.contains("Content-Type: image/jpeg"), "{head}");
+}
+
+/// The response head and the first part's head of the MJPEG stream at `path`, as text.
+fn first_part_head(port: u16, path: &str) -> String {
+    let mut stream = connect(port);
+    write_request(&mut stream, "GET", path, &[], b"").unwrap();
+    let mut reader = BufReader::new(stream);
+    let (status, _, _) = read_head(&mut reader).unwrap();
+    assert_eq!(status, 200, "{path}");
+    let mut head = String::new();
+    // Past the chunk-size or delimiter lines, up to the blank line ending the part head.
+    while !head.contains("X-Frame-Id") || !head.ends_with("\r\n\r\n") {
+        let mut line = Vec::new();
+        reader.read_until(b'\n', &mut line).unwrap();
+        assert!(!line.is_empty(), "the stream ended: {head}");
+        head.push_str(&String::from_utf8_lossy(&line));
+        assert!(head.len() < 4096, "no part head: {head}");
+    }
+    head
 }

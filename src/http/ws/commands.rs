@@ -4,10 +4,10 @@
 
 use serde_json::{Value, json};
 
-use super::protocol::{CommandName, ErrorCode, quality_choices};
+use super::protocol::{CommandName, ErrorCode};
 use crate::auth::Role;
 use crate::ctx::Ctx;
-use crate::video::Quality;
+use crate::video::StreamQuality;
 
 /// How a command ended.
 #[derive(Debug)]
@@ -24,7 +24,7 @@ pub enum Outcome {
 #[derive(Debug, PartialEq)]
 enum Params {
     None,
-    Quality(Quality),
+    Quality(StreamQuality),
 }
 
 /// Checks `params` (absent, `null` or an object): `set_quality` needs `{"quality": Q}`, the
@@ -53,9 +53,10 @@ fn check_params(command: CommandName, params: &Value) -> Result<Params, String> 
     }
     match command {
         CommandName::SetQuality => match object.get("quality") {
-            Some(Value::String(name)) => Quality::parse(name)
+            // Whatever a stream URL may ask for, `auto` included.
+            Some(Value::String(name)) => StreamQuality::parse(name)
                 .map(Params::Quality)
-                .ok_or_else(|| quality_choices(name)),
+                .ok_or_else(|| StreamQuality::choices(name)),
             Some(_) => Err("quality must be a string".into()),
             None => Err("set_quality needs params {\"quality\": Q}".into()),
         },
@@ -130,7 +131,13 @@ mod tests {
         assert!(check_params(RestartPipeline, &json!([])).is_err());
         assert_eq!(
             check_params(SetQuality, &json!({"quality": "high"})),
-            Ok(Params::Quality(Quality::High))
+            Ok(Params::Quality(StreamQuality::Preset(
+                crate::video::Quality::High
+            )))
+        );
+        assert_eq!(
+            check_params(SetQuality, &json!({"quality": "auto"})),
+            Ok(Params::Quality(StreamQuality::Auto))
         );
         for bad in [
             Value::Null,

@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use super::subscriptions::ALL;
 use crate::auth::Role;
 use crate::events::event::valid_event_type;
-use crate::video::{Quality, StreamQuality};
+use crate::video::StreamQuality;
 
 /// What the `connected` message says the server can do.
 pub const CAPABILITIES: [&str; 6] = [
@@ -270,14 +270,6 @@ pub fn parse_with_request_id(text: &str) -> Result<(ClientMessage, Option<Reques
     Ok((message, request_id))
 }
 
-/// The error text for a quality name that is not a preset.
-pub fn quality_choices(name: &str) -> String {
-    format!(
-        "quality {name:?} is not one of {}",
-        Quality::ALL.map(Quality::name).join(", ")
-    )
-}
-
 /// `event_types`: a non-empty array of event types or `"*"`, repeats dropped.
 fn event_types(object: &Map<String, Value>) -> Result<Vec<String>, String> {
     let Some(Value::Array(items)) = object.get("event_types") else {
@@ -436,6 +428,7 @@ pub fn reset(last_event_id: u64, newest_id: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::video::Quality;
 
     fn refused(text: &str) -> Refusal {
         parse(text).unwrap_err()

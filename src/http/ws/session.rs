@@ -31,7 +31,6 @@ use crate::events::fanout::StreamEvictHook;
 use crate::events::fanout::{Backlog, Outlet, Settled};
 use crate::events::{Cursor, ReplayError, Replayed};
 use crate::http::chunked::write_all_vectored;
-use crate::video::StreamQuality;
 use crate::wake::WakeFd;
 
 /// Largest message a client may send (the contract's 64 KiB); larger closes with 1009.
@@ -581,8 +580,7 @@ impl<'a> Session<'a> {
                 request_id,
             } => self.run_command(command, &params, request_id),
             ClientMessage::RequestVideoStream { quality } => {
-                let quality = quality
-                    .unwrap_or_else(|| StreamQuality::Preset(self.ctx.control.default_quality()));
+                let quality = quality.unwrap_or_else(|| self.ctx.control.default_quality());
                 let ready =
                     protocol::video_stream_ready(&self.opened.client_id, quality, request_id);
                 self.send(ready)
