@@ -61,6 +61,20 @@ impl Target {
     }
 }
 
+/// A stream's resume cursor from the URL: `last_event_id=N`, or `after=N` as `/api/events`
+/// spells the same "events after N" (a client paging the list and then following the stream
+/// uses one word for both). Naming both with different ids is a 400, never a guess.
+pub fn stream_cursor(target: &Target) -> Result<Option<u64>, String> {
+    let last_event_id = target.get_event_id("last_event_id", IdFloor::ZeroMeansStart)?;
+    let after = target.get_event_id("after", IdFloor::ZeroMeansStart)?;
+    match (last_event_id, after) {
+        (Some(a), Some(b)) if a != b => Err(format!(
+            "last_event_id={a} and after={b} name different cursors; send one"
+        )),
+        (cursor, other) => Ok(cursor.or(other)),
+    }
+}
+
 /// Largest event id: SQLite's integers are signed 64-bit, so ids are 1..=2^63-1.
 pub const MAX_EVENT_ID: u64 = i64::MAX.unsigned_abs();
 
@@ -215,6 +229,18 @@ mod tests {
         assert!(parse_event_id("-0", ZeroMeansStart).is_err());
         let message = parse_event_id("18446744073709551615", ZeroMeansStart).unwrap_err();
         assert!(message.contains("9223372036854775807"), "{message}");
+    }
+
+    #[test]
+    fn a_stream_cursor_is_last_event_id_or_after_never_two_different_ones() {
+        let cursor = |url: &str| stream_cursor(&Target::parse(url));
+        assert_eq!(cursor("/s"), Ok(None));
+        assert_eq!(cursor("/s?last_event_id=4"), Ok(Some(4)));
+        assert_eq!(cursor("/s?after=4"), Ok(Some(4)));
+        assert_eq!(cursor("/s?after=0"), Ok(Some(0)));
+        assert_eq!(cursor("/s?after=4&last_event_id=4"), Ok(Some(4)));
+        assert!(cursor("/s?after=4&last_event_id=5").is_err());
+        assert!(cursor("/s?after=-1").is_err());
     }
 
     #[test]

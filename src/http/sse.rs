@@ -32,7 +32,7 @@ use tiny_http::{Method, Request};
 use super::chunked::{StreamBody, transfer_encoding_header, uses_chunks, write_all_vectored};
 use super::cors;
 use super::panics;
-use super::query::{IdFloor, Target, client_id, parse_event_id};
+use super::query::{IdFloor, Target, client_id, parse_event_id, stream_cursor};
 use super::reply;
 use super::router::{Handled, respond, respond_stream_head};
 use super::server::{Conn, HangupCheck};
@@ -115,7 +115,7 @@ fn parse_request(
         }
     };
     // Both are checked, whichever is used: a malformed number is a 400 wherever it is.
-    let from_url = target.get_event_id("last_event_id", IdFloor::ZeroMeansStart)?;
+    let from_url = stream_cursor(target)?;
     // The header is what EventSource resends on reconnect, so it wins over the URL.
     let last_event_id = last_event_id_header(request)?.or(from_url);
     Ok(EventStreamRequest {

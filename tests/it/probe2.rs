@@ -291,3 +291,45 @@ fn first_part_head(port: u16, path: &str) -> String {
     }
     head
 }
+
+#[test]
+fn streams_resume_from_after_as_api_events_spells_it() {
+    let server = Server::start(&[]);
+    let port = server.port();
+    let first = post_event(port, None, "resume_a", serde_json::json!({}));
+    let second = post_event(port, None, "resume_b", serde_json::json!({}));
+    // SSE: `after=` replays like `last_event_id=`; the Last-Event-ID header still wins.
+    let mut sse = Sse::connect(port, &format!("/stream/events?after={}", id_of(&first)));
+    assert_eq!(sse.expect_event().id_num(), id_of(&second));
+    sse.close();
+    let mut sse = Sse::connect_with(
+        port,
+        "/stream/events?after=0",
+        &[("Last-Event-ID", &id_of(&first).to_string())],
+    );
+    assert_eq!(sse.expect_event().id_num(), id_of(&second));
+    sse.close();
+    // WebSocket: the same, once subscribed.
+    let mut ws = ws_connect(port, &format!("after={}", id_of(&first)));
+    let subscribed = ws_answer(&mut ws, r#"{"type": "subscribe", "event_types": ["*"]}"#);
+    assert!(subscribed.contains("subscribed"), "{subscribed}");
+    let live = ws_next(&mut ws);
+    assert_eq!(live["type"], "live_event", "{live}");
+    assert_eq!(live["event"]["id"], second["id"], "{live}");
+    // Two different cursors in one URL are refused on both, before any stream opens.
+    let upgrade = [
+        ("Connection", "Upgrade"),
+        ("Upgrade", "websocket"),
+        ("Sec-WebSocket-Version", "13"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+    for path in [
+        "/stream/events?after=1&last_event_id=2",
+        "/ws?after=1&last_event_id=2",
+        "/stream/events?after=x",
+        "/ws?after=-1",
+    ] {
+        let resp = request(port, "GET", path, &upgrade, b"");
+        resp.assert_error(400);
+    }
+}

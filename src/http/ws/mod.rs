@@ -199,9 +199,7 @@ fn check(
     let bad_request = |message: String| reply::error(400, "bad_request", &message);
     let client_id =
         super::query::client_id(target.get("client_id"), "ws", conn.id).map_err(bad_request)?;
-    let last_event_id = target
-        .get_event_id("last_event_id", super::query::IdFloor::ZeroMeansStart)
-        .map_err(bad_request)?;
+    let last_event_id = super::query::stream_cursor(target).map_err(bad_request)?;
     // The router has already checked the token; this reads the role it grants.
     let role = access::role_of(request, target, &ctx.http.tokens)?;
     Ok((
