@@ -553,8 +553,12 @@ pub struct EventQuery {
     pub limit: u64,
     pub before: Option<u64>,
     pub after: Option<u64>,
-    pub event_type: Option<String>,
+    /// Event types to list (at most [`MAX_QUERY_TYPES`]); empty: every type.
+    pub event_types: Vec<String>,
 }
+
+/// Most event types one `/api/events` query may name.
+pub const MAX_QUERY_TYPES: usize = 8;
 
 /// What the store holds, for status and for the SSE `gap` decision.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -638,16 +642,27 @@ impl StoreReader {
             let sql = format!(
                 "SELECT {COLUMNS} FROM events
                  WHERE (?1 IS NULL OR id < ?1) AND (?2 IS NULL OR id > ?2)
-                   AND (?3 IS NULL OR event_type = ?3)
+                   AND (?3 IS NULL OR event_type IN (?3, ?5, ?6, ?7, ?8, ?9, ?10, ?11))
                  ORDER BY id DESC LIMIT ?4"
             );
+            // One statement for any number of types up to the bound: unused slots are NULL,
+            // which IN never matches.
+            let mut named = q.event_types.iter().map(String::as_str);
+            let t: [Option<&str>; MAX_QUERY_TYPES] = std::array::from_fn(|_| named.next());
             let mut stmt = conn.prepare_cached(&sql)?;
             let rows = stmt.query_map(
                 params![
                     q.before.map(sql_int),
                     q.after.map(sql_int),
-                    q.event_type,
-                    sql_int(q.limit)
+                    t[0],
+                    sql_int(q.limit),
+                    t[1],
+                    t[2],
+                    t[3],
+                    t[4],
+                    t[5],
+                    t[6],
+                    t[7]
                 ],
                 row_to_event,
             )?;
@@ -911,10 +926,30 @@ mod tests {
         assert_eq!(
             ids(EventQuery {
                 limit: 50,
-                event_type: Some("odd".into()),
+                event_types: vec!["odd".into()],
                 ..Default::default()
             }),
             vec![10, 8, 6, 4, 2]
+        );
+        assert_eq!(
+            ids(EventQuery {
+                limit: 3,
+                event_types: vec!["none_such".into(), "even".into(), "odd".into()],
+                ..Default::default()
+            }),
+            vec![10, 9, 8]
+        );
+        let every_slot: Vec<String> = (0..MAX_QUERY_TYPES - 1)
+            .map(|i| format!("t{i}"))
+            .chain(["even".to_string()])
+            .collect();
+        assert_eq!(
+            ids(EventQuery {
+                limit: 2,
+                event_types: every_slot,
+                ..Default::default()
+            }),
+            vec![9, 7]
         );
         let replay: Vec<u64> = reader.after(7, 10).unwrap().iter().map(|e| e.id).collect();
         assert_eq!(replay, vec![8, 9, 10]);

@@ -12,6 +12,7 @@ use super::router::Outcome;
 use super::server::Conn;
 use crate::ctx::Ctx;
 use crate::events::event::{MAX_BODY_BYTES, parse_posted_event, valid_event_type};
+use crate::events::store::MAX_QUERY_TYPES;
 use crate::events::{EventQuery, SharedEvent, StoreError};
 use crate::metrics::{self, Exposition};
 use crate::video::{self, Quality};
@@ -127,16 +128,11 @@ pub fn list_events(target: &Target, ctx: &Ctx) -> Reply {
             None => DEFAULT_LIMIT,
             Some(text) => parse_limit(text, MAX_LIMIT)?,
         };
-        let event_type = match target.get("type") {
-            None => None,
-            Some(t) if valid_event_type(t) => Some(t.to_string()),
-            Some(t) => return Err(format!("type={t:?} must match [a-z0-9_]{{1,64}}")),
-        };
         Ok(EventQuery {
             limit,
             before: target.get_event_id("before", IdFloor::One)?,
             after: target.get_event_id("after", IdFloor::ZeroMeansStart)?,
-            event_type,
+            event_types: type_filter(target)?,
         })
     })();
     let query = match parsed {
@@ -149,6 +145,41 @@ pub fn list_events(target: &Target, ctx: &Ctx) -> Reply {
             reply::json(200, &json!({ "events": list }))
         }
         Err(err) => store_error(&err),
+    }
+}
+
+/// `type=T` as the contract spells it, or `types=a,b` as the event stream does (a comma list
+/// in either): a client that filters the stream with `types` and lists with the same word
+/// must not get every type without a word. Both with different lists is a 400, as is a list
+/// naming no type or more than [`MAX_QUERY_TYPES`].
+fn type_filter(target: &Target) -> Result<Vec<String>, String> {
+    let (key, list) = match (target.get("type"), target.get("types")) {
+        (None, None) => return Ok(Vec::new()),
+        (Some(a), Some(b)) if a != b => {
+            return Err(format!(
+                "type={a:?} and types={b:?} name different filters; send one"
+            ));
+        }
+        (Some(list), _) => ("type", list),
+        (None, Some(list)) => ("types", list),
+    };
+    let mut types: Vec<String> = Vec::new();
+    for name in list.split(',').filter(|t| !t.is_empty()) {
+        if !valid_event_type(name) {
+            return Err(format!("{key}: {name:?} must match [a-z0-9_]{{1,64}}"));
+        }
+        if !types.iter().any(|t| t == name) {
+            types.push(name.to_string());
+        }
+    }
+    match types.len() {
+        0 => Err(format!(
+            "{key}={list:?} names no event type: leave it out for every type"
+        )),
+        n if n > MAX_QUERY_TYPES => Err(format!(
+            "{key}= names {n} event types; at most {MAX_QUERY_TYPES}"
+        )),
+        _ => Ok(types),
     }
 }
 

@@ -333,3 +333,29 @@ fn streams_resume_from_after_as_api_events_spells_it() {
         resp.assert_error(400);
     }
 }
+
+#[test]
+fn the_event_list_filters_by_types_as_the_stream_spells_it_never_ignoring_it() {
+    let server = Server::start(&[]);
+    let port = server.port();
+    let ids =
+        |query: &str| -> Vec<u64> { list_events(port, None, query).iter().map(id_of).collect() };
+    let a = id_of(&post_event(port, None, "list_a", serde_json::json!({})));
+    let b = id_of(&post_event(port, None, "list_b", serde_json::json!({})));
+    let c = id_of(&post_event(port, None, "list_c", serde_json::json!({})));
+    assert_eq!(ids("type=list_b"), vec![b]);
+    assert_eq!(ids("types=list_b"), vec![b], "types= was ignored");
+    assert_eq!(ids("types=list_a,list_c"), vec![c, a]);
+    assert_eq!(ids("type=list_c,list_a,list_c&limit=1"), vec![c]);
+    assert_eq!(ids("type=list_a&types=list_a"), vec![a]);
+    for query in [
+        "type=list_a&types=list_b",
+        "types=",
+        "types=,",
+        "types=Bad",
+        "types=a1,a2,a3,a4,a5,a6,a7,a8,a9",
+    ] {
+        let resp = get(port, &format!("/api/events?{query}"), None);
+        resp.assert_error(400);
+    }
+}
