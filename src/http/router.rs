@@ -205,7 +205,14 @@ pub fn handle<'c>(mut request: Request, conn: &'c Conn, ctx: &'c Ctx) -> Handled
         target.path,
         reply.status_code().0
     );
+    let reply = if close { closing(reply) } else { reply };
     Handled::Answered(respond(request, reply, ctx) && !close)
+}
+
+/// `reply` saying it is the connection's last (RFC 9112 §9.6), so a client that pipelines or
+/// keeps connections for reuse does not send its next request into a closing socket.
+fn closing(reply: Reply) -> Reply {
+    reply.with_header(reply::header("Connection", "close"))
 }
 
 /// Sends `reply`, counts it, and says whether the connection may carry another request.
@@ -228,6 +235,7 @@ pub fn respond(request: Request, reply: Reply, ctx: &Ctx) -> bool {
         .is_some_and(|n| n > crate::events::event::MAX_BODY_BYTES)
         || has_chunked_body(&request);
     let reply = cors::decorate(reply, &request, &ctx.http.allowed_origins);
+    let reply = if unread_body { closing(reply) } else { reply };
     request.respond(reply).is_ok() && !unread_body
 }
 

@@ -24,6 +24,7 @@ mod motion;
 mod mqtt;
 mod probe;
 mod probe2;
+mod probe3;
 mod rest_auth;
 mod shutdown;
 mod snapshots;

@@ -250,7 +250,7 @@ impl ClientConnection {
         self.deadline.clear();
         let (method, path, version, headers) = {
             // reading the request line
-            let (method, path, version) = {
+            let (method, path, authority, version) = {
                 // porchlight patch: RFC 9112 §2.2 asks a server to ignore at least one empty
                 // line before a request line: some clients end a POST body with an extra CRLF,
                 // which arrives ahead of their next keep-alive request. A few are skipped;
@@ -286,6 +286,15 @@ impl ClientConnection {
                     headers.push(parse_header_line(line.as_str())?);
                 }
 
+                // porchlight patch: RFC 9112 §3.2.2: with an absolute-form target the server
+                // MUST ignore any `Host` and use the target's authority instead.
+                if let Some(authority) = authority {
+                    headers.retain(|h: &Header| !h.field.equiv("Host"));
+                    headers.push(
+                        Header::from_bytes(&b"Host"[..], authority.as_bytes())
+                            .map_err(|()| ReadError::Malformed("a header line is malformed"))?,
+                    );
+                }
                 headers
             };
 
@@ -533,8 +542,12 @@ fn parse_http_version(version: &str) -> Result<HTTPVersion, ReadError> {
 /// Parses the request line of the request.
 /// eg. GET / HTTP/1.1
 /// porchlight patch: exactly `METHOD SP target SP version`; the method a token, the target an
-/// absolute path (origin-form, RFC 9112 §3.2.1) or `*` (for OPTIONS).
-fn parse_request_line(line: &str) -> Result<(Method, String, HTTPVersion), ReadError> {
+/// absolute path (origin-form, RFC 9112 §3.2.1), `*` (for OPTIONS) or an `http(s)://` URL
+/// (absolute-form, §3.2.2, which a server MUST accept): that one is returned as its path (and
+/// query) with its authority beside it, which then replaces the `Host` header.
+fn parse_request_line(
+    line: &str,
+) -> Result<(Method, String, Option<String>, HTTPVersion), ReadError> {
     let parts: Vec<&str> = line.split(' ').collect();
     let [method, path, version] = parts.as_slice() else {
         return Err(ReadError::Malformed(
@@ -545,15 +558,52 @@ fn parse_request_line(line: &str) -> Result<(Method, String, HTTPVersion), ReadE
     if method.is_empty() || !method.bytes().all(is_tchar) {
         return Err(ReadError::Malformed("the request method is not a token"));
     }
-    if !(path.starts_with('/') || *path == "*") || path.contains('\t') {
+    if path.contains('\t') {
         return Err(ReadError::Malformed(
             "the request target must be an absolute path",
         ));
     }
+    let (authority, path) = match absolute_form(path)? {
+        Some((authority, path)) => (Some(authority.to_owned()), path),
+        None if path.starts_with('/') || *path == "*" => (None, (*path).to_owned()),
+        None => {
+            return Err(ReadError::Malformed(
+                "the request target must be an absolute path",
+            ))
+        }
+    };
     let method = method
         .parse()
         .map_err(|_| ReadError::Malformed("the request method is not a token"))?;
-    Ok((method, (*path).to_owned(), version))
+    Ok((method, path, authority, version))
+}
+
+/// porchlight patch: an absolute-form target (`http://host:port/path?query`, RFC 9112 §3.2.2)
+/// as its authority and its origin-form (`/path?query`; an empty path is `/`). `None` for a
+/// target that is not one; a malformed authority (empty, with a user, not `host[:port]`) or a
+/// fragment is a 400.
+fn absolute_form(target: &str) -> Result<Option<(&str, String)>, ReadError> {
+    let lower = |n: usize| target.get(..n).map(str::to_ascii_lowercase);
+    let rest = if lower(7).as_deref() == Some("http://") {
+        &target[7..]
+    } else if lower(8).as_deref() == Some("https://") {
+        &target[8..]
+    } else {
+        return Ok(None);
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    if authority.contains('@') || !valid_host(authority) || path.contains('#') {
+        return Err(ReadError::Malformed(
+            "the request target's authority must be host[:port]",
+        ));
+    }
+    let path = if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("/{path}")
+    };
+    Ok(Some((authority, path)))
 }
 
 /// porchlight patch: `name: value`, the name a token right before the colon (no whitespace,
@@ -579,7 +629,9 @@ mod test {
 
     #[test]
     fn test_parse_request_line() {
-        let (method, path, ver) = super::parse_request_line("GET /hello HTTP/1.1").unwrap();
+        let (method, path, authority, ver) =
+            super::parse_request_line("GET /hello HTTP/1.1").unwrap();
+        assert!(authority.is_none());
 
         assert!(method == crate::Method::Get);
         assert!(path == "/hello");
@@ -598,7 +650,13 @@ mod test {
             "GET / HTTP/1.1 extra",
             "G(T / HTTP/1.1",
             "GET hello HTTP/1.1",
-            "GET http://evil/ HTTP/1.1",
+            "GET http://user@evil/ HTTP/1.1",
+            "GET http:// HTTP/1.1",
+            "GET http:///x HTTP/1.1",
+            "GET http://a b/ HTTP/1.1",
+            "GET http://host/#frag HTTP/1.1",
+            "GET ftp://host/ HTTP/1.1",
+            "CONNECT host:443 HTTP/1.1",
             "GET / HTTP/1",
             "GET / HTTX/1.1",
             "GET / http/1.1",
@@ -618,6 +676,15 @@ mod test {
             );
         }
         assert!(super::parse_request_line("OPTIONS * HTTP/1.1").is_ok());
+        for (line, authority, path) in [
+            ("GET http://door.local:8080/api/status HTTP/1.1", "door.local:8080", "/api/status"),
+            ("GET HTTPS://[::1]:8443?limit=1 HTTP/1.1", "[::1]:8443", "/?limit=1"),
+            ("GET http://127.0.0.1 HTTP/1.0", "127.0.0.1", "/"),
+        ] {
+            let (_, got_path, got_authority, _) = super::parse_request_line(line).unwrap();
+            assert_eq!(got_authority.as_deref(), Some(authority), "{}", line);
+            assert_eq!(got_path, path, "{}", line);
+        }
         assert!(super::parse_request_line("BREW /pot HTTP/1.0").is_ok());
     }
 

@@ -334,6 +334,35 @@ where
             );
         }
 
+        // PORCHLIGHT: an HTTP/1.0 request that asked to keep the connection alive is told it
+        // is (RFC 9112 Appendix C.2.2): without `Connection: keep-alive` in the answer such a
+        // client takes the connection as closing, while it is in fact kept. An answer that
+        // closes the connection says `Connection: close` instead.
+        let keep_alive_asked = http_version == HTTPVersion(1, 0)
+            && request_headers.iter().any(|h| {
+                h.field.equiv("Connection")
+                    && h.value
+                        .as_str()
+                        .split(',')
+                        .any(|o| o.trim().eq_ignore_ascii_case("keep-alive"))
+            })
+            && !request_headers.iter().any(|h| {
+                h.field.equiv("Connection")
+                    && h.value
+                        .as_str()
+                        .split(',')
+                        .any(|o| o.trim().eq_ignore_ascii_case("close"))
+            });
+        if keep_alive_asked
+            && upgrade.is_none()
+            && self.status_code.0 >= 200
+            && !self.headers.iter().any(|h| h.field.equiv("Connection"))
+        {
+            self.headers.push(
+                Header::from_bytes(&b"Connection"[..], &b"keep-alive"[..]).unwrap(),
+            );
+        }
+
         // handling upgrade
         if let Some(upgrade) = upgrade {
             self.headers.insert(
@@ -376,6 +405,11 @@ where
                 .headers
                 .push(Header::from_bytes(&b"Transfer-Encoding"[..], &b"chunked"[..]).unwrap()),
 
+            // PORCHLIGHT: RFC 9110 §8.6: no Content-Length in a 1xx or 204 answer (a
+            // `100 Continue` went out with `Content-Length: 0`, and so did a CORS preflight's
+            // 204); neither has a body in any case.
+            Some(TransferEncoding::Identity)
+                if matches!(self.status_code.0, 100..=199 | 204) => {}
             Some(TransferEncoding::Identity) => {
                 assert!(data_length.is_some());
                 let data_length = data_length.unwrap();
@@ -480,6 +514,16 @@ impl Response<File> {
 /// length, a second `Content-Type` replaces the first.
 fn add_checked_header(headers: &mut Vec<Header>, data_length: &mut Option<usize>, header: Header) {
     // ignoring forbidden headers
+    // PORCHLIGHT: except `Connection: close`, which tells the client that this answer is the
+    // connection's last (RFC 9112 §9.6); it used to be dropped here, also from the refusals
+    // `ClientConnection` sends before it closes.
+    let closes = header.field.equiv("Connection")
+        && header.value.as_str().trim().eq_ignore_ascii_case("close");
+    if closes {
+        headers.retain(|h| !h.field.equiv("Connection"));
+        headers.push(header);
+        return;
+    }
     if header.field.equiv("Connection")
         || header.field.equiv("Trailer")
         || header.field.equiv("Transfer-Encoding")

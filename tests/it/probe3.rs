@@ -1,0 +1,164 @@
+//! Third black-box probe of the release binary: what a strict HTTP client, a browser page on a
+//! listed origin (written the way people write URLs) and a producer posting large numbers rely
+//! on. Each test failed on the binary before its fix.
+
+use std::io::{BufReader, Write};
+
+use crate::common::*;
+
+#[test]
+fn no_content_length_on_an_interim_100_or_a_204() {
+    let listed = "http://door.local:3000";
+    let server = Server::with_config(&format!("allowed_origins = [\"{listed}\"]\n"), &[]);
+    let port = server.port();
+
+    // RFC 9110 §8.6: a server MUST NOT send Content-Length in a 1xx or 204 answer.
+    let preflight = request(
+        port,
+        "OPTIONS",
+        "/api/events",
+        &[
+            ("Origin", listed),
+            ("Access-Control-Request-Method", "POST"),
+        ],
+        b"",
+    );
+    assert_eq!(preflight.status, 204);
+    assert_eq!(
+        preflight.header("content-length"),
+        None,
+        "{:?}",
+        preflight.headers
+    );
+
+    // A client that waits for `100 Continue` before it sends its body.
+    let body = br#"{"event_type": "probe3", "data": {}}"#;
+    let mut stream = connect(port);
+    let head = format!(
+        "POST /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let (status, _, headers) = read_head(&mut reader).unwrap();
+    assert_eq!(status, 100);
+    assert_eq!(header_of(&headers, "content-length"), None, "{headers:?}");
+    stream.write_all(body).unwrap();
+    let created = read_response(&mut reader, "POST").unwrap();
+    assert_eq!(created.status, 201, "{}", created.text());
+}
+
+/// Sends `head` (a whole request head) on a fresh connection and reads the answer.
+fn raw_exchange(port: u16, head: &str) -> Response {
+    let mut stream = connect(port);
+    stream.write_all(head.as_bytes()).unwrap();
+    read_response(&mut BufReader::new(stream), "GET").unwrap()
+}
+
+#[test]
+fn an_absolute_form_request_target_is_served_with_its_authority_as_host() {
+    // RFC 9112 §3.2.2: a server MUST accept `GET http://host/path`; clients pointed at
+    // porchlight through their proxy setting, and some camera viewers, send it. It was a 400.
+    let server = Server::start(&[]);
+    let port = server.port();
+    for target in [
+        format!("http://127.0.0.1:{port}/api/status"),
+        format!("HTTP://localhost:{port}/api/status?client_id=a"),
+    ] {
+        let answer = raw_exchange(
+            port,
+            &format!(
+                "GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+            ),
+        );
+        assert_eq!(answer.status, 200, "{target}: {}", answer.text());
+        assert_status_object(&answer.json());
+    }
+    // HTTP/1.0 sends no Host: the authority is the host.
+    let old = raw_exchange(
+        port,
+        &format!("GET http://127.0.0.1:{port}/api/whoami HTTP/1.0\r\n\r\n"),
+    );
+    assert_eq!(old.status, 200, "{}", old.text());
+    assert_eq!(old.json()["role"], "admin");
+    // An empty path is `/`.
+    let root = raw_exchange(
+        port,
+        &format!("GET http://127.0.0.1:{port} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    );
+    assert_eq!(root.status, 200, "{}", root.text());
+
+    // The target's authority replaces Host, so the DNS-rebinding rule judges that name.
+    let rebound = raw_exchange(
+        port,
+        &format!(
+            "GET http://evil.example:{port}/api/status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+             Connection: close\r\n\r\n"
+        ),
+    );
+    rebound.assert_error(403);
+    assert_eq!(rebound.json()["error"], "host_not_allowed");
+
+    // What is not an origin server's target is still a 400.
+    for target in [
+        format!("http://user@127.0.0.1:{port}/api/status"),
+        "http:///api/status".to_string(),
+        format!("ftp://127.0.0.1:{port}/api/status"),
+    ] {
+        let refused = raw_exchange(
+            port,
+            &format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"),
+        );
+        refused.assert_error(400);
+    }
+}
+
+#[test]
+fn an_answer_says_whether_its_connection_stays_open() {
+    let server = Server::start(&[]);
+    let port = server.port();
+
+    // HTTP/1.0 with keep-alive: the connection is kept, and the answer must say so, or the
+    // client takes it as closing (RFC 9112 Appendix C.2.2).
+    let mut stream = connect(port);
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    for _ in 0..2 {
+        stream
+            .write_all(b"GET /api/whoami HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .unwrap();
+        let answer = read_response(&mut reader, "GET").unwrap();
+        assert_eq!(answer.status, 200);
+        assert_eq!(
+            answer.header("connection").map(str::to_ascii_lowercase),
+            Some("keep-alive".into()),
+            "{:?}",
+            answer.headers
+        );
+    }
+
+    // A refusal after which the server closes says so: the parser's own (a malformed head)
+    // and porchlight's (a body too large to read).
+    let malformed = raw_exchange(port, "GET /api/status HTTP/1.1\r\nHost: a b\r\n\r\n");
+    malformed.assert_error(400);
+    assert_eq!(malformed.header("connection"), Some("close"));
+    let mut stream = connect(port);
+    stream
+        .write_all(
+            b"POST /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+              Content-Length: 100000\r\n\r\n",
+        )
+        .unwrap();
+    let too_large = read_response(&mut BufReader::new(stream), "POST").unwrap();
+    too_large.assert_error(413);
+    assert_eq!(too_large.header("connection"), Some("close"));
+
+    // HTTP/1.1 keeps connections by default: its answers need no Connection header.
+    let mut stream = connect(port);
+    stream
+        .write_all(b"GET /api/whoami HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let kept = read_response(&mut BufReader::new(stream), "GET").unwrap();
+    assert_eq!(kept.status, 200);
+    assert_eq!(kept.header("connection"), None, "{:?}", kept.headers);
+}
