@@ -79,16 +79,37 @@ pub fn head_lines(request: &Request, allowed: &[String]) -> String {
     lines
 }
 
-/// `reply` with the CORS headers for `request` (see [`head_lines`]).
+/// `reply` with the CORS headers for `request` (see [`head_lines`]), each at most once: a reply
+/// that already carries one (a preflight's answer) keeps its own. A browser joins repeated
+/// `Access-Control-Allow-Origin` lines into `"o, o"`, which matches no origin, and refuses the
+/// answer: a second copy is as bad as none.
 pub fn decorate(reply: Reply, request: &Request, allowed: &[String]) -> Reply {
     if allowed.is_empty() {
         return reply;
     }
-    let reply = reply.with_header(reply::header("Vary", "Origin"));
-    match listed_origin(request, allowed) {
-        Some(origin) => reply
-            .with_header(reply::header("Access-Control-Allow-Origin", origin))
-            .with_header(reply::header("Access-Control-Allow-Credentials", "true")),
-        None => reply,
+    let has = |name: &'static str| reply.headers().iter().any(|h| h.field.equiv(name));
+    let varies_by_origin = reply.headers().iter().any(|h| {
+        h.field.equiv("Vary")
+            && h.value
+                .as_str()
+                .split(',')
+                .any(|v| v.trim().eq_ignore_ascii_case("Origin"))
+    });
+    let (allows, credentials) = (
+        has("Access-Control-Allow-Origin"),
+        has("Access-Control-Allow-Credentials"),
+    );
+    let mut reply = reply;
+    if !varies_by_origin {
+        reply = reply.with_header(reply::header("Vary", "Origin"));
     }
+    if let Some(origin) = listed_origin(request, allowed) {
+        if !allows {
+            reply = reply.with_header(reply::header("Access-Control-Allow-Origin", origin));
+        }
+        if !credentials {
+            reply = reply.with_header(reply::header("Access-Control-Allow-Credentials", "true"));
+        }
+    }
+    reply
 }

@@ -6,6 +6,77 @@ use std::io::{BufReader, Write};
 
 use crate::common::*;
 
+/// Headers a response must carry at most once: a browser joins repeated CORS lines with ", "
+/// and then matches no origin.
+const SINGLE_CORS_HEADERS: [&str; 2] = [
+    "access-control-allow-origin",
+    "access-control-allow-credentials",
+];
+
+fn assert_cors_once(response: &Response, origin: &str, what: &str) {
+    for name in SINGLE_CORS_HEADERS {
+        assert_eq!(
+            response.headers_named(name).len(),
+            1,
+            "{what}: {name} must appear once: {:?}",
+            response.headers
+        );
+    }
+    assert_eq!(response.header("access-control-allow-origin"), Some(origin));
+    let vary_origin = response
+        .headers_named("vary")
+        .iter()
+        .flat_map(|v| v.split(','))
+        .filter(|v| v.trim().eq_ignore_ascii_case("origin"))
+        .count();
+    assert_eq!(vary_origin, 1, "{what}: {:?}", response.headers);
+}
+
+#[test]
+fn a_listed_origin_gets_each_cors_header_once_on_every_answer() {
+    let listed = "http://door.local:3000";
+    let server = Server::with_config(&format!("allowed_origins = [\"{listed}\"]\n"), &[]);
+    let port = server.port();
+    let origin = [("Origin", listed)];
+
+    // The preflight, which is what a page's fetch() with a token waits for: with two
+    // Access-Control-Allow-Origin lines the browser refuses it and the POST is never sent.
+    let preflight = request(
+        port,
+        "OPTIONS",
+        "/api/events",
+        &[
+            ("Origin", listed),
+            ("Access-Control-Request-Method", "POST"),
+            (
+                "Access-Control-Request-Headers",
+                "authorization,content-type",
+            ),
+        ],
+        b"",
+    );
+    assert_eq!(preflight.status, 204, "{}", preflight.text());
+    assert_cors_once(&preflight, listed, "preflight");
+
+    // The actual requests and refusals the page then reads.
+    let posted = request(
+        port,
+        "POST",
+        "/api/events",
+        &[("Origin", listed), ("Content-Type", "application/json")],
+        br#"{"event_type": "probe3", "data": {}}"#,
+    );
+    assert_eq!(posted.status, 201, "{}", posted.text());
+    assert_cors_once(&posted, listed, "POST");
+    for path in ["/api/status", "/api/events?limit=1", "/api/events/999999"] {
+        let answer = request(port, "GET", path, &origin, b"");
+        assert_cors_once(&answer, listed, path);
+    }
+    let refused = request(port, "DELETE", "/api/events", &origin, b"");
+    assert_eq!(refused.status, 405);
+    assert_cors_once(&refused, listed, "405");
+}
+
 #[test]
 fn no_content_length_on_an_interim_100_or_a_204() {
     let listed = "http://door.local:3000";
