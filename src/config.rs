@@ -701,17 +701,79 @@ pub fn parse_log_level(text: &str) -> Result<log::LevelFilter, String> {
     }
 }
 
-/// An origin as browsers send it: `scheme://host[:port]`, no path.
+/// An origin as browsers send it (RFC 6454's serialisation): `http` or `https`, `://`, the
+/// host lower-cased (an IPv6 address in brackets, as `Ipv6Addr` prints it), and a port only
+/// when it is not the scheme's default. The check compares it with the `Origin` header byte
+/// for byte, so an entry written another way (`HTTP://Door.Local:80`) is stored in that form;
+/// one that no browser could send (a path, a user, a bad port) is refused rather than kept as
+/// an entry that silently never matches.
 fn parse_origin(text: &str) -> Result<String, String> {
-    let rest = text
-        .strip_prefix("http://")
-        .or_else(|| text.strip_prefix("https://"));
-    match rest {
-        Some(host) if !host.is_empty() && !host.contains('/') => Ok(text.to_string()),
-        _ => Err(format!(
-            "{text:?} is not an origin like \"http://door.local:8080\" (scheme and host, no path)"
-        )),
+    let refuse = |why: &str| {
+        format!(
+            "{text:?} is not an origin like \"http://door.local:8080\" (scheme, host and port \
+             only): {why}"
+        )
+    };
+    let (scheme, rest) = text
+        .split_once("://")
+        .ok_or_else(|| refuse("no http:// or https://"))?;
+    let (scheme, default_port) = match scheme.to_ascii_lowercase().as_str() {
+        "http" => ("http", 80),
+        "https" => ("https", 443),
+        _ => return Err(refuse("the scheme must be http or https")),
+    };
+    if let Some(extra) = rest.find(['/', '?', '#', '@']) {
+        return Err(refuse(&format!(
+            "{:?} has no place in an origin",
+            &rest[extra..]
+        )));
     }
+    let (host, port) = if let Some(inside) = rest.strip_prefix('[') {
+        let (address, after) = inside
+            .split_once(']')
+            .ok_or_else(|| refuse("an IPv6 address needs its closing ]"))?;
+        let address: std::net::Ipv6Addr = address
+            .parse()
+            .map_err(|_| refuse("not an IPv6 address in the brackets"))?;
+        let port = match after {
+            "" => None,
+            _ => Some(
+                after
+                    .strip_prefix(':')
+                    .ok_or_else(|| refuse("only :PORT may follow the address"))?,
+            ),
+        };
+        (format!("[{address}]"), port)
+    } else {
+        let (host, port) = match rest.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (rest, None),
+        };
+        let name = host.to_ascii_lowercase();
+        let valid = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+        if !valid {
+            return Err(refuse("the host must be a name or an address"));
+        }
+        (name, port)
+    };
+    let port = match port {
+        None => None,
+        Some(digits) => {
+            let number = (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| digits.parse::<u16>().ok())
+                .flatten()
+                .filter(|&n| n != 0)
+                .ok_or_else(|| refuse("the port must be 1 to 65535"))?;
+            (number != default_port).then_some(number)
+        }
+    };
+    Ok(match port {
+        Some(port) => format!("{scheme}://{host}:{port}"),
+        None => format!("{scheme}://{host}"),
+    })
 }
 
 /// An `allowed_hosts` entry: a host name or IP address as a `Host` header names it, without a
@@ -890,6 +952,49 @@ mod tests {
              {header}\n|---|---|---|---|\n{}\n",
             expected.join("\n")
         );
+    }
+
+    #[test]
+    fn allowed_origins_are_kept_as_browsers_send_them() {
+        let mut config = Config::default();
+        config
+            .apply_toml(
+                "allowed_origins = [\"HTTP://Door.Local:80\", \"https://kiosk.local:443\", \
+                 \"http://kiosk.local:8123\", \"http://[::FFFF:7f00:1]:3000\", \"https://a.b\"]",
+            )
+            .unwrap();
+        assert_eq!(
+            config.allowed_origins,
+            [
+                "http://door.local",
+                "https://kiosk.local",
+                "http://kiosk.local:8123",
+                "http://[::ffff:127.0.0.1]:3000",
+                "https://a.b"
+            ]
+        );
+        for bad in [
+            "*",
+            "null",
+            "door.local",
+            "ftp://door.local",
+            "http://",
+            "http://door.local/",
+            "http://door.local?x",
+            "http://user@door.local",
+            "http://door.local:0",
+            "http://door.local:65536",
+            "http://door.local:",
+            "http://door.local:8o",
+            "http://door local",
+            "http://[::1",
+            "http://[::1]x",
+        ] {
+            let err = config
+                .apply_toml(&format!("allowed_origins = [{bad:?}]"))
+                .unwrap_err();
+            assert_eq!(err.key, "allowed_origins", "{bad}");
+        }
     }
 
     #[test]

@@ -78,6 +78,57 @@ fn a_listed_origin_gets_each_cors_header_once_on_every_answer() {
 }
 
 #[test]
+fn an_allowed_origin_written_with_its_default_port_or_capitals_still_matches() {
+    // People copy an origin from an address bar or a URL they typed; the browser sends it
+    // lower-cased and without the scheme's default port. The entry used to be kept as written
+    // and so never matched, without a word.
+    let server = Server::with_config(
+        "allowed_origins = [\"HTTP://Door.Local:80\", \"https://Kiosk.local:443\"]\n",
+        &[],
+    );
+    let port = server.port();
+    for sent in ["http://door.local", "https://kiosk.local"] {
+        let preflight = request(
+            port,
+            "OPTIONS",
+            "/api/events",
+            &[("Origin", sent), ("Access-Control-Request-Method", "POST")],
+            b"",
+        );
+        assert_eq!(preflight.status, 204, "{sent}: {}", preflight.text());
+        assert_eq!(preflight.header("access-control-allow-origin"), Some(sent));
+        let posted = request(
+            port,
+            "POST",
+            "/api/events",
+            &[("Origin", sent), ("Content-Type", "application/json")],
+            br#"{"event_type": "probe3", "data": {}}"#,
+        );
+        assert_eq!(posted.status, 201, "{sent}: {}", posted.text());
+    }
+
+    // An entry no browser could ever send is a configuration error naming the key.
+    let dir = TempDir::new("probe3-origins");
+    for bad in [
+        "http://door.local/",
+        "http://user@door.local",
+        "http://door.local:99999",
+    ] {
+        let path = dir.write("origins.toml", &format!("allowed_origins = [{bad:?}]\n"));
+        let checked = run_to_exit(
+            &["--check-config", &path.to_string_lossy()],
+            std::time::Duration::from_secs(10),
+        );
+        assert_eq!(checked.code(), Some(2), "{bad}: {}", checked.stderr);
+        assert!(
+            checked.stderr.contains("allowed_origins"),
+            "{bad}: {}",
+            checked.stderr
+        );
+    }
+}
+
+#[test]
 fn no_content_length_on_an_interim_100_or_a_204() {
     let listed = "http://door.local:3000";
     let server = Server::with_config(&format!("allowed_origins = [\"{listed}\"]\n"), &[]);
