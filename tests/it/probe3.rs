@@ -284,3 +284,47 @@ fn an_answer_says_whether_its_connection_stays_open() {
     assert_eq!(kept.status, 200);
     assert_eq!(kept.header("connection"), None, "{:?}", kept.headers);
 }
+
+#[test]
+fn a_posted_integer_beyond_64_bits_is_refused_not_stored_rounded() {
+    let server = Server::start(&[]);
+    let port = server.port();
+    let before = list_events(port, None, "limit=500").len();
+    for body in [
+        r#"{"event_type": "probe3", "data": {"badge": 123456789012345678901234567890}}"#,
+        r#"{"event_type": "probe3", "data": {"n": [1, 18446744073709551616]}}"#,
+        r#"{"event_type": "probe3", "data": {"n": -9223372036854775809}}"#,
+    ] {
+        let refused = post(port, "/api/events", None, body);
+        refused.assert_error(400);
+        assert!(
+            refused.json()["message"]
+                .as_str()
+                .unwrap()
+                .contains("beyond 64 bits"),
+            "{body}: {}",
+            refused.text()
+        );
+    }
+    assert_eq!(list_events(port, None, "limit=500").len(), before);
+
+    // What fits is kept exactly, and the same digits inside a string are only text.
+    let kept = post_event(
+        port,
+        None,
+        "probe3",
+        serde_json::from_str(
+            r#"{"max": 18446744073709551615, "min": -9223372036854775808, "text": "123456789012345678901234567890", "f": 1.5e300}"#,
+        )
+        .unwrap(),
+    );
+    let stored = get(port, &format!("/api/events/{}", id_of(&kept)), None);
+    let text = stored.text();
+    for exact in [
+        r#""max":18446744073709551615"#,
+        r#""min":-9223372036854775808"#,
+        r#""text":"123456789012345678901234567890""#,
+    ] {
+        assert!(text.contains(exact), "{exact} in {text}");
+    }
+}
