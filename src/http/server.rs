@@ -417,7 +417,28 @@ fn refuse(mut stream: TcpStream, why: &str) {
     stream.set_write_timeout(Some(Duration::from_secs(1))).ok();
     stream.write_all(head.as_bytes()).ok();
     stream.write_all(body.as_bytes()).ok();
-    stream.shutdown(SocketShutdown::Both).ok();
+    // FIN after the answer, then the request the client already sent read and discarded, so
+    // that closing sends no reset (which could reach the client before the 503 does). This
+    // runs on the accept thread, so it does not wait for more (see `linger_close`).
+    stream.shutdown(SocketShutdown::Write).ok();
+    discard_queued(&stream);
+}
+
+/// Reads and discards, without waiting, what the client has already sent (at most
+/// [`LINGER_BYTES`]): Linux answers the close of a socket with unread bytes with a reset.
+fn discard_queued(stream: &TcpStream) {
+    if stream.set_nonblocking(true).is_err() {
+        return;
+    }
+    let mut buf = [0u8; 4096];
+    let mut reader = stream;
+    let mut discarded = 0;
+    while discarded < LINGER_BYTES {
+        match reader.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => discarded += n,
+        }
+    }
 }
 
 /// Reads and answers requests in order until the client or a handler ends the connection. A
@@ -672,6 +693,33 @@ mod tests {
             .expect("the answer, then the end");
         assert!(
             answer.starts_with(b"HTTP/1.1 400 "),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+        assert_eq!(
+            client.take_error().unwrap().map(|e| e.to_string()),
+            None,
+            "the connection was reset"
+        );
+    }
+
+    /// The same for a connection refused on the accept thread: its request, already sent, is
+    /// read and discarded before the close, which then sends no reset after the 503.
+    #[test]
+    fn a_refused_client_gets_its_503_and_no_reset() {
+        let (mut client, server) = socket_pair();
+        client
+            .write_all(b"GET /api/status HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        // The request has arrived (refuse does not wait for it).
+        server.peek(&mut [0u8; 1]).unwrap();
+        refuse(server, "testing");
+        let mut answer = Vec::new();
+        client
+            .read_to_end(&mut answer)
+            .expect("the answer, then the end");
+        assert!(
+            answer.starts_with(b"HTTP/1.1 503 "),
             "{}",
             String::from_utf8_lossy(&answer)
         );
