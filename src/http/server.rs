@@ -417,7 +417,28 @@ fn refuse(mut stream: TcpStream, why: &str) {
     stream.set_write_timeout(Some(Duration::from_secs(1))).ok();
     stream.write_all(head.as_bytes()).ok();
     stream.write_all(body.as_bytes()).ok();
-    stream.shutdown(SocketShutdown::Both).ok();
+    // FIN after the answer, then the request the client already sent read and discarded, so
+    // that closing sends no reset (which could reach the client before the 503 does). This
+    // runs on the accept thread, so it does not wait for more (see `linger_close`).
+    stream.shutdown(SocketShutdown::Write).ok();
+    discard_queued(&stream);
+}
+
+/// Reads and discards, without waiting, what the client has already sent (at most
+/// [`LINGER_BYTES`]): Linux answers the close of a socket with unread bytes with a reset.
+fn discard_queued(stream: &TcpStream) {
+    if stream.set_nonblocking(true).is_err() {
+        return;
+    }
+    let mut buf = [0u8; 4096];
+    let mut reader = stream;
+    let mut discarded = 0;
+    while discarded < LINGER_BYTES {
+        match reader.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => discarded += n,
+        }
+    }
 }
 
 /// Reads and answers requests in order until the client or a handler ends the connection. A
@@ -426,6 +447,11 @@ fn refuse(mut stream: TcpStream, why: &str) {
 /// that own it as the stack unwinds (slots, subscriptions, the registry entry, the socket).
 #[inline(never)]
 fn serve_connection(stream: TcpStream, conn: &Conn, ctx: &Ctx, limits: HeadLimits) {
+    // Declared before the parser, so dropped after it (which flushes what it still buffers,
+    // an error answer to a malformed request, and sends FIN): however this function is left —
+    // the client or a handler ended the connection, a handler panicked, or the parser did —
+    // the connection closes the lingering way.
+    let _close = LingeringClose(&conn.socket);
     let mut requests = ClientConnection::from_tcp_stream(stream, limits);
     while let Some(request) = next_request(&mut requests) {
         let handled = panic::catch_unwind(AssertUnwindSafe(|| router::handle(request, conn, ctx)))
@@ -445,10 +471,15 @@ fn serve_connection(stream: TcpStream, conn: &Conn, ctx: &Ctx, limits: HeadLimit
             }
         }
     }
-    // Dropping the connection flushes what tiny_http still buffers (an error answer to a
-    // malformed request) before the FIN.
-    drop(requests);
-    linger_close(&conn.socket);
+}
+
+/// Closes a connection with [`linger_close`] when dropped.
+struct LingeringClose<'a>(&'a TcpStream);
+
+impl Drop for LingeringClose<'_> {
+    fn drop(&mut self) {
+        linger_close(self.0, LINGER_TIME);
+    }
 }
 
 /// Reads and parses the next request head. Out of line: parsing needs kilobytes of stack,
@@ -499,19 +530,22 @@ const LINGER_BYTES: usize = 64 * 1024;
 const LINGER_TIME: Duration = Duration::from_millis(500);
 
 /// Closes the way RFC 9112 §9.6 asks: send FIN first, then read what the client still sends
-/// (briefly, boundedly) before closing. Closing a socket with unread bytes in it sends a reset,
-/// which can destroy the error answer we just wrote before the client reads it — exactly when
-/// it matters, after a malformed or refused request whose rest is still arriving.
+/// (for at most `within` and [`LINGER_BYTES`]) before closing. Linux answers with a reset both
+/// the close of a socket with unread bytes in it and any byte that arrives once reading is
+/// shut down, and a reset "might erase the client's unacknowledged input buffers before they
+/// can be read" (RFC 9112 §9.6): the answer we just wrote — exactly when it matters, after a
+/// malformed, refused or too slow request whose rest is still arriving. So nothing may shut
+/// reading down before this (tiny_http does not: see `ClientConnection::from_tcp_stream`).
 ///
 /// Never inlined: its 4 KiB buffer would otherwise sit in the connection thread's outermost
 /// frame, under which an event stream waits for hours, and push every page of the stream's
 /// call chain 4 KiB deeper (one more resident page per idle stream; see `crate::stack`).
 #[inline(never)]
-fn linger_close(socket: &TcpStream) {
+fn linger_close(socket: &TcpStream, within: Duration) {
     if socket.shutdown(SocketShutdown::Write).is_err() {
         return;
     }
-    let deadline = Instant::now() + LINGER_TIME;
+    let deadline = Instant::now() + within;
     let mut discarded = 0;
     let mut buf = [0u8; 4096];
     let mut reader = socket;
@@ -619,6 +653,81 @@ mod tests {
         assert_eq!(get(libc::SOL_SOCKET, libc::SO_KEEPALIVE), 1);
         assert_eq!(get(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE), KEEPALIVE_IDLE_S);
         assert_eq!(get(libc::IPPROTO_TCP, libc::TCP_KEEPCNT), KEEPALIVE_PROBES);
+    }
+
+    /// A client that is still sending when its error answer comes gets that answer and a
+    /// clean end, not a reset. tiny_http used to shut reading down as the connection was
+    /// dropped; Linux then answered the client's next byte with a reset, which can destroy the
+    /// answer before the client reads it (the dripping client of
+    /// hostile::a_slow_request_is_cut_at_its_deadline sends exactly such bytes). Here the byte
+    /// comes after the parser is gone, before the lingering close.
+    #[test]
+    fn a_client_still_sending_after_an_error_answer_gets_it_and_no_reset() {
+        let (mut client, server) = socket_pair();
+        let socket = server.try_clone().unwrap();
+        // A control byte in a header: 400, and the rest of the request is still to come.
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Bad: \x01")
+            .unwrap();
+        let (answered, wait_answered) = std::sync::mpsc::channel();
+        let (sent_more, wait_sent_more) = std::sync::mpsc::channel();
+        let closing = std::thread::spawn(move || {
+            let mut requests = ClientConnection::from_tcp_stream(server, HeadLimits::default());
+            assert!(requests.next().is_none(), "a malformed request was parsed");
+            drop(requests);
+            answered.send(()).unwrap();
+            wait_sent_more.recv().unwrap();
+            // Far longer than the client needs, so only a reset can make this test fail.
+            linger_close(&socket, Duration::from_secs(30));
+        });
+        wait_answered.recv().unwrap();
+        client.write_all(&[b' '; 1000]).unwrap();
+        client
+            .shutdown(SocketShutdown::Write)
+            .expect("the connection still open, not reset");
+        sent_more.send(()).unwrap();
+        closing.join().unwrap();
+        let mut answer = Vec::new();
+        client
+            .read_to_end(&mut answer)
+            .expect("the answer, then the end");
+        assert!(
+            answer.starts_with(b"HTTP/1.1 400 "),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+        assert_eq!(
+            client.take_error().unwrap().map(|e| e.to_string()),
+            None,
+            "the connection was reset"
+        );
+    }
+
+    /// The same for a connection refused on the accept thread: its request, already sent, is
+    /// read and discarded before the close, which then sends no reset after the 503.
+    #[test]
+    fn a_refused_client_gets_its_503_and_no_reset() {
+        let (mut client, server) = socket_pair();
+        client
+            .write_all(b"GET /api/status HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        // The request has arrived (refuse does not wait for it).
+        server.peek(&mut [0u8; 1]).unwrap();
+        refuse(server, "testing");
+        let mut answer = Vec::new();
+        client
+            .read_to_end(&mut answer)
+            .expect("the answer, then the end");
+        assert!(
+            answer.starts_with(b"HTTP/1.1 503 "),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+        assert_eq!(
+            client.take_error().unwrap().map(|e| e.to_string()),
+            None,
+            "the connection was reset"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@ use ascii::AsciiString;
 
 use std::io::Error as IoError;
 use std::io::Result as IoResult;
-use std::io::{BufReader, BufWriter, ErrorKind, Read};
+use std::io::{BufReader, BufWriter, ErrorKind, Read, Write};
 
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -163,10 +163,13 @@ impl ClientConnection {
     }
 
     /// porchlight patch: a connection over an accepted TCP stream, for servers that run their
-    /// own accept loop and thread per connection instead of `Server`'s pool.
+    /// own accept loop and thread per connection instead of `Server`'s pool. Dropping it
+    /// flushes what it buffered and sends FIN, but does not shut reading down: closing is the
+    /// caller's, who must read what the client still sends after the last answer (a lingering
+    /// close) so that the client gets that answer instead of a reset.
     pub fn from_tcp_stream(stream: TcpStream, limits: HeadLimits) -> ClientConnection {
         let (read, write) = RefinedTcpStream::new(crate::connection::Connection::from(stream));
-        let mut connection = ClientConnection::new(write, read);
+        let mut connection = ClientConnection::new(write, read.keep_read_side_open());
         connection.limits = limits;
         connection
     }
@@ -487,9 +490,11 @@ impl Iterator for ClientConnection {
                     ),
                     ReadError::ReadIoError(_) => unreachable!("handled above"),
                 };
-                let writer = self.sink.next().unwrap();
+                // Flushed here, so the answer leaves before the caller starts closing.
+                let mut writer = self.sink.next().unwrap();
                 response
-                    .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
+                    .raw_print(&mut writer, HTTPVersion(1, 1), &[], false, None)
+                    .and_then(|()| writer.flush())
                     .ok();
                 return None;
             }

@@ -144,6 +144,16 @@ impl RefinedTcpStream {
         self.stream.read_timeout()
     }
 
+    /// porchlight patch: leaves the read side open when this half is dropped. Upstream's read
+    /// half shuts reading down on drop; after that Linux answers any byte the client still
+    /// sends with a reset, even while the socket is open, so the owner's lingering close
+    /// (send FIN, read and discard what the client still sends, then close) cannot work: the
+    /// reset can reach the client before the error answer just written and destroy it.
+    pub(crate) fn keep_read_side_open(mut self) -> RefinedTcpStream {
+        self.close_read = false;
+        self
+    }
+
     /// porchlight patch: sets the socket's read timeout (shared by every handle on it).
     pub(crate) fn set_read_timeout(&self, timeout: Option<Duration>) -> IoResult<()> {
         self.stream.set_read_timeout(timeout)
