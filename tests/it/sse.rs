@@ -534,9 +534,9 @@ fn types_filter() {
     );
 }
 
-/// Voluntary context switches of the server's connection threads, summed.
-fn connection_thread_wakeups(pid: u32) -> u64 {
-    let mut total = 0;
+/// Voluntary context switches of each of the server's connection threads, by thread id.
+fn connection_thread_switches(pid: u32) -> std::collections::HashMap<String, u64> {
+    let mut switches = std::collections::HashMap::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
         .flatten()
@@ -546,13 +546,27 @@ fn connection_thread_wakeups(pid: u32) -> u64 {
             continue;
         }
         let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
-        total += status
+        let count = status
             .lines()
             .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
             .and_then(|n| n.trim().parse::<u64>().ok())
             .unwrap_or(0);
+        switches.insert(task.file_name().to_string_lossy().into_owned(), count);
     }
-    total
+    switches
+}
+
+/// How often the connection threads alive both at `before` and now woke in between: the idle
+/// streams' (all open before `before`). A harness connection that ended meanwhile took its
+/// count with it, and one that started meanwhile is no idle stream: neither counts.
+fn connection_thread_wakeups_since(
+    pid: u32,
+    before: &std::collections::HashMap<String, u64>,
+) -> u64 {
+    connection_thread_switches(pid)
+        .iter()
+        .filter_map(|(tid, now)| Some(now.saturating_sub(*before.get(tid)?)))
+        .sum()
 }
 
 /// An idle stream's thread sleeps until something happens: no periodic check (a Pi Zero with
@@ -571,11 +585,11 @@ fn idle_streams_sleep_and_notice_a_hang_up_at_once() {
         n == CLIENTS as f64
     });
     assert_eq!(open, Some(CLIENTS as f64));
-    let before = connection_thread_wakeups(server.pid());
+    let before = connection_thread_switches(server.pid());
     // A measurement window, not a wait for something: a thread that polled once a second
     // would wake CLIENTS × 2 times in it.
     thread::sleep(Duration::from_millis(2500));
-    let woke = connection_thread_wakeups(server.pid()) - before;
+    let woke = connection_thread_wakeups_since(server.pid(), &before);
     // The harness's last /metrics connection may still be closing in the window.
     assert!(
         woke <= 3,
