@@ -131,24 +131,42 @@ impl<'de> Visitor<'de> for UniqueKeys {
     }
 }
 
+/// Follows a JSON text byte by byte to tell which bytes belong to a string literal, so the
+/// scanners below (which look at the text before or beside the parser) skip brackets and
+/// digits inside strings.
+#[derive(Default)]
+struct Strings {
+    inside: bool,
+    escaped: bool,
+}
+
+impl Strings {
+    /// Takes the next byte; whether it is part of a string literal (its quotes included).
+    fn holds(&mut self, b: u8) -> bool {
+        if self.inside {
+            match (self.escaped, b) {
+                (true, _) => self.escaped = false,
+                (false, b'\\') => self.escaped = true,
+                (false, b'"') => self.inside = false,
+                _ => {}
+            }
+            return true;
+        }
+        self.inside = b == b'"';
+        self.inside
+    }
+}
+
 /// Whether arrays/objects in `bytes` nest deeper than `max` (brackets inside strings do not
 /// count). Malformed input is left for the parser to reject.
 fn nesting_exceeds(bytes: &[u8], max: usize) -> bool {
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
+    let mut strings = Strings::default();
     for &b in bytes {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
+        if strings.holds(b) {
             continue;
         }
         match b {
-            b'"' => in_string = true,
             b'[' | b'{' => {
                 depth += 1;
                 if depth > max {
@@ -170,24 +188,15 @@ fn nesting_exceeds(bytes: &[u8], max: usize) -> bool {
 /// their writer's choice and are not looked at.
 pub fn integer_beyond_64_bits(text: &str) -> Option<&str> {
     let bytes = text.as_bytes();
-    let mut in_string = false;
-    let mut escaped = false;
+    let mut strings = Strings::default();
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
+        if strings.holds(b) {
             i += 1;
             continue;
         }
-        if b == b'"' {
-            in_string = true;
-        } else if b == b'-' || b.is_ascii_digit() {
+        if b == b'-' || b.is_ascii_digit() {
             let start = i;
             while i < bytes.len()
                 && matches!(bytes[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')

@@ -655,6 +655,25 @@ mod tests {
         assert_eq!(get(libc::IPPROTO_TCP, libc::TCP_KEEPCNT), KEEPALIVE_PROBES);
     }
 
+    /// Reads `client` to its end: it must begin with `status_line` and end with FIN, with no
+    /// reset pending on the socket (a reset can erase an answer before it is read).
+    fn assert_answer_then_clean_end(client: &mut TcpStream, status_line: &[u8]) {
+        let mut answer = Vec::new();
+        client
+            .read_to_end(&mut answer)
+            .expect("the answer, then the end");
+        assert!(
+            answer.starts_with(status_line),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+        assert_eq!(
+            client.take_error().unwrap().map(|e| e.to_string()),
+            None,
+            "the connection was reset"
+        );
+    }
+
     /// A client that is still sending when its error answer comes gets that answer and a
     /// clean end, not a reset. tiny_http used to shut reading down as the connection was
     /// dropped; Linux then answered the client's next byte with a reset, which can destroy the
@@ -687,20 +706,7 @@ mod tests {
             .expect("the connection still open, not reset");
         sent_more.send(()).unwrap();
         closing.join().unwrap();
-        let mut answer = Vec::new();
-        client
-            .read_to_end(&mut answer)
-            .expect("the answer, then the end");
-        assert!(
-            answer.starts_with(b"HTTP/1.1 400 "),
-            "{}",
-            String::from_utf8_lossy(&answer)
-        );
-        assert_eq!(
-            client.take_error().unwrap().map(|e| e.to_string()),
-            None,
-            "the connection was reset"
-        );
+        assert_answer_then_clean_end(&mut client, b"HTTP/1.1 400 ");
     }
 
     /// The same for a connection refused on the accept thread: its request, already sent, is
@@ -714,20 +720,7 @@ mod tests {
         // The request has arrived (refuse does not wait for it).
         server.peek(&mut [0u8; 1]).unwrap();
         refuse(server, "testing");
-        let mut answer = Vec::new();
-        client
-            .read_to_end(&mut answer)
-            .expect("the answer, then the end");
-        assert!(
-            answer.starts_with(b"HTTP/1.1 503 "),
-            "{}",
-            String::from_utf8_lossy(&answer)
-        );
-        assert_eq!(
-            client.take_error().unwrap().map(|e| e.to_string()),
-            None,
-            "the connection was reset"
-        );
+        assert_answer_then_clean_end(&mut client, b"HTTP/1.1 503 ");
     }
 
     #[test]
