@@ -618,7 +618,13 @@ fn a_full_disk_stops_recording_with_an_alert_and_the_server_goes_on() {
     wait_preroll(port, 1.5);
     let mut sse = Sse::connect(port, "/stream/events?types=system_alert");
     let event = trigger(port, None);
-    let alert = sse.expect_event().json();
+    // The alert comes once the clip has filled the disk: about 2.4 MB of 27 KB frames, 6 s at
+    // 15 fps, but a CPU-starved machine encodes 720p at a few frames a second (the usual 10 s
+    // wait failed there), so the fill gets a minute.
+    let alert = sse
+        .next_event(Duration::from_secs(60))
+        .unwrap_or_else(|end| panic!("no disk_full alert within 60 s, stream: {end:?}"))
+        .json();
     assert_eq!(alert["event_type"], "system_alert");
     assert_eq!(alert["data"]["reason"], "disk_full", "{alert}");
     assert!(alert["data"]["message"].as_str().unwrap().contains("clip"));
