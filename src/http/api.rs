@@ -11,7 +11,7 @@ use super::reply::{self, Reply};
 use super::router::Outcome;
 use super::server::Conn;
 use crate::ctx::Ctx;
-use crate::events::event::{MAX_BODY_BYTES, parse_posted_event, valid_event_type};
+use crate::events::event::{MAX_BODY_BYTES, parse_posted_event};
 use crate::events::store::MAX_QUERY_TYPES;
 use crate::events::{EventQuery, SharedEvent, StoreError};
 use crate::metrics::{self, Exposition};
@@ -163,24 +163,14 @@ fn type_filter(target: &Target) -> Result<Vec<String>, String> {
         (Some(list), _) => ("type", list),
         (None, Some(list)) => ("types", list),
     };
-    let mut types: Vec<String> = Vec::new();
-    for name in list.split(',').filter(|t| !t.is_empty()) {
-        if !valid_event_type(name) {
-            return Err(format!("{key}: {name:?} must match [a-z0-9_]{{1,64}}"));
-        }
-        if !types.iter().any(|t| t == name) {
-            types.push(name.to_string());
-        }
+    let types = super::query::event_type_list(key, list)?;
+    if types.len() > MAX_QUERY_TYPES {
+        return Err(format!(
+            "{key}= names {} event types; at most {MAX_QUERY_TYPES}",
+            types.len()
+        ));
     }
-    match types.len() {
-        0 => Err(format!(
-            "{key}={list:?} names no event type: leave it out for every type"
-        )),
-        n if n > MAX_QUERY_TYPES => Err(format!(
-            "{key}= names {n} event types; at most {MAX_QUERY_TYPES}"
-        )),
-        _ => Ok(types),
-    }
+    Ok(types)
 }
 
 pub fn get_event(id: u64, ctx: &Ctx) -> Reply {

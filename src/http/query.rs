@@ -87,6 +87,27 @@ pub enum IdFloor {
     One,
 }
 
+/// An event-type filter, `key=a,b` (`types` on the streams, `type`/`types` on the list): the
+/// names in order, repeats dropped, each checked as an event type; a list naming none is an
+/// error, since it would silently match nothing.
+pub fn event_type_list(key: &str, list: &str) -> Result<Vec<String>, String> {
+    let mut types: Vec<String> = Vec::new();
+    for name in list.split(',').filter(|t| !t.is_empty()) {
+        if !crate::events::event::valid_event_type(name) {
+            return Err(format!("{key}: {name:?} must match [a-z0-9_]{{1,64}}"));
+        }
+        if !types.iter().any(|t| t == name) {
+            types.push(name.to_string());
+        }
+    }
+    if types.is_empty() {
+        return Err(format!(
+            "{key}={list:?} names no event type: leave {key} out for every type"
+        ));
+    }
+    Ok(types)
+}
+
 /// An event id as a client writes it: decimal digits only (no sign, space, hex or exponent),
 /// in 1..=2^63-1 (0 allowed for a cursor). Every id a client sends goes through here, so no
 /// larger number ever reaches the store, where it would wrap negative. The error says why, for
@@ -229,6 +250,16 @@ mod tests {
         assert!(parse_event_id("-0", ZeroMeansStart).is_err());
         let message = parse_event_id("18446744073709551615", ZeroMeansStart).unwrap_err();
         assert!(message.contains("9223372036854775807"), "{message}");
+    }
+
+    #[test]
+    fn an_event_type_list_is_checked_deduplicated_and_never_empty() {
+        assert_eq!(
+            event_type_list("types", "a,b,,a"),
+            Ok(vec!["a".to_string(), "b".to_string()])
+        );
+        assert!(event_type_list("types", ",,").is_err());
+        assert!(event_type_list("type", "a,B").is_err());
     }
 
     #[test]

@@ -32,12 +32,11 @@ use tiny_http::{Method, Request};
 use super::chunked::{StreamBody, transfer_encoding_header, uses_chunks, write_all_vectored};
 use super::cors;
 use super::panics;
-use super::query::{IdFloor, Target, client_id, parse_event_id, stream_cursor};
+use super::query::{IdFloor, Target, client_id, event_type_list, parse_event_id, stream_cursor};
 use super::reply;
 use super::router::{Handled, respond, respond_stream_head};
 use super::server::{Conn, HangupCheck};
 use crate::ctx::Ctx;
-use crate::events::event::valid_event_type;
 use crate::events::fanout::{Backlog, Outlet, Settled, Wire};
 use crate::events::{Cursor, ReplayError, Replayed};
 use crate::metrics::ClientKind;
@@ -93,27 +92,12 @@ fn parse_request(
     conn: &Conn,
 ) -> Result<EventStreamRequest, String> {
     let client_id = client_id(target.get("client_id"), "sse", conn.id)?;
-    let types = match target.get("types") {
-        None => None,
-        Some(list) => {
-            let types: Vec<String> = list
-                .split(',')
-                .filter(|t| !t.is_empty())
-                .map(str::to_string)
-                .collect();
-            if let Some(bad) = types.iter().find(|t| !valid_event_type(t)) {
-                return Err(format!("types: {bad:?} must match [a-z0-9_]{{1,64}}"));
-            }
-            // A filter naming no type would be a stream that never sends an event, without a
-            // word (the WebSocket's `event_types: []` is refused the same way).
-            if types.is_empty() {
-                return Err(format!(
-                    "types={list:?} names no event type: leave types out for every type"
-                ));
-            }
-            Some(types)
-        }
-    };
+    // A filter naming no type would be a stream that never sends an event, without a word
+    // (the WebSocket's `event_types: []` is refused the same way).
+    let types = target
+        .get("types")
+        .map(|list| event_type_list("types", list))
+        .transpose()?;
     // Both are checked, whichever is used: a malformed number is a 400 wherever it is.
     let from_url = stream_cursor(target)?;
     // The header is what EventSource resends on reconnect, so it wins over the URL.
