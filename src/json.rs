@@ -180,14 +180,13 @@ fn nesting_exceeds(bytes: &[u8], max: usize) -> bool {
     false
 }
 
-/// The first integer literal of `text` (outside strings) that fits neither `i64` nor `u64`,
+/// The first integer literal of the JSON text `bytes` (outside strings) that fits neither `i64` nor `u64`,
 /// which serde_json turns into the nearest float without a word: a posted
 /// `{"badge": 123456789012345678901234567890}` would be stored as `1.2345678901234568e+29`.
 /// Data the server keeps must be what the producer sent, so such a body is refused instead
 /// (its producer can send the number as a string). Fractions and exponents are floats by
 /// their writer's choice and are not looked at.
-pub fn integer_beyond_64_bits(text: &str) -> Option<&str> {
-    let bytes = text.as_bytes();
+pub fn integer_beyond_64_bits(bytes: &[u8]) -> Option<&str> {
     let mut strings = Strings::default();
     let mut i = 0;
     while i < bytes.len() {
@@ -203,7 +202,8 @@ pub fn integer_beyond_64_bits(text: &str) -> Option<&str> {
             {
                 i += 1;
             }
-            let number = &text[start..i];
+            // Only ASCII digits and signs, so always UTF-8.
+            let number = std::str::from_utf8(&bytes[start..i]).ok()?;
             let integer = !number.contains(['.', 'e', 'E']);
             if integer && number.parse::<i64>().is_err() && number.parse::<u64>().is_err() {
                 return Some(number);
@@ -222,23 +222,23 @@ mod tests {
     #[test]
     fn integers_beyond_64_bits_are_found_outside_strings_only() {
         assert_eq!(
-            integer_beyond_64_bits(r#"{"a": 18446744073709551615, "b": -9223372036854775808}"#),
+            integer_beyond_64_bits(br#"{"a": 18446744073709551615, "b": -9223372036854775808}"#),
             None
         );
         assert_eq!(
-            integer_beyond_64_bits(r#"{"a": 1.8446744073709551616e19, "b": 1e400}"#),
+            integer_beyond_64_bits(br#"{"a": 1.8446744073709551616e19, "b": 1e400}"#),
             None
         );
         assert_eq!(
-            integer_beyond_64_bits(r#"{"s": "18446744073709551616 \" 99999999999999999999"}"#),
+            integer_beyond_64_bits(br#"{"s": "18446744073709551616 \" 99999999999999999999"}"#),
             None
         );
         assert_eq!(
-            integer_beyond_64_bits(r#"{"a": [1, 18446744073709551616]}"#),
+            integer_beyond_64_bits(br#"{"a": [1, 18446744073709551616]}"#),
             Some("18446744073709551616")
         );
         assert_eq!(
-            integer_beyond_64_bits(r#"{"a":-9223372036854775809}"#),
+            integer_beyond_64_bits(br#"{"a":-9223372036854775809}"#),
             Some("-9223372036854775809")
         );
     }

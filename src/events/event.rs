@@ -103,11 +103,8 @@ pub fn parse_posted_event(body: &[u8]) -> Result<EventDraft, InvalidEvent> {
     let Value::Object(mut object) = value else {
         return Err(InvalidEvent("body must be a JSON object".into()));
     };
-    // The body parsed, so it is UTF-8. An integer serde_json would store rounded is refused.
-    if let Some(number) = std::str::from_utf8(body)
-        .ok()
-        .and_then(crate::json::integer_beyond_64_bits)
-    {
+    // An integer serde_json would store rounded is refused.
+    if let Some(number) = crate::json::integer_beyond_64_bits(body) {
         return Err(InvalidEvent(format!(
             "the integer {number} is beyond 64 bits and would be stored rounded; send it as a \
              string"
