@@ -35,13 +35,13 @@ pub fn is_preflight(request: &Request) -> bool {
 /// The answer to a preflight: 204 with what the origin may do, or 403 for an origin that is not
 /// listed (without CORS headers, so the browser refuses the real request).
 pub fn preflight(request: &Request, allowed: &[String]) -> Reply {
-    let Some(origin) = listed_origin(request, allowed) else {
+    if listed_origin(request, allowed).is_none() {
         return reply::error(
             403,
             "forbidden_origin",
             "cross-origin requests are refused; add the page's origin to allowed_origins",
         );
-    };
+    }
     let requested = header(request, "Access-Control-Request-Method").unwrap_or("");
     if !METHODS.split(", ").any(|m| m == requested) {
         return reply::error(
@@ -51,15 +51,15 @@ pub fn preflight(request: &Request, allowed: &[String]) -> Reply {
         )
         .with_header(reply::header("Allow", METHODS));
     }
+    // The origin's allowance and `Vary: Origin` are added by `decorate`, as on every answer:
+    // a second copy here made browsers read `"o, o"` and refuse the preflight.
     reply::bytes(204, "text/plain; charset=utf-8", Vec::new())
-        .with_header(reply::header("Access-Control-Allow-Origin", origin))
-        .with_header(reply::header("Access-Control-Allow-Credentials", "true"))
         .with_header(reply::header("Access-Control-Allow-Methods", METHODS))
         .with_header(reply::header("Access-Control-Allow-Headers", HEADERS))
         .with_header(reply::header("Access-Control-Max-Age", PREFLIGHT_MAX_AGE))
         .with_header(reply::header(
             "Vary",
-            "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
+            "Access-Control-Request-Method, Access-Control-Request-Headers",
         ))
 }
 
@@ -79,37 +79,18 @@ pub fn head_lines(request: &Request, allowed: &[String]) -> String {
     lines
 }
 
-/// `reply` with the CORS headers for `request` (see [`head_lines`]), each at most once: a reply
-/// that already carries one (a preflight's answer) keeps its own. A browser joins repeated
-/// `Access-Control-Allow-Origin` lines into `"o, o"`, which matches no origin, and refuses the
-/// answer: a second copy is as bad as none.
+/// `reply` with the CORS headers for `request` (see [`head_lines`]). The one place a
+/// non-stream answer gets them, preflights included: a browser joins repeated
+/// `Access-Control-Allow-Origin` lines into `"o, o"`, which matches no origin.
 pub fn decorate(reply: Reply, request: &Request, allowed: &[String]) -> Reply {
     if allowed.is_empty() {
         return reply;
     }
-    let has = |name: &'static str| reply.headers().iter().any(|h| h.field.equiv(name));
-    let varies_by_origin = reply.headers().iter().any(|h| {
-        h.field.equiv("Vary")
-            && h.value
-                .as_str()
-                .split(',')
-                .any(|v| v.trim().eq_ignore_ascii_case("Origin"))
-    });
-    let (allows, credentials) = (
-        has("Access-Control-Allow-Origin"),
-        has("Access-Control-Allow-Credentials"),
-    );
-    let mut reply = reply;
-    if !varies_by_origin {
-        reply = reply.with_header(reply::header("Vary", "Origin"));
+    let reply = reply.with_header(reply::header("Vary", "Origin"));
+    match listed_origin(request, allowed) {
+        Some(origin) => reply
+            .with_header(reply::header("Access-Control-Allow-Origin", origin))
+            .with_header(reply::header("Access-Control-Allow-Credentials", "true")),
+        None => reply,
     }
-    if let Some(origin) = listed_origin(request, allowed) {
-        if !allows {
-            reply = reply.with_header(reply::header("Access-Control-Allow-Origin", origin));
-        }
-        if !credentials {
-            reply = reply.with_header(reply::header("Access-Control-Allow-Credentials", "true"));
-        }
-    }
-    reply
 }
