@@ -32,6 +32,17 @@ fn assert_cors_once(response: &Response, origin: &str, what: &str) {
     assert_eq!(vary_origin, 1, "{what}: {:?}", response.headers);
 }
 
+/// A page's POST of an event, from `origin`.
+fn post_event_from(port: u16, origin: &str) -> Response {
+    request(
+        port,
+        "POST",
+        "/api/events",
+        &[("Origin", origin), ("Content-Type", "application/json")],
+        br#"{"event_type": "probe3", "data": {}}"#,
+    )
+}
+
 #[test]
 fn a_listed_origin_gets_each_cors_header_once_on_every_answer() {
     let listed = "http://door.local:3000";
@@ -59,13 +70,7 @@ fn a_listed_origin_gets_each_cors_header_once_on_every_answer() {
     assert_cors_once(&preflight, listed, "preflight");
 
     // The actual requests and refusals the page then reads.
-    let posted = request(
-        port,
-        "POST",
-        "/api/events",
-        &[("Origin", listed), ("Content-Type", "application/json")],
-        br#"{"event_type": "probe3", "data": {}}"#,
-    );
+    let posted = post_event_from(port, listed);
     assert_eq!(posted.status, 201, "{}", posted.text());
     assert_cors_once(&posted, listed, "POST");
     for path in ["/api/status", "/api/events?limit=1", "/api/events/999999"] {
@@ -97,13 +102,7 @@ fn an_allowed_origin_written_with_its_default_port_or_capitals_still_matches() {
         );
         assert_eq!(preflight.status, 204, "{sent}: {}", preflight.text());
         assert_eq!(preflight.header("access-control-allow-origin"), Some(sent));
-        let posted = request(
-            port,
-            "POST",
-            "/api/events",
-            &[("Origin", sent), ("Content-Type", "application/json")],
-            br#"{"event_type": "probe3", "data": {}}"#,
-        );
+        let posted = post_event_from(port, sent);
         assert_eq!(posted.status, 201, "{sent}: {}", posted.text());
     }
 
