@@ -96,7 +96,9 @@ fn valid_source(text: &str) -> bool {
 pub struct InvalidEvent(pub String);
 
 /// Validates a `POST /api/events` body: `{"event_type": T, "data": {...}, "source": S}` with
-/// `data` and `source` optional. Anything else is refused with a message that says what to fix.
+/// `data` and `source` optional. A built-in type's data has its contract's shape, and `source`
+/// is not one of the server's own (`builtin.rs`). Anything else is refused with a message that
+/// says what to fix.
 pub fn parse_posted_event(body: &[u8]) -> Result<EventDraft, InvalidEvent> {
     let value = crate::json::parse_untrusted(body)
         .map_err(|e| InvalidEvent(format!("body is not valid JSON: {e}")))?;
@@ -133,8 +135,16 @@ pub fn parse_posted_event(body: &[u8]) -> Result<EventDraft, InvalidEvent> {
         Some(Value::Object(map)) => map,
         Some(_) => return Err(InvalidEvent("data must be a JSON object".into())),
     };
+    super::builtin::check_data(&event_type, &data).map_err(InvalidEvent)?;
     let source = match object.remove("source") {
         None => "api".to_string(),
+        Some(Value::String(s)) if super::builtin::RESERVED_SOURCES.contains(&s.as_str()) => {
+            return Err(InvalidEvent(format!(
+                "source {s:?} names one of the server's own producers (reserved: {}); name \
+                 yours",
+                super::builtin::RESERVED_SOURCES.join(", ")
+            )));
+        }
         Some(Value::String(s)) if valid_source(&s) => s,
         Some(_) => {
             return Err(InvalidEvent(
@@ -254,6 +264,10 @@ mod tests {
             br#"{"event_type":"ok","data":[]}"#,
             br#"{"event_type":"ok","extra":1}"#,
             br#"{"event_type":"ok","source":"has space"}"#,
+            br#"{"event_type":"ok","source":"camera"}"#,
+            br#"{"event_type":"motion_detected","data":{"score":"garbage"}}"#,
+            br#"{"event_type":"motion_detected","data":{"box":[0,0,2,2]}}"#,
+            br#"{"event_type":"motion_ended","data":{"motion_event_id":0}}"#,
         ] {
             assert!(
                 parse_posted_event(bad).is_err(),

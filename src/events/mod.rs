@@ -1,5 +1,6 @@
 //! Events: the object, the durable store, and the hub that stores then fans them out.
 
+pub(crate) mod builtin;
 pub(crate) mod clip_rows;
 pub(crate) mod delivery;
 pub(crate) mod durable;
