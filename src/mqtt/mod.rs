@@ -149,10 +149,18 @@ pub fn default_prefix(device_id: &str) -> String {
 }
 
 /// `mqtt_prefix` and `ha_discovery_prefix`: a topic with no wildcard, no empty level, no
-/// leading or trailing `/`, at most 200 bytes (topics are built by appending to it).
+/// leading or trailing `/`, at most 200 bytes (topics are built by appending to it), and not
+/// starting with `$`: such topics belong to the broker (MQTT 3.1.1, 4.7.2: `$SYS/...`), which
+/// may refuse or drop a client's publishes there, and a `#` subscription never matches them,
+/// so the device would look silent.
 pub fn check_topic_prefix(text: &str) -> Result<(), String> {
     if text.is_empty() || text.len() > 200 {
         return Err("must be 1 to 200 bytes long".into());
+    }
+    if text.starts_with('$') {
+        return Err(format!(
+            "{text:?} starts with '$': topics starting with '$' are the broker's own ($SYS)"
+        ));
     }
     if text.contains(['+', '#', '\0']) {
         return Err(format!(
@@ -235,7 +243,18 @@ mod tests {
             assert!(check_device_id(bad).is_err(), "{bad}");
         }
         assert!(check_topic_prefix("porchlight/door").is_ok());
-        for bad in ["", "/a", "a/", "a//b", "a/+", "a/#", &"x".repeat(201)] {
+        assert!(check_topic_prefix("a/$b").is_ok());
+        for bad in [
+            "",
+            "/a",
+            "a/",
+            "a//b",
+            "a/+",
+            "a/#",
+            "$SYS/x",
+            "$porch",
+            &"x".repeat(201),
+        ] {
             assert!(check_topic_prefix(bad).is_err(), "{bad}");
         }
     }

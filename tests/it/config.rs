@@ -138,6 +138,13 @@ fn bad_config_keys_exit_2_naming_the_key() {
         ("allowed_origins = [\"door.local\"]\n", &["allowed_origins"]),
         ("data_dir = \"\"\n", &["data_dir"]),
         ("[section]\nmax_events = 5\n", &["section"]),
+        // Topics starting with '$' are the broker's ($SYS): a client's publishes there are
+        // refused or dropped, and '#' never matches them.
+        ("mqtt_prefix = \"$SYS/porch\"\n", &["mqtt_prefix"]),
+        (
+            "ha_discovery_prefix = \"$homeassistant\"\n",
+            &["ha_discovery_prefix"],
+        ),
     ];
     for (contents, needles) in cases {
         check_bad_file(contents, needles);
