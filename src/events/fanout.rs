@@ -543,8 +543,10 @@ impl Split {
             match thread::Builder::new()
                 .name("fanout-helper".into())
                 .stack_size(self.helper_stack)
-                .spawn(move || help(&jobs))
-            {
+                .spawn(move || {
+                    crate::priority::run_event_fanout_first("fan-out helper");
+                    help(&jobs)
+                }) {
                 Ok(_) => state.helper = Some(HelperHandle(inbox)),
                 Err(err) => {
                     state.refused = true;

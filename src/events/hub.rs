@@ -109,7 +109,10 @@ impl EventHub {
             std::thread::Builder::new()
                 .name("event-writer".into())
                 .stack_size(256 * 1024)
-                .spawn(move || run_writer(store, syncer, rx, broadcast, fanout, cursors, metrics))?
+                .spawn(move || {
+                    crate::priority::run_event_fanout_first("event writer");
+                    run_writer(store, syncer, rx, broadcast, fanout, cursors, metrics)
+                })?
         };
         Ok((
             EventHub {
