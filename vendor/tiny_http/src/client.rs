@@ -41,6 +41,10 @@ pub struct ClientConnection {
 
     // porchlight patch: the deadline of the request being read (head and body).
     deadline: Deadline,
+
+    // porchlight patch: set by a request whose answer closes the connection (see
+    // `Request::keep_alive` and `util::persistence`): no further request is read after it.
+    closing: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// porchlight patch: bounds on one request, so that a client cannot make the server allocate
@@ -159,6 +163,7 @@ impl ClientConnection {
             secure,
             limits: HeadLimits::default(),
             deadline,
+            closing: Default::default(),
         }
     }
 
@@ -340,7 +345,9 @@ impl ClientConnection {
         })?;
 
         // return the request
-        Ok(request.with_deadline(self.deadline.clone()))
+        Ok(request
+            .with_deadline(self.deadline.clone())
+            .with_closing(self.closing.clone()))
     }
 }
 
@@ -450,7 +457,7 @@ impl Iterator for ClientConnection {
     fn next(&mut self) -> Option<Request> {
         // the client sent a "connection: close" header in this previous request
         //  or is using HTTP 1.0, meaning that no new request will come
-        if self.no_more_requests {
+        if self.no_more_requests || self.closing.load(std::sync::atomic::Ordering::Relaxed) {
             return None;
         }
 
@@ -493,33 +500,19 @@ impl Iterator for ClientConnection {
                 // Flushed here, so the answer leaves before the caller starts closing.
                 let mut writer = self.sink.next().unwrap();
                 response
-                    .raw_print(&mut writer, HTTPVersion(1, 1), &[], false, None)
+                    .raw_print(&mut writer, HTTPVersion(1, 1), &[], false, None, false)
                     .and_then(|()| writer.flush())
                     .ok();
                 return None;
             }
         };
 
-        // updating the status of the connection
-        let connection_header = rq
-            .headers()
-            .iter()
-            .find(|h| h.field.equiv("Connection"))
-            .map(|h| h.value.as_str());
-
-        let lowercase = connection_header.map(|h| h.to_ascii_lowercase());
-
-        match lowercase {
-            Some(ref val) if val.contains("close") => self.no_more_requests = true,
-            Some(ref val) if val.contains("upgrade") => self.no_more_requests = true,
-            Some(ref val)
-                if !val.contains("keep-alive") && *rq.http_version() == HTTPVersion(1, 0) =>
-            {
-                self.no_more_requests = true
-            }
-            None if *rq.http_version() == HTTPVersion(1, 0) => self.no_more_requests = true,
-            _ => (),
-        };
+        // porchlight patch: whether the connection persists is the request's one decision
+        // (`util::persistence`, token lists over every `Connection` line), which its answer
+        // also follows; upstream tested the first header for substrings here.
+        if !rq.keep_alive() {
+            self.no_more_requests = true;
+        }
 
         // returning the request
         Some(rq)

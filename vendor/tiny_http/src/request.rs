@@ -76,6 +76,16 @@ pub struct Request {
 
     // porchlight patch: the connection's request deadline, cleared when the request upgrades.
     deadline: Option<crate::util::Deadline>,
+
+    // porchlight patch: whether the connection carries another request after this one's
+    // answer (`util::persistence`): decided once, followed by the connection, told to the
+    // client by the answer.
+    keep_alive: bool,
+
+    // porchlight patch: set when this request's answer closes the connection (it did not keep
+    // alive, or the answer carried `Connection: close`), so the connection reads no further
+    // request after an answer that said it would not.
+    closing: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 struct NotifyOnDrop<R> {
@@ -204,16 +214,11 @@ where
     };
 
     // true if the client sent a `Connection: upgrade` header
-    let connection_upgrade = {
-        match headers
-            .iter()
-            .find(|h: &&Header| h.field.equiv("Connection"))
-            .map(|h| h.value.as_str())
-        {
-            Some(v) if v.to_ascii_lowercase().contains("upgrade") => true,
-            _ => false,
-        }
-    };
+    // porchlight patch: the `Connection` tokens, read once for the reader and for whether the
+    // connection persists (`util::persistence`).
+    let connection = crate::util::ConnectionTokens::of(&headers);
+    let keep_alive = crate::util::keeps_alive(&version, connection);
+    let connection_upgrade = connection.upgrade;
 
     // we wrap `source_data` around a reading whose nature depends on the transfer-encoding and
     // content-length headers
@@ -277,6 +282,8 @@ where
         must_send_continue: expects_continue,
         notify_when_responded: None,
         deadline: None,
+        keep_alive,
+        closing: None,
     })
 }
 
@@ -309,6 +316,14 @@ impl Request {
     #[inline]
     pub fn http_version(&self) -> &HTTPVersion {
         &self.http_version
+    }
+
+    /// porchlight patch: whether the connection carries another request after this one's
+    /// answer, from the request's version and `Connection` tokens. An answer may still close
+    /// it (`Connection: close`); see `util::persistence`.
+    #[inline]
+    pub fn keep_alive(&self) -> bool {
+        self.keep_alive
     }
 
     /// Returns the length of the body in bytes.
@@ -361,6 +376,7 @@ impl Request {
                 &self.headers,
                 false,
                 Some(protocol),
+                false,
             )
             .ok(); // TODO: unused result
 
@@ -412,6 +428,7 @@ impl Request {
                 &self.headers,
                 true,
                 None,
+                self.keep_alive,
             )
             .ok();
             self.response_writer.as_mut().unwrap().flush().ok();
@@ -493,12 +510,21 @@ impl Request {
 
         let do_not_send_body = self.method == Method::Head;
 
+        // porchlight patch: the answer and the connection make one decision; see `closing`.
+        let keep_alive = self.keep_alive && !response.closes_connection();
+        if !keep_alive {
+            if let Some(closing) = &self.closing {
+                closing.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+
         Self::ignore_client_closing_errors(response.raw_print(
             writer.by_ref(),
             self.http_version.clone(),
             &self.headers,
             do_not_send_body,
             None,
+            keep_alive,
         ))?;
 
         Self::ignore_client_closing_errors(writer.flush())
@@ -517,6 +543,15 @@ impl Request {
     /// porchlight patch: the connection's deadline, so that an upgrade can lift it.
     pub(crate) fn with_deadline(mut self, deadline: crate::util::Deadline) -> Self {
         self.deadline = Some(deadline);
+        self
+    }
+
+    /// porchlight patch: the connection's flag, set when this request's answer closes it.
+    pub(crate) fn with_closing(
+        mut self,
+        closing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> Self {
+        self.closing = Some(closing);
         self
     }
 
@@ -539,7 +574,11 @@ impl fmt::Debug for Request {
 impl Drop for Request {
     fn drop(&mut self) {
         if self.response_writer.is_some() {
-            let response = Response::empty(500);
+            // porchlight patch: dropped unanswered (its handler panicked): the connection's
+            // state is unknown, so the answer closes it.
+            let response = Response::empty(500).with_header(
+                Header::from_bytes(&b"Connection"[..], &b"close"[..]).unwrap(),
+            );
             let _ = self.respond_impl(response); // ignoring any potential error
             if let Some(mut sender) = self.notify_when_responded.take() {
                 let _ = sender.send(());

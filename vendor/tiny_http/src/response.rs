@@ -304,6 +304,11 @@ where
     ///  decide which features (most notably, encoding) to use.
     ///
     /// Note: does not flush the writer.
+    ///
+    /// porchlight patch: `keep_alive` is whether the connection carries another request after
+    /// this answer (`Request::keep_alive`, and no `Connection: close` in this response); the
+    /// answer says so (`Connection: close`, or `keep-alive` to HTTP/1.0) rather than guess
+    /// from the request's headers again.
     pub fn raw_print<W: Write>(
         mut self,
         mut writer: W,
@@ -311,6 +316,7 @@ where
         request_headers: &[Header],
         do_not_send_body: bool,
         upgrade: Option<&str>,
+        keep_alive: bool,
     ) -> IoResult<()> {
         let mut transfer_encoding = Some(choose_transfer_encoding(
             self.status_code,
@@ -334,33 +340,24 @@ where
             );
         }
 
-        // PORCHLIGHT: an HTTP/1.0 request that asked to keep the connection alive is told it
-        // is (RFC 9112 Appendix C.2.2): without `Connection: keep-alive` in the answer such a
-        // client takes the connection as closing, while it is in fact kept. An answer that
-        // closes the connection says `Connection: close` instead.
-        let keep_alive_asked = http_version == HTTPVersion(1, 0)
-            && request_headers.iter().any(|h| {
-                h.field.equiv("Connection")
-                    && h.value
-                        .as_str()
-                        .split(',')
-                        .any(|o| o.trim().eq_ignore_ascii_case("keep-alive"))
-            })
-            && !request_headers.iter().any(|h| {
-                h.field.equiv("Connection")
-                    && h.value
-                        .as_str()
-                        .split(',')
-                        .any(|o| o.trim().eq_ignore_ascii_case("close"))
-            });
-        if keep_alive_asked
-            && upgrade.is_none()
-            && self.status_code.0 >= 200
-            && !self.headers.iter().any(|h| h.field.equiv("Connection"))
-        {
-            self.headers.push(
-                Header::from_bytes(&b"Connection"[..], &b"keep-alive"[..]).unwrap(),
-            );
+        // PORCHLIGHT: the answer says what the connection does after it (RFC 9112 §9.6, §9.3,
+        // Appendix C.2.2): `Connection: close` when it closes — the client asked, HTTP/1.0
+        // without keep-alive, or the answer itself closes — and `Connection: keep-alive` to an
+        // HTTP/1.0 client whose connection is kept, which without it takes the connection as
+        // closing. `keep_alive` is the connection's own decision (`util::persistence`), so the
+        // two cannot disagree. A 1xx is not the answer and says nothing; an upgrade says
+        // `upgrade` below.
+        if upgrade.is_none() && self.status_code.0 >= 200 {
+            let closes = !keep_alive || self.closes_connection();
+            self.headers.retain(|h| !h.field.equiv("Connection"));
+            if closes {
+                self.headers
+                    .push(Header::from_bytes(&b"Connection"[..], &b"close"[..]).unwrap());
+            } else if http_version == HTTPVersion(1, 0) {
+                self.headers.push(
+                    Header::from_bytes(&b"Connection"[..], &b"keep-alive"[..]).unwrap(),
+                );
+            }
         }
 
         // handling upgrade
@@ -463,6 +460,12 @@ where
     /// Retrieves the current value of the `Response` status code
     pub fn status_code(&self) -> StatusCode {
         self.status_code
+    }
+
+    /// porchlight patch: whether this answer was given `Connection: close` (the only
+    /// `Connection` value `add_header` keeps), so the connection closes after it.
+    pub fn closes_connection(&self) -> bool {
+        self.headers.iter().any(|h| h.field.equiv("Connection"))
     }
 
     /// Retrieves the current value of the `Response` data length
@@ -623,5 +626,45 @@ impl Clone for Response<io::Empty> {
             data_length: self.data_length,
             chunked_threshold: self.chunked_threshold,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The head `raw_print` writes for a 200 with `keep_alive` to a request of `version`.
+    fn head(response: Response<Cursor<Vec<u8>>>, version: (u8, u8), keep_alive: bool) -> String {
+        let mut out = Vec::new();
+        response
+            .raw_print(&mut out, HTTPVersion::from(version), &[], true, None, keep_alive)
+            .unwrap();
+        String::from_utf8(out).unwrap().to_ascii_lowercase()
+    }
+
+    fn connection_lines(head: &str) -> Vec<&str> {
+        head.lines()
+            .filter(|l| l.starts_with("connection:"))
+            .collect()
+    }
+
+    #[test]
+    fn the_answer_says_what_the_connection_does() {
+        let ok = || Response::from_data(b"x".to_vec());
+        assert_eq!(connection_lines(&head(ok(), (1, 1), true)), Vec::<&str>::new());
+        assert_eq!(connection_lines(&head(ok(), (1, 1), false)), ["connection: close"]);
+        assert_eq!(connection_lines(&head(ok(), (1, 0), false)), ["connection: close"]);
+        assert_eq!(connection_lines(&head(ok(), (1, 0), true)), ["connection: keep-alive"]);
+        let closing = || ok().with_header(Header::from_bytes("Connection", "close").unwrap());
+        assert!(closing().closes_connection());
+        assert_eq!(connection_lines(&head(closing(), (1, 0), true)), ["connection: close"]);
+        assert_eq!(connection_lines(&head(closing(), (1, 1), true)), ["connection: close"]);
+        // Other `Connection` values are not the handler's to send.
+        let other = ok().with_header(Header::from_bytes("Connection", "keep-alive").unwrap());
+        assert!(!other.closes_connection());
+        assert_eq!(connection_lines(&head(other, (1, 1), false)), ["connection: close"]);
+        // A 1xx is not the answer: it says nothing about the connection.
+        let continue_ = Response::new_empty(StatusCode(100));
+        assert_eq!(connection_lines(&head(continue_, (1, 1), false)), Vec::<&str>::new());
     }
 }
