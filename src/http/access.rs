@@ -22,6 +22,19 @@ pub fn header<'a>(request: &'a Request, name: &'static str) -> Option<&'a str> {
         .map(|h| h.value.as_str())
 }
 
+/// Every line of the list header `name` joined into one comma-separated list, as RFC 9110
+/// §5.3 allows a recipient to combine them (`Connection: keep-alive` and `Connection: Upgrade`
+/// on two lines are the list `keep-alive, Upgrade`); `None` when absent.
+pub fn joined(request: &Request, name: &'static str) -> Option<String> {
+    let mut lines = request
+        .headers()
+        .iter()
+        .filter(|h| h.field.equiv(name))
+        .map(|h| h.value.as_str());
+    let first = lines.next()?;
+    Some(lines.fold(first.to_string(), |list, line| format!("{list}, {line}")))
+}
+
 /// The token a request presents: `Authorization: Bearer`, then `Authorization: Basic` (the
 /// token as the password, any user name), then `?token=`, then the cookie. A malformed Basic
 /// header presents an empty token (refused), never a server error.

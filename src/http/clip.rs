@@ -24,7 +24,7 @@ use super::cors;
 use super::mjpeg;
 use super::query::Target;
 use super::reply;
-use super::router::respond;
+use super::router::{respond, respond_and_close};
 use super::server::Conn;
 use crate::clips::file::{self, ClipFrame, ClipReader, Read};
 use crate::ctx::Ctx;
@@ -161,7 +161,8 @@ fn send_file(request: Request, id: u64, clip: &Clip, ctx: &Ctx) -> bool {
     // A download says its length (a progress bar, a resumable save), never chunked.
     .with_chunked_threshold(usize::MAX);
     log::info!("clip of event {id} downloaded ({len} bytes)");
-    request.respond(response).is_ok()
+    let keep_alive = request.keep_alive();
+    request.respond(response).is_ok() && keep_alive
 }
 
 /// What ends the last part instead of [`PART_END`]: the CRLF and the closing delimiter.
@@ -205,8 +206,7 @@ fn next_frame(
 fn replay(request: Request, id: u64, clip: &Clip, conn: &Conn, ctx: &Ctx) -> bool {
     let limit = ctx.http.max_video_clients;
     let Some(_slot) = ctx.metrics.admit(ClientKind::Video, limit) else {
-        respond(request, reply::over_limit("video client", limit), ctx);
-        return false;
+        return respond_and_close(request, reply::over_limit("video client", limit), ctx);
     };
     let mut reader = match open(clip, ctx).and_then(|mut reader| {
         reader.skip_before(clip.from_unix)?;

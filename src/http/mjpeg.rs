@@ -25,7 +25,7 @@ use super::cors;
 use super::panics;
 use super::query::{Target, client_id};
 use super::reply;
-use super::router::{respond, respond_stream_head};
+use super::router::{respond, respond_and_close, respond_stream_head};
 use super::server::{Conn, HangupCheck};
 use crate::ctx::Ctx;
 use crate::latest::Next;
@@ -154,8 +154,7 @@ pub fn stream(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
         return respond_stream_head(request, &head, limit, ctx);
     }
     let Some(_slot) = ctx.metrics.admit(ClientKind::Video, limit) else {
-        respond(request, reply::over_limit("video client", limit), ctx);
-        return false;
+        return respond_and_close(request, reply::over_limit("video client", limit), ctx);
     };
     let mut adapter = asked.auto.then(|| {
         let camera = ctx.camera.frames().current();
@@ -169,8 +168,7 @@ pub fn stream(request: Request, target: &Target, conn: &Conn, ctx: &Ctx) -> bool
             log::warn!("video client {} refused: {message}", asked.client_id);
             let reply = reply::error(503, "unavailable", &message)
                 .with_header(reply::header("Retry-After", "5"));
-            respond(request, reply, ctx);
-            return false;
+            return respond_and_close(request, reply, ctx);
         }
     };
     // The head, then the body's opening delimiter, in one write.

@@ -206,16 +206,28 @@ pub fn handle<'c>(mut request: Request, conn: &'c Conn, ctx: &'c Ctx) -> Handled
         reply.status_code().0
     );
     let reply = if close { closing(reply) } else { reply };
-    Handled::Answered(respond(request, reply, ctx) && !close)
+    Handled::Answered(respond(request, reply, ctx))
 }
 
 /// `reply` saying it is the connection's last (RFC 9112 §9.6), so a client that pipelines or
 /// keeps connections for reuse does not send its next request into a closing socket.
+/// [`respond`] then reports the connection as ending, and tiny_http reads no further request
+/// on it.
 fn closing(reply: Reply) -> Reply {
     reply.with_header(reply::header("Connection", "close"))
 }
 
-/// Sends `reply`, counts it, and says whether the connection may carry another request.
+/// Sends `reply` as the connection's last answer (saying `Connection: close`), for a handler
+/// that ends the connection after refusing (a stream over its limit, a refused WebSocket).
+/// Returns false: the connection may carry no other request.
+pub fn respond_and_close(request: Request, reply: Reply, ctx: &Ctx) -> bool {
+    respond(request, closing(reply), ctx)
+}
+
+/// Sends `reply`, counts it, and says whether the connection may carry another request: the
+/// one decision the answer also states. It carries none when the request's own `Connection`
+/// tokens or version end it (`Request::keep_alive`; tiny_http then says `Connection: close`)
+/// or the answer closes it (`Connection: close`, see [`closing`]).
 #[inline(never)]
 pub fn respond(request: Request, reply: Reply, ctx: &Ctx) -> bool {
     let status = reply.status_code().0;
@@ -235,8 +247,14 @@ pub fn respond(request: Request, reply: Reply, ctx: &Ctx) -> bool {
         .is_some_and(|n| n > crate::events::event::MAX_BODY_BYTES)
         || has_chunked_body(&request);
     let reply = cors::decorate(reply, &request, &ctx.http.allowed_origins);
-    let reply = if unread_body { closing(reply) } else { reply };
-    request.respond(reply).is_ok() && !unread_body
+    // A stopping server reads no further request (`server::serve_connection`): say so.
+    let reply = if unread_body || ctx.shutdown.is_triggered() {
+        closing(reply)
+    } else {
+        reply
+    };
+    let keep_alive = request.keep_alive() && !reply.closes_connection();
+    request.respond(reply).is_ok() && keep_alive
 }
 
 /// Answers a HEAD of a stream: the status and headers a GET would get now — 503 over the
@@ -249,8 +267,7 @@ pub fn respond_stream_head(
     ctx: &Ctx,
 ) -> bool {
     if ctx.metrics.clients(kind) >= limit {
-        respond(request, reply::over_limit(what, limit), ctx);
-        return false;
+        return respond_and_close(request, reply::over_limit(what, limit), ctx);
     }
     let end = head
         .windows(4)

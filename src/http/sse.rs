@@ -34,7 +34,7 @@ use super::cors;
 use super::panics;
 use super::query::{IdFloor, Target, client_id, event_type_list, parse_event_id, stream_cursor};
 use super::reply;
-use super::router::{Handled, respond, respond_stream_head};
+use super::router::{Handled, respond, respond_and_close, respond_stream_head};
 use super::server::{Conn, HangupCheck};
 use crate::ctx::Ctx;
 use crate::events::fanout::{Backlog, Outlet, Settled, Wire};
@@ -499,12 +499,11 @@ fn gone(err: &std::io::Error) -> String {
 
 /// Answers 503 with `Retry-After` over `max_sse_clients`; the connection then ends.
 fn refuse_over_limit(request: Request, ctx: &Ctx) -> bool {
-    respond(
+    respond_and_close(
         request,
         reply::over_limit("SSE client", ctx.http.max_sse_clients),
         ctx,
-    );
-    false
+    )
 }
 
 /// `GET /stream/system-status`: `status_connected`, then the status object now and every

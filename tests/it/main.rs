@@ -25,6 +25,7 @@ mod mqtt;
 mod probe;
 mod probe2;
 mod probe3;
+mod probe7;
 mod probe8;
 mod rest_auth;
 mod shutdown;

@@ -30,7 +30,7 @@ use self::transport::{Transport, Upgraded};
 use super::access::{self, header};
 use super::query::Target;
 use super::reply::{self, Reply};
-use super::router::{Handled, respond};
+use super::router::{Handled, respond_and_close};
 use super::server::Conn;
 use crate::ctx::Ctx;
 use crate::events::fanout::Wire;
@@ -86,7 +86,7 @@ fn open<'c>(
     let (opened, accept_key) = match check(&request, target, conn, ctx) {
         Ok(checked) => checked,
         Err(reply) => {
-            respond(request, reply, ctx);
+            respond_and_close(request, reply, ctx);
             return None;
         }
     };
@@ -97,7 +97,7 @@ fn open<'c>(
             "bad_request",
             "a WebSocket is opened with GET; HEAD cannot upgrade",
         );
-        respond(request, reply, ctx);
+        respond_and_close(request, reply, ctx);
         return None;
     }
     let Some(slot) = ctx
@@ -105,7 +105,7 @@ fn open<'c>(
         .admit(ClientKind::WebSocket, ctx.http.max_ws_clients)
     else {
         let limit = ctx.http.max_ws_clients;
-        respond(request, reply::over_limit("WebSocket client", limit), ctx);
+        respond_and_close(request, reply::over_limit("WebSocket client", limit), ctx);
         return None;
     };
     // Every descriptor the session needs, before the upgrade: running out is a 503.
@@ -121,7 +121,7 @@ fn open<'c>(
         Ok((outlet, wake, stop))
     });
     let Ok((outlet, wake, stop)) = subscribed else {
-        respond(request, reply::out_of_descriptors(), ctx);
+        respond_and_close(request, reply::out_of_descriptors(), ctx);
         return None;
     };
     let switching =
@@ -190,9 +190,14 @@ fn check(
             "a WebSocket handshake is an HTTP/1.1 request; this one is HTTP/1.0",
         ));
     }
+    // List headers, read over every line they were sent on.
+    let (upgrade, connection) = (
+        access::joined(request, "Upgrade"),
+        access::joined(request, "Connection"),
+    );
     let accept_key = handshake::accept_key(&Opening {
-        upgrade: header(request, "Upgrade"),
-        connection: header(request, "Connection"),
+        upgrade: upgrade.as_deref(),
+        connection: connection.as_deref(),
         version: header(request, "Sec-WebSocket-Version"),
         key: header(request, "Sec-WebSocket-Key"),
     })?;

@@ -1,0 +1,156 @@
+//! Seventh probe: how the server reads a connection's lifetime, as a strict or unusual HTTP
+//! client writes it — `Connection` token lists (RFC 9112 §9.3, §9.6). Each test failed on the
+//! server before its fix.
+
+use std::io::{BufReader, Read};
+use std::net::TcpStream;
+
+use crate::common::*;
+
+/// One exchange on an open connection: `raw` is the whole request, head and body.
+fn exchange(reader: &mut BufReader<TcpStream>, raw: &str, method: &str) -> Response {
+    use std::io::Write;
+    reader.get_mut().write_all(raw.as_bytes()).unwrap();
+    read_response(reader, method).unwrap_or_else(|e| panic!("{raw:?}: no answer: {e}"))
+}
+
+fn open(port: u16) -> BufReader<TcpStream> {
+    BufReader::new(connect(port))
+}
+
+/// Whether the server ended the connection: EOF (or a reset) before any byte, within the
+/// read timeout.
+fn closed(reader: &mut BufReader<TcpStream>) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(reader.read(&mut byte), Ok(0) | Err(_))
+}
+
+/// The `Connection` tokens of an answer, lower-cased.
+fn connection_tokens(response: &Response) -> Vec<String> {
+    response
+        .headers_named("connection")
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .collect()
+}
+
+fn says_close(response: &Response) -> bool {
+    connection_tokens(response).iter().any(|t| t == "close")
+}
+
+fn get11(path: &str, extra: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n")
+}
+
+#[test]
+fn an_answer_says_connection_close_exactly_when_the_connection_ends() {
+    let server = Server::with_config("max_sse_clients = 0\nmax_ws_clients = 0\n", &[]);
+    let port = server.port();
+
+    // HTTP/1.1 that asks to close, however the token list is written.
+    for header in [
+        "Connection: close\r\n",
+        "Connection: CLOSE\r\n",
+        "Connection: keep-alive, Close\r\n",
+        "Connection: keep-alive\r\nConnection: close\r\n",
+        "Connection: foo,close , bar\r\n",
+    ] {
+        for path in [
+            "/api/status",
+            "/api/no-such",
+            "/api/events?limit=zero",
+            "/index.html",
+        ] {
+            let mut reader = open(port);
+            let answer = exchange(&mut reader, &get11(path, header), "GET");
+            assert!(
+                says_close(&answer),
+                "{header:?} {path}: {:?}",
+                answer.headers
+            );
+            assert!(
+                closed(&mut reader),
+                "{header:?} {path}: the connection stayed open"
+            );
+        }
+    }
+
+    // HTTP/1.1 that does not: no `close`, and the connection carries the next request, also
+    // when a token merely contains the letters.
+    for header in [
+        "",
+        "Connection: keep-alive\r\n",
+        "Connection: x-closed, enclosed\r\n",
+    ] {
+        let mut reader = open(port);
+        for path in ["/api/status", "/api/no-such", "/api/events/abc"] {
+            let answer = exchange(&mut reader, &get11(path, header), "GET");
+            assert!(
+                !says_close(&answer),
+                "{header:?} {path}: {:?}",
+                answer.headers
+            );
+        }
+    }
+
+    // Answers after which the server ends the connection itself say so: streams over their
+    // limit, a refused WebSocket, a stream's own head.
+    for (path, extra) in [
+        ("/stream/events", ""),
+        ("/stream/system-status", ""),
+        ("/ws", ""),
+        (
+            "/ws",
+            "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+        ),
+        ("/ws", "Connection: keep-alive, Upgrade\r\nUpgrade: h2c\r\n"),
+    ] {
+        let mut reader = open(port);
+        let answer = exchange(&mut reader, &get11(path, extra), "GET");
+        assert!(answer.status >= 400, "{path}: {}", answer.status);
+        assert!(
+            says_close(&answer),
+            "{path} {extra:?}: {:?}",
+            answer.headers
+        );
+        assert!(closed(&mut reader), "{path}: the connection stayed open");
+    }
+}
+
+/// HTTP/1.0 keeps its connection only when it asked for `keep-alive` (a token, not a
+/// substring), and the answer says what the connection then does: one decision, not two
+/// (tiny_http once tested substrings to keep the connection and tokens to answer).
+#[test]
+fn an_http_1_0_answer_and_its_connection_make_one_decision() {
+    let server = Server::start(&[]);
+    let port = server.port();
+    // HTTP/1.0: closes unless it asked for keep-alive, and says which.
+    for (header, keeps) in [
+        ("", false),
+        ("Connection: keep-alive\r\n", true),
+        ("Connection: Keep-Alive, foo\r\n", true),
+        ("Connection: foo\r\nConnection: keep-alive\r\n", true),
+        ("Connection: keep-alive, close\r\n", false),
+        ("Connection: x-keep-alive-not\r\n", false),
+        ("Connection: keep-alives\r\n", false),
+    ] {
+        let mut reader = open(port);
+        let raw = format!("GET /api/status HTTP/1.0\r\n{header}\r\n");
+        let answer = exchange(&mut reader, &raw, "GET");
+        assert_eq!(answer.status, 200);
+        let tokens = connection_tokens(&answer);
+        if keeps {
+            assert_eq!(tokens, ["keep-alive"], "{header:?}");
+            let again = exchange(&mut reader, &raw, "GET");
+            assert_eq!(again.status, 200, "{header:?}: second request");
+        } else {
+            assert_eq!(tokens, ["close"], "{header:?}");
+            assert!(
+                closed(&mut reader),
+                "{header:?}: the connection stayed open"
+            );
+        }
+    }
+}
