@@ -1,27 +1,47 @@
 //! The request target: path and decoded query parameters.
 
-/// A request target split into its path and `key=value` parameters (percent-decoded).
+/// A request target split into its path (normalised: see [`normalize_path`]) and `key=value`
+/// parameters (percent-decoded).
 #[derive(Debug, Default, PartialEq)]
 pub struct Target {
+    /// The path as every route sees it, normalised (RFC 3986 §6.2.2): `/api/event%73` is
+    /// `/api/events`, while `%2F` stays `%2F`, inside its segment.
     pub path: String,
     params: Vec<(String, String)>,
+    /// Why the query is malformed (a bad escape), kept for the router to answer 400 once the
+    /// method has been judged: a wrong method on a known path is a 405 whatever its query.
+    query_error: Option<String>,
 }
 
 impl Target {
-    pub fn parse(url: &str) -> Target {
+    /// The target of a request: `Err` (for a 400) when its path holds a malformed escape, so
+    /// no route can be chosen for it.
+    pub fn parse(url: &str) -> Result<Target, String> {
         let (path, query) = url.split_once('?').unwrap_or((url, ""));
+        let path = normalize_path(path)?;
+        let mut query_error = None;
         let params = query
             .split('&')
             .filter(|pair| !pair.is_empty())
             .map(|pair| {
+                if query_error.is_none() {
+                    query_error = malformed_escape(pair)
+                        .map(|at| format!("the query holds a malformed percent-escape: {at:?}"));
+                }
                 let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
                 (decode_component(k, true), decode_component(v, true))
             })
             .collect();
-        Target {
-            path: path.to_string(),
+        Ok(Target {
+            path,
             params,
-        }
+            query_error,
+        })
+    }
+
+    /// Why the query is malformed, if it is (a `%` not followed by two hex digits).
+    pub fn query_error(&self) -> Option<&str> {
+        self.query_error.as_deref()
     }
 
     /// How many `key=value` parameters the query has.
@@ -141,6 +161,64 @@ pub fn parse_limit(text: &str, max: u64) -> Result<u64, String> {
     }
 }
 
+/// RFC 3986 §2.3: the characters a URI may carry percent-encoded or not, meaning the same.
+fn unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// The first malformed percent-escape in `text` (a `%` not followed by two hex digits), as
+/// written, up to three characters.
+fn malformed_escape(text: &str) -> Option<&str> {
+    let bytes = text.as_bytes();
+    let at = bytes.iter().enumerate().position(|(i, b)| {
+        *b == b'%'
+            && !(bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    })?;
+    text.get(at..).map(|rest| rest.get(..3).unwrap_or(rest))
+}
+
+/// A request path as the routes must see it (RFC 3986 §6.2.2.1, §6.2.2.2): a percent-encoded
+/// unreserved character is that character (`/api/event%73` is `/api/events`, `%7E` is `~`),
+/// and every other escape keeps its encoding with upper-case hex (`%2f` is `%2F`). So an
+/// escaped `/` never becomes a separator, and an escape of anything else reserved (`?`, `#`,
+/// `%`, a space, a byte above ASCII) never becomes syntax: they stay inside their segment,
+/// for the route to refuse as a bad id or name. Dot segments are not removed (§6.2.2.3):
+/// `..`, literal or escaped, is an ordinary segment here that no route matches and the static
+/// files refuse, so nothing is ever resolved against a parent. A `%` not followed by two hex
+/// digits is malformed: `Err`, answered 400.
+pub fn normalize_path(path: &str) -> Result<String, String> {
+    if let Some(bad) = malformed_escape(path) {
+        return Err(format!(
+            "the path holds a malformed percent-escape: {bad:?} (a % must be followed by two \
+             hex digits)"
+        ));
+    }
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let decoded = (bytes[i] == b'%')
+            .then(|| path.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match decoded {
+            Some(b) if unreserved(b) => out.push(char::from(b)),
+            Some(b) => out.push_str(&format!("%{b:02X}")),
+            None => {
+                // Not an escape: one whole character (tiny_http refuses non-ASCII targets, but
+                // this stays correct for any text).
+                let ch = path[i..].chars().next().unwrap_or('\u{FFFD}');
+                out.push(ch);
+                i += ch.len_utf8();
+                continue;
+            }
+        }
+        i += 3;
+    }
+    Ok(out)
+}
+
 /// Percent-decodes; `+` is a space in query strings. Invalid escapes are kept literally, and
 /// bytes that do not form UTF-8 are replaced, so nothing here can fail.
 pub fn decode_component(text: &str, plus_is_space: bool) -> String {
@@ -192,7 +270,7 @@ mod tests {
 
     #[test]
     fn parses_targets() {
-        let t = Target::parse("/api/events?limit=5&type=door%5Fbell&x=a+b&flag");
+        let t = Target::parse("/api/events?limit=5&type=door%5Fbell&x=a+b&flag").unwrap();
         assert_eq!(t.path, "/api/events");
         assert_eq!(t.get("limit"), Some("5"));
         assert_eq!(t.get("type"), Some("door_bell"));
@@ -206,16 +284,26 @@ mod tests {
     #[test]
     fn a_parameter_repeated_with_another_value_is_a_conflict() {
         assert_eq!(
-            Target::parse("/a?limit=5&limit=abc").conflicting_param(),
+            Target::parse("/a?limit=5&limit=abc")
+                .unwrap()
+                .conflicting_param(),
             Some("limit")
         );
         assert_eq!(
-            Target::parse("/a?x=1&t=a&t=%61&t=b").conflicting_param(),
+            Target::parse("/a?x=1&t=a&t=%61&t=b")
+                .unwrap()
+                .conflicting_param(),
             Some("t")
         );
-        assert_eq!(Target::parse("/a?t=a&t=a&u=1").conflicting_param(), None);
-        assert_eq!(Target::parse("/a?t=a&u=a").conflicting_param(), None);
-        assert_eq!(Target::parse("/a").conflicting_param(), None);
+        assert_eq!(
+            Target::parse("/a?t=a&t=a&u=1").unwrap().conflicting_param(),
+            None
+        );
+        assert_eq!(
+            Target::parse("/a?t=a&u=a").unwrap().conflicting_param(),
+            None
+        );
+        assert_eq!(Target::parse("/a").unwrap().conflicting_param(), None);
     }
 
     #[test]
@@ -264,7 +352,7 @@ mod tests {
 
     #[test]
     fn a_stream_cursor_is_last_event_id_or_after_never_two_different_ones() {
-        let cursor = |url: &str| stream_cursor(&Target::parse(url));
+        let cursor = |url: &str| stream_cursor(&Target::parse(url).unwrap());
         assert_eq!(cursor("/s"), Ok(None));
         assert_eq!(cursor("/s?last_event_id=4"), Ok(Some(4)));
         assert_eq!(cursor("/s?after=4"), Ok(Some(4)));
@@ -283,6 +371,47 @@ mod tests {
         for bad in ["0", "-1", "", "1.5", "+3", "ten", "1e2"] {
             assert!(parse_limit(bad, 500).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn paths_are_normalised_before_routing() {
+        let norm = |p: &str| normalize_path(p);
+        assert_eq!(norm("/api/event%73").as_deref(), Ok("/api/events"));
+        assert_eq!(norm("/%61%70%69/%65vents").as_deref(), Ok("/api/events"));
+        assert_eq!(
+            norm("/api/events/%31%32/clip.mjpeg").as_deref(),
+            Ok("/api/events/12/clip.mjpeg")
+        );
+        assert_eq!(norm("/a%2d%2E%5f%7e").as_deref(), Ok("/a-._~"));
+        // Reserved and other characters keep their encoding, with upper-case hex.
+        assert_eq!(norm("/api%2fevents").as_deref(), Ok("/api%2Fevents"));
+        assert_eq!(norm("/a%2F..%2fb").as_deref(), Ok("/a%2F..%2Fb"));
+        assert_eq!(
+            norm("/a%3f%23%25%20%c3%a9").as_deref(),
+            Ok("/a%3F%23%25%20%C3%A9")
+        );
+        // Escaped dots become dots, but stay segments: nothing here resolves them.
+        assert_eq!(norm("/%2e%2E/x").as_deref(), Ok("/../x"));
+        assert_eq!(norm("/").as_deref(), Ok("/"));
+        assert_eq!(norm("*").as_deref(), Ok("*"));
+        for bad in ["/%zz", "/a%", "/a%0", "/%0g/x", "/%%41", "/a%2", "/%g0"] {
+            assert!(norm(bad).is_err(), "{bad:?}");
+            assert!(Target::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_malformed_query_escape_is_kept_for_the_router() {
+        let t = Target::parse("/api/status?x=%zz").unwrap();
+        assert_eq!(t.path, "/api/status");
+        assert!(t.query_error().is_some_and(|e| e.contains("%zz")));
+        for bad in ["/a?x=%", "/a?x=1%0", "/a?%g1=2"] {
+            assert!(
+                Target::parse(bad).unwrap().query_error().is_some(),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(Target::parse("/a?x=%41+%2f").unwrap().query_error(), None);
     }
 
     #[test]

@@ -172,7 +172,13 @@ impl<'c> Handled<'c> {
 #[inline(never)]
 pub fn handle<'c>(mut request: Request, conn: &'c Conn, ctx: &'c Ctx) -> Handled<'c> {
     ctx.metrics.http_requests.fetch_add(1, Ordering::Relaxed);
-    let target = Target::parse(request.url());
+    let target = match Target::parse(request.url()) {
+        Ok(target) => target,
+        Err(message) => {
+            let reply = reply::error(400, "bad_request", &message);
+            return Handled::Answered(respond(request, reply, ctx));
+        }
+    };
     let scope = panics::RequestScope::enter(request.method().as_str(), &target.path, &conn.peer);
     panics::injected("route", &target.path);
     if cors::is_preflight(&request) {
@@ -352,6 +358,9 @@ fn admit(request: &mut Request, target: &Target, conn: &Conn, ctx: &Ctx) -> Resu
         ));
     }
     let route = resolve(request.method(), &target.path)?;
+    if let Some(malformed) = target.query_error() {
+        return Err(reply::error(400, "bad_request", malformed));
+    }
     refuse_ambiguous(request, target)?;
     let address = server::client_address(&conn.peer);
     if let Route::Login = route {

@@ -24,19 +24,25 @@ mod embedded {
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
 connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
 
-/// The URL path as a relative file path, or `None` if it could name something outside the root.
+/// The URL path (normalised, see `query::normalize_path`) as a relative file path, or `None`
+/// if it could name something outside the root. Each segment is decoded on its own, so an
+/// escaped `/` (`%2F`) or `\` (`%5C`) cannot make a separator: a segment that decodes to one,
+/// to a NUL, or to a name starting with `.` (`..`, `.git`, however escaped) is refused.
 pub fn relative_path(url_path: &str) -> Option<String> {
-    let decoded = decode_component(url_path, false);
-    let trimmed = decoded.trim_start_matches('/');
-    let relative = if trimmed.is_empty() || decoded.ends_with('/') {
-        format!("{trimmed}index.html")
-    } else {
-        trimmed.to_string()
-    };
-    let safe = relative.split('/').all(|segment| {
-        !segment.is_empty() && !segment.starts_with('.') && !segment.contains(['\\', '\0'])
+    let trimmed = url_path.strip_prefix('/')?;
+    let mut segments: Vec<String> = trimmed
+        .split('/')
+        .map(|segment| decode_component(segment, false))
+        .collect();
+    // A path ending in `/` (or `/` itself) names the directory's index.
+    if segments.last().is_some_and(String::is_empty) {
+        segments.pop();
+        segments.push("index.html".to_string());
+    }
+    let safe = segments.iter().all(|segment| {
+        !segment.is_empty() && !segment.starts_with('.') && !segment.contains(['/', '\\', '\0'])
     });
-    safe.then_some(relative)
+    safe.then(|| segments.join("/"))
 }
 
 fn content_type(path: &str) -> &'static str {
@@ -241,6 +247,13 @@ mod tests {
             "/a//b",
             "/a%5c..%5cb",
             "/x%00.html",
+            "/img%2Findex.html",
+            "/img%2findex.html",
+            "/%2E%2E%2Fsecret.txt",
+            "/..%2Fsecret.txt",
+            "/%2Egit/config",
+            "/a%5Cb",
+            "relative",
         ] {
             assert_eq!(relative_path(bad), None, "{bad}");
         }

@@ -1,6 +1,7 @@
-//! Seventh probe: how the server reads a connection's lifetime, as a strict or unusual HTTP
-//! client writes it — `Connection` token lists (RFC 9112 §9.3, §9.6). Each test failed on the
-//! server before its fix.
+//! Seventh probe: how the server reads a request target and a connection's lifetime, as a
+//! strict or unusual HTTP client writes them — percent-encoded paths (RFC 3986 §6.2.2) and
+//! `Connection` token lists (RFC 9112 §9.3, §9.6). Each test failed on the server before its
+//! fix.
 
 use std::io::{BufReader, Read};
 use std::net::TcpStream;
@@ -152,5 +153,138 @@ fn an_http_1_0_answer_and_its_connection_make_one_decision() {
                 "{header:?}: the connection stayed open"
             );
         }
+    }
+}
+
+#[test]
+fn percent_encoded_unreserved_characters_route_as_the_characters() {
+    let server = Server::start(&[]);
+    let port = server.port();
+    let event = post_event(port, None, "probe7", serde_json::json!({}));
+    let id = id_of(&event);
+    let encoded_id: String = id
+        .to_string()
+        .bytes()
+        .map(|b| format!("%{b:02X}"))
+        .collect();
+
+    // Every kind of route, with parts of its path escaped.
+    let same = [
+        ("/api/event%73".to_string(), "/api/events".to_string()),
+        ("/%61pi/%73tatus".into(), "/api/status".into()),
+        (
+            "/api/events%3Flimit=1".into(),
+            "/api/events%3flimit=1".into(),
+        ),
+        ("/api%2Devents".into(), "/api-events".into()),
+        ("/%6Detrics".into(), "/metrics".into()),
+        (
+            format!("/api/events/{encoded_id}"),
+            format!("/api/events/{id}"),
+        ),
+        (
+            format!("/api/events/{encoded_id}/snapshot%2Ejpg"),
+            format!("/api/events/{id}/snapshot.jpg"),
+        ),
+        (
+            format!("/api/events/{encoded_id}/clip%2emjpeg"),
+            format!("/api/events/{id}/clip.mjpeg"),
+        ),
+        (
+            "/api/events/%31%32%33456789/clip.mjpeg".into(),
+            "/api/events/123456789/clip.mjpeg".into(),
+        ),
+        ("/index%2Ehtml".into(), "/index.html".into()),
+        ("/%69ndex.html".into(), "/index.html".into()),
+    ];
+    for (escaped, plain) in same {
+        let a = get(port, &escaped, None);
+        let b = get(port, &plain, None);
+        assert_eq!(a.status, b.status, "{escaped} vs {plain}: {}", a.text());
+        if !plain.contains("status") && !plain.contains("metrics") {
+            assert_eq!(a.body, b.body, "{escaped} vs {plain}");
+        }
+    }
+    assert_eq!(get(port, "/api/event%73", None).status, 200);
+    assert_eq!(
+        get(port, &format!("/api/events/{encoded_id}"), None).json()["id"],
+        id
+    );
+
+    // The streams and the WebSocket, escaped.
+    let sse = Sse::open(port, "/stream/event%73", &[]).map(|_| ());
+    assert!(sse.is_ok(), "escaped SSE path: {:?}", sse.err());
+    let status = Sse::open(port, "/%73tream/system-status", &[]).map(|_| ());
+    assert!(status.is_ok(), "escaped status path: {:?}", status.err());
+    let mut reader = open(port);
+    let upgrade = exchange(
+        &mut reader,
+        &get11(
+            "/w%73",
+            "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+        ),
+        "GET",
+    );
+    assert_eq!(upgrade.status, 101, "{}", upgrade.text());
+    let mut reader = open(port);
+    let raw = "HEAD /stream/vide%6F?quality=low HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    let video = exchange(&mut reader, raw, "HEAD");
+    assert_eq!(video.status, 200);
+    assert!(
+        video
+            .header("content-type")
+            .unwrap_or("")
+            .starts_with("multipart/x-mixed-replace"),
+        "{:?}",
+        video.headers
+    );
+}
+
+#[test]
+fn an_escaped_slash_or_dot_segment_never_steers_a_route() {
+    let server = Server::start(&[]);
+    let port = server.port();
+    post_event(port, None, "probe7", serde_json::json!({}));
+    for path in [
+        "/api%2Fevents",
+        "/api%2fstatus",
+        "/api/events%2F1",
+        "/stream%2Fevents",
+        "/api/%2E%2E/metrics",
+        "/api/events/%2E%2E/status",
+        "/api/events/1%2F..%2F..%2Fstatus",
+        "/api/events/1/%2E%2E/clip.mjpeg",
+        "/%2E%2E/api/status",
+        "/api/status/%2E%2E",
+        "/%2E%2E%2Fapi%2Fstatus",
+        "/ws%2F",
+        "/stream/video/%2E%2E",
+        "/stream/video/a%2Fb",
+    ] {
+        let answer = get(port, path, None);
+        assert!(
+            (400..500).contains(&answer.status),
+            "{path} was routed: {} {}",
+            answer.status,
+            answer.text()
+        );
+        assert!(
+            !answer.text().contains("\"uptime_s\"") && !answer.text().contains("\"events\""),
+            "{path} reached a route it does not name: {}",
+            answer.text()
+        );
+    }
+    // Malformed escapes are a clear 400, on every kind of route.
+    for path in [
+        "/%zz",
+        "/api/events/%",
+        "/api/status%0",
+        "/api/events/1%2/clip.mjpeg",
+        "/stream/events%G0",
+        "/ws%",
+        "/index.html%",
+    ] {
+        get(port, path, None).assert_error(400);
     }
 }
