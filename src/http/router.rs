@@ -74,7 +74,6 @@ pub const ALLOW_GET: &str = "GET, HEAD";
 pub const ALLOW_POST: &str = "POST";
 /// ... for `/api/events`.
 pub const ALLOW_GET_POST: &str = "GET, HEAD, POST";
-
 /// The 405 for `method` on a route that allows `allowed`, with `Allow` as RFC 9110 asks.
 pub fn method_not_allowed(method: &Method, allowed: &str) -> Reply {
     reply::error(
@@ -85,53 +84,92 @@ pub fn method_not_allowed(method: &Method, allowed: &str) -> Reply {
     .with_header(reply::header("Allow", allowed))
 }
 
-/// The route for a method and path, or the 4xx to answer (public for the fuzz targets).
-pub fn resolve(method: &Method, path: &str) -> Result<Route, Reply> {
-    let get = matches!(method, Method::Get | Method::Head);
-    let post = *method == Method::Post;
-    let only_get = |route: Route| {
-        if get {
-            Ok(route)
-        } else {
-            Err(method_not_allowed(method, ALLOW_GET))
+/// The methods a path answers.
+#[derive(Clone, Copy)]
+enum Allow {
+    Get,
+    Post,
+    GetPost,
+}
+
+impl Allow {
+    fn permits(self, method: &Method) -> bool {
+        let get = matches!(method, Method::Get | Method::Head);
+        let post = *method == Method::Post;
+        match self {
+            Allow::Get => get,
+            Allow::Post => post,
+            Allow::GetPost => get || post,
         }
-    };
-    let only_post = |route: Route| {
-        if post {
-            Ok(route)
-        } else {
-            Err(method_not_allowed(method, ALLOW_POST))
+    }
+
+    fn header(self) -> &'static str {
+        match self {
+            Allow::Get => ALLOW_GET,
+            Allow::Post => ALLOW_POST,
+            Allow::GetPost => ALLOW_GET_POST,
         }
-    };
+    }
+}
+
+/// A path the routes know, before its parameters are read.
+enum Known<'p> {
+    Route(Route),
+    /// `/api/events`: the list for GET and HEAD, a new event for POST.
+    Events,
+    /// A route with an event id in its path, and the id as written.
+    WithId(fn(u64) -> Route, &'p str),
+}
+
+/// The route a (normalised) path names and the methods it answers, or the 404. Nothing of
+/// the path is parsed here beyond its shape.
+fn known(path: &str) -> Result<(Allow, Known<'_>), Reply> {
     let segments: Vec<&str> = path.split('/').skip(1).collect();
-    match segments.as_slice() {
-        ["api", "login"] => only_post(Route::Login),
-        ["api", "whoami"] => only_get(Route::WhoAmI),
-        ["api", "status"] => only_get(Route::Status),
-        ["api", "events"] if post => Ok(Route::EventsPost),
-        ["api", "events"] => {
-            if get {
-                Ok(Route::EventsList)
-            } else {
-                Err(method_not_allowed(method, ALLOW_GET_POST))
-            }
+    let known = match segments.as_slice() {
+        ["api", "login"] => (Allow::Post, Known::Route(Route::Login)),
+        ["api", "whoami"] => (Allow::Get, Known::Route(Route::WhoAmI)),
+        ["api", "status"] => (Allow::Get, Known::Route(Route::Status)),
+        ["api", "events"] => (Allow::GetPost, Known::Events),
+        ["api", "events", id] => (Allow::Get, Known::WithId(Route::Event, id)),
+        ["api", "events", id, "snapshot.jpg"] => {
+            (Allow::Get, Known::WithId(Route::EventSnapshot, id))
         }
-        ["api", "events", id] => only_get(Route::Event(parse_id(id)?)),
-        ["api", "events", id, "snapshot.jpg"] => only_get(Route::EventSnapshot(parse_id(id)?)),
-        ["api", "events", id, "clip.mjpeg"] => only_get(Route::EventClip(parse_id(id)?)),
-        ["api", "trigger-doorbell"] => only_post(Route::TriggerDoorbell),
-        ["api", "snapshot.jpg"] => only_get(Route::Snapshot),
-        ["stream", "events"] => only_get(Route::StreamEvents),
-        ["stream", "system-status"] => only_get(Route::StreamStatus),
-        ["stream", "video"] | ["stream", "video", _] => only_get(Route::StreamVideo),
-        ["ws"] => only_get(Route::WebSocket),
-        ["metrics"] => only_get(Route::Metrics),
-        ["api", ..] | ["stream", ..] => Err(reply::error(
-            404,
-            "not_found",
-            &format!("no such endpoint: {path}"),
-        )),
-        _ => only_get(Route::Static),
+        ["api", "events", id, "clip.mjpeg"] => (Allow::Get, Known::WithId(Route::EventClip, id)),
+        ["api", "trigger-doorbell"] => (Allow::Post, Known::Route(Route::TriggerDoorbell)),
+        ["api", "snapshot.jpg"] => (Allow::Get, Known::Route(Route::Snapshot)),
+        ["stream", "events"] => (Allow::Get, Known::Route(Route::StreamEvents)),
+        ["stream", "system-status"] => (Allow::Get, Known::Route(Route::StreamStatus)),
+        ["stream", "video"] | ["stream", "video", _] => {
+            (Allow::Get, Known::Route(Route::StreamVideo))
+        }
+        ["ws"] => (Allow::Get, Known::Route(Route::WebSocket)),
+        ["metrics"] => (Allow::Get, Known::Route(Route::Metrics)),
+        ["api", ..] | ["stream", ..] => {
+            return Err(reply::error(
+                404,
+                "not_found",
+                &format!("no such endpoint: {path}"),
+            ));
+        }
+        _ => (Allow::Get, Known::Route(Route::Static)),
+    };
+    Ok(known)
+}
+
+/// The route for a method and a normalised path (`Target::path`), or the 4xx to answer
+/// (public for the fuzz targets). The method is judged before anything in the path is
+/// parsed: a method the path does not answer is a 405 with its `Allow` whatever its id or
+/// query (`DELETE /api/events/abc` is a 405, not a 400 for the id).
+pub fn resolve(method: &Method, path: &str) -> Result<Route, Reply> {
+    let (allow, known) = known(path)?;
+    if !allow.permits(method) {
+        return Err(method_not_allowed(method, allow.header()));
+    }
+    match known {
+        Known::Route(route) => Ok(route),
+        Known::Events if *method == Method::Post => Ok(Route::EventsPost),
+        Known::Events => Ok(Route::EventsList),
+        Known::WithId(route, id) => parse_id(id).map(route),
     }
 }
 
@@ -470,6 +508,76 @@ fn answer(route: Route, request: &mut Request, target: &Target, conn: &Conn, ctx
         | Route::EventClip(_)
         | Route::WebSocket => {
             unreachable!("streams are handled in handle()")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(method: Method, path: &str) -> (u16, Option<String>) {
+        match resolve(&method, path) {
+            Ok(_) => (200, None),
+            Err(reply) => {
+                let allow = reply
+                    .headers()
+                    .iter()
+                    .find(|h| h.field.equiv("Allow"))
+                    .map(|h| h.value.as_str().to_string());
+                (reply.status_code().0, allow)
+            }
+        }
+    }
+
+    /// Every route, with a parameter that would be refused: a method the path does not answer
+    /// is a 405 with the path's `Allow` first; with an allowed method the parameter is judged.
+    #[test]
+    fn the_method_is_judged_before_the_path_parameters() {
+        let routes = [
+            ("/api/login", ALLOW_POST, None),
+            ("/api/whoami", ALLOW_GET, None),
+            ("/api/status", ALLOW_GET, None),
+            ("/api/events", ALLOW_GET_POST, None),
+            ("/api/events/abc", ALLOW_GET, Some(400)),
+            ("/api/events/0", ALLOW_GET, Some(400)),
+            ("/api/events/-1/snapshot.jpg", ALLOW_GET, Some(400)),
+            (
+                "/api/events/99999999999999999999/clip.mjpeg",
+                ALLOW_GET,
+                Some(400),
+            ),
+            ("/api/trigger-doorbell", ALLOW_POST, None),
+            ("/api/snapshot.jpg", ALLOW_GET, None),
+            ("/stream/events", ALLOW_GET, None),
+            ("/stream/system-status", ALLOW_GET, None),
+            ("/stream/video", ALLOW_GET, None),
+            ("/stream/video/bad%20id", ALLOW_GET, None),
+            ("/ws", ALLOW_GET, None),
+            ("/metrics", ALLOW_GET, None),
+            ("/index.html", ALLOW_GET, None),
+        ];
+        let methods = [
+            Method::Get,
+            Method::Head,
+            Method::Post,
+            Method::Put,
+            Method::Delete,
+            Method::Patch,
+            Method::Options,
+            Method::NonStandard("PURGE".parse().unwrap()),
+        ];
+        for (path, allow, bad_param) in routes {
+            for method in methods.clone() {
+                let allowed = allow.split(", ").any(|m| m == method.as_str());
+                let (got, got_allow) = status(method.clone(), path);
+                if allowed {
+                    assert_eq!(got, bad_param.unwrap_or(200), "{method} {path}");
+                } else {
+                    assert_eq!(got, 405, "{method} {path}");
+                    assert_eq!(got_allow.as_deref(), Some(allow), "{method} {path}");
+                }
+            }
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Seventh probe: how the server reads a request target and a connection's lifetime, as a
-//! strict or unusual HTTP client writes them — percent-encoded paths (RFC 3986 §6.2.2) and
-//! `Connection` token lists (RFC 9112 §9.3, §9.6). Each test failed on the server before its
-//! fix.
+//! strict or unusual HTTP client writes them — percent-encoded paths (RFC 3986 §6.2.2),
+//! `Connection` token lists (RFC 9112 §9.3, §9.6), `OPTIONS *` (RFC 9110 §9.3.7), and 405
+//! judged before any parameter. Each test failed on the server before its fix.
 
 use std::io::{BufReader, Read};
 use std::net::TcpStream;
@@ -287,4 +287,54 @@ fn an_escaped_slash_or_dot_segment_never_steers_a_route() {
     ] {
         get(port, path, None).assert_error(400);
     }
+}
+
+#[test]
+fn the_method_is_judged_before_any_parameter_on_every_route() {
+    let server = Server::start(&["--token", &format!("admin:{ADMIN}")]);
+    let port = server.port();
+    let get_only = "GET, HEAD";
+    for (method, path, allow) in [
+        ("DELETE", "/api/events/abc", get_only),
+        ("PUT", "/api/events/0", get_only),
+        ("DELETE", "/api/events/99999999999999999999", get_only),
+        ("POST", "/api/events/-1/snapshot.jpg", get_only),
+        (
+            "DELETE",
+            "/api/events/x/clip.mjpeg?download=maybe",
+            get_only,
+        ),
+        ("PATCH", "/api/events/%31/clip.mjpeg", get_only),
+        (
+            "DELETE",
+            "/api/events?limit=zero&limit=0",
+            "GET, HEAD, POST",
+        ),
+        ("PUT", "/api/events?x=%zz", "GET, HEAD, POST"),
+        ("GET", "/api/login?x=%zz", "POST"),
+        ("DELETE", "/api/trigger-doorbell?a=1&a=2", "POST"),
+        ("POST", "/api/status?x=%", get_only),
+        ("POST", "/api/snapshot.jpg?quality=nonsense", get_only),
+        ("PUT", "/stream/events?last_event_id=abc", get_only),
+        ("POST", "/stream/system-status?client_id=bad%20id", get_only),
+        (
+            "DELETE",
+            "/stream/video/bad%20id?quality=nope&fps=-1",
+            get_only,
+        ),
+        ("POST", "/ws?last_event_id=x", get_only),
+        ("DELETE", "/metrics?x=%0", get_only),
+        ("PUT", "/index.html?x=%zz", get_only),
+    ] {
+        let answer = request(port, method, path, &[], b"");
+        answer.assert_error(405);
+        let allowed: Vec<&str> = answer.header("allow").unwrap_or("").split(", ").collect();
+        let expected: Vec<&str> = allow.split(", ").collect();
+        assert_eq!(allowed, expected, "{method} {path}");
+    }
+    // With the right method, the parameter is then judged.
+    let auth = format!("Bearer {ADMIN}");
+    let headers = [("Authorization", auth.as_str())];
+    request(port, "GET", "/api/events/abc", &headers, b"").assert_error(400);
+    request(port, "GET", "/api/status?x=%zz", &headers, b"").assert_error(400);
 }
