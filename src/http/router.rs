@@ -74,6 +74,10 @@ pub const ALLOW_GET: &str = "GET, HEAD";
 pub const ALLOW_POST: &str = "POST";
 /// ... for `/api/events`.
 pub const ALLOW_GET_POST: &str = "GET, HEAD, POST";
+/// Every method the server answers somewhere: the routes' methods, and OPTIONS (`OPTIONS *`
+/// and CORS preflights).
+pub const ALLOW_ANYWHERE: &str = "GET, HEAD, POST, OPTIONS";
+
 /// The 405 for `method` on a route that allows `allowed`, with `Allow` as RFC 9110 asks.
 pub fn method_not_allowed(method: &Method, allowed: &str) -> Reply {
     reply::error(
@@ -82,6 +86,23 @@ pub fn method_not_allowed(method: &Method, allowed: &str) -> Reply {
         &format!("{method} is not allowed here; use {allowed}"),
     )
     .with_header(reply::header("Allow", allowed))
+}
+
+/// The answer to a request whose target is `*` (asterisk-form, RFC 9112 §3.2.4). `OPTIONS *`
+/// asks about the server in general (RFC 9110 §9.3.7): 200, no body, `Allow` listing every
+/// method some route answers. It needs no token and no Host check: it says nothing the
+/// contract does not. `*` is a target for OPTIONS only; any other method with it is a 400.
+pub fn asterisk(method: &Method) -> Reply {
+    if *method != Method::Options {
+        return reply::error(
+            400,
+            "bad_request",
+            &format!("the target * is for OPTIONS only, not {method}"),
+        );
+    }
+    tiny_http::Response::from_data(Vec::new())
+        .with_status_code(200)
+        .with_header(reply::header("Allow", ALLOW_ANYWHERE))
 }
 
 /// The methods a path answers.
@@ -210,6 +231,10 @@ impl<'c> Handled<'c> {
 #[inline(never)]
 pub fn handle<'c>(mut request: Request, conn: &'c Conn, ctx: &'c Ctx) -> Handled<'c> {
     ctx.metrics.http_requests.fetch_add(1, Ordering::Relaxed);
+    if request.url() == "*" {
+        let reply = asterisk(request.method());
+        return Handled::Answered(respond(request, reply, ctx));
+    }
     let target = match Target::parse(request.url()) {
         Ok(target) => target,
         Err(message) => {
@@ -578,6 +603,22 @@ mod tests {
                     assert_eq!(got_allow.as_deref(), Some(allow), "{method} {path}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn asterisk_is_for_options_only() {
+        let options = asterisk(&Method::Options);
+        assert_eq!(options.status_code().0, 200);
+        assert_eq!(options.data_length(), Some(0));
+        assert!(
+            options
+                .headers()
+                .iter()
+                .any(|h| h.field.equiv("Allow") && h.value.as_str() == ALLOW_ANYWHERE)
+        );
+        for method in [Method::Get, Method::Head, Method::Post, Method::Delete] {
+            assert_eq!(asterisk(&method).status_code().0, 400, "{method}");
         }
     }
 }

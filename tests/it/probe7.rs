@@ -290,6 +290,53 @@ fn an_escaped_slash_or_dot_segment_never_steers_a_route() {
 }
 
 #[test]
+fn options_asterisk_describes_the_server() {
+    let server = Server::start(&["--token", &format!("viewer:{VIEWER}")]);
+    let port = server.port();
+    for version in ["HTTP/1.1", "HTTP/1.0"] {
+        let mut reader = open(port);
+        let raw = format!("OPTIONS * {version}\r\nHost: 127.0.0.1\r\n\r\n");
+        let answer = exchange(&mut reader, &raw, "OPTIONS");
+        assert!(
+            answer.status == 200 || answer.status == 204,
+            "{version}: {} {}",
+            answer.status,
+            answer.text()
+        );
+        assert!(answer.body.is_empty(), "{}", answer.text());
+        let allow: Vec<&str> = answer
+            .header("allow")
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .collect();
+        for method in ["GET", "HEAD", "POST", "OPTIONS"] {
+            assert!(allow.contains(&method), "Allow {allow:?} lacks {method}");
+        }
+    }
+    // Then the connection carries other requests as usual.
+    let mut reader = open(port);
+    let raw = "OPTIONS * HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    assert_eq!(exchange(&mut reader, raw, "OPTIONS").status, 200);
+    let auth = format!("Authorization: Bearer {VIEWER}\r\n");
+    assert_eq!(
+        exchange(&mut reader, &get11("/api/status", &auth), "GET").status,
+        200
+    );
+
+    // `*` is for OPTIONS only.
+    for method in ["GET", "HEAD", "POST", "DELETE"] {
+        let mut reader = open(port);
+        let raw = format!("{method} * HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n");
+        let answer = exchange(&mut reader, &raw, method);
+        assert_eq!(answer.status, 400, "{method} *");
+        if method != "HEAD" {
+            answer.assert_error(400);
+        }
+    }
+}
+
+#[test]
 fn the_method_is_judged_before_any_parameter_on_every_route() {
     let server = Server::start(&["--token", &format!("admin:{ADMIN}")]);
     let port = server.port();
