@@ -158,7 +158,7 @@ fn send_file(request: Request, id: u64, clip: &Clip, ctx: &Ctx) -> bool {
         Some(length),
         None,
     )
-    // A download says its length (a progress bar, a resumable save), never chunked.
+    // A download says its length (a progress bar, and a truncated save shows as one), never chunked.
     .with_chunked_threshold(usize::MAX);
     log::info!("clip of event {id} downloaded ({len} bytes)");
     let keep_alive = request.keep_alive();
