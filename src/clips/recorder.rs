@@ -62,8 +62,10 @@ use crate::motion::{MOTION_DETECTED, MOTION_ENDED};
 
 /// The `source` of the built-in motion detector's events (`motion/watcher.rs`): only its
 /// motion is known to end with a `motion_ended`, so only it extends a recording while it goes
-/// on. A `motion_detected` posted by a producer (source `api` or its own) is a moment, like a
-/// doorbell press.
+/// on, and only its own `motion_ended` ends it. A `motion_detected` posted by a producer
+/// (source `api` or its own) is a moment, like a doorbell press, and a posted `motion_ended`
+/// ends nothing here, whatever `motion_event_id` it names. (A posted event cannot claim this
+/// source: `events::builtin`.)
 pub const DETECTOR_SOURCE: &str = "camera";
 /// Event type of the alert stored when the disk stops recording.
 pub const SYSTEM_ALERT: &str = "system_alert";
@@ -378,7 +380,7 @@ impl ClipSink for Planner {
                     since: instant_of(event.timestamp, keep),
                 };
             }
-            MOTION_ENDED => {
+            MOTION_ENDED if event.source == DETECTOR_SOURCE => {
                 let mut state = self.shared.state();
                 if let Motion::Ongoing { id, since } = state.motion
                     && event.data.get("motion_event_id").and_then(Value::as_u64) == Some(id)
@@ -984,8 +986,19 @@ mod tests {
         planner.stored(&stored(&motion, 3, Some(3)));
         let cap = planner.shared.state().session.as_ref().unwrap().cap;
         assert_eq!(planner.shared.state().session_end(post), Some(cap));
+        // A motion_ended from another producer, naming that motion, ends nothing.
+        let mut posted_end = stored(&draft(MOTION_ENDED, 0.0), 4, None);
+        posted_end.data.insert("motion_event_id".into(), 3.into());
+        posted_end.data.insert("duration_s".into(), 0.5.into());
+        planner.stored(&posted_end);
+        assert!(matches!(
+            planner.shared.state().motion,
+            Motion::Ongoing { id: 3, .. }
+        ));
+        assert_eq!(planner.shared.state().session_end(post), Some(cap));
         // The end of that motion (2 s long) ends the recording post after it.
         let mut ended = stored(&draft(MOTION_ENDED, 0.0), 4, None);
+        ended.source = DETECTOR_SOURCE.into();
         ended.data.insert("motion_event_id".into(), 3.into());
         ended.data.insert("duration_s".into(), 2.0.into());
         planner.stored(&ended);
