@@ -7,6 +7,7 @@ use tiny_http::Request;
 
 use super::caching;
 use super::query::{IdFloor, Target, parse_limit};
+use super::ranges::{self, Validator};
 use super::reply::{self, Reply};
 use super::router::Outcome;
 use super::server::Conn;
@@ -185,7 +186,8 @@ pub fn event_snapshot(request: &Request, id: u64, ctx: &Ctx) -> Reply {
     match ctx.events.reader().snapshot(id) {
         Ok(Some(jpeg)) => {
             let tag = caching::etag(&format!("{id}-"), &jpeg);
-            caching::conditional(request, &tag, caching::IMMUTABLE, jpeg, |jpeg| {
+            let validator = Validator::Strong(&tag);
+            ranges::reply(request, validator, caching::IMMUTABLE, jpeg, |jpeg| {
                 reply::bytes(200, "image/jpeg", jpeg)
             })
         }
@@ -219,7 +221,7 @@ pub fn trigger_doorbell(ctx: &Ctx) -> Reply {
 
 /// `GET /api/snapshot.jpg?quality=Q`: the newest live frame, as `Q` shows it (`source`, the
 /// camera's own JPEG, when no quality is named). 503 while the camera shows no live video.
-pub fn latest_snapshot(target: &Target, ctx: &Ctx) -> Reply {
+pub fn latest_snapshot(request: &Request, target: &Target, ctx: &Ctx) -> Reply {
     let quality = match target.get("quality") {
         None => Quality::Source,
         Some(text) => match Quality::parse(text) {
@@ -248,13 +250,22 @@ pub fn latest_snapshot(target: &Target, ctx: &Ctx) -> Reply {
         ));
     };
     match ctx.video.frame_as(quality, &frame) {
-        Ok(frame) => reply::bytes(200, "image/jpeg", frame.jpeg.to_vec())
-            .with_header(reply::header("Cache-Control", "no-store"))
-            .with_header(reply::header(
-                "X-Timestamp",
-                &format!("{:.6}", frame.captured_unix),
-            ))
-            .with_header(reply::header("X-Frame-Id", &frame.number.to_string())),
+        // A new picture at each request: no tag, no ranges (a resumed download would splice
+        // two frames).
+        Ok(frame) => ranges::reply(
+            request,
+            Validator::Changing,
+            "no-store",
+            frame.jpeg.to_vec(),
+            |jpeg| {
+                reply::bytes(200, "image/jpeg", jpeg)
+                    .with_header(reply::header(
+                        "X-Timestamp",
+                        &format!("{:.6}", frame.captured_unix),
+                    ))
+                    .with_header(reply::header("X-Frame-Id", &frame.number.to_string()))
+            },
+        ),
         Err(err) => unavailable(&format!("cannot make a {quality} snapshot: {err}")),
     }
 }

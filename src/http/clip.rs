@@ -12,9 +12,10 @@
 //! clip is over rather than cut off.
 
 use std::fs::File;
-use std::io::{self, Read as _, Write};
+use std::io::{self, Read as _, Seek as _, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt as _;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use tiny_http::{Method, Request, Response};
 
@@ -23,6 +24,7 @@ use super::chunked::write_all_vectored;
 use super::cors;
 use super::mjpeg;
 use super::query::Target;
+use super::ranges::{self, Plan, Validator};
 use super::reply;
 use super::router::{respond, respond_and_close};
 use super::server::Conn;
@@ -125,17 +127,37 @@ fn unavailable(err: &io::Error, id: u64) -> tiny_http::Response<io::Cursor<Vec<u
     )
 }
 
-/// `?download=1`: the file's whole part, as an attachment.
+/// `?download=1`: the file's whole part, as an attachment. A finished recording never
+/// changes again, so it is tagged and its ranges are served (`curl -C -` resumes a save); one
+/// still being written is neither, since its header is rewritten when it ends (and a crash's
+/// repair cuts its torn end off): a resumed save would splice two versions.
 fn send_file(request: Request, id: u64, clip: &Clip, ctx: &Ctx) -> bool {
+    // Asked before the file is read: once a recording is no longer growing it is final.
+    let finished = !growing(ctx, clip.file_id);
     let opened = open(clip, ctx).and_then(|_| {
         let len = file::whole_length(&clip.path)?;
-        Ok((File::open(&clip.path)?, len))
+        let file = File::open(&clip.path)?;
+        let tag = finished
+            .then(|| tag(clip.file_id, &file, len))
+            .transpose()?;
+        Ok((file, len, tag))
     });
-    let (file, len) = match opened {
+    let (mut file, len, tag) = match opened {
         Ok(opened) => opened,
         Err(err) => return respond(request, unavailable(&err, id), ctx),
     };
-    let Ok(length) = usize::try_from(len) else {
+    let validator = match &tag {
+        Some(tag) => Validator::Strong(tag),
+        None => Validator::Changing,
+    };
+    let send = match ranges::plan(&request, len, validator, "no-store") {
+        Plan::Refuse(reply) => return respond(request, reply, ctx),
+        Plan::Send(send) => send,
+    };
+    let (Ok(length), Ok(_)) = (
+        usize::try_from(send.count),
+        file.seek(SeekFrom::Start(send.first)),
+    ) else {
         return respond(
             request,
             reply::error(500, "internal", "clip too large"),
@@ -143,6 +165,7 @@ fn send_file(request: Request, id: u64, clip: &Clip, ctx: &Ctx) -> bool {
         );
     };
     let name = format!("porchlight-event-{id}.{}", file::EXTENSION);
+    let count = send.count;
     let response = Response::new(
         200.into(),
         vec![
@@ -151,18 +174,33 @@ fn send_file(request: Request, id: u64, clip: &Clip, ctx: &Ctx) -> bool {
                 "Content-Disposition",
                 &format!("attachment; filename=\"{name}\""),
             ),
-            reply::header("Cache-Control", "no-store"),
             reply::header("X-Content-Type-Options", "nosniff"),
         ],
-        file.take(len),
+        file.take(count),
         Some(length),
         None,
-    )
-    // A download says its length (a progress bar, and a truncated save shows as one), never chunked.
-    .with_chunked_threshold(usize::MAX);
-    log::info!("clip of event {id} downloaded ({len} bytes)");
+    );
+    // A download says its length (a progress bar, and a truncated save shows as one), never
+    // chunked: `shape` sets both.
+    let response = send.shape(response);
+    log::info!("clip of event {id} downloaded ({count} of {len} bytes)");
     let keep_alive = request.keep_alive();
     request.respond(response).is_ok() && keep_alive
+}
+
+/// A finished recording's strong tag: its id, the length served, and the file's identity and
+/// modification time (a repair or a replaced data dir changes one of them). No digest: that
+/// would read megabytes on every request.
+fn tag(file_id: u64, file: &File, len: u64) -> io::Result<String> {
+    let meta = file.metadata()?;
+    let modified = meta
+        .modified()?
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos());
+    Ok(format!(
+        "\"clip{file_id}-{:x}-{len:x}-{modified:x}\"",
+        meta.ino()
+    ))
 }
 
 /// What ends the last part instead of [`PART_END`]: the CRLF and the closing delimiter.

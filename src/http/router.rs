@@ -525,7 +525,7 @@ fn answer(route: Route, request: &mut Request, target: &Target, conn: &Conn, ctx
         Route::Event(id) => api::get_event(id, ctx).into(),
         Route::EventSnapshot(id) => api::event_snapshot(request, id, ctx).into(),
         Route::TriggerDoorbell => api::trigger_doorbell(ctx).into(),
-        Route::Snapshot => api::latest_snapshot(target, ctx).into(),
+        Route::Snapshot => api::latest_snapshot(request, target, ctx).into(),
         Route::Metrics => api::metrics(ctx).into(),
         Route::StreamEvents
         | Route::StreamStatus

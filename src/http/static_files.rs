@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use tiny_http::Request;
 
 use super::query::{Target, decode_component};
+use super::ranges::{self, Validator};
 use super::reply::{self, Reply};
 use super::{caching, gzip};
 use crate::ctx::Ctx;
@@ -178,7 +179,8 @@ fn tagged(request: &Request, relative: &str, body: Body) -> Reply {
         gzipped,
         embedded,
     } = body;
-    let reply = caching::conditional(request, &tag, "no-cache", bytes, |bytes| {
+    let validator = Validator::Strong(&tag);
+    let reply = ranges::reply(request, validator, "no-cache", bytes, |bytes| {
         file_reply(200, relative, bytes, gzipped)
     });
     if embedded {
