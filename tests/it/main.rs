@@ -27,6 +27,7 @@ mod probe2;
 mod probe3;
 mod probe7;
 mod probe8;
+mod ranges;
 mod rest_auth;
 mod shutdown;
 mod snapshots;
