@@ -4,7 +4,9 @@
 //!
 //! A clip may still be recording: the replay follows the file as it grows (it runs
 //! `clip_pre_s` behind the camera, so it rarely has to wait), and a download sends the whole
-//! frames written so far. A torn last frame (a crash mid-write) is never sent.
+//! frames written so far. A torn last frame (a crash mid-write) is never sent. Only a
+//! finished clip's download is tagged and served in byte ranges (`ranges.rs`); the replay is
+//! a stream and never is.
 //!
 //! The stream is framed like the live one (`mjpeg.rs`: the same head, the body opening with
 //! the first delimiter, each part one `writev` of its head, the JPEG and the next delimiter);
@@ -150,13 +152,13 @@ fn send_file(request: Request, id: u64, clip: &Clip, ctx: &Ctx) -> bool {
         Some(tag) => Validator::Strong(tag),
         None => Validator::Changing,
     };
-    let send = match ranges::plan(&request, len, validator, "no-store") {
+    let serve = match ranges::plan(&request, len, validator, "no-store") {
         Plan::Refuse(reply) => return respond(request, reply, ctx),
-        Plan::Send(send) => send,
+        Plan::Serve(serve) => serve,
     };
     let (Ok(length), Ok(_)) = (
-        usize::try_from(send.count),
-        file.seek(SeekFrom::Start(send.first)),
+        usize::try_from(serve.count),
+        file.seek(SeekFrom::Start(serve.first)),
     ) else {
         return respond(
             request,
@@ -165,7 +167,7 @@ fn send_file(request: Request, id: u64, clip: &Clip, ctx: &Ctx) -> bool {
         );
     };
     let name = format!("porchlight-event-{id}.{}", file::EXTENSION);
-    let count = send.count;
+    let count = serve.count;
     let response = Response::new(
         200.into(),
         vec![
@@ -180,9 +182,9 @@ fn send_file(request: Request, id: u64, clip: &Clip, ctx: &Ctx) -> bool {
         Some(length),
         None,
     );
-    // A download says its length (a progress bar, and a truncated save shows as one), never
-    // chunked: `shape` sets both.
-    let response = send.shape(response);
+    // A download says its length (a progress bar, a resumable save of a finished clip, and a
+    // truncated save shows as one), never chunked: `shape` states it whatever its size.
+    let response = serve.shape(response);
     log::info!("clip of event {id} downloaded ({count} of {len} bytes)");
     let keep_alive = request.keep_alive();
     request.respond(response).is_ok() && keep_alive

@@ -7,9 +7,10 @@
 //! a client that resumes a download splices what it has with what it gets now, so a body
 //! that may differ from one request to the next (a clip still recording, whose header is
 //! rewritten when it ends; the live frame) gets no `Accept-Ranges`, no `ETag`, and always
-//! the whole body. A request for several ranges also gets the whole body (a 200): the files
-//! are small enough to send again, and `multipart/byteranges` would be a second body format
-//! to get right for no client we know of. Anything the grammar does not allow — another
+//! the whole body. A request for several ranges also gets the whole body (a 200, which holds
+//! every range asked for; RFC 9110 §14.2 lets a server ignore `Range`): `multipart/byteranges`
+//! would be a second body format to get right for no client of ours (players and resuming
+//! downloads ask for one range). Anything the grammar does not allow — another
 //! unit, `bytes=5-3`, a sign, a letter — is ignored as RFC 9110 §14.2 says (200, the whole
 //! body); a valid range that starts past the end is a 416.
 //!
@@ -111,7 +112,8 @@ fn number(text: &str) -> Option<u64> {
 struct Fields<'r> {
     if_match: Option<String>,
     if_none_match: Option<String>,
-    if_range: Option<&'r str>,
+    /// Two fields join into a list, which no tag equals: the whole body.
+    if_range: Option<String>,
     /// `None` also when `Range` is given more than once (it is not a list: ignored).
     range: Option<&'r str>,
 }
@@ -126,7 +128,7 @@ impl<'r> Fields<'r> {
         Fields {
             if_match: joined(request, "If-Match"),
             if_none_match: joined(request, "If-None-Match"),
-            if_range: header(request, "If-Range"),
+            if_range: joined(request, "If-Range"),
             range: if ranges == 1 {
                 header(request, "Range")
             } else {
@@ -180,7 +182,7 @@ fn decide(fields: &Fields, len: u64, validator: Validator) -> Outcome {
     };
     // `If-Range`: the range only if the client's copy is this one, by strong comparison; a
     // date, a weak tag or another tag get the whole body.
-    if fields.if_range.is_some_and(|v| v.trim() != tag) {
+    if fields.if_range.as_deref().is_some_and(|v| v.trim() != tag) {
         return Outcome::Send(Ask::Whole);
     }
     Outcome::Send(parse(range, len))
@@ -190,19 +192,19 @@ fn decide(fields: &Fields, len: u64, validator: Validator) -> Outcome {
 pub enum Plan {
     /// An answer with no part of the body (304, 412, 416), complete.
     Refuse(Reply),
-    /// Send `count` bytes from `first`; [`Send::shape`] makes the response say so.
-    Send(Send),
+    /// Send `count` bytes from `first`; [`Serve::shape`] makes the response say so.
+    Serve(Serve),
 }
 
-/// A 200 or 206 to send: which bytes, and the headers that describe them.
-pub struct Send {
+/// A 200 or 206 to serve: which bytes, and the headers that describe them.
+pub struct Serve {
     pub first: u64,
     pub count: u64,
     status: u16,
     headers: Vec<Header>,
 }
 
-impl Send {
+impl Serve {
     /// `response`, made of the planned bytes, with the plan's status and headers. Its length
     /// is always stated (never chunked): a client resuming a download, or checking a 206,
     /// needs it, and a truncated save shows as one.
@@ -237,7 +239,7 @@ pub fn plan(request: &Request, len: u64, validator: Validator, cache_control: &s
         }
     };
     match ask {
-        Ask::Whole => Plan::Send(Send {
+        Ask::Whole => Plan::Serve(Serve {
             first: 0,
             count: len,
             status: 200,
@@ -246,7 +248,7 @@ pub fn plan(request: &Request, len: u64, validator: Validator, cache_control: &s
         Ask::Span { first, last } => {
             let range = format!("bytes {first}-{last}/{len}");
             headers.push(reply::header("Content-Range", &range));
-            Plan::Send(Send {
+            Plan::Serve(Serve {
                 first,
                 count: last - first + 1,
                 status: 206,
@@ -285,16 +287,16 @@ pub fn reply(
     full: impl FnOnce(Vec<u8>) -> Reply,
 ) -> Reply {
     let len = u64::try_from(body.len()).unwrap_or(u64::MAX);
-    let send = match plan(request, len, validator, cache_control) {
+    let serve = match plan(request, len, validator, cache_control) {
         Plan::Refuse(reply) => return reply,
-        Plan::Send(send) => send,
+        Plan::Serve(serve) => serve,
     };
     // Both within the body, which is in memory: they fit a usize.
-    let first = usize::try_from(send.first).unwrap_or(0);
-    let end = usize::try_from(send.first.saturating_add(send.count)).unwrap_or(body.len());
+    let first = usize::try_from(serve.first).unwrap_or(0);
+    let end = usize::try_from(serve.first.saturating_add(serve.count)).unwrap_or(body.len());
     body.truncate(end);
     body.drain(..first.min(body.len()));
-    send.shape(full(body))
+    serve.shape(full(body))
 }
 
 #[cfg(test)]
@@ -385,10 +387,10 @@ mod tests {
         assert_eq!(parse("bytes=200-300,400-", 100), Ask::Whole);
     }
 
-    fn fields<'a>(range: Option<&'a str>, if_range: Option<&'a str>) -> Fields<'a> {
+    fn fields<'a>(range: Option<&'a str>, if_range: Option<&str>) -> Fields<'a> {
         Fields {
             range,
-            if_range,
+            if_range: if_range.map(str::to_string),
             ..Fields::default()
         }
     }
