@@ -117,7 +117,10 @@ fn run(
                 break;
             };
             status.failures.fetch_add(1, Ordering::Relaxed);
-            let delay = retry_after.unwrap_or(backoff);
+            // A `Retry-After` shorter than the first backoff (`0`, which some proxies send
+            // with every 503) would make this a loop of connections as fast as the receiver
+            // answers: the first backoff is the floor.
+            let delay = retry_delay(retry_after, backoff);
             if status.failing.swap(true, Ordering::Relaxed) {
                 log::debug!("{name}: event {} still not delivered: {why}", event.id);
             } else {
@@ -140,10 +143,32 @@ fn run(
     }
 }
 
+/// How long to wait before trying again: the receiver's `Retry-After` if it gave one, else
+/// our backoff; never less than [`FIRST_BACKOFF`].
+fn retry_delay(retry_after: Option<Duration>, backoff: Duration) -> Duration {
+    retry_after.unwrap_or(backoff).max(FIRST_BACKOFF)
+}
+
 /// Sleeps `delay` unless shutdown comes first (then `true`).
 fn wait(stop: &crossbeam_channel::Receiver<()>, delay: Duration) -> bool {
     matches!(
         stop.recv_timeout(delay),
         Err(RecvTimeoutError::Disconnected)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_honoured_but_never_below_the_first_backoff() {
+        let backoff = Duration::from_secs(8);
+        assert_eq!(retry_delay(None, backoff), backoff);
+        assert_eq!(
+            retry_delay(Some(Duration::from_secs(30)), backoff),
+            Duration::from_secs(30)
+        );
+        assert_eq!(retry_delay(Some(Duration::ZERO), backoff), FIRST_BACKOFF);
+    }
 }

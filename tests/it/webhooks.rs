@@ -366,3 +366,79 @@ fn bad_webhooks_config_exits_2_naming_the_key() {
         );
     }
 }
+
+/// Reads one request's head and body; `None` if it did not come whole.
+fn read_request(stream: &TcpStream) -> Option<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut length = 0usize;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).ok()?;
+        let header = line.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().ok()?;
+        }
+    }
+    reader.read_exact(&mut vec![0; length]).ok()
+}
+
+/// A receiver that answers every request with `status` and these extra header lines, counting
+/// the requests.
+fn answering_all(status: u16, extra: &'static str) -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let count = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&count);
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            counted.fetch_add(1, Ordering::SeqCst);
+            // The whole request first: closing with unread bytes would reset the connection
+            // and the client would see no answer at all.
+            if read_request(&stream).is_none() {
+                continue;
+            }
+            write!(
+                stream,
+                "HTTP/1.1 {status} X\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            .ok();
+        }
+    });
+    (port, count)
+}
+
+/// `Retry-After: 0` (some proxies send it with every 503) is no licence to reconnect as fast
+/// as the receiver answers: the retries keep at least the first backoff apart.
+#[test]
+fn retry_after_zero_does_not_turn_retries_into_a_busy_loop() {
+    let (port, count) = answering_all(503, "Retry-After: 0\r\n");
+    let toml = format!("webhooks = [{{url = \"http://127.0.0.1:{port}/\"}}]\n");
+    let server = Server::with_config(&toml, &[]);
+    post_event(server.port(), None, "ping", json!({}));
+    let deadline = Instant::now() + WAIT;
+    while count.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the hook never posted");
+        thread::sleep(Duration::from_millis(10));
+    }
+    // The window measured: with a 1 s floor, at most one retry per second plus the first try.
+    let window = Duration::from_secs(3);
+    let start = count.load(Ordering::SeqCst);
+    let began = Instant::now();
+    thread::sleep(window);
+    let tries = count.load(Ordering::SeqCst) - start;
+    let allowed = usize::try_from(began.elapsed().as_secs()).unwrap() + 1;
+    assert!(
+        tries <= allowed,
+        "{tries} requests in {:?} (at most {allowed})",
+        began.elapsed()
+    );
+    assert!(tries >= 1, "it keeps retrying");
+}
