@@ -5,8 +5,9 @@
 //! through `ureq` with rustls, compiled in only with the `https` cargo feature: TLS is most of
 //! what such a client weighs (README, "Webhooks and ntfy", has the measured sizes).
 
-use std::io::{self, BufRead, BufReader, Write};
-use std::time::Duration;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
 
 use crate::url::ServiceUrl;
 
@@ -14,7 +15,9 @@ use crate::url::ServiceUrl;
 pub const HTTPS_SUPPORTED: bool = cfg!(feature = "https");
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Sending the request and reading the answer's head, each.
+/// Sending the request, and reading the answer's head, each: a deadline for the whole head,
+/// not a timeout per read, or a receiver that trickles a byte every few seconds would hold
+/// the hook (and every event after it) for hours.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// An answer head longer than this is not from a sane receiver.
 const MAX_HEAD: usize = 16 * 1024;
@@ -52,7 +55,28 @@ fn post_http(url: &ServiceUrl, headers: &[(&str, String)], body: &[u8]) -> Resul
     request.extend_from_slice(head.as_bytes());
     request.extend_from_slice(body);
     stream.write_all(&request).map_err(io)?;
-    read_answer(&mut BufReader::new(stream)).map_err(io)
+    let deadline = Instant::now() + IO_TIMEOUT;
+    read_answer(&mut BufReader::new(Deadline { stream, deadline })).map_err(io)
+}
+
+/// A socket whose reads all end by one instant: each read waits at most the time left.
+struct Deadline {
+    stream: TcpStream,
+    deadline: Instant,
+}
+
+impl Read for Deadline {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no whole answer within {} s", IO_TIMEOUT.as_secs()),
+            ));
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        self.stream.read(buf)
+    }
 }
 
 fn request_head(url: &ServiceUrl, headers: &[(&str, String)], body_len: usize) -> String {
@@ -81,7 +105,10 @@ fn request_head(url: &ServiceUrl, headers: &[(&str, String)], body_len: usize) -
     head
 }
 
-/// Reads the status line and headers; the body is not needed.
+/// Reads the status line and headers of the final answer; the body is not needed. Interim
+/// `1xx` answers (`100 Continue`, `103 Early Hints`) are skipped: a client must accept them
+/// even unasked (RFC 9110, 15.2), and taking one for the answer would fail every delivery to
+/// such a receiver. All the heads together stay within [`MAX_HEAD`].
 fn read_answer(reader: &mut impl BufRead) -> io::Result<Answer> {
     let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
     let mut read = 0usize;
@@ -95,38 +122,42 @@ fn read_answer(reader: &mut impl BufRead) -> io::Result<Answer> {
         }
         Ok(())
     };
-    next_line(&mut line)?;
-    let mut parts = line.split_whitespace();
-    let status = match (parts.next(), parts.next().map(str::parse::<u16>)) {
-        (Some(version), Some(Ok(code)))
-            if version.starts_with("HTTP/1.") && (100..=599).contains(&code) =>
-        {
-            code
-        }
-        _ => return Err(bad("the answer is not HTTP/1.x")),
-    };
-    let mut retry_after = None;
     loop {
         next_line(&mut line)?;
-        let header = line.trim_end();
-        if header.is_empty() {
-            break;
+        let mut parts = line.split_whitespace();
+        let status = match (parts.next(), parts.next().map(str::parse::<u16>)) {
+            (Some(version), Some(Ok(code)))
+                if version.starts_with("HTTP/1.") && (100..=599).contains(&code) =>
+            {
+                code
+            }
+            _ => return Err(bad("the answer is not HTTP/1.x")),
+        };
+        let mut retry_after = None;
+        loop {
+            next_line(&mut line)?;
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':')
+                && name.trim().eq_ignore_ascii_case("retry-after")
+            {
+                // Seconds only; an HTTP date falls back to our own backoff.
+                retry_after = value
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
+            }
         }
-        if let Some((name, value)) = header.split_once(':')
-            && name.trim().eq_ignore_ascii_case("retry-after")
-        {
-            // Seconds only; an HTTP date falls back to our own backoff.
-            retry_after = value
-                .trim()
-                .parse::<u64>()
-                .ok()
-                .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
+        if !(100..200).contains(&status) {
+            return Ok(Answer {
+                status,
+                retry_after,
+            });
         }
     }
-    Ok(Answer {
-        status,
-        retry_after,
-    })
 }
 
 fn base64(bytes: &[u8]) -> String {
@@ -176,6 +207,44 @@ fn post_https(url: &ServiceUrl, headers: &[(&str, String)], body: &[u8]) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A receiver that sends its answer's head a byte at a time, slower than nothing but
+    /// faster than the per-read timeout: the POST still ends once [`IO_TIMEOUT`] is over.
+    #[test]
+    fn a_trickling_answer_ends_at_the_deadline() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (done_tx, done) = crossbeam_channel::bounded::<()>(0);
+        let trickler = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            stream.write_all(b"HTTP/1.1 200 OK\r\nX-Slow: ").unwrap();
+            // A byte every twentieth of the deadline, until the client hangs up (a write
+            // fails), the test ends, or three deadlines passed (so a client without one
+            // fails this test instead of hanging it).
+            let tick = IO_TIMEOUT / 20;
+            let began = Instant::now();
+            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = done.recv_timeout(tick) {
+                if began.elapsed() > IO_TIMEOUT * 3 {
+                    return;
+                }
+                if stream.write_all(b"a").is_err() {
+                    return;
+                }
+            }
+        });
+        let url =
+            ServiceUrl::parse(&format!("http://127.0.0.1:{port}/"), |_| Some(80), "").unwrap();
+        let began = Instant::now();
+        let result = post(&url, &[], b"{}");
+        let took = began.elapsed();
+        drop(done_tx);
+        trickler.join().unwrap();
+        assert!(result.is_err(), "{result:?}");
+        assert!(
+            took < IO_TIMEOUT + IO_TIMEOUT / 2,
+            "took {took:?}, the deadline is {IO_TIMEOUT:?}"
+        );
+    }
 
     #[test]
     fn base64_matches_rfc_4648() {
@@ -246,5 +315,25 @@ mod tests {
         }
         let endless = format!("HTTP/1.1 200 OK\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD));
         assert!(read(&endless).is_err());
+    }
+
+    #[test]
+    fn interim_answers_are_skipped_within_the_head_limit() {
+        let read = |text: &str| read_answer(&mut text.as_bytes());
+        let answer = read(
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n\
+             HTTP/1.1 201 Created\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(answer.status, 201);
+        assert!(
+            read("HTTP/1.1 100 Continue\r\n\r\n").is_err(),
+            "no final answer"
+        );
+        let endless = "HTTP/1.1 100 Continue\r\n\r\n".repeat(MAX_HEAD);
+        assert!(
+            read(&endless).is_err(),
+            "interim heads count against the limit"
+        );
     }
 }
