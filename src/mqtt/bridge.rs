@@ -34,6 +34,10 @@ const KEEP_ALIVE: Duration = Duration::from_secs(30);
 const STATUS_INTERVAL: Duration = Duration::from_secs(30);
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A connection that lasted this long resets the backoff. One that ends sooner does not: a
+/// broker that accepts and then hangs up (an ACL, another client taking the same client id)
+/// would otherwise be reconnected to every [`FIRST_BACKOFF`] forever.
+const STABLE: Duration = KEEP_ALIVE;
 /// How long a clean shutdown waits for the broker to acknowledge what is in flight.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Live events queued for the bridge before the hub drops it to catch up from the store.
@@ -89,6 +93,7 @@ impl Bridge {
         loop {
             match self.connect() {
                 Ok(connection) => {
+                    let connected_at = Instant::now();
                     self.status.connects.fetch_add(1, Ordering::Relaxed);
                     self.status.connected.store(true, Ordering::Relaxed);
                     log::info!(
@@ -98,18 +103,31 @@ impl Bridge {
                         self.outbox.delivered()
                     );
                     warned = false;
-                    backoff = FIRST_BACKOFF;
                     let end = self.serve(connection);
+                    let lasted = connected_at.elapsed();
                     self.status.connected.store(false, Ordering::Relaxed);
                     self.feed.pause();
                     let resent = self.outbox.reset();
                     match end {
                         End::Shutdown => return,
-                        End::Lost(why) => {
+                        End::Lost(why) if lasted >= STABLE => {
                             self.status.failures.fetch_add(1, Ordering::Relaxed);
+                            backoff = FIRST_BACKOFF;
                             log::warn!(
                                 "MQTT: lost the connection to {broker}: {why}; reconnecting \
                                  ({resent} event(s) in flight will be sent again)"
+                            );
+                        }
+                        End::Lost(why) => {
+                            self.status.failures.fetch_add(1, Ordering::Relaxed);
+                            log::warn!(
+                                "MQTT: lost the connection to {broker} {} ms after it was \
+                                 accepted: {why} (does the broker's ACL allow {}, or does \
+                                 another client use that client id?); reconnecting in {} s \
+                                 ({resent} event(s) in flight will be sent again)",
+                                lasted.as_millis(),
+                                self.settings.client_id(),
+                                backoff.as_secs()
                             );
                         }
                     }

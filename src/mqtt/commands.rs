@@ -15,6 +15,12 @@ use crate::http::ws::protocol::{CommandName, ErrorCode, Refusal, RequestId, raw_
 /// Largest command payload read; anything longer is refused unparsed.
 const MAX_PAYLOAD: usize = 16 * 1024;
 
+/// Longest command name answered. The answer goes to `<prefix>/command/<name>/result`; a
+/// topic level of tens of KiB (MQTT allows 65 535 bytes per topic) would make that topic too
+/// long to publish, and the bridge would lose its connection over one message. No command
+/// name comes near this.
+const MAX_NAME: usize = 64;
+
 /// A command message, understood.
 #[derive(Debug, PartialEq)]
 pub struct Request {
@@ -53,6 +59,14 @@ pub fn parse(prefix: &str, topic: &str, payload: &[u8], retained: bool) -> Parse
     else {
         return Parsed::Ignore;
     };
+    if name.len() > MAX_NAME {
+        log::warn!(
+            "ignored an MQTT command with a {}-byte name (at most {MAX_NAME}; no command is \
+             that long, and its result topic could not be published)",
+            name.len()
+        );
+        return Parsed::Ignore;
+    }
     if retained {
         log::warn!(
             "ignored a retained MQTT command on {topic}: a command must not be retained \
@@ -165,6 +179,10 @@ mod tests {
             ("porchlight/door/events/x", false),
             ("porchlight/door/command/", false),
             ("porchlight/door/command/trigger_doorbell", true),
+            (
+                &format!("porchlight/door/command/{}", "x".repeat(65_000)),
+                false,
+            ),
         ] {
             assert_eq!(parse(P, topic, b"{}", retained), Parsed::Ignore, "{topic}");
         }

@@ -729,3 +729,123 @@ fn motion_state_and_the_latest_picture_are_retained_for_late_subscribers() {
         "not the newest picture"
     );
 }
+
+/// Reads one whole MQTT packet (type byte, remaining length, rest); returns its type byte.
+fn read_packet(stream: &mut std::net::TcpStream) -> std::io::Result<u8> {
+    use std::io::Read;
+    let mut byte = [0u8; 1];
+    stream.read_exact(&mut byte)?;
+    let kind = byte[0];
+    let (mut remaining, mut shift) = (0usize, 0);
+    loop {
+        stream.read_exact(&mut byte)?;
+        remaining |= usize::from(byte[0] & 0x7F) << shift;
+        shift += 7;
+        if byte[0] & 0x80 == 0 {
+            break;
+        }
+    }
+    stream.read_exact(&mut vec![0u8; remaining])?;
+    Ok(kind)
+}
+
+/// A broker that accepts the connection and then hangs up at once (an ACL that refuses, or
+/// another client taking the same client id) is not reconnected to every second forever:
+/// the backoff keeps growing until a connection lasts.
+#[test]
+fn a_broker_that_accepts_then_hangs_up_is_retried_with_growing_backoff() {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (accepted_tx, accepted) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            if read_packet(&mut stream).ok() != Some(0x10) {
+                continue;
+            }
+            accepted_tx.send(Instant::now()).ok();
+            // CONNACK, accepted; then the first packet the bridge sends, and hang up.
+            if stream.write_all(&[0x20, 0x02, 0x00, 0x00]).is_ok() {
+                read_packet(&mut stream).ok();
+            }
+        }
+    });
+    let toml = format!("mqtt_url = \"mqtt://127.0.0.1:{port}\"\ndevice_id = \"flaky\"\n");
+    let server = Server::with_config(&toml, &[]);
+    let connects: Vec<Instant> = (0..4)
+        .map(|_| accepted.recv_timeout(WAIT).expect("the bridge reconnects"))
+        .collect();
+    let gaps: Vec<Duration> = connects.windows(2).map(|w| w[1] - w[0]).collect();
+    // 1 s, 2 s, 4 s: each gap at least 1.5 times the one before (a little scheduling slack).
+    for pair in gaps.windows(2) {
+        assert!(
+            pair[1] >= pair[0] + pair[0] / 2,
+            "reconnects {gaps:?} apart: the backoff does not grow"
+        );
+    }
+    server.stderr_with("ms after it was accepted");
+    assert_eq!(get(server.port(), "/api/status", None).status, 200);
+}
+
+/// A command topic whose name is tens of KiB long (MQTT allows 65 535 bytes per topic) could
+/// not be answered on `<name>/result` (too long a topic): it is ignored with a warning, and
+/// the connection and later commands go on. The longest topic that still fits the bridge's
+/// 64 KiB packet limit: QoS 0, no payload, a 4-byte fixed header and the topic's 2-byte
+/// length, so `/result` takes it past 65 535.
+#[test]
+fn a_command_with_a_huge_name_is_ignored_and_the_connection_stays() {
+    let broker = Broker::start();
+    let sub = broker.subscribe(&["porchlight/longcmd/#"]);
+    let server = Server::with_config(&config(&broker, "longcmd", "mqtt_commands = true"), &[]);
+    sub.wait_for("porchlight/longcmd/availability", WAIT);
+    server.stderr_with("MQTT: connected");
+    let command = "porchlight/longcmd/command/";
+    let long = format!("{command}{}", "x".repeat(65_536 - 4 - 2 - command.len()));
+    assert!(long.len() + "/result".len() > usize::from(u16::MAX));
+    let publish_long = || {
+        let out = std::process::Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &broker.port().to_string()])
+            .args([
+                "-u",
+                TEST_USER.0,
+                "-P",
+                TEST_USER.1,
+                "-q",
+                "0",
+                "-n",
+                "-t",
+                &long,
+            ])
+            .output()
+            .expect("run mosquitto_pub");
+        assert!(out.status.success(), "mosquitto_pub: {out:?}");
+    };
+    let answered = |request_id: &str| -> Value {
+        let result = "porchlight/longcmd/command/get_system_status/result";
+        for _ in 0..50 {
+            publish_long();
+            broker.publish(
+                "porchlight/longcmd/command/get_system_status",
+                &format!(r#"{{"request_id":"{request_id}"}}"#),
+                false,
+            );
+            if let Some(m) = (0..50)
+                .filter_map(|_| sub.next(Duration::from_millis(100)))
+                .find(|m| m.topic == result && m.json()["request_id"] == request_id)
+            {
+                return m.json();
+            }
+        }
+        panic!("no answer on {result}: {}", server.stderr());
+    };
+    assert_eq!(answered("first")["type"], "command_result");
+    assert_eq!(answered("second")["type"], "command_result");
+    let log = server.stderr_with("-byte name");
+    assert!(!log.contains("lost the connection"), "{log}");
+    let metrics = get(server.port(), "/metrics", None).text();
+    assert!(
+        metrics.contains("porchlight_mqtt_connects_total 1\n"),
+        "{metrics}"
+    );
+}
