@@ -645,24 +645,12 @@ fn a_refused_or_wrong_broker_is_named_in_one_warning_and_events_are_kept() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let peer = thread::spawn(move || {
-            use std::io::{Read, Write};
+            use std::io::Write;
             let (mut stream, _) = listener.accept().unwrap();
-            // The whole CONNECT (type byte, remaining length, rest), so that hanging up is a
-            // clean FIN rather than a reset over unread bytes.
-            let mut byte = [0u8; 1];
-            stream.read_exact(&mut byte).unwrap();
-            assert_eq!(byte[0], 0x10, "the first packet is a CONNECT");
-            let (mut remaining, mut shift) = (0usize, 0);
-            loop {
-                stream.read_exact(&mut byte).unwrap();
-                remaining |= usize::from(byte[0] & 0x7F) << shift;
-                shift += 7;
-                if byte[0] & 0x80 == 0 {
-                    break;
-                }
-            }
-            let mut rest = vec![0u8; remaining];
-            stream.read_exact(&mut rest).unwrap();
+            // The whole CONNECT, so that hanging up is a clean FIN rather than a reset over
+            // unread bytes.
+            let kind = read_packet(&mut stream).unwrap();
+            assert_eq!(kind, 0x10, "the first packet is a CONNECT");
             stream.write_all(answer).unwrap();
         });
         let toml = format!("mqtt_url = \"mqtt://127.0.0.1:{port}\"\ndevice_id = \"odd\"\n");
