@@ -11,7 +11,7 @@ pub(crate) mod gzip;
 pub(crate) mod mjpeg;
 pub(crate) mod panics;
 pub mod query;
-pub(crate) mod ranges;
+pub mod ranges;
 pub(crate) mod reply;
 pub mod router;
 pub(crate) mod server;
