@@ -8,8 +8,8 @@
 //! find framing bugs faster than random bytes do: Content-Length and Transfer-Encoding headers
 //! in every combination, repeated, listed, signed, hex, overlong, and control bytes (NUL, bare
 //! CR, bare LF, DEL, obs-fold, non-ASCII) spliced into the head, followed by a second request
-//! that would be smuggled if the first one's end were misjudged.
-//! Every input is also read as a `Range` field (`check_range`).
+//! that would be smuggled if the first one's end were misjudged. Every input is also read as a
+//! `Range` field on its own (`check_range`).
 #![no_main]
 
 use std::io::{Read, Write};
@@ -30,49 +30,15 @@ fn listener() -> &'static TcpListener {
 }
 
 const LENGTHS: &[&str] = &[
-    "0",
-    "5",
-    "25",
-    "70",
-    "007",
-    "-1",
-    "+5",
-    "0x2",
-    "2, 40",
-    "5, 5",
-    "5,5",
-    "",
-    " ",
-    "1e3",
-    "12345678901234567890123",
-    "18446744073709551615",
-    "5 5",
-    "\t5",
+    "0", "5", "25", "70", "007", "-1", "+5", "0x2", "2, 40", "5, 5", "5,5", "", " ", "1e3",
+    "12345678901234567890123", "18446744073709551615", "5 5", "\t5",
 ];
 const CODINGS: &[&str] = &[
-    "chunked",
-    "Chunked",
-    "gzip",
-    "chunked, gzip",
-    "gzip, chunked",
-    "chunked, chunked",
-    "",
-    "xchunked",
-    "chunked;q=1",
-    " chunked",
+    "chunked", "Chunked", "gzip", "chunked, gzip", "gzip, chunked", "chunked, chunked", "",
+    "xchunked", "chunked;q=1", " chunked",
 ];
 const SPLICES: &[&[u8]] = &[
-    b"\0",
-    b"\r",
-    b"\n",
-    b"\x01",
-    b"\x7f",
-    b"\xc3\xa9",
-    b"\r\n ",
-    b"\r\n\t",
-    b" ",
-    b":",
-    b"\r\n",
+    b"\0", b"\r", b"\n", b"\x01", b"\x7f", b"\xc3\xa9", b"\r\n ", b"\r\n\t", b" ", b":", b"\r\n",
 ];
 const BODIES: &[&[u8]] = &[
     b"",
@@ -82,8 +48,7 @@ const BODIES: &[&[u8]] = &[
     b"0\r\n\r\n",
     b"3;ext=1\r\nabc\r\n0\r\nTrailer: x\r\n\r\n",
 ];
-const SMUGGLED: &[u8] =
-    b"POST /api/trigger-doorbell HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n";
+const SMUGGLED: &[u8] = b"POST /api/trigger-doorbell HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n";
 
 /// Builds a request from `data`: each byte picks the next piece.
 fn framed(data: &[u8]) -> Vec<u8> {
@@ -97,16 +62,10 @@ fn framed(data: &[u8]) -> Vec<u8> {
         head.push_str("Host: x\r\n");
     }
     for _ in 0..pick(4) {
-        head.push_str(&format!(
-            "Content-Length: {}\r\n",
-            LENGTHS[pick(LENGTHS.len())]
-        ));
+        head.push_str(&format!("Content-Length: {}\r\n", LENGTHS[pick(LENGTHS.len())]));
     }
     for _ in 0..pick(3) {
-        head.push_str(&format!(
-            "Transfer-Encoding: {}\r\n",
-            CODINGS[pick(CODINGS.len())]
-        ));
+        head.push_str(&format!("Transfer-Encoding: {}\r\n", CODINGS[pick(CODINGS.len())]));
     }
     head.push_str("Content-Type: application/json\r\n\r\n");
     let mut bytes = head.into_bytes();
@@ -137,15 +96,11 @@ fn assert_unambiguous(request: &Request) {
     );
     let values: Vec<&str> = lengths.iter().map(|v| v.trim()).collect();
     assert!(
-        values
-            .iter()
-            .all(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit())),
+        values.iter().all(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit())),
         "a Content-Length that is not digits let through: {values:?}"
     );
     assert!(
-        values
-            .windows(2)
-            .all(|w| w[0].parse::<u64>().ok() == w[1].parse::<u64>().ok()),
+        values.windows(2).all(|w| w[0].parse::<u64>().ok() == w[1].parse::<u64>().ok()),
         "different Content-Lengths let through: {values:?}"
     );
     assert!(
@@ -153,27 +108,18 @@ fn assert_unambiguous(request: &Request) {
         "a transfer coding other than chunked let through: {codings:?}"
     );
     if *request.http_version() == (1, 1) {
-        assert_eq!(
-            named("Host").count(),
-            1,
-            "an HTTP/1.1 request without exactly one Host"
-        );
+        assert_eq!(named("Host").count(), 1, "an HTTP/1.1 request without exactly one Host");
     }
     for header in request.headers() {
         let value = header.value.as_str();
         assert!(
-            value
-                .bytes()
-                .all(|b| b == b'\t' || (0x20..0x7f).contains(&b)),
+            value.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b)),
             "a control or non-ASCII byte in a header value let through: {value:?}"
         );
     }
     let url = request.url();
     assert!(url.starts_with('/') || url == "*", "target {url:?}");
-    assert!(
-        url.bytes().all(|b| (0x21..0x7f).contains(&b)),
-        "target {url:?}"
-    );
+    assert!(url.bytes().all(|b| (0x21..0x7f).contains(&b)), "target {url:?}");
 }
 
 /// A `Range` field as the stored-body routes read it (`http::ranges`): whatever it says, a
@@ -181,10 +127,7 @@ fn assert_unambiguous(request: &Request) {
 fn check_range(field: &str) {
     for len in [0, 1, 7, 1 << 20, u64::MAX] {
         if let Ask::Span { first, last } = ranges::parse(field, len) {
-            assert!(
-                first <= last && last < len,
-                "{first}-{last} of {len} from {field:?}"
-            );
+            assert!(first <= last && last < len, "{first}-{last} of {len} from {field:?}");
         }
     }
 }
