@@ -107,6 +107,19 @@ impl ServiceUrl {
         }
     }
 
+    /// The URL's authority as an HTTP `Host` header and a URL write it: the port left out
+    /// when it is the scheme's `default_port`, an IPv6 address in brackets either way
+    /// (`Host: ::1` is no valid header, `https://::1/` no valid URL).
+    pub fn authority(&self, default_port: u16) -> String {
+        if self.port != default_port {
+            self.host_port()
+        } else if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        }
+    }
+
     /// `scheme://host:port` — no credentials and no path, which may hold a secret too (an ntfy
     /// topic on a public server is one).
     pub fn redacted(&self) -> String {

@@ -80,11 +80,7 @@ impl Read for Deadline {
 }
 
 fn request_head(url: &ServiceUrl, headers: &[(&str, String)], body_len: usize) -> String {
-    let host = if url.port == 80 {
-        url.host.clone()
-    } else {
-        url.host_port()
-    };
+    let host = url.authority(80);
     let mut head = format!(
         "POST {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: porchlight/{}\r\n\
          Content-Length: {body_len}\r\nConnection: close\r\n",
@@ -166,10 +162,7 @@ fn base64(bytes: &[u8]) -> String {
 
 #[cfg(feature = "https")]
 fn post_https(url: &ServiceUrl, headers: &[(&str, String)], body: &[u8]) -> Result<Answer, String> {
-    let mut target = format!("https://{}{}", url.host_port(), url.path);
-    if url.port == 443 {
-        target = format!("https://{}{}", url.host, url.path);
-    }
+    let target = format!("https://{}{}", url.authority(443), url.path);
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_connect(Some(CONNECT_TIMEOUT))
         .timeout_global(Some(IO_TIMEOUT * 2))
@@ -279,6 +272,15 @@ mod tests {
         assert!(head.ends_with("Title: Doorbell\r\n\r\n"));
         let default_port = ServiceUrl::parse("http://h/", |_| Some(80), "").unwrap();
         assert!(request_head(&default_port, &[], 0).contains("Host: h\r\n"));
+        // An IPv6 host keeps its brackets, with or without a port (RFC 9110 7.2, RFC 3986).
+        for (text, host) in [
+            ("http://[::1]/", "[::1]"),
+            ("http://[fd00::5]:8080/", "[fd00::5]:8080"),
+        ] {
+            let url = ServiceUrl::parse(text, |_| Some(80), "").unwrap();
+            let head = request_head(&url, &[], 0);
+            assert!(head.contains(&format!("Host: {host}\r\n")), "{head}");
+        }
     }
 
     #[test]
