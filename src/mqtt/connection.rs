@@ -16,7 +16,9 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::codec::{self, Decoded, Incoming};
 
-/// Connecting (per address) and waiting for CONNACK.
+/// Connecting (per address), and waiting for the whole CONNACK: a deadline for the exchange,
+/// not a timeout per read, or a peer trickling a byte every few seconds would hold the bridge
+/// in its connect (and a clean shutdown behind it) for as long as it liked.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A write that cannot go on for this long means the broker is gone or stuck.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,8 +43,8 @@ impl Connection {
         let io = |e: io::Error| format!("talking to {host_port}: {e}");
         stream.set_nodelay(true).map_err(io)?;
         stream.set_write_timeout(Some(WRITE_TIMEOUT)).map_err(io)?;
-        stream.set_read_timeout(Some(CONNECT_TIMEOUT)).map_err(io)?;
         stream.write_all(connect).map_err(io)?;
+        let deadline = Instant::now() + CONNECT_TIMEOUT;
         let mut buf = Vec::with_capacity(256);
         let mut chunk = [0u8; 256];
         let leftover = loop {
@@ -68,6 +70,14 @@ impl Connection {
                 }
                 Decoded::NeedMore => {}
             }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!(
+                    "no whole CONNACK from {host_port} within {} s",
+                    CONNECT_TIMEOUT.as_secs()
+                ));
+            }
+            stream.set_read_timeout(Some(left)).map_err(io)?;
             match stream.read(&mut chunk) {
                 Ok(0) => return Err(format!("{host_port} closed the connection before CONNACK")),
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),

@@ -837,3 +837,34 @@ fn a_command_with_a_huge_name_is_ignored_and_the_connection_stays() {
         "{metrics}"
     );
 }
+
+/// A peer that answers the CONNECT with the start of a long packet and then a byte a second
+/// (never a whole CONNACK) is given up on within the connect timeout, not one read timeout
+/// per byte: the bridge warns and retries instead of hanging in its connect.
+#[test]
+fn a_peer_trickling_its_first_packet_is_given_up_on() {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (done_tx, done) = std::sync::mpsc::channel::<()>();
+    let peer = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        read_packet(&mut stream).unwrap();
+        // A PUBLISH header announcing 60 000 bytes, which then come one a second.
+        stream.write_all(&[0x30, 0xE0, 0xD4, 0x03]).unwrap();
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            done.recv_timeout(Duration::from_secs(1))
+        {
+            if stream.write_all(b"x").is_err() {
+                return;
+            }
+        }
+    });
+    let toml = format!("mqtt_url = \"mqtt://127.0.0.1:{port}\"\ndevice_id = \"trickle\"\n");
+    let server = Server::with_config(&toml, &[]);
+    let line = cannot_reach_line(&server);
+    assert!(line.contains("no whole CONNACK"), "{line}");
+    drop(done_tx);
+    peer.join().unwrap();
+    assert_eq!(get(server.port(), "/api/status", None).status, 200);
+}
