@@ -868,3 +868,43 @@ fn a_peer_trickling_its_first_packet_is_given_up_on() {
     peer.join().unwrap();
     assert_eq!(get(server.port(), "/api/status", None).status, 200);
 }
+
+/// A broker restarted without persistence forgets every retained message: the bridge
+/// announces again on the new connection, so Home Assistant finds the device, its
+/// availability `online` and the latest picture as before, with no restart of porchlight.
+#[test]
+fn a_restarted_broker_gets_availability_discovery_and_the_picture_again() {
+    let mut broker = Broker::start();
+    let sub = broker.subscribe(&["porchlight/again/availability"]);
+    let server = Server::with_config(&config(&broker, "again", ""), &[]);
+    sub.wait_for("porchlight/again/availability", WAIT);
+    wait_streaming(server.port());
+    trigger(server.port(), None);
+    let deadline = Instant::now() + WAIT;
+    while broker.retained("porchlight/again/snapshot").is_empty() {
+        assert!(Instant::now() < deadline, "no picture before the restart");
+        thread::sleep(Duration::from_millis(50));
+    }
+    broker.kill();
+    broker.restart();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let availability = broker.retained("porchlight/again/availability");
+        let configs = broker.retained("homeassistant/+/again/+/config");
+        let picture = broker.retained("porchlight/again/snapshot");
+        if availability.first().is_some_and(|m| m.text() == "online")
+            && configs.iter().filter(|m| !m.payload.is_empty()).count() == 6
+            && picture.len() == 1
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after the restart: availability {:?}, {} configs, {} pictures",
+            availability.first().map(Message::text),
+            configs.len(),
+            picture.len()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
