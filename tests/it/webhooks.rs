@@ -138,8 +138,16 @@ impl Drop for Receiver {
     }
 }
 
-/// Reads one request and answers it.
-fn answer(mut stream: TcpStream, fail: bool, first: bool) -> Option<Received> {
+/// A request as the receiver read it: path, headers, body.
+struct Request {
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+/// Reads one whole request (head, then a `Content-Length` body); `None` if it did not come
+/// whole within 5 s.
+fn read_request(stream: &TcpStream) -> Option<Request> {
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     let mut reader = BufReader::new(stream.try_clone().ok()?);
     let mut line = String::new();
@@ -164,6 +172,20 @@ fn answer(mut stream: TcpStream, fail: bool, first: bool) -> Option<Received> {
         .ok()?;
     let mut body = vec![0; length];
     reader.read_exact(&mut body).ok()?;
+    Some(Request {
+        path,
+        headers,
+        body,
+    })
+}
+
+/// Reads one request and answers it.
+fn answer(mut stream: TcpStream, fail: bool, first: bool) -> Option<Received> {
+    let Request {
+        path,
+        headers,
+        body,
+    } = read_request(&stream)?;
     let status = if fail { 503 } else { 200 };
     let retry = if fail && first {
         "Retry-After: 1\r\n"
@@ -365,28 +387,6 @@ fn bad_webhooks_config_exits_2_naming_the_key() {
             finished.stderr_lines()
         );
     }
-}
-
-/// Reads one request's head and body; `None` if it did not come whole.
-fn read_request(stream: &TcpStream) -> Option<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let mut reader = BufReader::new(stream.try_clone().ok()?);
-    let mut length = 0usize;
-    let mut line = String::new();
-    loop {
-        line.clear();
-        reader.read_line(&mut line).ok()?;
-        let header = line.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = header.split_once(':')
-            && name.eq_ignore_ascii_case("content-length")
-        {
-            length = value.trim().parse().ok()?;
-        }
-    }
-    reader.read_exact(&mut vec![0; length]).ok()
 }
 
 /// A receiver that answers every request with `status` and these extra header lines, counting
