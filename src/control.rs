@@ -26,8 +26,8 @@ const AUTO_INDEX: u8 = u8::MAX;
 
 /// Event type of a doorbell press.
 pub const DOORBELL_PRESSED: &str = "doorbell_pressed";
-/// Event type of motion reported by a producer (posted through the API).
-pub const MOTION_DETECTED: &str = "motion_detected";
+/// Event type of motion reported by a producer (posted through the API) or the detector.
+pub use crate::motion::MOTION_DETECTED;
 
 impl Control {
     pub fn new(events: EventHub, camera: Camera) -> Control {

@@ -420,10 +420,11 @@ impl Capture {
     }
 
     fn publish_event(&self, event_type: &str, data: Map<String, Value>) {
-        if let Err(err) = self
-            .events
-            .publish(EventDraft::new(event_type, "camera", data))
-        {
+        if let Err(err) = self.events.publish(EventDraft::new(
+            event_type,
+            crate::events::builtin::CAMERA_SOURCE,
+            data,
+        )) {
             log::error!("could not store the {event_type} event: {err}");
         }
     }

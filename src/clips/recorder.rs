@@ -66,7 +66,7 @@ use crate::motion::{MOTION_DETECTED, MOTION_ENDED};
 /// (source `api` or its own) is a moment, like a doorbell press, and a posted `motion_ended`
 /// ends nothing here, whatever `motion_event_id` it names. (A posted event cannot claim this
 /// source: `events::builtin`.)
-pub const DETECTOR_SOURCE: &str = "camera";
+pub const DETECTOR_SOURCE: &str = crate::events::builtin::CAMERA_SOURCE;
 /// Event type of the alert stored when the disk stops recording.
 pub const SYSTEM_ALERT: &str = "system_alert";
 
@@ -765,7 +765,7 @@ impl Writer {
             ),
         );
         data.insert("message".into(), Value::String(message));
-        let alert = EventDraft::new(SYSTEM_ALERT, "clips", data);
+        let alert = EventDraft::new(SYSTEM_ALERT, crate::events::builtin::CLIPS_SOURCE, data);
         if let Err(err) = self.events.publish(alert) {
             log::error!("could not store the system_alert about clips: {err}");
         }

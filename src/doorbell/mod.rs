@@ -228,7 +228,7 @@ pub fn start(
         initial_high,
     };
     let ring: poller::Ring = Box::new(move |data| {
-        if let Err(err) = control.trigger_doorbell("gpio", data) {
+        if let Err(err) = control.trigger_doorbell(crate::events::builtin::GPIO_SOURCE, data) {
             log::warn!("doorbell press on GPIO {pin} not stored: {err}");
         }
     });

@@ -21,10 +21,22 @@
 
 use serde_json::{Map, Value};
 
-/// The `source`s of the server's own producers: `camera` (the capture thread's
-/// `camera_offline`/`camera_online`, the motion detector's events: `clips::recorder::DETECTOR_SOURCE`),
-/// `gpio` (the doorbell button) and `clips` (the recorder's `system_alert`).
-pub const RESERVED_SOURCES: &[&str] = &["camera", "gpio", "clips"];
+use crate::camera::{CAMERA_OFFLINE, CAMERA_ONLINE};
+use crate::clips::recorder::SYSTEM_ALERT;
+use crate::control::DOORBELL_PRESSED;
+use crate::motion::{MOTION_DETECTED, MOTION_ENDED};
+
+/// The `source` of the capture thread's `camera_offline`/`camera_online` and of the motion
+/// detector's events.
+pub const CAMERA_SOURCE: &str = "camera";
+/// The `source` of the doorbell button's presses.
+pub const GPIO_SOURCE: &str = "gpio";
+/// The `source` of the clip recorder's `system_alert`s.
+pub const CLIPS_SOURCE: &str = "clips";
+
+/// The `source`s of the server's own producers, which a posted event may not claim. The
+/// producers publish with these constants, so the list cannot miss one of them.
+pub const RESERVED_SOURCES: &[&str] = &[CAMERA_SOURCE, GPIO_SOURCE, CLIPS_SOURCE];
 
 /// What a listed key of a built-in type's data must hold.
 #[derive(Clone, Copy, Debug)]
@@ -88,24 +100,24 @@ fn region_inside_picture(value: &Value) -> bool {
 
 /// Each built-in type and the keys of its data that have a defined shape.
 const BUILT_IN: &[(&str, &[(&str, Shape)])] = &[
-    ("doorbell_pressed", &[("pin", Shape::Count)]),
+    (DOORBELL_PRESSED, &[("pin", Shape::Count)]),
     (
-        "motion_detected",
+        MOTION_DETECTED,
         &[("score", Shape::Fraction), ("box", Shape::Region)],
     ),
     (
-        "motion_ended",
+        MOTION_ENDED,
         &[
             ("duration_s", Shape::Seconds),
             ("motion_event_id", Shape::EventId),
         ],
     ),
     (
-        "camera_offline",
+        CAMERA_OFFLINE,
         &[("source", Shape::Text), ("reason", Shape::Text)],
     ),
     (
-        "camera_online",
+        CAMERA_ONLINE,
         &[
             ("source", Shape::Text),
             ("width", Shape::Count),
@@ -114,7 +126,7 @@ const BUILT_IN: &[(&str, &[(&str, Shape)])] = &[
         ],
     ),
     (
-        "system_alert",
+        SYSTEM_ALERT,
         &[("reason", Shape::Text), ("message", Shape::Text)],
     ),
 ];

@@ -28,7 +28,7 @@ const CHECK_EVERY: Duration = Duration::from_millis(500);
 /// How many later frames a due frame may pass its turn to, looking for one an encoder decoded.
 const MAX_DEFERRED: u8 = 2;
 /// The `source` events name the camera as.
-const SOURCE: &str = "camera";
+const SOURCE: &str = crate::events::builtin::CAMERA_SOURCE;
 
 /// What the watcher needs from the rest of the server.
 pub struct Wiring {
