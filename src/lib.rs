@@ -11,6 +11,7 @@ pub(crate) mod clock;
 pub mod config;
 pub(crate) mod control;
 pub(crate) mod ctx;
+pub(crate) mod deadline;
 pub(crate) mod doorbell;
 pub mod events;
 pub mod http;

@@ -20,6 +20,7 @@ use tiny_http::{ClientConnection, HeadLimits};
 
 use super::router::{self, Handled};
 use crate::ctx::Ctx;
+use crate::deadline::ReadBy;
 use crate::metrics::Metrics;
 
 /// Stack of each connection thread. Measured need: SQLite reads and JSON handling stay far
@@ -545,15 +546,10 @@ fn linger_close(socket: &TcpStream, within: Duration) {
     if socket.shutdown(SocketShutdown::Write).is_err() {
         return;
     }
-    let deadline = Instant::now() + within;
+    let mut reader = ReadBy::new(socket, within);
     let mut discarded = 0;
     let mut buf = [0u8; 4096];
-    let mut reader = socket;
     while discarded < LINGER_BYTES {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || socket.set_read_timeout(Some(left)).is_err() {
-            return;
-        }
         match reader.read(&mut buf) {
             Ok(0) | Err(_) => return,
             Ok(n) => discarded += n,

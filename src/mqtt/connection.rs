@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use super::codec::{self, Decoded, Incoming};
+use crate::deadline::ReadBy;
 
 /// Connecting (per address), and waiting for the whole CONNACK: a deadline for the exchange,
 /// not a timeout per read, or a peer trickling a byte every few seconds would hold the bridge
@@ -44,7 +45,7 @@ impl Connection {
         stream.set_nodelay(true).map_err(io)?;
         stream.set_write_timeout(Some(WRITE_TIMEOUT)).map_err(io)?;
         stream.write_all(connect).map_err(io)?;
-        let deadline = Instant::now() + CONNECT_TIMEOUT;
+        let mut connack = ReadBy::new(&stream, CONNECT_TIMEOUT);
         let mut buf = Vec::with_capacity(256);
         let mut chunk = [0u8; 256];
         let leftover = loop {
@@ -70,18 +71,16 @@ impl Connection {
                 }
                 Decoded::NeedMore => {}
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(format!(
-                    "no whole CONNACK from {host_port} within {} s",
-                    CONNECT_TIMEOUT.as_secs()
-                ));
-            }
-            stream.set_read_timeout(Some(left)).map_err(io)?;
-            match stream.read(&mut chunk) {
+            match connack.read(&mut chunk) {
                 Ok(0) => return Err(format!("{host_port} closed the connection before CONNACK")),
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    return Err(format!(
+                        "no whole CONNACK from {host_port} within {} s",
+                        CONNECT_TIMEOUT.as_secs()
+                    ));
+                }
                 Err(e) => return Err(format!("no CONNACK from {host_port}: {e}")),
             }
         };

@@ -5,10 +5,10 @@
 //! through `ureq` with rustls, compiled in only with the `https` cargo feature: TLS is most of
 //! what such a client weighs (README, "Webhooks and ntfy", has the measured sizes).
 
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::io::{self, BufRead, BufReader, Write};
+use std::time::Duration;
 
+use crate::deadline::ReadBy;
 use crate::url::ServiceUrl;
 
 /// Whether this build can POST to `https://` receivers.
@@ -55,28 +55,7 @@ fn post_http(url: &ServiceUrl, headers: &[(&str, String)], body: &[u8]) -> Resul
     request.extend_from_slice(head.as_bytes());
     request.extend_from_slice(body);
     stream.write_all(&request).map_err(io)?;
-    let deadline = Instant::now() + IO_TIMEOUT;
-    read_answer(&mut BufReader::new(Deadline { stream, deadline })).map_err(io)
-}
-
-/// A socket whose reads all end by one instant: each read waits at most the time left.
-struct Deadline {
-    stream: TcpStream,
-    deadline: Instant,
-}
-
-impl Read for Deadline {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("no whole answer within {} s", IO_TIMEOUT.as_secs()),
-            ));
-        }
-        self.stream.set_read_timeout(Some(left))?;
-        self.stream.read(buf)
-    }
+    read_answer(&mut BufReader::new(ReadBy::new(&stream, IO_TIMEOUT))).map_err(io)
 }
 
 fn request_head(url: &ServiceUrl, headers: &[(&str, String)], body_len: usize) -> String {
@@ -200,6 +179,7 @@ fn post_https(url: &ServiceUrl, headers: &[(&str, String)], body: &[u8]) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     /// A receiver that sends its answer's head a byte at a time, slower than nothing but
     /// faster than the per-read timeout: the POST still ends once [`IO_TIMEOUT`] is over.
