@@ -186,7 +186,7 @@ fn send_file(request: Request, id: u64, clip: &Clip, ctx: &Ctx) -> bool {
     // truncated save shows as one), never chunked: `shape` states it whatever its size.
     let response = serve.shape(response);
     log::info!("clip of event {id} downloaded ({count} of {len} bytes)");
-    let keep_alive = request.keep_alive();
+    let keep_alive = request.keeps_alive_after(&response);
     request.respond(response).is_ok() && keep_alive
 }
 

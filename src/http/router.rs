@@ -322,7 +322,7 @@ pub fn respond(request: Request, reply: Reply, ctx: &Ctx) -> bool {
     } else {
         reply
     };
-    let keep_alive = request.keep_alive() && !reply.closes_connection();
+    let keep_alive = request.keeps_alive_after(&reply);
     request.respond(reply).is_ok() && keep_alive
 }
 

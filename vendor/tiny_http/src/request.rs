@@ -326,6 +326,18 @@ impl Request {
         self.keep_alive
     }
 
+    /// porchlight patch: whether the connection carries another request after `response`
+    /// answers this one: the request keeps it alive and the answer does not close it. The one
+    /// decision `respond` follows, states in the answer and tells the connection; a caller that
+    /// must know it too asks here.
+    #[inline]
+    pub fn keeps_alive_after<R>(&self, response: &Response<R>) -> bool
+    where
+        R: Read,
+    {
+        self.keep_alive && !response.closes_connection()
+    }
+
     /// Returns the length of the body in bytes.
     ///
     /// Returns `None` if the length is unknown.
@@ -511,7 +523,7 @@ impl Request {
         let do_not_send_body = self.method == Method::Head;
 
         // porchlight patch: the answer and the connection make one decision; see `closing`.
-        let keep_alive = self.keep_alive && !response.closes_connection();
+        let keep_alive = self.keeps_alive_after(&response);
         if !keep_alive {
             if let Some(closing) = &self.closing {
                 closing.store(true, std::sync::atomic::Ordering::Relaxed);

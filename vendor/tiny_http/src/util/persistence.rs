@@ -5,9 +5,10 @@
 //! header for the substrings `close`, `upgrade` and `keep-alive`, and (patch 20) `raw_print`
 //! parsed the tokens again to decide whether to answer `Connection: keep-alive`; the two could
 //! disagree (`Connection: keep-alive, x-closed`, or `keep-alive` and `close` in two header
-//! lines), and an answer then announced what the connection did not do. Now the request's
-//! [`Persistence`] is computed here, kept on the `Request`, followed by the connection and
-//! passed to the response.
+//! lines), and an answer then announced what the connection did not do. Now [`keeps_alive`]
+//! decides it here from the request's [`ConnectionTokens`]; the `Request` keeps the result,
+//! and `Request::keeps_alive_after` (that, unless the answer says `Connection: close`) is what
+//! the connection follows and the answer states.
 
 use crate::common::{HTTPVersion, Header};
 
