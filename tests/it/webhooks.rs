@@ -392,6 +392,13 @@ fn bad_webhooks_config_exits_2_naming_the_key() {
 /// A receiver that answers every request with `status` and these extra header lines, counting
 /// the requests.
 fn answering_all(status: u16, extra: &'static str) -> (u16, Arc<AtomicUsize>) {
+    answering_all_with(format!(
+        "HTTP/1.1 {status} X\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    ))
+}
+
+/// A receiver that answers every request with the bytes `answer`, counting the requests.
+fn answering_all_with(answer: String) -> (u16, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let count = Arc::new(AtomicUsize::new(0));
@@ -405,11 +412,7 @@ fn answering_all(status: u16, extra: &'static str) -> (u16, Arc<AtomicUsize>) {
             if read_request(&stream).is_none() {
                 continue;
             }
-            write!(
-                stream,
-                "HTTP/1.1 {status} X\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
-            )
-            .ok();
+            stream.write_all(answer.as_bytes()).ok();
         }
     });
     (port, count)
@@ -441,4 +444,35 @@ fn retry_after_zero_does_not_turn_retries_into_a_busy_loop() {
         began.elapsed()
     );
     assert!(tries >= 1, "it keeps retrying");
+}
+
+/// A receiver may send interim answers before its final one, asked or not (RFC 9110 §15.2):
+/// `100 Continue`, `103 Early Hints`. The delivery is the final answer's, a 2xx here: the
+/// event counts as delivered at the first try.
+#[test]
+fn interim_answers_before_the_final_one_are_skipped() {
+    let (port, count) = answering_all_with(
+        "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n\
+         HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"
+            .to_string(),
+    );
+    let toml = format!("webhooks = [{{url = \"http://127.0.0.1:{port}/\"}}]\n");
+    let server = Server::with_config(&toml, &[]);
+    let event = post_event(server.port(), None, "ping", json!({}));
+    let deadline = Instant::now() + WAIT;
+    let hook = loop {
+        let hooks = get(server.port(), "/api/status", None).json()["webhooks"].clone();
+        if hooks[0]["last_delivered_id"] == event["id"] {
+            break hooks[0].clone();
+        }
+        assert!(Instant::now() < deadline, "never delivered: {hooks}");
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(hook["failing"], false, "{hook}");
+    assert!(hook["last_error"].is_null(), "{hook}");
+    assert_eq!(
+        count.load(Ordering::SeqCst),
+        1,
+        "delivered at the first try"
+    );
 }
